@@ -1,0 +1,3 @@
+from kubemam.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,259 @@
+"""MediaAsset: one title or clip, from its source through renditions, packages and copies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from kubemam.api.common import (
+    BCP47,
+    DNS_LABEL,
+    SMPTE_TIMECODE,
+    URI,
+    Condition,
+    KubeModel,
+    LocalObjectReference,
+    cel,
+)
+
+SUPPORTED_SOURCE_SCHEMES = ("s3", "https", "http")
+
+
+class Checksum(KubeModel):
+    algorithm: Literal["sha256", "md5"] = "sha256"
+    value: str = Field(pattern=r"^[0-9a-f]{32}([0-9a-f]{32})?$")
+
+
+class Source(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.checksum) || (self.checksum.algorithm == 'sha256' ? "
+                    "size(self.checksum.value) == 64 : size(self.checksum.value) == 32)",
+                    "checksum.value must be 64 hex digits for sha256 and 32 for md5",
+                    ".checksum.value",
+                )
+            ]
+        }
+    }
+
+    uri: str = Field(max_length=2048, pattern=URI, description="Where the master is read from: s3:// or https://.")
+    checksum: Checksum | None = None
+
+
+class Contributor(KubeModel):
+    name: str = Field(min_length=1, max_length=256)
+    role: str = Field(min_length=1, max_length=64)
+
+
+class DescriptiveMetadata(KubeModel):
+    title: str = Field(min_length=1, max_length=512)
+    original_title: str | None = Field(default=None, max_length=512)
+    synopsis: str | None = Field(default=None, max_length=8192)
+    series: str | None = Field(default=None, max_length=512)
+    season: int | None = Field(default=None, ge=0, le=1000)
+    episode: int | None = Field(default=None, ge=0, le=100000)
+    genres: list[str] | None = Field(default=None, max_length=16)
+    language: str | None = Field(default=None, pattern=BCP47)
+    production_year: int | None = Field(default=None, ge=1880, le=2200)
+    content_rating: str | None = Field(default=None, max_length=32)
+    contributors: list[Contributor] | None = Field(default=None, max_length=128)
+    keywords: list[str] | None = Field(default=None, max_length=64)
+
+
+MarkerKind = Literal["segment", "adBreak", "chapter", "ratingFlag", "creditsStart", "note"]
+
+
+class Marker(KubeModel):
+    """A frame-accurate point or range on the asset's timeline (SMPTE timecode)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    kind: MarkerKind
+    start: str = Field(pattern=SMPTE_TIMECODE, description="HH:MM:SS:FF, ';' before FF for drop-frame")
+    end: str | None = Field(default=None, pattern=SMPTE_TIMECODE)
+    note: str | None = Field(default=None, max_length=1024)
+
+
+class Timeline(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.dropFrame || self.frameRate in ['30000/1001', '60000/1001']",
+                    "dropFrame applies only to 29.97 (30000/1001) and 59.94 (60000/1001) fps",
+                    ".dropFrame",
+                )
+            ]
+        }
+    }
+
+    frame_rate: Literal["24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60"] = "25"
+    drop_frame: bool = False
+    start_timecode: str = Field(default="00:00:00:00", pattern=SMPTE_TIMECODE)
+
+
+class Caption(KubeModel):
+    language: str = Field(pattern=BCP47)
+    format: Literal["webvtt", "srt", "ttml"]
+    uri: str = Field(max_length=2048, pattern=URI)
+    kind: Literal["subtitles", "captions", "forced"] = "subtitles"
+    label: str | None = Field(default=None, max_length=128)
+
+
+class MediaAssetSpec(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.markers) || self.markers.all(m, self.markers.exists_one(n, n.name == m.name))",
+                    "marker names must be unique",
+                    ".markers",
+                ),
+                cel(
+                    "!has(self.captions) || self.captions.all(c, "
+                    "self.captions.exists_one(d, d.language == c.language && d.kind == c.kind))",
+                    "at most one caption track per language and kind",
+                    ".captions",
+                ),
+            ]
+        }
+    }
+
+    source: Source
+    metadata: DescriptiveMetadata
+    timeline: Timeline | None = None
+    markers: list[Marker] | None = Field(default=None, max_length=256)
+    captions: list[Caption] | None = Field(default=None, max_length=64)
+    ladder_ref: LocalObjectReference | None = None
+    archive_policy_ref: LocalObjectReference | None = None
+    priority: int = Field(default=50, ge=0, le=100, description="Higher runs first when Jobs queue.")
+
+
+AssetPhase = Literal["Pending", "Ingesting", "Transcoding", "Packaging", "Ready", "Failed"]
+
+
+class VideoStream(KubeModel):
+    codec: str
+    profile: str | None = None
+    width: int = Field(ge=0)
+    height: int = Field(ge=0)
+    frame_rate: str | None = None
+    pixel_format: str | None = None
+    bit_depth: int | None = Field(default=None, ge=0)
+    color_primaries: str | None = None
+    color_transfer: str | None = None
+    color_space: str | None = None
+    field_order: str | None = None
+
+
+class AudioStream(KubeModel):
+    index: int = Field(ge=0)
+    codec: str
+    channels: int = Field(ge=0)
+    channel_layout: str | None = None
+    sample_rate: int | None = Field(default=None, ge=0)
+    language: str | None = None
+
+
+class TechnicalMetadata(KubeModel):
+    container: str | None = None
+    duration_seconds: float | None = Field(default=None, ge=0)
+    size_bytes: int | None = Field(default=None, ge=0)
+    sha256: str | None = None
+    bit_rate: int | None = Field(default=None, ge=0)
+    start_timecode: str | None = None
+    video: VideoStream | None = None
+    audio: list[AudioStream] | None = None
+
+
+class QCIssue(KubeModel):
+    check: str
+    severity: Literal["info", "warning", "error"]
+    start: str | None = None
+    end: str | None = None
+    message: str = Field(max_length=1024)
+
+
+class Loudness(KubeModel):
+    integrated_lufs: float | None = None
+    true_peak_dbtp: float | None = None
+    loudness_range_lu: float | None = None
+
+
+class QCResult(KubeModel):
+    verdict: Literal["Passed", "Warning", "Failed"]
+    checked_at: datetime | None = None
+    loudness: Loudness | None = None
+    issues: list[QCIssue] | None = None
+
+
+class RenditionStatus(KubeModel):
+    name: str = Field(pattern=DNS_LABEL)
+    uri: str
+    sha256: str
+    size_bytes: int = Field(ge=0)
+    spec_hash: str
+    bitrate: int | None = Field(default=None, ge=0)
+
+
+class PackageStatus(KubeModel):
+    format: Literal["hls", "dash"]
+    manifest_uri: str
+    drm_systems: list[str] | None = None
+    key_ids: list[str] | None = Field(default=None, description="Key IDs only, never keys.")
+
+
+class DistributionStatus(KubeModel):
+    window: str
+    channel: str
+    territories: list[str]
+    state: Literal["Published", "TakenDown", "Pending", "Failed"]
+    since: datetime | None = None
+
+
+class StorageCopy(KubeModel):
+    location: str
+    uri: str
+    storage_class: str | None = None
+    offsite: bool = False
+    verified_at: datetime | None = None
+
+
+class StorageStatus(KubeModel):
+    tier: str | None = None
+    copies: list[StorageCopy] | None = None
+
+
+class Progress(KubeModel):
+    step: str
+    percent: int = Field(ge=0, le=100)
+    fps: float | None = Field(default=None, ge=0)
+    eta_seconds: int | None = Field(default=None, ge=0)
+    updated_at: datetime | None = None
+
+
+class StepJob(KubeModel):
+    """The Job that ran (or runs) one step, and how it ended."""
+
+    step: str
+    name: str
+    input_hash: str
+    state: Literal["Pending", "Running", "Succeeded", "Failed"]
+    message: str | None = Field(default=None, max_length=4096)
+
+
+class MediaAssetStatus(KubeModel):
+    phase: AssetPhase | None = None
+    observed_generation: int | None = Field(default=None, ge=0)
+    conditions: list[Condition] | None = None
+    technical: TechnicalMetadata | None = None
+    qc: QCResult | None = None
+    renditions: list[RenditionStatus] | None = None
+    packages: list[PackageStatus] | None = None
+    distribution: list[DistributionStatus] | None = None
+    storage: StorageStatus | None = None
+    progress: Progress | None = None
+    jobs: list[StepJob] | None = None

@@ -1,0 +1,216 @@
+"""TranscodeLadder: a reusable ABR ladder and delivery policy."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kubemam.api.common import (
+    BCP47,
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    Condition,
+    KubeModel,
+    ResourceRequirements,
+    SecretKeyReference,
+    cel,
+)
+
+VideoCodec = Literal["h264", "h265", "av1"]
+
+
+class RateControl(KubeModel):
+    """CRF (constant quality, optionally capped) or capped VBR with a target bitrate."""
+
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("self.mode != 'crf' || has(self.crf)", "crf mode needs crf", ".crf"),
+                cel(
+                    "self.mode != 'vbr' || (has(self.bitrateKbps) && has(self.maxrateKbps))",
+                    "vbr mode needs bitrateKbps and maxrateKbps",
+                    ".bitrateKbps",
+                ),
+                cel(
+                    "!has(self.maxrateKbps) || !has(self.bitrateKbps) || self.maxrateKbps >= self.bitrateKbps",
+                    "maxrateKbps must not be below bitrateKbps",
+                    ".maxrateKbps",
+                ),
+                cel(
+                    "!has(self.maxrateKbps) || has(self.bufsizeKbps)",
+                    "a capped rate (maxrateKbps) needs bufsizeKbps",
+                    ".bufsizeKbps",
+                ),
+            ]
+        }
+    }
+
+    mode: Literal["crf", "vbr"]
+    crf: int | None = Field(default=None, ge=0, le=63)
+    bitrate_kbps: int | None = Field(default=None, ge=50, le=200000)
+    maxrate_kbps: int | None = Field(default=None, ge=50, le=400000)
+    bufsize_kbps: int | None = Field(default=None, ge=50, le=800000)
+
+
+class VideoRendition(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.codec != 'h264' || !has(self.profile) || self.profile in ['baseline', 'main', 'high']",
+                    "h264 profile must be baseline, main or high",
+                    ".profile",
+                ),
+                cel(
+                    "self.codec != 'h265' || !has(self.profile) || self.profile in ['main', 'main10']",
+                    "h265 profile must be main or main10",
+                    ".profile",
+                ),
+                cel(
+                    "self.codec != 'av1' || !has(self.profile) || self.profile == 'main'",
+                    "av1 profile must be main",
+                    ".profile",
+                ),
+            ]
+        }
+    }
+
+    name: str = Field(min_length=1, max_length=32, pattern=DNS_LABEL)
+    codec: VideoCodec
+    width: int = Field(ge=64, le=7680, multiple_of=2)
+    height: int = Field(ge=64, le=4320, multiple_of=2)
+    rate_control: RateControl
+    profile: str | None = Field(default=None, max_length=16)
+    level: str | None = Field(default=None, pattern=r"^[1-6](\.[0-3])?$")
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+    ] = "medium"
+    frame_rate: str | None = Field(default=None, pattern=r"^[0-9]+(/[0-9]+)?$")
+
+
+class Loudness(KubeModel):
+    standard: Literal["ebu-r128", "atsc-a85"] = "ebu-r128"
+    target_lufs: float = Field(default=-23.0, ge=-40, le=-5)
+    true_peak_dbtp: float = Field(default=-1.0, ge=-9, le=0)
+
+
+class AudioRendition(KubeModel):
+    name: str = Field(min_length=1, max_length=32, pattern=DNS_LABEL)
+    codec: Literal["aac", "ac3", "eac3", "opus"] = "aac"
+    bitrate_kbps: int = Field(ge=16, le=1536)
+    channels: int = Field(default=2, ge=1, le=16)
+    sample_rate: Literal[44100, 48000] = 48000
+    language: str | None = Field(default=None, pattern=BCP47)
+    loudness: Loudness | None = None
+
+
+class Packaging(KubeModel):
+    formats: list[Literal["hls", "dash"]] = Field(min_length=1, max_length=2, json_schema_extra={
+        "x-kubernetes-list-type": "set"})
+    container: Literal["cmaf"] = "cmaf"
+    iframe_playlist: bool = True
+
+
+DrmSystem = Literal["widevine", "playready", "fairplay", "clearkey"]
+
+
+class CpixProvider(KubeModel):
+    url: str = Field(max_length=2048, pattern=r"^https?://.+$")
+    credentials_secret_ref: SecretKeyReference | None = None
+
+
+class SecretProvider(KubeModel):
+    """Keys generated once per asset and key tier, kept in a Secret the asset owns."""
+
+    name_prefix: str | None = Field(default=None, max_length=200, pattern=DNS_SUBDOMAIN)
+
+
+class KeyProvider(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("self.type != 'secret' || !has(self.cpix)", "type secret takes no cpix field", ".cpix"),
+                cel("self.type != 'cpix' || has(self.cpix)", "type cpix needs the cpix field", ".cpix"),
+            ]
+        }
+    }
+
+    type: Literal["secret", "cpix"]
+    secret: SecretProvider | None = None
+    cpix: CpixProvider | None = None
+
+
+class KeyTiers(KubeModel):
+    separate_audio: bool = False
+    separate_video_tiers: bool = Field(default=False, description="Distinct keys for SD, HD and UHD video.")
+
+
+class Drm(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!('fairplay' in self.systems) || self.scheme == 'cbcs'",
+                    "fairplay needs the cbcs scheme",
+                    ".scheme",
+                )
+            ]
+        }
+    }
+
+    systems: list[DrmSystem] = Field(min_length=1, max_length=4, json_schema_extra={
+        "x-kubernetes-list-type": "set"})
+    scheme: Literal["cenc", "cbcs"] = "cenc"
+    key_provider: KeyProvider | None = None
+    key_tiers: KeyTiers | None = None
+
+
+class Thumbnails(KubeModel):
+    interval_seconds: int = Field(default=10, ge=1, le=600)
+    width: int = Field(default=320, ge=32, le=1920)
+    sprite_columns: int = Field(default=10, ge=1, le=50)
+    sprite_rows: int = Field(default=10, ge=1, le=50)
+
+
+class Chunking(KubeModel):
+    chunk_seconds: int = Field(default=60, ge=2, le=3600)
+    max_parallel: int = Field(default=4, ge=1, le=256)
+
+
+class TranscodeLadderSpec(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.renditions.all(r, self.renditions.exists_one(s, s.name == r.name))",
+                    "rendition names must be unique",
+                    ".renditions",
+                ),
+                cel(
+                    "!has(self.audio) || self.audio.all(a, self.audio.exists_one(b, b.name == a.name))",
+                    "audio rendition names must be unique",
+                    ".audio",
+                ),
+            ]
+        }
+    }
+
+    renditions: list[VideoRendition] = Field(min_length=1, max_length=16)
+    audio: list[AudioRendition] | None = Field(default=None, max_length=16)
+    segment_duration_seconds: int = Field(default=6, ge=1, le=30)
+    packaging: Packaging | None = None
+    drm: Drm | None = None
+    thumbnails: Thumbnails | None = None
+    chunking: Chunking | None = None
+    resources: ResourceRequirements | None = None
+    priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
+    queue_name: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL,
+                                   description="Kueue LocalQueue; Jobs are created suspended for Kueue to admit.")
+
+
+class TranscodeLadderStatus(KubeModel):
+    phase: Literal["Valid", "Invalid"] | None = None
+    observed_generation: int | None = Field(default=None, ge=0)
+    conditions: list[Condition] | None = None
+    rendition_count: int | None = Field(default=None, ge=0)

@@ -1,0 +1,84 @@
+"""RightsWindow: a licence grant for assets, territories and channels over a time range."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from kubemam.api.common import DNS_SUBDOMAIN, Condition, KubeModel, LabelSelector, cel
+from kubemam.api.territories import ISO3166_ALPHA2
+
+Channel = Literal["svod", "avod", "tvod", "est", "fast", "broadcast", "catchup"]
+
+
+class AssetSelection(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "(has(self.names) && size(self.names) > 0) || has(self.selector)",
+                    "select assets by names or by selector",
+                )
+            ]
+        }
+    }
+
+    names: list[str] | None = Field(default=None, max_length=1000, json_schema_extra={
+        "items": {"type": "string", "maxLength": 253, "pattern": DNS_SUBDOMAIN}, "x-kubernetes-list-type": "set"})
+    selector: LabelSelector | None = None
+
+
+class RightsWindowSpec(KubeModel):
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("self.end > self.start", "end must be after start", ".end"),
+            ]
+        }
+    }
+
+    assets: AssetSelection
+    territories: list[str] = Field(
+        min_length=1,
+        max_length=len(ISO3166_ALPHA2),
+        description="ISO 3166-1 alpha-2 country codes.",
+        json_schema_extra={"items": {"type": "string", "enum": list(ISO3166_ALPHA2)}, "x-kubernetes-list-type": "set"},
+    )
+    channels: list[Channel] = Field(min_length=1, max_length=7, json_schema_extra={
+        "x-kubernetes-list-type": "set"})
+    start: datetime
+    end: datetime
+    exclusive: bool = False
+    @field_validator("territories")
+    @classmethod
+    def _known_territories(cls, territories: list[str]) -> list[str]:
+        unknown = sorted(set(territories) - set(ISO3166_ALPHA2))
+        if unknown:
+            raise ValueError(f"unknown ISO 3166-1 alpha-2 territory codes: {', '.join(unknown)}")
+        return territories
+
+    licensor: str | None = Field(default=None, max_length=256)
+    contract_id: str | None = Field(default=None, max_length=128)
+
+
+WindowPhase = Literal["Scheduled", "Open", "Closed"]
+
+
+class HistoryEntry(KubeModel):
+    at: datetime
+    action: Literal["Published", "TakenDown"]
+    asset: str
+    channel: str
+    territories: list[str]
+    verified: bool = False
+
+
+class RightsWindowStatus(KubeModel):
+    phase: WindowPhase | None = None
+    observed_generation: int | None = Field(default=None, ge=0)
+    conditions: list[Condition] | None = None
+    matched_assets: int | None = Field(default=None, ge=0)
+    next_transition: datetime | None = None
+    history: list[HistoryEntry] | None = Field(default=None, max_length=1000)

@@ -1,0 +1,102 @@
+"""The `kubemam` command: the operator, CRD generation, the local cluster and the workers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from kubemam.api import crdgen
+
+    out = Path(args.out)
+    if args.check:
+        stale = crdgen.stale(out)
+        if stale:
+            print(f"{out} differs from the models: {', '.join(stale)}; run `kubemam crds`", file=sys.stderr)
+            return 1
+        print(f"{out} matches the models")
+        return 0
+    for path in crdgen.write(out):
+        print(path)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import kubemam.controllers.main  # noqa: F401 - registers the handlers
+
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=True,  # one replica, no peering: see docs/architecture.md
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    from kubemam.local import cluster
+    from kubemam.local.binaries import resolve
+
+    directory = Path(args.state_dir) if args.state_dir else cluster.state_dir()
+    if args.action == "serve":
+        return cluster.serve(directory)
+    if args.action == "build":
+        binaries = resolve(cluster.TOOLS + ("kube-scheduler",))
+        for name, path in sorted(binaries.paths.items()):
+            print(f"{name}\t{path}")
+        return 0
+    if args.action == "up":
+        state = cluster.up(directory)
+        print(f"kubemam local cluster {state['version']} at {state['server']} "
+              f"(control plane started in {state['startedInSeconds']}s)")
+        print(f"logs: {state['logs']}")
+        print("to use it:")
+        for line in cluster.env_lines(state):
+            print(f"  {line}")
+        return 0
+    if args.action == "down":
+        print("stopped" if cluster.down(directory) else "not running")
+        return 0
+    state = cluster.read_state(directory)
+    if state is None:
+        print("the local cluster is not running: kubemam local up", file=sys.stderr)
+        return 1
+    for line in cluster.env_lines(state):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubemam", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    crds = sub.add_parser("crds", help="generate the CRDs from the API models")
+    crds.add_argument("--out", default="crds", help="directory to write (default: crds)")
+    crds.add_argument("--check", action="store_true", help="fail when the directory differs from the models")
+    crds.set_defaults(func=_crds)
+
+    run = sub.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    run.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--verbose", action="store_true")
+    run.set_defaults(func=_run)
+
+    local = sub.add_parser("local", help="the local cluster for tests and the demo")
+    local.add_argument("action", choices=["up", "down", "env", "build", "serve"])
+    local.add_argument("--state-dir", default=None, help="where state and logs live (default: ~/.cache/kubemam/local)")
+    local.set_defaults(func=_local)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,133 @@
+"""The operator's registration table: every Kopf handler, its stable id, and where it hands off.
+
+Handler ids and the persistence prefix are pinned: changing them later makes Kopf forget
+what it did. Handlers return None and patch declared status fields themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from typing import Any
+
+import kopf
+
+from kubemam import config as config_module
+from kubemam.api.common import GROUP, VERSION
+from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
+from kubemam.config import OperatorConfig
+from kubemam.controllers import asset, policies
+from kubemam.kubeapi import KubeApi
+from kubemam.plan.jobs import MANAGED_SELECTOR
+
+FINALIZER = f"{GROUP}/finalizer"
+ASSETS = (GROUP, VERSION, MEDIA_ASSET.plural)
+LADDERS = (GROUP, VERSION, TRANSCODE_LADDER.plural)
+WINDOWS = (GROUP, VERSION, RIGHTS_WINDOW.plural)
+POLICIES = (GROUP, VERSION, ARCHIVE_POLICY.plural)
+
+
+@cache
+def api() -> KubeApi:
+    return KubeApi()
+
+
+@cache
+def settings() -> OperatorConfig:
+    return config_module.load()
+
+
+@kopf.on.startup(id="configure")
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Explicit watch timeouts: a silently dead watch connection is re-established.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 8
+
+
+def _not_ready(status: Any, **_: Any) -> bool:
+    ready = next((c for c in (status or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    return ready is None or ready.get("status") != "True"
+
+
+def _reconcile_assets_referencing(namespace: str, field: str, name: str) -> None:
+    for asset_name in asset.assets_referencing(api(), namespace, field, name):
+        asset.reconcile(api(), settings(), namespace, asset_name)
+
+
+# --- MediaAsset ------------------------------------------------------------------------------
+
+
+@kopf.on.resume(*ASSETS, id="asset")
+@kopf.on.create(*ASSETS, id="asset")
+@kopf.on.update(*ASSETS, id="asset")
+def asset_changed(namespace: str, name: str, **_: Any) -> None:
+    asset.reconcile(api(), settings(), namespace, name)
+
+
+@kopf.timer(*ASSETS, id="asset-recheck", interval=60.0, initial_delay=60.0, when=_not_ready)
+def asset_recheck(namespace: str, name: str, **_: Any) -> None:
+    """A safety net for an asset that is not Ready: watches can miss what a timer will not."""
+    asset.reconcile(api(), settings(), namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-mirror")
+def job_changed(body: Any, namespace: str, **_: Any) -> None:
+    for owner in body.get("metadata", {}).get("ownerReferences") or []:
+        if owner.get("kind") == MEDIA_ASSET.kind and owner.get("controller"):
+            asset.reconcile(api(), settings(), namespace, owner["name"])
+
+
+# --- TranscodeLadder -------------------------------------------------------------------------
+
+
+@kopf.on.resume(*LADDERS, id="ladder")
+@kopf.on.create(*LADDERS, id="ladder")
+@kopf.on.update(*LADDERS, id="ladder")
+def ladder_changed(namespace: str, name: str, **_: Any) -> None:
+    policies.reconcile_ladder(api(), namespace, name)
+    _reconcile_assets_referencing(namespace, "ladderRef", name)
+
+
+@kopf.on.delete(*LADDERS, id="ladder-deleted", optional=True)
+def ladder_deleted(namespace: str, name: str, **_: Any) -> None:
+    _reconcile_assets_referencing(namespace, "ladderRef", name)
+
+
+# --- RightsWindow ----------------------------------------------------------------------------
+
+
+@kopf.on.resume(*WINDOWS, id="window")
+@kopf.on.create(*WINDOWS, id="window")
+@kopf.on.update(*WINDOWS, id="window")
+@kopf.timer(*WINDOWS, id="window-clock", interval=30.0, initial_delay=30.0)
+def window_changed(namespace: str, name: str, **_: Any) -> None:
+    policies.reconcile_window(api(), namespace, name)
+
+
+# --- ArchivePolicy ---------------------------------------------------------------------------
+
+
+@kopf.on.resume(*POLICIES, id="policy")
+@kopf.on.create(*POLICIES, id="policy")
+@kopf.on.update(*POLICIES, id="policy")
+def policy_changed(namespace: str, name: str, **_: Any) -> None:
+    policies.reconcile_policy(api(), namespace, name)
+    _reconcile_assets_referencing(namespace, "archivePolicyRef", name)
+
+
+@kopf.timer(*POLICIES, id="policy-recount", interval=60.0, initial_delay=60.0)
+def policy_recount(namespace: str, name: str, **_: Any) -> None:
+    """Keeps assetsCovered current as assets come and go."""
+    policies.reconcile_policy(api(), namespace, name)
+
+
+@kopf.on.delete(*POLICIES, id="policy-deleted", optional=True)
+def policy_deleted(namespace: str, name: str, **_: Any) -> None:
+    _reconcile_assets_referencing(namespace, "archivePolicyRef", name)

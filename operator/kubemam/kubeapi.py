@@ -1,0 +1,103 @@
+"""The operator's side effects on the API server: plain dicts in and out.
+
+Creates tolerate 409 and deletes tolerate 404, so every caller can run twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from kubemam.api.common import GROUP, VERSION
+
+_loaded = False
+
+
+def load_config() -> None:
+    """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
+    global _loaded
+    if _loaded:
+        return
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    _loaded = True
+
+
+def _raw(response: Any) -> Any:
+    return json.loads(response.data)
+
+
+class KubeApi:
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        if api_client is None:
+            load_config()
+            api_client = client.ApiClient()
+        self.custom = client.CustomObjectsApi(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    # --- kubemam resources -------------------------------------------------------------------
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return _raw(self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, _preload_content=False))  # type: ignore[no-any-return]
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        body = _raw(self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, _preload_content=False))
+        return list(body.get("items") or [])
+
+    def patch_status(self, plural: str, namespace: str, name: str, status_patch: dict[str, Any]) -> None:
+        """Merge-patch the status subresource; a vanished object is not an error."""
+        try:
+            self.custom.api_client.call_api(
+                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
+                "PATCH",
+                body={"status": status_patch},
+                header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+            )
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    # --- Jobs and pods -----------------------------------------------------------------------
+
+    def list_jobs(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        body = _raw(self.batch.list_namespaced_job(namespace, label_selector=label_selector, _preload_content=False))
+        return list(body.get("items") or [])
+
+    def create_job(self, job: dict[str, Any]) -> bool:
+        """Create a Job; False when it already exists (the same inputs, so nothing to do)."""
+        try:
+            self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)
+            return True
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+
+    def termination_message(self, namespace: str, job_name: str) -> str | None:
+        """The termination message of the Job's succeeded pod, where the worker puts its result."""
+        body = _raw(self.core.list_namespaced_pod(
+            namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}", _preload_content=False))
+        for pod in body.get("items") or []:
+            if (pod.get("status") or {}).get("phase") != "Succeeded":
+                continue
+            for status in (pod["status"].get("containerStatuses") or []):
+                terminated = (status.get("state") or {}).get("terminated") or {}
+                if terminated.get("message"):
+                    return str(terminated["message"])
+        return None

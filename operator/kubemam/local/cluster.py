@@ -1,0 +1,147 @@
+"""`kubemam local up | down | env`: the local cluster as a background service.
+
+`up` starts a detached supervisor (`kubemam local serve`) that runs the control plane,
+installs the CRDs and runs the operator with the same entry point its container runs;
+`down` asks it to stop (SIGTERM) and waits until nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+from kubemam.local.binaries import cache_root, resolve
+from kubemam.local.controlplane import ControlPlane
+from kubemam.local.crdinstall import install_crds
+
+TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("KUBEMAM_STATE_DIR") or cache_root() / "local")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(directory: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((directory / "ready.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state if _alive(int(state["pid"])) else None
+
+
+def operator_command() -> list[str]:
+    return [sys.executable, "-m", "kubemam", "run", "--all-namespaces"]
+
+
+def serve(directory: Path) -> int:
+    """Run the control plane and the operator until SIGTERM or SIGINT."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ready.json").unlink(missing_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    binaries = resolve(TOOLS)
+    workdir = directory / "cluster"
+    if workdir.exists():
+        import shutil
+
+        shutil.rmtree(workdir)  # a fresh cluster each time: no state survives `down`
+    with ControlPlane(workdir=workdir, binaries=binaries) as cp:
+        install_crds(config.new_client_from_config(str(cp.kubeconfig)))
+        with open(directory / "operator.log", "ab") as op_log:
+            operator = subprocess.Popen(operator_command(), env={**os.environ, **cp.env()}, stdout=op_log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            state = {
+                "pid": os.getpid(),
+                "operatorPid": operator.pid,
+                "kubeconfig": str(cp.kubeconfig),
+                "server": cp.server,
+                "version": cp.version(),
+                "binDir": str(binaries["kubectl"].parent),
+                "startedInSeconds": round(cp.started_in, 2),
+                "logs": str(directory),
+            }
+            (directory / "ready.json").write_text(json.dumps(state, indent=2))
+            while not stop.wait(1.0):
+                if operator.poll() is not None:
+                    break  # the operator died: stop the cluster rather than run half of it
+            if operator.poll() is None:
+                operator.terminate()
+                try:
+                    operator.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    operator.kill()
+                    operator.wait()
+    (directory / "ready.json").unlink(missing_ok=True)
+    return 0
+
+
+def up(directory: Path, timeout: float = 1800.0) -> dict[str, Any]:
+    """Start the supervisor in the background (or find it running) and wait until ready."""
+    state = read_state(directory)
+    if state:
+        return state
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ready.json").unlink(missing_ok=True)
+    with open(directory / "serve.log", "ab") as serve_log:
+        proc = subprocess.Popen([sys.executable, "-m", "kubemam", "local", "serve", "--state-dir", str(directory)],
+                                stdout=serve_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(directory)
+        if state:
+            return state
+        if proc.poll() is not None:
+            tail = (directory / "serve.log").read_text(errors="replace").splitlines()[-30:]
+            raise RuntimeError("the local cluster failed to start:\n" + "\n".join(tail))
+        time.sleep(0.5)
+    raise TimeoutError(f"the local cluster was not ready after {timeout:.0f}s (see {directory}/serve.log)")
+
+
+def down(directory: Path, timeout: float = 60.0) -> bool:
+    """Stop the supervisor; True when something was running."""
+    try:
+        pid = int(json.loads((directory / "ready.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return False
+    if not _alive(pid):
+        (directory / "ready.json").unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def env_lines(state: dict[str, Any]) -> list[str]:
+    return [
+        f"export KUBECONFIG={state['kubeconfig']}",
+        f"export PATH={state['binDir']}:$PATH",
+    ]
+
+
+def api_client(state: dict[str, Any]) -> client.ApiClient:
+    return config.new_client_from_config(state["kubeconfig"])

@@ -1,0 +1,48 @@
+"""ArchivePolicy checks the schema cannot make (tier order, loops), as conditions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from kubemam.api.archive import ArchivePolicySpec, ArchivePolicyStatus
+from kubemam.plan.conditions import Verdict, apply_verdicts
+
+
+def policy_problems(spec: ArchivePolicySpec) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    first, *later = spec.tiers
+    if first.transition is not None and first.transition.after_days > 0:
+        problems.append(("InvalidTierOrder", f"tier {first.name!r} is the first (hot) tier and cannot wait "
+                                             f"{first.transition.after_days} days for a transition"))
+    previous = 0
+    for tier in later:
+        if tier.transition is None:
+            problems.append(("InvalidTierOrder", f"tier {tier.name!r} needs a transition (only the first "
+                                                 "tier has none)"))
+            continue
+        if tier.transition.after_days <= previous:
+            problems.append(("InvalidTierOrder", f"tier {tier.name!r} transitions after "
+                                                 f"{tier.transition.after_days} days, not after the tier "
+                                                 f"before it ({previous} days)"))
+        previous = tier.transition.after_days
+    places = [(t.location, t.storage_class) for t in spec.tiers]
+    for index, place in enumerate(places):
+        if place in places[:index]:
+            problems.append(("TierLoop", f"tier {spec.tiers[index].name!r} moves content back to "
+                                         f"{place[0]}/{place[1]}, where an earlier tier keeps it"))
+    return problems
+
+
+def plan_policy(spec: ArchivePolicySpec, status: ArchivePolicyStatus, generation: int,
+                now: datetime, assets_covered: int) -> ArchivePolicyStatus:
+    problems = policy_problems(spec)
+    if problems:
+        verdict = Verdict("Ready", "False", problems[0][0], "; ".join(m for _, m in problems))
+    else:
+        verdict = Verdict("Ready", "True", "Valid", f"{len(spec.tiers)} tiers over {len(spec.locations)} locations")
+    return status.model_copy(update={
+        "phase": "Invalid" if problems else "Active",
+        "observed_generation": generation,
+        "conditions": apply_verdicts(status.conditions, [verdict], generation, now),
+        "assets_covered": assets_covered,
+    })

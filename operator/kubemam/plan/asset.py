@@ -1,0 +1,194 @@
+"""The MediaAsset planner: gathered facts and the clock in, desired Jobs and status out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import ValidationError
+
+from kubemam.api.asset import (
+    SUPPORTED_SOURCE_SCHEMES,
+    MediaAssetSpec,
+    MediaAssetStatus,
+    Progress,
+    QCResult,
+    StepJob,
+    TechnicalMetadata,
+)
+from kubemam.config import OperatorConfig
+from kubemam.media.timecode import Timecode, TimecodeError
+from kubemam.plan.conditions import Verdict, apply_verdicts
+from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
+
+INGEST = "ingest"
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """What the API server says about one of the asset's Jobs."""
+
+    name: str
+    step: str
+    input_hash: str
+    state: str  # Pending | Running | Succeeded | Failed
+    message: str | None = None
+    result: dict[str, Any] | None = None  # the worker's termination message, parsed
+
+
+@dataclass(frozen=True)
+class AssetFacts:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: MediaAssetSpec
+    status: MediaAssetStatus
+    ladder_found: bool | None  # None: the asset names no ladder
+    archive_policy_found: bool | None
+    jobs: list[JobObservation] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AssetPlan:
+    create_jobs: list[dict[str, Any]]
+    status: MediaAssetStatus
+
+
+def source_problem(spec: MediaAssetSpec) -> str | None:
+    scheme = urlparse(spec.source.uri).scheme.lower()
+    if scheme not in SUPPORTED_SOURCE_SCHEMES:
+        supported = ", ".join(f"{s}://" for s in SUPPORTED_SOURCE_SCHEMES)
+        return f"source.uri scheme {scheme!r}:// is not supported (use {supported})"
+    if scheme == "s3" and not urlparse(spec.source.uri).netloc:
+        return "source.uri names no bucket (s3://BUCKET/KEY)"
+    return None
+
+
+def marker_problems(spec: MediaAssetSpec) -> list[str]:
+    """What the schema cannot judge about markers: frames that do not exist, ends before starts."""
+    timeline = spec.timeline
+    rate = timeline.frame_rate if timeline else "25"
+    drop = timeline.drop_frame if timeline else False
+    problems = []
+    for marker in spec.markers or []:
+        try:
+            start = Timecode.parse(marker.start, rate, drop)
+            if marker.end is not None:
+                end = Timecode.parse(marker.end, rate, drop)
+                if end.to_frames(rate) < start.to_frames(rate):
+                    problems.append(f"marker {marker.name!r}: end {marker.end} is before start {marker.start}")
+        except TimecodeError as err:
+            problems.append(f"marker {marker.name!r}: {err}")
+    return problems
+
+
+def ingest_request(facts: AssetFacts) -> StepJobRequest:
+    spec = facts.spec
+    inputs: dict[str, Any] = {"source": spec.source.to_wire()}
+    if spec.timeline:
+        inputs["timeline"] = spec.timeline.to_wire()
+    return StepJobRequest(
+        owner=Owner("MediaAsset", facts.name, facts.uid, facts.namespace),
+        step=INGEST,
+        inputs=inputs,
+    )
+
+
+def _ingest_outcome(job: JobObservation | None) -> tuple[Verdict, str]:
+    """The Ingested condition and the phase that follows from the ingest Job."""
+    if job is None or job.state == "Pending":
+        return Verdict("Ingested", "Unknown", "IngestPending", "the ingest Job is waiting to run"), "Ingesting"
+    if job.state == "Running":
+        return Verdict("Ingested", "Unknown", "IngestRunning", f"Job {job.name} is running"), "Ingesting"
+    if job.state == "Failed":
+        detail = f": {job.message}" if job.message else ""
+        return Verdict("Ingested", "False", "IngestFailed", f"Job {job.name} failed{detail}"), "Failed"
+    return Verdict("Ingested", "True", "IngestSucceeded", f"Job {job.name} succeeded"), "Ready"
+
+
+def _mirror_result(status: MediaAssetStatus, job: JobObservation | None) -> MediaAssetStatus:
+    """Copy what the worker reported (technical metadata, QC) into status, if it validates."""
+    if job is None or job.state != "Succeeded" or not job.result:
+        return status
+    update: dict[str, Any] = {}
+    try:
+        if "technical" in job.result:
+            update["technical"] = TechnicalMetadata.model_validate(job.result["technical"])
+        if "qc" in job.result:
+            update["qc"] = QCResult.model_validate(job.result["qc"])
+    except ValidationError:
+        return status  # a result we cannot read is not mirrored; the Job's outcome still is
+    return status.model_copy(update=update)
+
+
+def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> AssetPlan:
+    spec = facts.spec
+    status = facts.status
+    verdicts: list[Verdict] = []
+    create: list[dict[str, Any]] = []
+    jobs: list[StepJob] = []
+
+    problem = source_problem(spec)
+    problems = [problem] if problem else []
+    problems += marker_problems(spec)
+    if problems:
+        reason = "UnsupportedSource" if problem else "InvalidMarkers"
+        verdicts.append(Verdict("Ready", "False", reason, "; ".join(problems)))
+        conditions = apply_verdicts(status.conditions, verdicts, facts.generation, now)
+        new_status = status.model_copy(
+            update={"phase": "Failed", "conditions": conditions, "observed_generation": facts.generation}
+        )
+        return AssetPlan([], new_status)
+
+    request = ingest_request(facts)
+    observed = next((j for j in facts.jobs if j.name == request.name), None)
+    if observed is None:
+        create.append(build_step_job(request, config))
+    ingested, phase = _ingest_outcome(observed)
+    verdicts.append(ingested)
+    jobs.append(
+        StepJob(
+            step=INGEST,
+            name=request.name,
+            input_hash=request.digest,
+            state=observed.state if observed else "Pending",  # type: ignore[arg-type]
+            message=observed.message if observed else None,
+        )
+    )
+    done = ingested.status == "True"
+    progress = Progress(step=INGEST, percent=100 if done else 0, updated_at=now)
+    if status.progress and status.progress.step == INGEST and status.progress.percent == progress.percent:
+        progress = status.progress  # unchanged progress is not rewritten (no status churn)
+
+    blockers: list[Verdict] = []
+    if facts.ladder_found is False and spec.ladder_ref:
+        blockers.append(Verdict("Ready", "False", "LadderNotFound",
+                                f"TranscodeLadder {spec.ladder_ref.name!r} not found in namespace {facts.namespace}"))
+    if facts.archive_policy_found is False and spec.archive_policy_ref:
+        blockers.append(Verdict("Ready", "False", "ArchivePolicyNotFound",
+                                f"ArchivePolicy {spec.archive_policy_ref.name!r} not found in namespace "
+                                f"{facts.namespace}"))
+    if phase == "Failed":
+        verdicts.append(Verdict("Ready", "False", ingested.reason, ingested.message))
+    elif blockers:
+        verdicts.append(blockers[0])
+        phase = "Pending" if done else phase
+    elif done:
+        verdicts.append(Verdict("Ready", "True", "AllStepsSucceeded", "every planned step succeeded"))
+    else:
+        verdicts.append(Verdict("Ready", "False", ingested.reason, ingested.message))
+
+    conditions = apply_verdicts(status.conditions, verdicts, facts.generation, now)
+    new_status = _mirror_result(status, observed).model_copy(
+        update={
+            "phase": phase,
+            "conditions": conditions,
+            "observed_generation": facts.generation,
+            "progress": progress,
+            "jobs": jobs,
+        }
+    )
+    return AssetPlan(create, new_status)

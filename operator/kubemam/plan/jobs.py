@@ -1,0 +1,182 @@
+"""Pure builders of the batch/v1 Jobs that run `kubemam worker <step>`.
+
+A Job's pod template is immutable, so a changed input is a new Job under a new name:
+the name carries the hash of every input of the step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubemam import __version__
+from kubemam.api.common import API_VERSION, GROUP
+from kubemam.config import OperatorConfig
+from kubemam.plan.hashing import input_hash, step_job_name
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_ASSET = f"{GROUP}/asset"
+LABEL_STEP = f"{GROUP}/step"
+ANNOTATION_INPUT_HASH = f"{GROUP}/input-hash"
+ANNOTATION_WORKER_VERSION = f"{GROUP}/worker-version"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+STEP_INPUT_ENV = "KUBEMAM_STEP_INPUT"
+WORKER_UID = 65532  # the worker image's non-root user
+
+MANAGED_SELECTOR = {LABEL_MANAGED_BY: "kubemam"}
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The resource a Job belongs to; the garbage collector removes the Job with it."""
+
+    kind: str
+    name: str
+    uid: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class StepJobRequest:
+    owner: Owner
+    step: str
+    inputs: dict[str, Any]
+    resources: dict[str, Any] | None = None
+    priority_class_name: str | None = None
+    queue_name: str | None = None
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        # The worker version is an input too: a new worker re-runs nothing it already did
+        # only if its output format did not change, which is the worker's to declare.
+        return input_hash({"step": self.step, "inputs": self.inputs, "worker": __version__})
+
+    @property
+    def name(self) -> str:
+        return step_job_name(self.owner.name, self.step, self.digest)
+
+
+def restricted_pod_security() -> dict[str, Any]:
+    """Pod-level settings that meet the Pod Security Standard "restricted"."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": WORKER_UID,
+        "runAsGroup": WORKER_UID,
+        "fsGroup": WORKER_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _env(request: StepJobRequest, config: OperatorConfig) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": STEP_INPUT_ENV, "value": json.dumps(request.inputs, sort_keys=True, separators=(",", ":"))},
+        {"name": "KUBEMAM_STEP", "value": request.step},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "HOME", "value": "/work"},
+        {"name": "TMPDIR", "value": "/tmp"},
+    ]
+    if config.s3_endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": config.s3_endpoint})
+    if config.s3_credentials_secret:
+        # Credentials only ever travel by reference; the Job never holds their values.
+        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.append(
+                {"name": var, "valueFrom": {"secretKeyRef": {"name": config.s3_credentials_secret, "key": var}}}
+            )
+    return env
+
+
+def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str, Any]:
+    """The Job manifest for one step of one owner."""
+    labels = {
+        LABEL_NAME: "kubemam",
+        LABEL_MANAGED_BY: "kubemam",
+        LABEL_COMPONENT: "worker",
+        LABEL_ASSET: request.owner.name,
+        LABEL_STEP: request.step,
+        **request.extra_labels,
+    }
+    # Label values are limited to 63 characters; Jobs are matched to assets by owner uid anyway.
+    labels[LABEL_ASSET] = request.owner.name[:63].rstrip("-.")
+    job_labels = dict(labels)
+    if request.queue_name:
+        job_labels[KUEUE_QUEUE_LABEL] = request.queue_name
+    annotations = {ANNOTATION_INPUT_HASH: request.digest, ANNOTATION_WORKER_VERSION: __version__}
+
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": config.worker_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["kubemam", "worker", request.step],
+        "env": _env(request, config),
+        "workingDir": "/work",
+        "securityContext": restricted_container_security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "work", "mountPath": "/work"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if request.resources:
+        container["resources"] = request.resources
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": restricted_pod_security(),
+        "containers": [container],
+        "volumes": [
+            {"name": "work", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if config.worker_service_account:
+        pod_spec["serviceAccountName"] = config.worker_service_account
+    if request.priority_class_name:
+        pod_spec["priorityClassName"] = request.priority_class_name
+
+    spec: dict[str, Any] = {
+        "backoffLimit": config.job_backoff_limit,
+        "activeDeadlineSeconds": config.job_active_deadline_seconds,
+        "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},
+    }
+    if request.queue_name:
+        # Kueue admits a suspended Job by un-suspending it once its queue has quota.
+        spec["suspend"] = True
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": request.name,
+            "namespace": request.owner.namespace,
+            "labels": job_labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": request.owner.kind,
+                    "name": request.owner.name,
+                    "uid": request.owner.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }
