@@ -101,7 +101,7 @@ class AudioRendition(KubeModel):
     bitrate_kbps: int = Field(ge=16, le=1536)
     channels: int = Field(default=2, ge=1, le=16)
     sample_rate: Literal[44100, 48000] = 48000
-    language: str | None = Field(default=None, pattern=BCP47)
+    language: str | None = Field(default=None, max_length=35, pattern=BCP47)
     loudness: Loudness | None = None
 
 

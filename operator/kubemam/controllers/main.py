@@ -71,7 +71,8 @@ def asset_changed(namespace: str, name: str, **_: Any) -> None:
     asset.reconcile(api(), settings(), namespace, name)
 
 
-@kopf.timer(*ASSETS, id="asset-recheck", interval=60.0, initial_delay=60.0, when=_not_ready)
+@kopf.timer(*ASSETS, id="asset-recheck", interval=settings().recheck_seconds,
+            initial_delay=settings().recheck_seconds, when=_not_ready)
 def asset_recheck(namespace: str, name: str, **_: Any) -> None:
     """A safety net for an asset that is not Ready: watches can miss what a timer will not."""
     asset.reconcile(api(), settings(), namespace, name)

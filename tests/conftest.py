@@ -1,0 +1,106 @@
+"""Shared fixtures: the real local control plane for a whole session, one namespace per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest) -> Iterator[object]:
+    from kubemam.local.binaries import resolve
+    from kubemam.local.controlplane import ControlPlane
+
+    binaries = resolve(("etcd", "kube-apiserver", "kube-controller-manager", "kubectl"))
+    with ControlPlane(binaries=binaries) as cp:
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        line = (f"integration tests run against the real kube-apiserver {cp.version()} at {cp.server} "
+                f"(control plane started in {cp.started_in:.1f}s)")
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_line(line)
+        else:
+            print(line)
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def api_client(control_plane: object):  # type: ignore[no-untyped-def]
+    from kubernetes import config
+
+    from kubemam.local.crdinstall import install_crds
+
+    client = config.new_client_from_config(str(control_plane.kubeconfig))  # type: ignore[attr-defined]
+    install_crds(client)
+    return client
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: object, api_client: object):  # type: ignore[no-untyped-def]
+    binary = str(control_plane.binaries["kubectl"])  # type: ignore[attr-defined]
+    kubeconfig = str(control_plane.kubeconfig)  # type: ignore[attr-defined]
+
+    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([binary, f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True,
+                                input=input, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    return run
+
+
+@pytest.fixture
+def namespace(api_client: object) -> Iterator[str]:
+    """A fresh namespace enforcing Pod Security "restricted", with its default ServiceAccount."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(api_client)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }}})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            core.read_namespaced_service_account("default", name)
+            break
+        except ApiException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: object, api_client: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The operator, started by the same entry point its container runs."""
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig),  # type: ignore[attr-defined]
+           "KUBEMAM_RECHECK_SECONDS": "5"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "kubemam", "run", "--all-namespaces"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(1.0)
+        assert proc.poll() is None, log_path.read_text()
+        yield log_path
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if proc.returncode not in (0, -15):
+        print(log_path.read_text()[-5000:])

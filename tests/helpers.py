@@ -1,0 +1,52 @@
+"""Small helpers for tests that talk to the real API server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client
+
+from kubemam.api.common import GROUP, VERSION
+
+T = TypeVar("T")
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+
+
+def example(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((EXAMPLES / name).read_text()))
+
+
+class Custom:
+    """CRUD on kubemam resources in one namespace."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.api = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+
+    def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body))
+
+    def get(self, plural: str, name: str) -> dict[str, Any]:
+        return dict(self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name))
+
+    def delete(self, plural: str, name: str) -> None:
+        self.api.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
+
+    def condition(self, plural: str, name: str, type_: str) -> dict[str, Any] | None:
+        status = self.get(plural, name).get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c["type"] == type_), None)
