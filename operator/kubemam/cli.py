@@ -63,11 +63,11 @@ def _local(args: argparse.Namespace) -> int:
     if args.action == "down":
         print("stopped" if cluster.down(directory) else "not running")
         return 0
-    state = cluster.read_state(directory)
-    if state is None:
+    running = cluster.read_state(directory)
+    if running is None:
         print("the local cluster is not running: kubemam local up", file=sys.stderr)
         return 1
-    for line in cluster.env_lines(state):
+    for line in cluster.env_lines(running):
         print(line)
     return 0
 
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.func is not _run:  # Kopf configures logging for the operator itself
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

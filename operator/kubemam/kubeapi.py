@@ -45,14 +45,15 @@ class KubeApi:
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return _raw(self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, _preload_content=False))  # type: ignore[no-any-return]
+            body: dict[str, Any] = _raw(self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, _preload_content=False))
+            return body
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
 
-    def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+    def list_objects(self, plural: str, namespace: str) -> list[dict[str, Any]]:
         body = _raw(self.custom.list_namespaced_custom_object(
             GROUP, VERSION, namespace, plural, _preload_content=False))
         return list(body.get("items") or [])
@@ -80,12 +81,13 @@ class KubeApi:
         return list(body.get("items") or [])
 
     def create_job(self, job: dict[str, Any]) -> bool:
-        """Create a Job; False when it already exists (the same inputs, so nothing to do)."""
+        """Create a Job; False when it already exists (the same inputs, so nothing to do) or when
+        its namespace is being deleted (nothing will ever need it)."""
         try:
             self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)
             return True
         except ApiException as err:
-            if err.status == 409:
+            if err.status == 409 or (err.status == 403 and "NamespaceTerminating" in str(err.body)):
                 return False
             raise
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from kubemam.api.common import DNS_LABEL, Condition, KubeModel, SecretKeyReference, cel
+from kubemam.api.common import DNS_LABEL, Condition, KubeModel, SecretKeyReference, cel, validated_by
 
 StorageClass = Literal[
     "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE",
@@ -23,7 +23,8 @@ class Location(KubeModel):
     endpoint: str | None = Field(default=None, max_length=2048, pattern=r"^https?://.+$",
                                  description="S3 endpoint of this site; the operator's default when unset.")
     credentials_secret_ref: SecretKeyReference | None = None
-    site: str | None = Field(default=None, max_length=63, description="Failure domain; distinct sites count as distinct kinds.")
+    site: str | None = Field(default=None, max_length=63,
+                             description="Failure domain; distinct sites count as distinct kinds.")
     offsite: bool = False
     object_lock: bool = Field(default=False, description="Use S3 Object Lock for retention where supported.")
 
@@ -37,7 +38,8 @@ class Tier(KubeModel):
     name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
     location: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
     storage_class: StorageClass = "STANDARD"
-    transition: Transition | None = Field(default=None, description="When content moves into this tier; none for the first.")
+    transition: Transition | None = Field(default=None,
+                                          description="When content moves into this tier; none for the first.")
 
 
 class Copies(KubeModel):
@@ -63,37 +65,33 @@ class Migration(KubeModel):
 
 
 class ArchivePolicySpec(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "self.locations.all(l, self.locations.exists_one(m, m.name == l.name))",
-                    "location names must be unique",
-                    ".locations",
-                ),
-                cel(
-                    "self.tiers.all(t, self.tiers.exists_one(u, u.name == t.name))",
-                    "tier names must be unique",
-                    ".tiers",
-                ),
-                cel(
-                    "self.tiers.all(t, self.locations.exists(l, l.name == t.location))",
-                    "every tier must name one of the policy's locations",
-                    ".tiers",
-                ),
-                cel(
-                    "!has(self.copies) || self.copies.minCopies <= size(self.locations)",
-                    "copies.minCopies exceeds the number of locations",
-                    ".copies.minCopies",
-                ),
-                cel(
-                    "!has(self.copies) || !self.copies.requireOffsite || self.locations.exists(l, l.offsite)",
-                    "copies.requireOffsite needs at least one location with offsite: true",
-                    ".copies.requireOffsite",
-                ),
-            ]
-        }
-    }
+    model_config = validated_by(
+        cel(
+            "self.locations.all(l, self.locations.exists_one(m, m.name == l.name))",
+            "location names must be unique",
+            ".locations",
+        ),
+        cel(
+            "self.tiers.all(t, self.tiers.exists_one(u, u.name == t.name))",
+            "tier names must be unique",
+            ".tiers",
+        ),
+        cel(
+            "self.tiers.all(t, self.locations.exists(l, l.name == t.location))",
+            "every tier must name one of the policy's locations",
+            ".tiers",
+        ),
+        cel(
+            "!has(self.copies) || self.copies.minCopies <= size(self.locations)",
+            "copies.minCopies exceeds the number of locations",
+            ".copies.minCopies",
+        ),
+        cel(
+            "!has(self.copies) || !self.copies.requireOffsite || self.locations.exists(l, l.offsite)",
+            "copies.requireOffsite needs at least one location with offsite: true",
+            ".copies.requireOffsite",
+        ),
+    )
 
     locations: list[Location] = Field(min_length=1, max_length=16)
     tiers: list[Tier] = Field(min_length=1, max_length=8)

@@ -16,6 +16,7 @@ from kubemam.api.common import (
     KubeModel,
     LocalObjectReference,
     cel,
+    validated_by,
 )
 
 SUPPORTED_SOURCE_SCHEMES = ("s3", "https", "http")
@@ -27,18 +28,14 @@ class Checksum(KubeModel):
 
 
 class Source(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "!has(self.checksum) || (self.checksum.algorithm == 'sha256' ? "
-                    "size(self.checksum.value) == 64 : size(self.checksum.value) == 32)",
-                    "checksum.value must be 64 hex digits for sha256 and 32 for md5",
-                    ".checksum.value",
-                )
-            ]
-        }
-    }
+    model_config = validated_by(
+        cel(
+            "!has(self.checksum) || (self.checksum.algorithm == 'sha256' ? "
+            "size(self.checksum.value) == 64 : size(self.checksum.value) == 32)",
+            "checksum.value must be 64 hex digits for sha256 and 32 for md5",
+            ".checksum.value",
+        )
+    )
 
     uri: str = Field(max_length=2048, pattern=URI, description="Where the master is read from: s3:// or https://.")
     checksum: Checksum | None = None
@@ -78,17 +75,13 @@ class Marker(KubeModel):
 
 
 class Timeline(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "!self.dropFrame || self.frameRate in ['30000/1001', '60000/1001']",
-                    "dropFrame applies only to 29.97 (30000/1001) and 59.94 (60000/1001) fps",
-                    ".dropFrame",
-                )
-            ]
-        }
-    }
+    model_config = validated_by(
+        cel(
+            "!self.dropFrame || self.frameRate in ['30000/1001', '60000/1001']",
+            "dropFrame applies only to 29.97 (30000/1001) and 59.94 (60000/1001) fps",
+            ".dropFrame",
+        )
+    )
 
     frame_rate: Literal["24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60"] = "25"
     drop_frame: bool = False

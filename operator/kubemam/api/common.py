@@ -34,15 +34,22 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str
     return entry
 
 
+def _config(json_schema_extra: dict[str, Any] | None = None) -> ConfigDict:
+    config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=True)
+    if json_schema_extra:
+        config["json_schema_extra"] = json_schema_extra
+    return config
+
+
+def validated_by(*rules: dict[str, str]) -> ConfigDict:
+    """A model config whose schema carries CEL rules the API server checks at admission."""
+    return _config(json_schema_extra={"x-kubernetes-validations": list(rules)})
+
+
 class KubeModel(BaseModel):
     """Base of every spec and status model: camelCase on the wire, unknown fields refused."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        use_enum_values=True,
-    )
+    model_config = _config()
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready dict as the API server holds it (aliases, no unset optionals)."""

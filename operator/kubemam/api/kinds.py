@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -14,11 +15,12 @@ from kubemam.api.rights import RightsWindowSpec, RightsWindowStatus
 
 CATEGORY = "kubemam"
 
-READY_COLUMN = {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
-REASON_COLUMN = {"name": "Reason", "type": "string", "priority": 1,
+READY_COLUMN: dict[str, Any] = {
+    "name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
+REASON_COLUMN: dict[str, Any] = {"name": "Reason", "type": "string", "priority": 1,
                  "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'}
-PHASE_COLUMN = {"name": "Phase", "type": "string", "jsonPath": ".status.phase"}
-AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+PHASE_COLUMN: dict[str, Any] = {"name": "Phase", "type": "string", "jsonPath": ".status.phase"}
+AGE_COLUMN: dict[str, Any] = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Kind:
     short_name: str
     spec: type[BaseModel]
     status: type[BaseModel]
-    columns: list[dict[str, object]] = field(default_factory=list)
+    columns: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def singular(self) -> str:

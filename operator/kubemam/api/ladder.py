@@ -15,6 +15,7 @@ from kubemam.api.common import (
     ResourceRequirements,
     SecretKeyReference,
     cel,
+    validated_by,
 )
 
 VideoCodec = Literal["h264", "h265", "av1"]
@@ -23,28 +24,24 @@ VideoCodec = Literal["h264", "h265", "av1"]
 class RateControl(KubeModel):
     """CRF (constant quality, optionally capped) or capped VBR with a target bitrate."""
 
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel("self.mode != 'crf' || has(self.crf)", "crf mode needs crf", ".crf"),
-                cel(
-                    "self.mode != 'vbr' || (has(self.bitrateKbps) && has(self.maxrateKbps))",
-                    "vbr mode needs bitrateKbps and maxrateKbps",
-                    ".bitrateKbps",
-                ),
-                cel(
-                    "!has(self.maxrateKbps) || !has(self.bitrateKbps) || self.maxrateKbps >= self.bitrateKbps",
-                    "maxrateKbps must not be below bitrateKbps",
-                    ".maxrateKbps",
-                ),
-                cel(
-                    "!has(self.maxrateKbps) || has(self.bufsizeKbps)",
-                    "a capped rate (maxrateKbps) needs bufsizeKbps",
-                    ".bufsizeKbps",
-                ),
-            ]
-        }
-    }
+    model_config = validated_by(
+        cel("self.mode != 'crf' || has(self.crf)", "crf mode needs crf", ".crf"),
+        cel(
+            "self.mode != 'vbr' || (has(self.bitrateKbps) && has(self.maxrateKbps))",
+            "vbr mode needs bitrateKbps and maxrateKbps",
+            ".bitrateKbps",
+        ),
+        cel(
+            "!has(self.maxrateKbps) || !has(self.bitrateKbps) || self.maxrateKbps >= self.bitrateKbps",
+            "maxrateKbps must not be below bitrateKbps",
+            ".maxrateKbps",
+        ),
+        cel(
+            "!has(self.maxrateKbps) || has(self.bufsizeKbps)",
+            "a capped rate (maxrateKbps) needs bufsizeKbps",
+            ".bufsizeKbps",
+        ),
+    )
 
     mode: Literal["crf", "vbr"]
     crf: int | None = Field(default=None, ge=0, le=63)
@@ -54,27 +51,23 @@ class RateControl(KubeModel):
 
 
 class VideoRendition(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "self.codec != 'h264' || !has(self.profile) || self.profile in ['baseline', 'main', 'high']",
-                    "h264 profile must be baseline, main or high",
-                    ".profile",
-                ),
-                cel(
-                    "self.codec != 'h265' || !has(self.profile) || self.profile in ['main', 'main10']",
-                    "h265 profile must be main or main10",
-                    ".profile",
-                ),
-                cel(
-                    "self.codec != 'av1' || !has(self.profile) || self.profile == 'main'",
-                    "av1 profile must be main",
-                    ".profile",
-                ),
-            ]
-        }
-    }
+    model_config = validated_by(
+        cel(
+            "self.codec != 'h264' || !has(self.profile) || self.profile in ['baseline', 'main', 'high']",
+            "h264 profile must be baseline, main or high",
+            ".profile",
+        ),
+        cel(
+            "self.codec != 'h265' || !has(self.profile) || self.profile in ['main', 'main10']",
+            "h265 profile must be main or main10",
+            ".profile",
+        ),
+        cel(
+            "self.codec != 'av1' || !has(self.profile) || self.profile == 'main'",
+            "av1 profile must be main",
+            ".profile",
+        ),
+    )
 
     name: str = Field(min_length=1, max_length=32, pattern=DNS_LABEL)
     codec: VideoCodec
@@ -127,14 +120,10 @@ class SecretProvider(KubeModel):
 
 
 class KeyProvider(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel("self.type != 'secret' || !has(self.cpix)", "type secret takes no cpix field", ".cpix"),
-                cel("self.type != 'cpix' || has(self.cpix)", "type cpix needs the cpix field", ".cpix"),
-            ]
-        }
-    }
+    model_config = validated_by(
+        cel("self.type != 'secret' || !has(self.cpix)", "type secret takes no cpix field", ".cpix"),
+        cel("self.type != 'cpix' || has(self.cpix)", "type cpix needs the cpix field", ".cpix"),
+    )
 
     type: Literal["secret", "cpix"]
     secret: SecretProvider | None = None
@@ -147,17 +136,13 @@ class KeyTiers(KubeModel):
 
 
 class Drm(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "!('fairplay' in self.systems) || self.scheme == 'cbcs'",
-                    "fairplay needs the cbcs scheme",
-                    ".scheme",
-                )
-            ]
-        }
-    }
+    model_config = validated_by(
+        cel(
+            "!('fairplay' in self.systems) || self.scheme == 'cbcs'",
+            "fairplay needs the cbcs scheme",
+            ".scheme",
+        )
+    )
 
     systems: list[DrmSystem] = Field(min_length=1, max_length=4, json_schema_extra={
         "x-kubernetes-list-type": "set"})
@@ -179,22 +164,18 @@ class Chunking(KubeModel):
 
 
 class TranscodeLadderSpec(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "self.renditions.all(r, self.renditions.exists_one(s, s.name == r.name))",
-                    "rendition names must be unique",
-                    ".renditions",
-                ),
-                cel(
-                    "!has(self.audio) || self.audio.all(a, self.audio.exists_one(b, b.name == a.name))",
-                    "audio rendition names must be unique",
-                    ".audio",
-                ),
-            ]
-        }
-    }
+    model_config = validated_by(
+        cel(
+            "self.renditions.all(r, self.renditions.exists_one(s, s.name == r.name))",
+            "rendition names must be unique",
+            ".renditions",
+        ),
+        cel(
+            "!has(self.audio) || self.audio.all(a, self.audio.exists_one(b, b.name == a.name))",
+            "audio rendition names must be unique",
+            ".audio",
+        ),
+    )
 
     renditions: list[VideoRendition] = Field(min_length=1, max_length=16)
     audio: list[AudioRendition] | None = Field(default=None, max_length=16)

@@ -7,23 +7,19 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from kubemam.api.common import DNS_SUBDOMAIN, Condition, KubeModel, LabelSelector, cel
+from kubemam.api.common import DNS_SUBDOMAIN, Condition, KubeModel, LabelSelector, cel, validated_by
 from kubemam.api.territories import ISO3166_ALPHA2
 
 Channel = Literal["svod", "avod", "tvod", "est", "fast", "broadcast", "catchup"]
 
 
 class AssetSelection(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "(has(self.names) && size(self.names) > 0) || has(self.selector)",
-                    "select assets by names or by selector",
-                )
-            ]
-        }
-    }
+    model_config = validated_by(
+        cel(
+            "(has(self.names) && size(self.names) > 0) || has(self.selector)",
+            "select assets by names or by selector",
+        )
+    )
 
     names: list[str] | None = Field(default=None, max_length=1000, json_schema_extra={
         "items": {"type": "string", "maxLength": 253, "pattern": DNS_SUBDOMAIN}, "x-kubernetes-list-type": "set"})
@@ -31,13 +27,9 @@ class AssetSelection(KubeModel):
 
 
 class RightsWindowSpec(KubeModel):
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel("self.end > self.start", "end must be after start", ".end"),
-            ]
-        }
-    }
+    model_config = validated_by(
+        cel("self.end > self.start", "end must be after start", ".end"),
+    )
 
     assets: AssetSelection
     territories: list[str] = Field(

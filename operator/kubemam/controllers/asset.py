@@ -83,6 +83,6 @@ def assets_referencing(api: KubeApi, namespace: str, field: str, name: str) -> l
     """Names of the assets whose spec.<field>.name is name."""
     return [
         a["metadata"]["name"]
-        for a in api.list(MEDIA_ASSET.plural, namespace)
+        for a in api.list_objects(MEDIA_ASSET.plural, namespace)
         if ((a.get("spec") or {}).get(field) or {}).get("name") == name
     ]

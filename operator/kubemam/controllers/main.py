@@ -51,6 +51,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 8
 
 
+def _ns(namespace: str | None) -> str:
+    """Every kubemam kind and Job is namespaced; Kopf types namespace as optional for all kinds."""
+    if namespace is None:
+        raise kopf.PermanentError("a namespaced object arrived without a namespace")
+    return namespace
+
+
 def _not_ready(status: Any, **_: Any) -> bool:
     ready = next((c for c in (status or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
     return ready is None or ready.get("status") != "True"
@@ -67,22 +74,22 @@ def _reconcile_assets_referencing(namespace: str, field: str, name: str) -> None
 @kopf.on.resume(*ASSETS, id="asset")
 @kopf.on.create(*ASSETS, id="asset")
 @kopf.on.update(*ASSETS, id="asset")
-def asset_changed(namespace: str, name: str, **_: Any) -> None:
-    asset.reconcile(api(), settings(), namespace, name)
+def asset_changed(namespace: str | None, name: str, **_: Any) -> None:
+    asset.reconcile(api(), settings(), _ns(namespace), name)
 
 
 @kopf.timer(*ASSETS, id="asset-recheck", interval=settings().recheck_seconds,
             initial_delay=settings().recheck_seconds, when=_not_ready)
-def asset_recheck(namespace: str, name: str, **_: Any) -> None:
+def asset_recheck(namespace: str | None, name: str, **_: Any) -> None:
     """A safety net for an asset that is not Ready: watches can miss what a timer will not."""
-    asset.reconcile(api(), settings(), namespace, name)
+    asset.reconcile(api(), settings(), _ns(namespace), name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-mirror")
-def job_changed(body: Any, namespace: str, **_: Any) -> None:
+def job_changed(body: Any, namespace: str | None, **_: Any) -> None:
     for owner in body.get("metadata", {}).get("ownerReferences") or []:
         if owner.get("kind") == MEDIA_ASSET.kind and owner.get("controller"):
-            asset.reconcile(api(), settings(), namespace, owner["name"])
+            asset.reconcile(api(), settings(), _ns(namespace), owner["name"])
 
 
 # --- TranscodeLadder -------------------------------------------------------------------------
@@ -91,14 +98,14 @@ def job_changed(body: Any, namespace: str, **_: Any) -> None:
 @kopf.on.resume(*LADDERS, id="ladder")
 @kopf.on.create(*LADDERS, id="ladder")
 @kopf.on.update(*LADDERS, id="ladder")
-def ladder_changed(namespace: str, name: str, **_: Any) -> None:
-    policies.reconcile_ladder(api(), namespace, name)
-    _reconcile_assets_referencing(namespace, "ladderRef", name)
+def ladder_changed(namespace: str | None, name: str, **_: Any) -> None:
+    policies.reconcile_ladder(api(), _ns(namespace), name)
+    _reconcile_assets_referencing(_ns(namespace), "ladderRef", name)
 
 
 @kopf.on.delete(*LADDERS, id="ladder-deleted", optional=True)
-def ladder_deleted(namespace: str, name: str, **_: Any) -> None:
-    _reconcile_assets_referencing(namespace, "ladderRef", name)
+def ladder_deleted(namespace: str | None, name: str, **_: Any) -> None:
+    _reconcile_assets_referencing(_ns(namespace), "ladderRef", name)
 
 
 # --- RightsWindow ----------------------------------------------------------------------------
@@ -108,8 +115,8 @@ def ladder_deleted(namespace: str, name: str, **_: Any) -> None:
 @kopf.on.create(*WINDOWS, id="window")
 @kopf.on.update(*WINDOWS, id="window")
 @kopf.timer(*WINDOWS, id="window-clock", interval=30.0, initial_delay=30.0)
-def window_changed(namespace: str, name: str, **_: Any) -> None:
-    policies.reconcile_window(api(), namespace, name)
+def window_changed(namespace: str | None, name: str, **_: Any) -> None:
+    policies.reconcile_window(api(), _ns(namespace), name)
 
 
 # --- ArchivePolicy ---------------------------------------------------------------------------
@@ -118,17 +125,17 @@ def window_changed(namespace: str, name: str, **_: Any) -> None:
 @kopf.on.resume(*POLICIES, id="policy")
 @kopf.on.create(*POLICIES, id="policy")
 @kopf.on.update(*POLICIES, id="policy")
-def policy_changed(namespace: str, name: str, **_: Any) -> None:
-    policies.reconcile_policy(api(), namespace, name)
-    _reconcile_assets_referencing(namespace, "archivePolicyRef", name)
+def policy_changed(namespace: str | None, name: str, **_: Any) -> None:
+    policies.reconcile_policy(api(), _ns(namespace), name)
+    _reconcile_assets_referencing(_ns(namespace), "archivePolicyRef", name)
 
 
 @kopf.timer(*POLICIES, id="policy-recount", interval=60.0, initial_delay=60.0)
-def policy_recount(namespace: str, name: str, **_: Any) -> None:
+def policy_recount(namespace: str | None, name: str, **_: Any) -> None:
     """Keeps assetsCovered current as assets come and go."""
-    policies.reconcile_policy(api(), namespace, name)
+    policies.reconcile_policy(api(), _ns(namespace), name)
 
 
 @kopf.on.delete(*POLICIES, id="policy-deleted", optional=True)
-def policy_deleted(namespace: str, name: str, **_: Any) -> None:
-    _reconcile_assets_referencing(namespace, "archivePolicyRef", name)
+def policy_deleted(namespace: str | None, name: str, **_: Any) -> None:
+    _reconcile_assets_referencing(_ns(namespace), "archivePolicyRef", name)

@@ -46,7 +46,7 @@ def reconcile_window(api: KubeApi, namespace: str, name: str) -> None:
         return
     spec = RightsWindowSpec.model_validate(body["spec"])
     matched = sum(
-        1 for a in api.list(MEDIA_ASSET.plural, namespace)
+        1 for a in api.list_objects(MEDIA_ASSET.plural, namespace)
         if selected(spec.assets, a["metadata"]["name"], a["metadata"].get("labels") or {})
     )
     status = plan_window(
@@ -64,7 +64,7 @@ def reconcile_policy(api: KubeApi, namespace: str, name: str) -> None:
     if body is None:
         return
     covered = sum(
-        1 for a in api.list(MEDIA_ASSET.plural, namespace)
+        1 for a in api.list_objects(MEDIA_ASSET.plural, namespace)
         if ((a.get("spec") or {}).get("archivePolicyRef") or {}).get("name") == name
     )
     status = plan_policy(

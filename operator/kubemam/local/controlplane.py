@@ -7,6 +7,7 @@ Every process runs in its own process group and is stopped on exit, nothing left
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -126,17 +127,13 @@ class ControlPlane:
         """SIGTERM every process (reverse start order), SIGKILL what is left after a grace period."""
         for proc in reversed(self.processes):
             if proc.popen.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.popen.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
             try:
                 proc.popen.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.popen.wait(timeout=5)
             proc.log_file.close()
         self.processes.clear()

@@ -97,6 +97,14 @@ def ingest_request(facts: AssetFacts) -> StepJobRequest:
     )
 
 
+def _finished_before(status: MediaAssetStatus, job_name: str) -> JobObservation | None:
+    """A Job that already finished and was then deleted (by hand or a TTL) is not run again."""
+    for record in status.jobs or []:
+        if record.name == job_name and record.state in ("Succeeded", "Failed"):
+            return JobObservation(record.name, record.step, record.input_hash, record.state, record.message)
+    return None
+
+
 def _ingest_outcome(job: JobObservation | None) -> tuple[Verdict, str]:
     """The Ingested condition and the phase that follows from the ingest Job."""
     if job is None or job.state == "Pending":
@@ -146,6 +154,8 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
     request = ingest_request(facts)
     observed = next((j for j in facts.jobs if j.name == request.name), None)
     if observed is None:
+        observed = _finished_before(status, request.name)
+    if observed is None:
         create.append(build_step_job(request, config))
     ingested, phase = _ingest_outcome(observed)
     verdicts.append(ingested)
@@ -154,7 +164,7 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
             step=INGEST,
             name=request.name,
             input_hash=request.digest,
-            state=observed.state if observed else "Pending",  # type: ignore[arg-type]
+            state=observed.state if observed else "Pending",
             message=observed.message if observed else None,
         )
     )

@@ -153,7 +153,7 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
     spec: dict[str, Any] = {
         "backoffLimit": config.job_backoff_limit,
         "activeDeadlineSeconds": config.job_active_deadline_seconds,
-        "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},
+        "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod_spec},
     }
     if request.queue_name:
         # Kueue admits a suspended Job by un-suspending it once its queue has quota.

@@ -1,0 +1,67 @@
+"""The Job builder: deterministic names, restricted pods, owner references; a golden file pins it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from kubemam.config import OperatorConfig
+from kubemam.plan.hashing import MAX_JOB_NAME, step_job_name
+from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
+
+GOLDEN = Path(__file__).parent / "golden"
+CONFIG = OperatorConfig(worker_image="registry.example/kubemam/worker:0.1.0", s3_endpoint="http://minio:9000",
+                        s3_credentials_secret="kubemam-s3")
+OWNER = Owner("MediaAsset", "coastal-s01e01", "0b6e7c1e-0000-4000-8000-000000000001", "media")
+
+
+def _request(**inputs: object) -> StepJobRequest:
+    return StepJobRequest(OWNER, "ingest", {"source": {"uri": "s3://lib/a.mov"}, **inputs})
+
+
+def test_ingest_job_matches_golden_file() -> None:
+    job = build_step_job(_request(), CONFIG)
+    path = GOLDEN / "ingest-job.yaml"
+    rendered = yaml.safe_dump(job, sort_keys=True)
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(rendered)
+    assert rendered == path.read_text(), "run UPDATE_GOLDEN=1 pytest tests/unit/test_jobs.py and review the diff"
+
+
+def test_name_follows_inputs() -> None:
+    a, b = _request(), _request()
+    assert a.name == b.name and a.name.startswith("coastal-s01e01-ingest-")
+    assert _request(timeline={"frameRate": "25"}).name != a.name
+
+
+def test_long_asset_names_stay_within_the_label_limit_and_do_not_collide() -> None:
+    base = "x" * 100
+    one = step_job_name(base + "-a", "transcode", "0123456789abcdef")
+    two = step_job_name(base + "-b", "transcode", "0123456789abcdef")
+    assert len(one) <= MAX_JOB_NAME and len(two) <= MAX_JOB_NAME
+    assert one != two and one.endswith("-transcode-01234567")
+
+
+def test_pods_meet_restricted_and_credentials_are_references() -> None:
+    job = build_step_job(_request(), CONFIG)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    secrets = [e for e in container["env"] if e["name"].startswith("AWS_") and e["name"] != "AWS_ENDPOINT_URL"]
+    assert secrets and all("value" not in e and e["valueFrom"]["secretKeyRef"]["name"] == "kubemam-s3"
+                           for e in secrets)
+    owner = job["metadata"]["ownerReferences"][0]
+    assert owner["uid"] == OWNER.uid and owner["controller"] and owner["blockOwnerDeletion"]
+
+
+def test_kueue_queue_suspends_the_job() -> None:
+    request = StepJobRequest(OWNER, "transcode", {"x": 1}, queue_name="media-batch", priority_class_name="bulk")
+    job = build_step_job(request, CONFIG)
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "media-batch"
+    assert job["spec"]["template"]["spec"]["priorityClassName"] == "bulk"

@@ -1,0 +1,82 @@
+"""The asset planner, pure: facts and the clock in, Jobs and status out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import yaml
+
+from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
+from kubemam.config import OperatorConfig
+from kubemam.plan.asset import AssetFacts, JobObservation, ingest_request, plan_asset
+from tests.helpers import EXAMPLES
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+CONFIG = OperatorConfig()
+
+
+def _facts(jobs: list[JobObservation] | None = None, ladder_found: bool | None = True,
+           status: MediaAssetStatus | None = None, **spec_changes: object) -> AssetFacts:
+    spec = yaml.safe_load((EXAMPLES / "mediaasset.yaml").read_text())["spec"]
+    spec.update(spec_changes)
+    return AssetFacts("ep1", "media", "uid-1", 4, MediaAssetSpec.model_validate(spec), status or MediaAssetStatus(),
+                      ladder_found, True, jobs or [])
+
+
+def _cond(plan_status: MediaAssetStatus, type_: str) -> tuple[str, str]:
+    cond = next(c for c in plan_status.conditions or [] if c.type == type_)
+    return cond.status, cond.reason
+
+
+def test_new_asset_gets_one_ingest_job() -> None:
+    plan = plan_asset(_facts(), CONFIG, NOW)
+    assert len(plan.create_jobs) == 1
+    assert plan.create_jobs[0]["metadata"]["name"] == ingest_request(_facts()).name
+    assert plan.status.phase == "Ingesting" and plan.status.observed_generation == 4
+    assert _cond(plan.status, "Ingested") == ("Unknown", "IngestPending")
+
+
+def test_existing_job_is_not_created_again_and_its_outcome_is_mirrored() -> None:
+    name = ingest_request(_facts()).name
+    running = plan_asset(_facts([JobObservation(name, "ingest", "h", "Running")]), CONFIG, NOW)
+    assert running.create_jobs == [] and _cond(running.status, "Ingested") == ("Unknown", "IngestRunning")
+    done = plan_asset(_facts([JobObservation(name, "ingest", "h", "Succeeded",
+                                             result={"qc": {"verdict": "Warning"}})]), CONFIG, NOW)
+    assert _cond(done.status, "Ready") == ("True", "AllStepsSucceeded")
+    assert done.status.qc and done.status.qc.verdict == "Warning"
+    assert done.status.progress and done.status.progress.percent == 100
+
+
+def test_a_finished_job_deleted_later_is_not_run_again() -> None:
+    name = ingest_request(_facts()).name
+    done = plan_asset(_facts([JobObservation(name, "ingest", "h", "Succeeded")]), CONFIG, NOW)
+    again = plan_asset(_facts([], status=done.status), CONFIG, NOW)
+    assert again.create_jobs == []
+    assert _cond(again.status, "Ingested") == ("True", "IngestSucceeded")
+
+
+def test_missing_ladder_blocks_ready_but_not_ingest() -> None:
+    plan = plan_asset(_facts(ladder_found=False), CONFIG, NOW)
+    assert len(plan.create_jobs) == 1
+    status, reason = _cond(plan.status, "Ready")
+    assert (status, reason) == ("False", "LadderNotFound")
+
+
+def test_unsupported_scheme_and_impossible_markers_create_nothing() -> None:
+    ftp = plan_asset(_facts(source={"uri": "ftp://x/y.mxf"}), CONFIG, NOW)
+    assert ftp.create_jobs == [] and ftp.status.phase == "Failed"
+    assert _cond(ftp.status, "Ready") == ("False", "UnsupportedSource")
+    markers = [{"name": "m", "kind": "chapter", "start": "10:00:05:00", "end": "10:00:04:00"},
+               {"name": "n", "kind": "chapter", "start": "10:00:05:26"}]
+    bad = plan_asset(_facts(markers=markers), CONFIG, NOW)
+    ready = next(c for c in bad.status.conditions or [] if c.type == "Ready")
+    assert ready.reason == "InvalidMarkers" and "before start" in ready.message and "frame 26" in ready.message
+
+
+def test_replanning_unchanged_facts_changes_nothing() -> None:
+    name = ingest_request(_facts()).name
+    facts = _facts([JobObservation(name, "ingest", "h", "Running")])
+    first = plan_asset(facts, CONFIG, NOW)
+    later = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
+    second = plan_asset(_facts([JobObservation(name, "ingest", "h", "Running")], status=first.status), CONFIG, later)
+    assert second.status == first.status
