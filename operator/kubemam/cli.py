@@ -72,6 +72,12 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from kubemam import demo
+
+    return demo.run(watch_seconds=args.watch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubemam", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("action", choices=["up", "down", "env", "build", "serve"])
     local.add_argument("--state-dir", default=None, help="where state and logs live (default: ~/.cache/kubemam/local)")
     local.set_defaults(func=_local)
+
+    demo = sub.add_parser("demo", help="start the local cluster, apply examples/ and show what happens")
+    demo.add_argument("--watch", type=float, default=20.0, help="seconds to watch the asset (default: 20)")
+    demo.set_defaults(func=_demo)
     return parser
 
 

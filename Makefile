@@ -1,0 +1,50 @@
+# kubemam — two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test unit integration lint crds binaries up down env clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kubemam needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+# The control-plane binaries: KUBEBUILDER_ASSETS, else the per-version cache, else built with Go.
+binaries: $(STAMP)
+	$(BIN)/kubemam local build
+
+lint: $(STAMP)
+	$(BIN)/kubemam crds --check
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+integration: binaries
+	$(BIN)/python -m pytest tests/integration -q
+
+test: lint binaries
+	$(BIN)/python -m pytest tests -q
+
+demo: binaries
+	$(BIN)/kubemam demo
+
+crds: $(STAMP)
+	$(BIN)/kubemam crds
+
+up: binaries
+	$(BIN)/kubemam local up
+
+down: $(STAMP)
+	$(BIN)/kubemam local down
+
+env: $(STAMP)
+	@$(BIN)/kubemam local env
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
