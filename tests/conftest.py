@@ -23,14 +23,11 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[object]:
 
     binaries = resolve(("etcd", "kube-apiserver", "kube-controller-manager", "kubectl"))
     with ControlPlane(binaries=binaries) as cp:
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
         line = (f"integration tests run against the real kube-apiserver {cp.version()} at {cp.server} "
                 f"(control plane started in {cp.started_in:.1f}s)")
-        if reporter is not None:
-            reporter.write_line("")
-            reporter.write_line(line)
-        else:
-            print(line)
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print(f"\n{line}", flush=True)
         yield cp
 
 
