@@ -46,6 +46,15 @@ def _local(args: argparse.Namespace) -> int:
     directory = Path(args.state_dir) if args.state_dir else cluster.state_dir()
     if args.action == "serve":
         return cluster.serve(directory)
+    if args.action == "pin-kube":
+        from kubemam.local.pinning import pin
+
+        if not args.version:
+            print("usage: kubemam local pin-kube VERSION (e.g. v1.36.3)", file=sys.stderr)
+            return 2
+        for module in pin(args.version):
+            print(f"pinned {module}")
+        return 0
     if args.action == "build":
         binaries = resolve(cluster.TOOLS + ("kube-scheduler",))
         for name, path in sorted(binaries.paths.items()):
@@ -96,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     local = sub.add_parser("local", help="the local cluster for tests and the demo")
-    local.add_argument("action", choices=["up", "down", "env", "build", "serve"])
+    local.add_argument("action", choices=["up", "down", "env", "build", "serve", "pin-kube"])
+    local.add_argument("version", nargs="?", help="with pin-kube: the Kubernetes release, e.g. v1.36.3")
     local.add_argument("--state-dir", default=None, help="where state and logs live (default: ~/.cache/kubemam/local)")
     local.set_defaults(func=_local)
 
