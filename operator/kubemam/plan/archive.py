@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from kubemam.api.archive import ArchivePolicySpec, ArchivePolicyStatus
-from kubemam.plan.conditions import Verdict, apply_verdicts
+from kubemam.plan.conditions import apply_verdicts, ready_verdict
 
 
 def policy_problems(spec: ArchivePolicySpec) -> list[tuple[str, str]]:
@@ -36,10 +36,7 @@ def policy_problems(spec: ArchivePolicySpec) -> list[tuple[str, str]]:
 def plan_policy(spec: ArchivePolicySpec, status: ArchivePolicyStatus, generation: int,
                 now: datetime, assets_covered: int) -> ArchivePolicyStatus:
     problems = policy_problems(spec)
-    if problems:
-        verdict = Verdict("Ready", "False", problems[0][0], "; ".join(m for _, m in problems))
-    else:
-        verdict = Verdict("Ready", "True", "Valid", f"{len(spec.tiers)} tiers over {len(spec.locations)} locations")
+    verdict = ready_verdict(problems, f"{len(spec.tiers)} tiers over {len(spec.locations)} locations")
     return status.model_copy(update={
         "phase": "Invalid" if problems else "Active",
         "observed_generation": generation,

@@ -22,37 +22,28 @@ class Verdict:
 def set_condition(
     conditions: list[Condition], verdict: Verdict, generation: int | None, now: datetime
 ) -> list[Condition]:
-    """Return conditions with verdict applied; order is kept, new types are appended."""
-    updated: list[Condition] = []
-    found = False
-    for existing in conditions:
-        if existing.type != verdict.type:
-            updated.append(existing)
-            continue
-        found = True
-        flipped = existing.status != verdict.status
-        updated.append(
-            Condition(
-                type=verdict.type,
-                status=verdict.status,
-                reason=verdict.reason,
-                message=verdict.message,
-                last_transition_time=now if flipped else existing.last_transition_time,
-                observed_generation=generation,
-            )
-        )
-    if not found:
-        updated.append(
-            Condition(
-                type=verdict.type,
-                status=verdict.status,
-                reason=verdict.reason,
-                message=verdict.message,
-                last_transition_time=now,
-                observed_generation=generation,
-            )
-        )
-    return updated
+    """Return conditions with verdict applied; order is kept, a new type is appended."""
+    existing = find(conditions, verdict.type)
+    condition = Condition(
+        type=verdict.type,
+        status=verdict.status,
+        reason=verdict.reason,
+        message=verdict.message,
+        last_transition_time=(
+            now if existing is None or existing.status != verdict.status else existing.last_transition_time
+        ),
+        observed_generation=generation,
+    )
+    if existing is None:
+        return [*conditions, condition]
+    return [condition if c.type == verdict.type else c for c in conditions]
+
+
+def ready_verdict(problems: list[tuple[str, str]], ok_message: str) -> Verdict:
+    """Ready from a validator's (reason, message) problems: the first reason, every message."""
+    if problems:
+        return Verdict("Ready", "False", problems[0][0], "; ".join(message for _, message in problems))
+    return Verdict("Ready", "True", "Valid", ok_message)
 
 
 def apply_verdicts(

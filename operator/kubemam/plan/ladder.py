@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from kubemam.api.ladder import TranscodeLadderSpec, TranscodeLadderStatus
-from kubemam.plan.conditions import Verdict, apply_verdicts
+from kubemam.plan.conditions import apply_verdicts, ready_verdict
 
 
 def ladder_problems(spec: TranscodeLadderSpec) -> list[tuple[str, str]]:
@@ -34,10 +34,7 @@ def ladder_problems(spec: TranscodeLadderSpec) -> list[tuple[str, str]]:
 def plan_ladder(spec: TranscodeLadderSpec, status: TranscodeLadderStatus, generation: int,
                 now: datetime) -> TranscodeLadderStatus:
     problems = ladder_problems(spec)
-    if problems:
-        verdict = Verdict("Ready", "False", problems[0][0], "; ".join(m for _, m in problems))
-    else:
-        verdict = Verdict("Ready", "True", "Valid", f"{len(spec.renditions)} renditions")
+    verdict = ready_verdict(problems, f"{len(spec.renditions)} renditions")
     return status.model_copy(update={
         "phase": "Invalid" if problems else "Valid",
         "observed_generation": generation,
