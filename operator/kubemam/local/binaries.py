@@ -111,7 +111,8 @@ def build(names: list[str], version: str, out_dir: Path, module_dir: Path = KUBE
         ldflags = "-s -w" if name == "etcd" else version_ldflags(version)
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             target = Path(tmp) / name
-            log.info("building %s %s from the Go module proxy (cached in %s)", name, version, out_dir)
+            shown = etcd_version() if name == "etcd" else version
+            log.info("building %s %s from the Go module proxy (cached in %s)", name, shown, out_dir)
             result = subprocess.run(
                 [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(target), KUBE_PACKAGES[name]],
                 cwd=module_dir, env=env, capture_output=True, text=True,
