@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/kubemam crds --check
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/mypy
+	PYTHONPATH=operator $(BIN)/lint-imports
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
