@@ -101,3 +101,12 @@ def operator(control_plane: object, api_client: object, tmp_path_factory: pytest
             proc.kill()
     if proc.returncode not in (0, -15):
         print(log_path.read_text()[-5000:])
+
+
+@pytest.fixture(scope="session")
+def minio() -> Iterator[object]:
+    """A real MinIO server on loopback with generated credentials."""
+    from kubemam.local.minio import MinioServer
+
+    with MinioServer(buckets=["kubemam-library"]) as server:
+        yield server

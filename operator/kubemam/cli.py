@@ -56,9 +56,12 @@ def _local(args: argparse.Namespace) -> int:
             print(f"pinned {module}")
         return 0
     if args.action == "build":
+        from kubemam.local.minio import resolve_minio
+
         binaries = resolve(cluster.TOOLS + ("kube-scheduler",))
         for name, path in sorted(binaries.paths.items()):
             print(f"{name}\t{path}")
+        print(f"minio\t{resolve_minio()}")
         return 0
     if args.action == "up":
         state = cluster.up(directory)

@@ -1,0 +1,164 @@
+"""MinIO as the local S3 server: found or built, started on loopback with generated credentials.
+
+Binary lookup: MINIO_BINARY → `minio` on PATH → the per-version cache → `go install` of the
+pinned pseudo-version from the Go module proxy (MinIO tags releases as RELEASE.*, so the
+proxy knows it only by pseudo-version; its go.mod has no replace directives).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from kubemam.local.binaries import BinaryError, cache_root
+from kubemam.local.controlplane import free_port
+from kubemam.storage.s3 import make_client
+
+log = logging.getLogger(__name__)
+
+MINIO_MODULE = "github.com/minio/minio"
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+
+def minio_cache_dir(version: str = MINIO_VERSION) -> Path:
+    return cache_root() / "minio" / version / "bin"
+
+
+def resolve_minio(allow_build: bool = True) -> Path:
+    explicit = os.environ.get("MINIO_BINARY")
+    if explicit:
+        path = Path(explicit)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise BinaryError(f"MINIO_BINARY={explicit} is not an executable file")
+        return path
+    on_path = shutil.which("minio")
+    if on_path:
+        return Path(on_path)
+    cached = minio_cache_dir() / "minio"
+    if cached.is_file() and os.access(cached, os.X_OK):
+        return cached
+    if not allow_build:
+        raise BinaryError(f"no MinIO: set MINIO_BINARY, put minio on PATH, or build it into {cached.parent}")
+    go = shutil.which("go")
+    if go is None:
+        raise BinaryError("MinIO is not cached and Go is not on PATH to build it; set MINIO_BINARY")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with open(cached.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cached.is_file():
+            return cached
+        started = time.monotonic()
+        log.info("building MinIO %s from the Go module proxy (cached in %s)", MINIO_VERSION, cached.parent)
+        with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
+            env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": tmp, "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "auto")}
+            command = [go, "install", "-trimpath", "-ldflags", "-s -w", f"{MINIO_MODULE}@{MINIO_VERSION}"]
+            result = subprocess.run(command, env=env, cwd=tmp, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise BinaryError(f"go install {MINIO_MODULE} failed:\n{result.stderr[-4000:]}")
+            (Path(tmp) / "minio").replace(cached)
+        log.info("built MinIO in %.0fs", time.monotonic() - started)
+    return cached
+
+
+@dataclass
+class MinioServer:
+    """`with MinioServer(buckets=[...]) as s3:` — s3.endpoint, s3.access_key, s3.secret_key."""
+
+    buckets: list[str] = field(default_factory=list)
+    workdir: Path | None = None
+    binary: Path | None = None
+    start_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        self._own_workdir = self.workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="kubemam-minio-")) if self.workdir is None else self.workdir
+        self.port = free_port()
+        self.console_port = free_port()
+        self.access_key = "kubemam-" + secrets.token_hex(4)
+        self.secret_key = secrets.token_urlsafe(30)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> MinioServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        assert self.workdir is not None
+        binary = self.binary or resolve_minio()
+        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
+        self._log = open(self.workdir / "minio.log", "ab")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "MINIO_ROOT_USER": self.access_key, "MINIO_ROOT_PASSWORD": self.secret_key,
+               "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"}
+        self._proc = subprocess.Popen(
+            [str(binary), "server", str(self.workdir / "data"), "--address", f"127.0.0.1:{self.port}",
+             "--console-address", f"127.0.0.1:{self.console_port}", "--quiet"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            self._wait_ready()
+            self.create_buckets(self.buckets)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise BinaryError(f"minio exited with {self._proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/minio/health/ready", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.2)
+        raise BinaryError(f"minio not ready after {self.start_timeout:.0f}s")
+
+    def client(self) -> Any:
+        return make_client(self.endpoint, self.access_key, self.secret_key)
+
+    def create_buckets(self, names: list[str]) -> None:
+        s3 = self.client()
+        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        for name in names:
+            if name not in existing:
+                s3.create_bucket(Bucket=name)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
