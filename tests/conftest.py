@@ -21,8 +21,8 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[object]:
     from kubemam.local.binaries import resolve
     from kubemam.local.controlplane import ControlPlane
 
-    binaries = resolve(("etcd", "kube-apiserver", "kube-controller-manager", "kubectl"))
-    with ControlPlane(binaries=binaries) as cp:
+    binaries = resolve(("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"))
+    with ControlPlane(binaries=binaries, scheduler=True) as cp:
         line = (f"integration tests run against the real kube-apiserver {cp.version()} at {cp.server} "
                 f"(control plane started in {cp.started_in:.1f}s)")
         capture = request.config.pluginmanager.get_plugin("capturemanager")
@@ -110,3 +110,31 @@ def minio() -> Iterator[object]:
 
     with MinioServer(buckets=["kubemam-library"]) as server:
         yield server
+
+
+NODE_TAINT = {"key": "kubemam.io/test-node", "value": "true", "effect": "NoSchedule"}
+
+
+@pytest.fixture(scope="session")
+def process_node(control_plane: object, api_client: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The process node, tainted so that only pods that tolerate it (the node tests' pods) land there."""
+    from kubernetes import client
+
+    state = tmp_path_factory.mktemp("node")
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig),  # type: ignore[attr-defined]
+           "KUBEMAM_NODE_NAME": "test-process-node",
+           "KUBEMAM_NODE_TAINT": f"{NODE_TAINT['key']}={NODE_TAINT['value']}:{NODE_TAINT['effect']}"}
+    with open(state / "node.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "kubemam", "local", "node", "--state-dir", str(state)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        core = client.CoreV1Api(api_client)
+        deadline = time.monotonic() + 30
+        while not any(c.type == "Ready" and c.status == "True"
+                      for n in core.list_node(field_selector="metadata.name=test-process-node").items
+                      for c in n.status.conditions or []):
+            assert proc.poll() is None and time.monotonic() < deadline, (state / "node.log").read_text()
+            time.sleep(0.2)
+        yield state
+        proc.terminate()
+        proc.wait(timeout=30)
+        core.delete_node("test-process-node")

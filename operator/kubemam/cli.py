@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,34 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node(directory: Path) -> int:
+    """Run the process node in the foreground until SIGTERM or SIGINT (KUBECONFIG names the cluster)."""
+    import signal
+    import threading
+
+    from kubernetes import client
+
+    from kubemam.kubeapi import load_config
+    from kubemam.local.node import ProcessNode
+
+    load_config()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    taint = os.environ.get("KUBEMAM_NODE_TAINT")  # key=value:Effect
+    taints = []
+    if taint:
+        key_value, effect = taint.rsplit(":", 1)
+        key, _, value = key_value.partition("=")
+        taints.append({"key": key, "value": value, "effect": effect})
+    name = os.environ.get("KUBEMAM_NODE_NAME", "kubemam-local")
+    node = ProcessNode(client.ApiClient(), directory / "node", name=name, taints=taints)
+    node.start()
+    stop.wait()
+    node.stop()
+    return 0
+
+
 def _local(args: argparse.Namespace) -> int:
     from kubemam.local import cluster
     from kubemam.local.binaries import resolve
@@ -46,6 +75,8 @@ def _local(args: argparse.Namespace) -> int:
     directory = Path(args.state_dir) if args.state_dir else cluster.state_dir()
     if args.action == "serve":
         return cluster.serve(directory)
+    if args.action == "node":
+        return _node(directory)
     if args.action == "pin-kube":
         from kubemam.local.pinning import pin
 
@@ -108,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     local = sub.add_parser("local", help="the local cluster for tests and the demo")
-    local.add_argument("action", choices=["up", "down", "env", "build", "serve", "pin-kube"])
+    local.add_argument("action", choices=["up", "down", "env", "build", "serve", "node", "pin-kube"])
     local.add_argument("version", nargs="?", help="with pin-kube: the Kubernetes release, e.g. v1.36.3")
     local.add_argument("--state-dir", default=None, help="where state and logs live (default: ~/.cache/kubemam/local)")
     local.set_defaults(func=_local)

@@ -69,6 +69,8 @@ class ControlPlane:
     workdir: Path | None = None
     binaries: Binaries | None = None
     start_timeout: float = 120.0
+    # kube-scheduler binds pods to nodes; off by default because without a node it has nothing to do.
+    scheduler: bool = False
     processes: list[Process] = field(default_factory=list)
     _own_workdir: bool = False
 
@@ -81,6 +83,7 @@ class ControlPlane:
         self.etcd_peer_port = free_port()
         self.api_port = free_port()
         self.kcm_port = free_port()
+        self.scheduler_port = free_port()
 
     # --- public surface ----------------------------------------------------------------------
 
@@ -116,6 +119,8 @@ class ControlPlane:
             self._start_apiserver()
             self._wait_ready()
             self._start_controller_manager()
+            if self.scheduler:
+                self._start_scheduler()
             self._wait_controllers()
         except BaseException:
             self.stop()
@@ -245,6 +250,20 @@ class ControlPlane:
             f"--root-ca-file={self.pki.ca_cert}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--use-service-account-credentials=false",
+            "--v=1",
+        ])
+
+    def _start_scheduler(self) -> None:
+        assert self.binaries is not None
+        kubeconfig = str(self.kubeconfig)
+        self._spawn("kube-scheduler", [
+            str(self.binaries["kube-scheduler"]),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            f"--secure-port={self.scheduler_port}",
+            "--bind-address=127.0.0.1",
             "--v=1",
         ])
 

@@ -1,0 +1,378 @@
+"""The process node: a Node whose pods run as local processes (a kubelet for the local cluster).
+
+Pods are bound by the real kube-scheduler (ControlPlane(scheduler=True)); the node runs what
+is bound to it: resolves env and volumes (podspec.py), starts the command, reports Running,
+then the exit code, the termination message and the phase. Deleting a pod stops its process
+(SIGTERM, SIGKILL after the grace period), then the node completes the deletion as a kubelet
+does. The Job controller, not the node, gives Job semantics (retries, parallelism, indexes).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from kubemam.local.podspec import PodSpecError, pod_cpu_request, process_spec
+
+log = logging.getLogger(__name__)
+
+NODE_NAME = "kubemam-local"
+LEASE_NAMESPACE = "kube-node-lease"
+MAX_MESSAGE = 4096
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _micro_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class RunningPod:
+    uid: str
+    name: str
+    namespace: str
+    cpu: int
+    popen: subprocess.Popen[bytes] | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+
+class ProcessNode:
+    def __init__(self, api_client: client.ApiClient, root: Path, name: str = NODE_NAME,
+                 cpu_millis: int | None = None, memory_bytes: int | None = None,
+                 taints: list[dict[str, str]] | None = None) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+        self.name = name
+        self.root = root
+        self.cpu_capacity = cpu_millis or (os.cpu_count() or 1) * 1000
+        self.memory = memory_bytes or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        self.pods: dict[str, RunningPod] = {}
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        # A taint keeps pods that do not tolerate it off this node (tests share a cluster).
+        self.taints = taints or []
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._register()
+        for target in (self._heartbeat_loop, self._watch_loop):
+            thread = threading.Thread(target=target, name=f"node-{target.__name__}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        with self.lock:
+            running = list(self.pods.values())
+        for pod in running:
+            self._terminate(pod, grace=5)
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+    def deregister(self) -> None:
+        with contextlib.suppress(ApiException):
+            self.core.delete_node(self.name)
+
+    # --- the Node object ---------------------------------------------------------------------
+
+    def _capacity(self) -> dict[str, str]:
+        return {"cpu": f"{self.cpu_capacity}m", "memory": str(self.memory), "pods": "110",
+                "ephemeral-storage": str(shutil.disk_usage(self.root).total)}
+
+    def _node_status(self) -> dict[str, Any]:
+        now = _now()
+        conditions = [
+            {"type": t, "status": "False", "reason": f"KubeletHas{r}", "message": "process node",
+             "lastHeartbeatTime": now, "lastTransitionTime": now}
+            for t, r in (("MemoryPressure", "SufficientMemory"), ("DiskPressure", "NoDiskPressure"),
+                         ("PIDPressure", "SufficientPID"))
+        ]
+        conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
+                           "message": "kubemam process node is running pods as local processes",
+                           "lastHeartbeatTime": now, "lastTransitionTime": now})
+        return {
+            "capacity": self._capacity(),
+            "allocatable": self._capacity(),
+            "conditions": conditions,
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.name}],
+            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "kubemam-process-node",
+                         "kubeProxyVersion": "", "osImage": "local processes", "kernelVersion": os.uname().release,
+                         "containerRuntimeVersion": "process://", "machineID": "", "systemUUID": "", "bootID": ""},
+        }
+
+    def _register(self) -> None:
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.name, "labels": {
+            "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "kubemam.io/process-node": "true"}}, "spec": {"taints": self.taints}}
+        try:
+            self.core.create_node(body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        self.core.patch_node_status(self.name, {"status": self._node_status()})
+
+    def _heartbeat_loop(self) -> None:
+        last_status = 0.0
+        while not self.stop_event.wait(5.0):
+            try:
+                self._renew_lease()
+                if time.monotonic() - last_status > 20:
+                    self.core.patch_node_status(self.name, {"status": self._node_status()})
+                    last_status = time.monotonic()
+            except Exception:  # noqa: BLE001 - a missed heartbeat is retried on the next tick
+                log.exception("node heartbeat failed")
+
+    def _renew_lease(self) -> None:
+        spec = {"holderIdentity": self.name, "leaseDurationSeconds": 40, "renewTime": _micro_now()}
+        try:
+            self.coordination.patch_namespaced_lease(self.name, LEASE_NAMESPACE, {"spec": spec})
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            self.coordination.create_namespaced_lease(LEASE_NAMESPACE, {
+                "metadata": {"name": self.name, "namespace": LEASE_NAMESPACE}, "spec": spec})
+
+    # --- pods --------------------------------------------------------------------------------
+
+    def _watch_loop(self) -> None:
+        selector = f"spec.nodeName={self.name}"
+        while not self.stop_event.is_set():
+            try:
+                stream = watch.Watch().stream(self.core.list_pod_for_all_namespaces, field_selector=selector,
+                                              timeout_seconds=60)
+                for event in stream:
+                    if self.stop_event.is_set():
+                        return
+                    self._on_pod(event["object"])
+            except Exception:  # noqa: BLE001 - the watch is re-established
+                if not self.stop_event.is_set():
+                    log.exception("pod watch failed; re-listing")
+                    time.sleep(1.0)
+
+    def _on_pod(self, pod: client.V1Pod) -> None:
+        raw: dict[str, Any] = client.ApiClient().sanitize_for_serialization(pod)
+        meta = raw["metadata"]
+        uid = meta["uid"]
+        with self.lock:
+            known = self.pods.get(uid)
+        if meta.get("deletionTimestamp"):
+            grace = int(meta.get("deletionGracePeriodSeconds") or 30)
+            if known is not None:
+                threading.Thread(target=self._terminate, args=(known, grace), daemon=True).start()
+            else:
+                self._finish_deletion(meta["namespace"], meta["name"], uid)
+            return
+        phase = (raw.get("status") or {}).get("phase", "Pending")
+        if known is not None or phase != "Pending" or (raw.get("status") or {}).get("containerStatuses"):
+            return
+        cpu = pod_cpu_request(raw)
+        with self.lock:
+            used = sum(p.cpu for p in self.pods.values())
+            admitted = used + cpu <= self.cpu_capacity
+            if admitted:
+                self.pods[uid] = RunningPod(uid, meta["name"], meta["namespace"], cpu)
+        if not admitted:
+            self._report_failed(raw, "OutOfcpu", f"Node didn't have enough resource: cpu, requested: {cpu}m, "
+                                                 f"used: {used}m, capacity: {self.cpu_capacity}m")
+            return
+        threading.Thread(target=self._run, args=(raw,), name=f"pod-{meta['name']}", daemon=True).start()
+
+    def _lookup(self, kind: str, namespace: str, name: str, key: str) -> str | None:
+        try:
+            if kind == "Secret":
+                data = self.core.read_namespaced_secret(name, namespace).data or {}
+                return base64.b64decode(data[key]).decode() if key in data else None
+            cm = self.core.read_namespaced_config_map(name, namespace)
+            return (cm.data or {}).get(key)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def _volumes(self, raw: dict[str, Any], sandbox: Path) -> dict[str, Path]:
+        namespace = raw["metadata"]["namespace"]
+        dirs: dict[str, Path] = {}
+        for volume in raw["spec"].get("volumes") or []:
+            path = sandbox / "volumes" / volume["name"]
+            path.mkdir(parents=True, exist_ok=True)
+            dirs[volume["name"]] = path
+            files: dict[str, bytes] = {}
+            if "emptyDir" in volume:
+                continue
+            if "secret" in volume:
+                secret = self.core.read_namespaced_secret(volume["secret"]["secretName"], namespace)
+                files = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+            elif "configMap" in volume:
+                cm = self.core.read_namespaced_config_map(volume["configMap"]["name"], namespace)
+                files = {k: v.encode() for k, v in (cm.data or {}).items()}
+            elif "projected" in volume:
+                files = self._projected(raw, volume["projected"])
+            else:
+                kinds = sorted(k for k in volume if k != "name")
+                raise PodSpecError("CreateContainerConfigError", f"volume {volume['name']!r}: {kinds} not supported "
+                                                                 "by the process node (emptyDir, secret, configMap, "
+                                                                 "projected are)")
+            for key, content in files.items():
+                target = path / key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+                target.chmod(0o600)
+        return dirs
+
+    def _projected(self, raw: dict[str, Any], projected: dict[str, Any]) -> dict[str, bytes]:
+        namespace = raw["metadata"]["namespace"]
+        files: dict[str, bytes] = {}
+        for source in projected.get("sources") or []:
+            if "serviceAccountToken" in source:
+                sa = raw["spec"].get("serviceAccountName") or "default"
+                seconds = source["serviceAccountToken"].get("expirationSeconds", 3600)
+                token = self.core.create_namespaced_service_account_token(sa, namespace, {"spec": {
+                    "audiences": [], "expirationSeconds": seconds}})
+                files[source["serviceAccountToken"]["path"]] = token.status.token.encode()
+            elif "configMap" in source:
+                cm = self.core.read_namespaced_config_map(source["configMap"]["name"], namespace)
+                for item in source["configMap"].get("items") or [{"key": k, "path": k} for k in cm.data or {}]:
+                    files[item["path"]] = (cm.data or {}).get(item["key"], "").encode()
+            elif "downwardAPI" in source:
+                from kubemam.local.podspec import field_value
+
+                for item in source["downwardAPI"].get("items") or []:
+                    files[item["path"]] = field_value(raw, item["fieldRef"]["fieldPath"]).encode()
+        return files
+
+    def _run(self, raw: dict[str, Any]) -> None:
+        meta = raw["metadata"]
+        uid = meta["uid"]
+        running = self.pods[uid]
+        sandbox = self.root / "pods" / f"{meta['namespace']}_{meta['name']}_{uid}"
+        container = raw["spec"]["containers"][0]
+        started = _now()
+        try:
+            sandbox.mkdir(parents=True, exist_ok=True)
+            volume_dirs = self._volumes(raw, sandbox)
+            base_env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+                        "LANG": os.environ.get("LANG", "C.UTF-8")}
+            spec = process_spec(raw, container, sandbox, volume_dirs, self._lookup, base_env)
+            with open(sandbox / "stdout.log", "wb") as out, open(sandbox / "stderr.log", "wb") as err:
+                running.popen = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=out, stderr=err,
+                                                 stdin=subprocess.DEVNULL, start_new_session=True)
+                self._report_running(raw, spec.image, started)
+                exit_code = self._wait(raw, running)
+        except PodSpecError as err:
+            self._report_failed(raw, err.reason, str(err))
+            self._forget(uid)
+            return
+        except FileNotFoundError as err:
+            self._report_failed(raw, "ContainerCannotRun", f"command not found on the host PATH: {err.filename}")
+            self._forget(uid)
+            return
+        message = ""
+        if spec.termination_path.exists():
+            message = spec.termination_path.read_text(errors="replace")[:MAX_MESSAGE]
+        elif container.get("terminationMessagePolicy") == "FallbackToLogsOnError" and exit_code != 0:
+            message = (sandbox / "stderr.log").read_text(errors="replace")[-MAX_MESSAGE:]
+        self._report_terminated(raw, spec.image, started, exit_code, message, running)
+        self._forget(uid)
+
+    def _wait(self, raw: dict[str, Any], running: RunningPod) -> int:
+        assert running.popen is not None
+        deadline_s = raw["spec"].get("activeDeadlineSeconds")
+        deadline = time.monotonic() + deadline_s if deadline_s else None
+        while True:
+            try:
+                return running.popen.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() > deadline:
+                    self._signal(running, signal.SIGKILL)
+
+    def _signal(self, running: RunningPod, sig: int) -> None:
+        if running.popen is not None and running.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(running.popen.pid, sig)
+
+    def _terminate(self, running: RunningPod, grace: int) -> None:
+        """Graceful stop: SIGTERM, then SIGKILL once the grace period is over; then finish deletion."""
+        if running.stopping.is_set():
+            return
+        running.stopping.set()
+        self._signal(running, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while running.popen is not None and running.popen.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self._signal(running, signal.SIGKILL)
+        self._finish_deletion(running.namespace, running.name, running.uid)
+
+    def _finish_deletion(self, namespace: str, name: str, uid: str) -> None:
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0,
+                                            body=client.V1DeleteOptions(preconditions={"uid": uid}))
+
+    def _forget(self, uid: str) -> None:
+        with self.lock:
+            self.pods.pop(uid, None)
+
+    # --- status ------------------------------------------------------------------------------
+
+    def _patch_status(self, raw: dict[str, Any], status: dict[str, Any]) -> None:
+        meta = raw["metadata"]
+        try:
+            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    def _conditions(self, ready: bool) -> list[dict[str, Any]]:
+        now = _now()
+        flag = "True" if ready else "False"
+        return [{"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+                {"type": "Ready", "status": flag, "lastTransitionTime": now}]
+
+    def _report_running(self, raw: dict[str, Any], image: str, started: str) -> None:
+        name = raw["spec"]["containers"][0]["name"]
+        self._patch_status(raw, {
+            "phase": "Running", "startTime": started, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}], "conditions": self._conditions(True),
+            "containerStatuses": [{"name": name, "image": image, "imageID": f"process://{image}", "ready": True,
+                                   "restartCount": 0, "started": True, "state": {"running": {"startedAt": started}}}],
+        })
+
+    def _report_terminated(self, raw: dict[str, Any], image: str, started: str, exit_code: int, message: str,
+                           running: RunningPod) -> None:
+        name = raw["spec"]["containers"][0]["name"]
+        if exit_code < 0:  # killed by a signal: report as a shell would, 128 + signal
+            exit_code = 128 - exit_code
+        reason = "Completed" if exit_code == 0 else ("Error" if not running.stopping.is_set() else "Killed")
+        terminated = {"exitCode": exit_code, "reason": reason, "startedAt": started, "finishedAt": _now()}
+        if message:
+            terminated["message"] = message
+        self._patch_status(raw, {
+            "phase": "Succeeded" if exit_code == 0 else "Failed", "conditions": self._conditions(False),
+            "containerStatuses": [{"name": name, "image": image, "imageID": f"process://{image}", "ready": False,
+                                   "restartCount": 0, "started": False, "state": {"terminated": terminated}}],
+        })
+
+    def _report_failed(self, raw: dict[str, Any], reason: str, message: str) -> None:
+        self._patch_status(raw, {"phase": "Failed", "reason": reason, "message": message[:MAX_MESSAGE],
+                                 "conditions": self._conditions(False)})
