@@ -115,6 +115,12 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from kubemam.worker.steps import main as run_step
+
+    return run_step(args.step)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from kubemam import demo
 
@@ -143,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("version", nargs="?", help="with pin-kube: the Kubernetes release, e.g. v1.36.3")
     local.add_argument("--state-dir", default=None, help="where state and logs live (default: ~/.cache/kubemam/local)")
     local.set_defaults(func=_local)
+
+    worker = sub.add_parser("worker", help="run one step of a Job (reads KUBEMAM_STEP_INPUT)")
+    worker.add_argument("step", choices=["ingest"])
+    worker.set_defaults(func=_worker)
 
     demo = sub.add_parser("demo", help="start the local cluster, apply examples/ and show what happens")
     demo.add_argument("--watch", type=float, default=20.0, help="seconds to watch the asset (default: 20)")

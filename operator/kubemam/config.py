@@ -20,6 +20,8 @@ class OperatorConfig(BaseModel):
     s3_credentials_secret: str | None = Field(
         default=None, description="Secret in the asset's namespace with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
     )
+    library_uri: str = Field(default="s3://kubemam-library", pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+                             description="Where step outputs are committed: <library>/assets/<ns>/<asset>/<step>/")
     job_backoff_limit: int = Field(default=3, ge=0, le=20)
     job_active_deadline_seconds: int = Field(default=6 * 3600, ge=60)
     recheck_seconds: float = Field(default=60.0, gt=0, description="Safety-net re-reconcile of assets not Ready.")
@@ -31,6 +33,7 @@ ENV_FIELDS = {
     "worker_service_account": "KUBEMAM_WORKER_SERVICE_ACCOUNT",
     "s3_endpoint": "KUBEMAM_S3_ENDPOINT",
     "s3_credentials_secret": "KUBEMAM_S3_CREDENTIALS_SECRET",
+    "library_uri": "KUBEMAM_LIBRARY_URI",
     "job_backoff_limit": "KUBEMAM_JOB_BACKOFF_LIMIT",
     "job_active_deadline_seconds": "KUBEMAM_JOB_ACTIVE_DEADLINE_SECONDS",
     "recheck_seconds": "KUBEMAM_RECHECK_SECONDS",

@@ -31,13 +31,13 @@ def _cond(plan_status: MediaAssetStatus, type_: str) -> tuple[str, str]:
 def test_new_asset_gets_one_ingest_job() -> None:
     plan = plan_asset(_facts(), CONFIG, NOW)
     assert len(plan.create_jobs) == 1
-    assert plan.create_jobs[0]["metadata"]["name"] == ingest_request(_facts()).name
+    assert plan.create_jobs[0]["metadata"]["name"] == ingest_request(_facts(), CONFIG).name
     assert plan.status.phase == "Ingesting" and plan.status.observed_generation == 4
     assert _cond(plan.status, "Ingested") == ("Unknown", "IngestPending")
 
 
 def test_existing_job_is_not_created_again_and_its_outcome_is_mirrored() -> None:
-    name = ingest_request(_facts()).name
+    name = ingest_request(_facts(), CONFIG).name
     running = plan_asset(_facts([JobObservation(name, "ingest", "h", "Running")]), CONFIG, NOW)
     assert running.create_jobs == [] and _cond(running.status, "Ingested") == ("Unknown", "IngestRunning")
     done = plan_asset(_facts([JobObservation(name, "ingest", "h", "Succeeded",
@@ -48,7 +48,7 @@ def test_existing_job_is_not_created_again_and_its_outcome_is_mirrored() -> None
 
 
 def test_a_finished_job_deleted_later_is_not_run_again() -> None:
-    name = ingest_request(_facts()).name
+    name = ingest_request(_facts(), CONFIG).name
     done = plan_asset(_facts([JobObservation(name, "ingest", "h", "Succeeded")]), CONFIG, NOW)
     again = plan_asset(_facts([], status=done.status), CONFIG, NOW)
     assert again.create_jobs == []
@@ -74,7 +74,7 @@ def test_unsupported_scheme_and_impossible_markers_create_nothing() -> None:
 
 
 def test_replanning_unchanged_facts_changes_nothing() -> None:
-    name = ingest_request(_facts()).name
+    name = ingest_request(_facts(), CONFIG).name
     facts = _facts([JobObservation(name, "ingest", "h", "Running")])
     first = plan_asset(facts, CONFIG, NOW)
     later = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)

@@ -67,3 +67,30 @@ class Timecode:
     def __str__(self) -> str:
         sep = ";" if self.drop_frame else ":"
         return f"{self.hours:02d}:{self.minutes:02d}:{self.seconds:02d}{sep}{self.frames:02d}"
+
+
+def from_frames(frames: int, frame_rate: str, drop_frame: bool = False) -> Timecode:
+    """The timecode of a frame index (inverse of Timecode.to_frames), drop-frame aware."""
+    fps = nominal_fps(frame_rate)
+    if drop_frame:
+        dropped = 2 if fps == 30 else 4
+        per_10min = fps * 600 - dropped * 9
+        per_min = fps * 60 - dropped
+        tens, rest = divmod(frames, per_10min)
+        extra = dropped * 9 * tens
+        if rest > dropped:
+            extra += dropped * ((rest - dropped) // per_min)
+        frames += extra
+    total_seconds, ff = divmod(frames, fps)
+    hours, rem = divmod(total_seconds, 3600)
+    minutes, seconds = divmod(rem, 60)
+    return Timecode(hours % 24, minutes, seconds, ff, drop_frame)
+
+
+def seconds_to_timecode(seconds: float, frame_rate: str, start: Timecode | None = None) -> str:
+    """A position in seconds from the first frame, as the master's SMPTE timecode."""
+    rate = Fraction(frame_rate)
+    frame = int(round(seconds * rate))
+    drop = start.drop_frame if start else False
+    offset = start.to_frames(frame_rate) if start else 0
+    return str(from_frames(frame + offset, frame_rate, drop))

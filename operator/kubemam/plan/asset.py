@@ -85,9 +85,13 @@ def marker_problems(spec: MediaAssetSpec) -> list[str]:
     return problems
 
 
-def ingest_request(facts: AssetFacts) -> StepJobRequest:
+def step_output(config: OperatorConfig, facts: AssetFacts, step: str) -> str:
+    return f"{config.library_uri.rstrip('/')}/assets/{facts.namespace}/{facts.name}/{step}"
+
+
+def ingest_request(facts: AssetFacts, config: OperatorConfig) -> StepJobRequest:
     spec = facts.spec
-    inputs: dict[str, Any] = {"source": spec.source.to_wire()}
+    inputs: dict[str, Any] = {"source": spec.source.to_wire(), "output": step_output(config, facts, INGEST)}
     if spec.timeline:
         inputs["timeline"] = spec.timeline.to_wire()
     return StepJobRequest(
@@ -151,7 +155,7 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
         )
         return AssetPlan([], new_status)
 
-    request = ingest_request(facts)
+    request = ingest_request(facts, config)
     observed = next((j for j in facts.jobs if j.name == request.name), None)
     if observed is None:
         observed = _finished_before(status, request.name)

@@ -1,0 +1,52 @@
+"""The worker side of the Job contract: the input from the environment, the result to the
+termination message (small JSON), failures as a clear message and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from kubemam.plan.hashing import input_hash
+from kubemam.plan.jobs import STEP_INPUT_ENV
+
+TERMINATION_PATH_ENV = "KUBEMAM_TERMINATION_MESSAGE_PATH"
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+MAX_MESSAGE = 4096  # what Kubernetes keeps of a termination message
+
+
+class StepError(RuntimeError):
+    """A failure the step explains itself; retrying the same input will not help."""
+
+
+def step_input() -> dict[str, Any]:
+    raw = os.environ.get(STEP_INPUT_ENV)
+    if not raw:
+        raise StepError(f"{STEP_INPUT_ENV} is not set: a step reads its whole input from it")
+    try:
+        value = json.loads(raw)
+    except ValueError as err:
+        raise StepError(f"{STEP_INPUT_ENV} is not JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise StepError(f"{STEP_INPUT_ENV} must be a JSON object")
+    return value
+
+
+def digest(inputs: dict[str, Any]) -> str:
+    return input_hash(inputs)
+
+
+def work_dir() -> Path:
+    path = Path(os.environ.get("TMPDIR") or "/tmp") / "kubemam-step"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_result(result: dict[str, Any]) -> None:
+    """The result as a termination message; it must stay under Kubernetes' 4 KiB."""
+    text = json.dumps(result, separators=(",", ":"), sort_keys=True)
+    if len(text.encode()) > MAX_MESSAGE:
+        raise ValueError(f"step result is {len(text.encode())} bytes; the termination message keeps {MAX_MESSAGE}")
+    path = Path(os.environ.get(TERMINATION_PATH_ENV) or DEFAULT_TERMINATION_PATH)
+    path.write_text(text)

@@ -1,0 +1,30 @@
+"""`kubemam worker <step>`: run one step; a StepError becomes a clear message and exit code 2.
+
+Any other exception propagates: its traceback on stderr becomes the termination message
+(terminationMessagePolicy FallbackToLogsOnError) and the Job controller retries the pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+from kubemam.worker.contract import StepError, write_result
+
+STEPS = ("ingest",)
+
+
+def main(step: str) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if step == "ingest":
+            from kubemam.worker import ingest
+
+            return ingest.run()
+        raise StepError(f"unknown step {step!r} (known: {', '.join(STEPS)})")
+    except StepError as err:
+        print(f"{step}: {err}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            write_result({"error": str(err)[:3500]})
+        return 2

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from kubemam.media.qc import QCThresholds, parse_qc_log, verdict
+from kubemam.media.timecode import Timecode, from_frames, seconds_to_timecode
+
+LOG = """\
+[blackdetect @ 0x1] black_start:0 black_end:1 black_duration:1
+[freezedetect @ 0x2] lavfi.freezedetect.freeze_start: 0
+[freezedetect @ 0x2] lavfi.freezedetect.freeze_duration: 1
+[freezedetect @ 0x2] lavfi.freezedetect.freeze_end: 1
+[freezedetect @ 0x2] lavfi.freezedetect.freeze_start: 4
+[Parsed_ebur128_2 @ 0x3] Summary:
+
+  Integrated loudness:
+    I:         -14.2 LUFS
+    Threshold: -24.5 LUFS
+
+  Loudness range:
+    LRA:         6.5 LU
+
+  True peak:
+    Peak:        0.4 dBFS
+"""
+
+
+def test_parse_and_verdict_with_timecodes() -> None:
+    found = parse_qc_log(LOG)
+    assert found.black == [(0.0, 1.0)] and found.freezes == [(0.0, 1.0), (4.0, None)]
+    assert (found.integrated_lufs, found.loudness_range_lu, found.true_peak_dbtp) == (-14.2, 6.5, 0.4)
+    result = verdict(found, QCThresholds(), "25", Timecode.parse("10:00:00:00", "25"), 6.0, datetime.now(UTC))
+    checks = [(i.check, i.start, i.end) for i in result.issues or []]
+    # The frozen black second is reported once, as black; the open-ended freeze ends at the duration.
+    assert checks[:2] == [("black", "10:00:00:00", "10:00:01:00"), ("freeze", "10:00:04:00", "10:00:06:00")]
+    assert {c for c, _, _ in checks} == {"black", "freeze", "loudness", "truePeak"}
+    assert result.verdict == "Warning"
+
+
+def test_clean_measurements_pass() -> None:
+    found = parse_qc_log("[Parsed_ebur128_0 @ 0x1] Summary:\n    I:   -23.2 LUFS\n    Peak:  -3.0 dBFS\n")
+    assert verdict(found, QCThresholds(), "25", None, 10.0, datetime.now(UTC)).verdict == "Passed"
+
+
+def test_frames_round_trip_including_drop_frame() -> None:
+    for rate, drop in (("25", False), ("30000/1001", True), ("60000/1001", True)):
+        for frame in (0, 1, 1799, 1800, 17982, 17983, 107892, 2_000_001):
+            tc = from_frames(frame, rate, drop)
+            assert Timecode.parse(str(tc), rate, drop).to_frames(rate) == frame
+    assert seconds_to_timecode(4.0, "25", Timecode.parse("10:00:00:00", "25")) == "10:00:04:00"
