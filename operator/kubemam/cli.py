@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_worker)
 
     demo = sub.add_parser("demo", help="start the local cluster, apply examples/ and show what happens")
-    demo.add_argument("--watch", type=float, default=20.0, help="seconds to watch the asset (default: 20)")
+    demo.add_argument("--watch", type=float, default=300.0, help="longest wait for ingest, in seconds (default: 300)")
     demo.set_defaults(func=_demo)
     return parser
 

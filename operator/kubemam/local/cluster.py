@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,12 +19,40 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from kubemam.local.binaries import cache_root, resolve
 from kubemam.local.controlplane import ControlPlane
 from kubemam.local.crdinstall import install_crds
+from kubemam.local.minio import MinioServer
+from kubemam.local.node import ProcessNode
 
-TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# The buckets the examples use: the library (masters and step outputs), nearline and vault.
+BUCKETS = ["kubemam-library", "kubemam-nearline", "kubemam-vault"]
+S3_SECRET = "kubemam-s3"
+# Namespaces that get the S3 credentials Secret (the demo's and the default one).
+WORKLOAD_NAMESPACES = ("default", "kubemam-demo")
+
+
+def provision_namespaces(api: client.ApiClient, access_key: str, secret_key: str,
+                         namespaces: tuple[str, ...] = WORKLOAD_NAMESPACES) -> None:
+    """Create the namespaces and the S3 credentials Secret the step pods read by reference."""
+    core = client.CoreV1Api(api)
+    for namespace in namespaces:
+        try:
+            core.create_namespace({"metadata": {"name": namespace}})
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        body = {"metadata": {"name": S3_SECRET, "labels": {"app.kubernetes.io/managed-by": "kubemam"}},
+                "stringData": {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}}
+        try:
+            core.create_namespaced_secret(namespace, body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            core.replace_namespaced_secret(S3_SECRET, namespace, body)
 
 
 def state_dir() -> Path:
@@ -60,37 +89,47 @@ def serve(directory: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     binaries = resolve(TOOLS)
-    workdir = directory / "cluster"
-    if workdir.exists():
-        import shutil
-
-        shutil.rmtree(workdir)  # a fresh cluster each time: no state survives `down`
-    with ControlPlane(workdir=workdir, binaries=binaries) as cp:
-        install_crds(config.new_client_from_config(str(cp.kubeconfig)))
-        with open(directory / "operator.log", "ab") as op_log:
-            operator = subprocess.Popen(operator_command(), env={**os.environ, **cp.env()}, stdout=op_log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-            state = {
-                "pid": os.getpid(),
-                "operatorPid": operator.pid,
-                "kubeconfig": str(cp.kubeconfig),
-                "server": cp.server,
-                "version": cp.version(),
-                "binDir": str(binaries["kubectl"].parent),
-                "startedInSeconds": round(cp.started_in, 2),
-                "logs": str(directory),
-            }
-            (directory / "ready.json").write_text(json.dumps(state, indent=2))
-            while not stop.wait(1.0):
-                if operator.poll() is not None:
-                    break  # the operator died: stop the cluster rather than run half of it
-            if operator.poll() is None:
-                operator.terminate()
-                try:
-                    operator.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    operator.kill()
-                    operator.wait()
+    for stale in ("cluster", "minio", "node"):
+        shutil.rmtree(directory / stale, ignore_errors=True)  # a fresh cluster each time
+    with ControlPlane(workdir=directory / "cluster", binaries=binaries, scheduler=True) as cp, \
+            MinioServer(buckets=BUCKETS, workdir=directory / "minio") as s3:
+        api = config.new_client_from_config(str(cp.kubeconfig))
+        install_crds(api)
+        provision_namespaces(api, s3.access_key, s3.secret_key)
+        node = ProcessNode(api, directory / "node")
+        node.start()
+        operator_env = {**os.environ, **cp.env(), "KUBEMAM_S3_ENDPOINT": s3.endpoint,
+                        "KUBEMAM_S3_CREDENTIALS_SECRET": S3_SECRET}
+        try:
+            with open(directory / "operator.log", "ab") as op_log:
+                operator = subprocess.Popen(operator_command(), env=operator_env, stdout=op_log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                state = {
+                    "pid": os.getpid(),
+                    "operatorPid": operator.pid,
+                    "kubeconfig": str(cp.kubeconfig),
+                    "server": cp.server,
+                    "version": cp.version(),
+                    "binDir": str(binaries["kubectl"].parent),
+                    "startedInSeconds": round(cp.started_in, 2),
+                    "s3Endpoint": s3.endpoint,
+                    "s3CredentialsSecret": S3_SECRET,
+                    "node": node.name,
+                    "logs": str(directory),
+                }
+                (directory / "ready.json").write_text(json.dumps(state, indent=2))
+                while not stop.wait(1.0):
+                    if operator.poll() is not None:
+                        break  # the operator died: stop the cluster rather than run half of it
+                if operator.poll() is None:
+                    operator.terminate()
+                    try:
+                        operator.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        operator.kill()
+                        operator.wait()
+        finally:
+            node.stop()
     (directory / "ready.json").unlink(missing_ok=True)
     return 0
 

@@ -58,6 +58,7 @@ class ProcessNode:
     def __init__(self, api_client: client.ApiClient, root: Path, name: str = NODE_NAME,
                  cpu_millis: int | None = None, memory_bytes: int | None = None,
                  taints: list[dict[str, str]] | None = None) -> None:
+        self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
         self.name = name
@@ -171,7 +172,7 @@ class ProcessNode:
                     time.sleep(1.0)
 
     def _on_pod(self, pod: client.V1Pod) -> None:
-        raw: dict[str, Any] = client.ApiClient().sanitize_for_serialization(pod)
+        raw: dict[str, Any] = self.api_client.sanitize_for_serialization(pod)
         meta = raw["metadata"]
         uid = meta["uid"]
         with self.lock:
