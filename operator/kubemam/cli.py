@@ -68,6 +68,24 @@ def _node(directory: Path) -> int:
     return 0
 
 
+def _logs(directory: Path, pod: str | None) -> int:
+    """A finished or running pod's stdout and stderr, kept by the process node in its sandbox."""
+    if not pod:
+        print("usage: kubemam local logs POD", file=sys.stderr)
+        return 2
+    sandboxes = sorted((directory / "node" / "pods").glob(f"*_{pod}_*"))
+    if not sandboxes:
+        print(f"no pod {pod!r} has run on the process node (state: {directory})", file=sys.stderr)
+        return 1
+    for stream in ("stdout", "stderr"):
+        text = (sandboxes[-1] / f"{stream}.log").read_text(errors="replace") if (
+            sandboxes[-1] / f"{stream}.log").exists() else ""
+        if text:
+            print(f"--- {stream}")
+            print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
 def _local(args: argparse.Namespace) -> int:
     from kubemam.local import cluster
     from kubemam.local.binaries import resolve
@@ -77,13 +95,15 @@ def _local(args: argparse.Namespace) -> int:
         return cluster.serve(directory)
     if args.action == "node":
         return _node(directory)
+    if args.action == "logs":
+        return _logs(directory, args.target)
     if args.action == "pin-kube":
         from kubemam.local.pinning import pin
 
-        if not args.version:
+        if not args.target:
             print("usage: kubemam local pin-kube VERSION (e.g. v1.36.3)", file=sys.stderr)
             return 2
-        for module in pin(args.version):
+        for module in pin(args.target):
             print(f"pinned {module}")
         return 0
     if args.action == "build":
@@ -145,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     local = sub.add_parser("local", help="the local cluster for tests and the demo")
-    local.add_argument("action", choices=["up", "down", "env", "build", "serve", "node", "pin-kube"])
-    local.add_argument("version", nargs="?", help="with pin-kube: the Kubernetes release, e.g. v1.36.3")
+    local.add_argument("action", choices=["up", "down", "env", "build", "serve", "node", "logs", "pin-kube"])
+    local.add_argument("target", nargs="?", metavar="POD|VERSION",
+                       help="logs: the pod whose stdout/stderr to show; pin-kube: the release, e.g. v1.36.3")
     local.add_argument("--state-dir", default=None, help="where state and logs live (default: ~/.cache/kubemam/local)")
     local.set_defaults(func=_local)
 

@@ -96,7 +96,7 @@ def test_job_failure_is_mirrored(operator: Path, api_client: Any, namespace: str
     job = wait_for(lambda: _jobs(api_client, namespace, "clip"), what="the ingest Job")[0]
     # backoffLimit 3: the real Job controller retries, so every attempt must fail.
     for _ in range(4):
-        _finish_pods(api_client, namespace, job.metadata.name, 2)
+        _finish_pods(api_client, namespace, job.metadata.name, 3)
         cond = custom.condition("mediaassets", "clip", "Ingested")
         if cond and cond["status"] == "False":
             break
@@ -106,6 +106,20 @@ def test_job_failure_is_mirrored(operator: Path, api_client: Any, namespace: str
                         c["status"] == "False" and c, timeout=60, what="Ingested=False")
     assert ingested["reason"] == "IngestFailed" and "BackoffLimitExceeded" in ingested["message"]
     assert custom.get("mediaassets", "clip")["status"]["phase"] == "Failed"
+
+
+def test_permanent_failure_fails_the_job_at_once(operator: Path, api_client: Any, namespace: str) -> None:
+    """Exit code 2 means retrying cannot help: the podFailurePolicy fails the Job on the first pod."""
+    custom = Custom(api_client, namespace)
+    custom.create("mediaassets", _asset_without_refs())
+    job = wait_for(lambda: _jobs(api_client, namespace, "clip"), what="the ingest Job")[0]
+    _finish_pods(api_client, namespace, job.metadata.name, 2, '{"error": "source sha256 does not match"}')
+    ingested = wait_for(lambda: (c := custom.condition("mediaassets", "clip", "Ingested")) and
+                        c["status"] == "False" and c, timeout=60, what="Ingested=False")
+    assert "PodFailurePolicy" in ingested["message"]
+    pods = client.CoreV1Api(api_client).list_namespaced_pod(
+        namespace, label_selector=f"batch.kubernetes.io/job-name={job.metadata.name}").items
+    assert len(pods) == 1
 
 
 def _pending_pod(api_client: Any, namespace: str, job_name: str) -> bool:

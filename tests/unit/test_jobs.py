@@ -59,6 +59,12 @@ def test_pods_meet_restricted_and_credentials_are_references() -> None:
     assert owner["uid"] == OWNER.uid and owner["controller"] and owner["blockOwnerDeletion"]
 
 
+def test_permanent_failures_fail_the_job_without_retries() -> None:
+    rules = build_step_job(_request(), CONFIG)["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "In",
+                                                             "values": [2]}}
+
+
 def test_kueue_queue_suspends_the_job() -> None:
     request = StepJobRequest(OWNER, "transcode", {"x": 1}, queue_name="media-batch", priority_class_name="bulk")
     job = build_step_job(request, CONFIG)

@@ -44,6 +44,7 @@ def test_existing_job_is_not_created_again_and_its_outcome_is_mirrored() -> None
                                              result={"qc": {"verdict": "Warning"}})]), CONFIG, NOW)
     assert _cond(done.status, "Ready") == ("True", "AllStepsSucceeded")
     assert done.status.qc and done.status.qc.verdict == "Warning"
+    assert _cond(done.status, "QCPassed") == ("True", "QCWarning")
     assert done.status.progress and done.status.progress.percent == 100
 
 

@@ -173,6 +173,12 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
         )
     )
     done = ingested.status == "True"
+    mirrored = _mirror_result(status, observed)
+    if done and mirrored.qc is not None:
+        issues = len(mirrored.qc.issues or [])
+        qc_passed = mirrored.qc.verdict != "Failed"
+        verdicts.append(Verdict("QCPassed", "True" if qc_passed else "False", f"QC{mirrored.qc.verdict}",
+                                f"QC verdict {mirrored.qc.verdict} with {issues} issue(s)"))
     progress = Progress(step=INGEST, percent=100 if done else 0, updated_at=now)
     if status.progress and status.progress.step == INGEST and status.progress.percent == progress.percent:
         progress = status.progress  # unchanged progress is not rewritten (no status churn)
@@ -196,7 +202,7 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
         verdicts.append(Verdict("Ready", "False", ingested.reason, ingested.message))
 
     conditions = apply_verdicts(status.conditions, verdicts, facts.generation, now)
-    new_status = _mirror_result(status, observed).model_copy(
+    new_status = mirrored.model_copy(
         update={
             "phase": phase,
             "conditions": conditions,

@@ -24,6 +24,9 @@ ANNOTATION_INPUT_HASH = f"{GROUP}/input-hash"
 ANNOTATION_WORKER_VERSION = f"{GROUP}/worker-version"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 STEP_INPUT_ENV = "KUBEMAM_STEP_INPUT"
+# A worker exits with this code when retrying cannot help (bad input, wrong checksum, not media):
+# the Job's podFailurePolicy then fails the Job at once instead of spending its backoffLimit.
+PERMANENT_FAILURE_EXIT_CODE = 2
 WORKER_UID = 65532  # the worker image's non-root user
 
 MANAGED_SELECTOR = {LABEL_MANAGED_BY: "kubemam"}
@@ -152,6 +155,12 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
 
     spec: dict[str, Any] = {
         "backoffLimit": config.job_backoff_limit,
+        "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "In",
+                                                  "values": [PERMANENT_FAILURE_EXIT_CODE]}},
+            # A pod evicted or preempted did nothing wrong: not counted against backoffLimit.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]},
         "activeDeadlineSeconds": config.job_active_deadline_seconds,
         "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod_spec},
     }

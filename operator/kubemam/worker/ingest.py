@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import urllib.request
@@ -23,6 +24,8 @@ from kubemam.media.timecode import Timecode, TimecodeError
 from kubemam.storage.s3 import commit, make_client, read_manifest, verify
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError, digest, step_input, work_dir, write_result
+
+log = logging.getLogger("kubemam.worker.ingest")
 
 CHUNK = 8 * 1024 * 1024
 MAX_ISSUES_IN_RESULT = 8  # the full list is in qc.json; the termination message stays small
@@ -93,6 +96,7 @@ def run() -> int:
 
     done = read_manifest(s3, prefix)
     if done is not None and done.input_hash == input_digest and not verify(s3, prefix, done):
+        log.info("already ingested: %s verifies; nothing to do", prefix.join("manifest.json"))
         write_result(summary(done.result))
         return 0
 
@@ -103,6 +107,7 @@ def run() -> int:
     master = scratch / "master"
     sha256 = fetch(source["uri"], master, s3)
     check_checksum(checksum, master, sha256)
+    log.info("fetched %s: %d bytes, sha256 %s", source["uri"], master.stat().st_size, sha256)
 
     info = probe(master)
     technical = technical_metadata(info, sha256)
@@ -115,6 +120,7 @@ def run() -> int:
     measurements = run_qc(master, bool(technical.audio), QCThresholds())
     qc: QCResult = verdict(measurements, QCThresholds(), timeline.frame_rate, start, technical.duration_seconds,
                            datetime.now(UTC))
+    log.info("QC verdict %s with %d issue(s)", qc.verdict, len(qc.issues or []))
     make_proxy(master, out_dir, technical.duration_seconds)
     (out_dir / "probe.json").write_text(json.dumps(info, indent=2, sort_keys=True))
     (out_dir / "qc.json").write_text(json.dumps(qc.to_wire(), indent=2, sort_keys=True))
@@ -122,6 +128,7 @@ def run() -> int:
     result = {"technical": technical.to_wire(), "qc": qc.to_wire(), "manifest": str(prefix.join("manifest.json"))}
     manifest = commit(s3, out_dir, prefix, step="ingest", input_hash=input_digest, worker_version=__version__,
                       now=datetime.now(UTC), result=result)
+    log.info("committed %d objects with %s", len(manifest.objects), prefix.join("manifest.json"))
     write_result(summary(manifest.result))
     master.unlink(missing_ok=True)
     return 0

@@ -1,4 +1,5 @@
-"""`kubemam worker <step>`: run one step; a StepError becomes a clear message and exit code 2.
+"""`kubemam worker <step>`: run one step; a StepError becomes a clear message and the permanent-failure
+exit code (the Job fails at once, see plan/jobs.py).
 
 Any other exception propagates: its traceback on stderr becomes the termination message
 (terminationMessagePolicy FallbackToLogsOnError) and the Job controller retries the pod.
@@ -10,6 +11,7 @@ import contextlib
 import logging
 import sys
 
+from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
 from kubemam.worker.contract import StepError, write_result
 
 STEPS = ("ingest",)
@@ -27,4 +29,4 @@ def main(step: str) -> int:
         print(f"{step}: {err}", file=sys.stderr)
         with contextlib.suppress(OSError):
             write_result({"error": str(err)[:3500]})
-        return 2
+        return PERMANENT_FAILURE_EXIT_CODE
