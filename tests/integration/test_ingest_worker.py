@@ -64,7 +64,16 @@ def test_ingest_commits_proxy_probe_and_qc_and_reports_them(minio: Any, sample: 
 
     prefix = S3Uri.parse(reported["manifest"].removesuffix("/manifest.json"))
     stored = dict(list_objects(s3, prefix))
-    assert {"manifest.json", "probe.json", "qc.json", "proxy.mp4", "poster.jpg"} <= set(stored)
+    assert {"manifest.json", "probe.json", "qc.json", "proxy.mp4", "poster.jpg", "sprite.jpg", "sprite.vtt",
+            "thumbs/0001.jpg"} <= set(stored)
+    assert reported["previews"]["thumbnails"] == 1 and reported["previews"]["spriteUri"].endswith("/sprite.jpg")
+    sprite = tmp_path / "sprite.jpg"
+    s3.download_file(prefix.bucket, prefix.join("sprite.jpg").key, str(sprite))
+    decoded = json.loads(subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_streams",
+                                         str(sprite)], capture_output=True, text=True, check=True).stdout)
+    assert (decoded["streams"][0]["width"], decoded["streams"][0]["height"]) == (320, 180)
+    vtt = s3.get_object(Bucket=prefix.bucket, Key=prefix.join("sprite.vtt").key)["Body"].read().decode()
+    assert vtt.startswith("WEBVTT") and "00:00:00.000 --> 00:00:06.000\nsprite.jpg#xywh=0,0,320,180" in vtt
     proxy = tmp_path / "proxy.mp4"
     s3.download_file(prefix.bucket, prefix.join("proxy.mp4").key, str(proxy))
     probe = json.loads(subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_streams",

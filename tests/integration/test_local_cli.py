@@ -55,6 +55,8 @@ def test_up_apply_examples_ingests_for_real_then_down(tmp_path: Path, control_pl
         assert ingested["status"] == "True", (ingested, (tmp_path / "state" / "operator.log").read_text()[-3000:])
         assert status["phase"] == "Ready" and status["technical"]["video"]["height"] == 360
         assert status["technical"]["startTimecode"] == "10:00:00:00"
+        assert status["previews"]["proxyUri"].startswith("s3://kubemam-library/assets/kubemam-demo/coastal-s01e01/")
+        assert status["previews"]["thumbnails"] == 1
         checks = {i["check"]: i.get("start") for i in status["qc"]["issues"]}
         assert checks["black"] == "10:00:00:00" and checks["freeze"] == "10:00:06:00"
         pods = json.loads(subprocess.run([*kubectl, "get", "pods", "-n", "kubemam-demo", "-o", "json"], check=True,

@@ -48,3 +48,15 @@ def test_frames_round_trip_including_drop_frame() -> None:
             tc = from_frames(frame, rate, drop)
             assert Timecode.parse(str(tc), rate, drop).to_frames(rate) == frame
     assert seconds_to_timecode(4.0, "25", Timecode.parse("10:00:00:00", "25")) == "10:00:04:00"
+
+
+def test_sprite_index_points_into_the_sheet() -> None:
+    from kubemam.media.thumbnails import sprite_vtt, thumb_size
+
+    size = thumb_size(1920, 1080, 320)
+    assert size == (320, 180)
+    vtt = sprite_vtt(12, 10.0, 115.0, 10, size)
+    cues = vtt.split("\n\n")[1:]
+    assert cues[0] == "00:00:00.000 --> 00:00:10.000\nsprite.jpg#xywh=0,0,320,180"
+    assert cues[10].startswith("00:01:40.000 --> 00:01:50.000\nsprite.jpg#xywh=0,180,320,180")
+    assert cues[11].startswith("00:01:50.000 --> 00:01:55.000\nsprite.jpg#xywh=320,180,320,180")

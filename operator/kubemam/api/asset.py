@@ -169,6 +169,16 @@ class QCResult(KubeModel):
     issues: list[QCIssue] | None = None
 
 
+class Previews(KubeModel):
+    """Browse copies made at ingest."""
+
+    proxy_uri: str | None = None
+    poster_uri: str | None = None
+    sprite_uri: str | None = None
+    sprite_index_uri: str | None = Field(default=None, description="WebVTT cues into the sprite sheet")
+    thumbnails: int | None = Field(default=None, ge=0)
+
+
 class RenditionStatus(KubeModel):
     name: str = Field(pattern=DNS_LABEL)
     uri: str
@@ -230,6 +240,7 @@ class MediaAssetStatus(KubeModel):
     conditions: list[Condition] | None = None
     technical: TechnicalMetadata | None = None
     qc: QCResult | None = None
+    previews: Previews | None = None
     renditions: list[RenditionStatus] | None = None
     packages: list[PackageStatus] | None = None
     distribution: list[DistributionStatus] | None = None

@@ -13,6 +13,7 @@ from kubemam.api.asset import (
     SUPPORTED_SOURCE_SCHEMES,
     MediaAssetSpec,
     MediaAssetStatus,
+    Previews,
     Progress,
     QCResult,
     StepJob,
@@ -131,6 +132,8 @@ def _mirror_result(status: MediaAssetStatus, job: JobObservation | None) -> Medi
             update["technical"] = TechnicalMetadata.model_validate(job.result["technical"])
         if "qc" in job.result:
             update["qc"] = QCResult.model_validate(job.result["qc"])
+        if "previews" in job.result:
+            update["previews"] = Previews.model_validate(job.result["previews"])
     except ValidationError:
         return status  # a result we cannot read is not mirrored; the Job's outcome still is
     return status.model_copy(update=update)

@@ -1,6 +1,7 @@
 """`kubemam worker ingest`: fetch the master, check its checksum, probe, QC, proxy, commit.
 
-Outputs (probe.json, qc.json, proxy.mp4, poster.jpg) are committed under
+Outputs (probe.json, qc.json, proxy.mp4, poster.jpg, thumbs/*.jpg, sprite.jpg, sprite.vtt) are
+committed under
 <output>/<hash16>/ with a manifest; a re-run whose manifest verifies only repeats its result.
 """
 
@@ -20,6 +21,7 @@ from kubemam import __version__
 from kubemam.api.asset import Checksum, QCResult, Timeline
 from kubemam.media.probe import probe, technical_metadata
 from kubemam.media.qc import QCThresholds, run_qc, verdict
+from kubemam.media.thumbnails import make_thumbnails
 from kubemam.media.timecode import Timecode, TimecodeError
 from kubemam.storage.s3 import commit, make_client, read_manifest, verify
 from kubemam.storage.uri import S3Uri
@@ -122,10 +124,19 @@ def run() -> int:
                            datetime.now(UTC))
     log.info("QC verdict %s with %d issue(s)", qc.verdict, len(qc.issues or []))
     make_proxy(master, out_dir, technical.duration_seconds)
+    video = technical.video
+    thumbnails = 0
+    if video is not None and video.width and video.height:
+        thumbnails = make_thumbnails(master, out_dir, technical.duration_seconds or 0.0, video.width, video.height)
     (out_dir / "probe.json").write_text(json.dumps(info, indent=2, sort_keys=True))
     (out_dir / "qc.json").write_text(json.dumps(qc.to_wire(), indent=2, sort_keys=True))
 
-    result = {"technical": technical.to_wire(), "qc": qc.to_wire(), "manifest": str(prefix.join("manifest.json"))}
+    previews: dict[str, Any] = {"proxyUri": str(prefix.join("proxy.mp4")), "posterUri": str(prefix.join("poster.jpg"))}
+    if thumbnails:
+        previews |= {"spriteUri": str(prefix.join("sprite.jpg")), "spriteIndexUri": str(prefix.join("sprite.vtt")),
+                     "thumbnails": thumbnails}
+    result = {"technical": technical.to_wire(), "qc": qc.to_wire(), "previews": previews,
+              "manifest": str(prefix.join("manifest.json"))}
     manifest = commit(s3, out_dir, prefix, step="ingest", input_hash=input_digest, worker_version=__version__,
                       now=datetime.now(UTC), result=result)
     log.info("committed %d objects with %s", len(manifest.objects), prefix.join("manifest.json"))
