@@ -7,12 +7,9 @@ Every process runs in its own process group and is stopped on exit, nothing left
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
-import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -29,6 +26,7 @@ import yaml
 
 from kubemam.local import pki as pki_module
 from kubemam.local.binaries import Binaries, resolve
+from kubemam.local.processes import stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +129,7 @@ class ControlPlane:
     def stop(self) -> None:
         """SIGTERM every process (reverse start order), SIGKILL what is left after a grace period."""
         for proc in reversed(self.processes):
-            if proc.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGTERM)
-            try:
-                proc.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-                proc.popen.wait(timeout=5)
+            stop_process_group(proc.popen)
             proc.log_file.close()
         self.processes.clear()
         if self._own_workdir and self.workdir is not None:

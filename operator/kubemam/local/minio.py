@@ -7,13 +7,11 @@ proxy knows it only by pseudo-version; its go.mod has no replace directives).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -26,6 +24,7 @@ from typing import IO, Any
 
 from kubemam.local.binaries import BinaryError, cache_root
 from kubemam.local.controlplane import free_port
+from kubemam.local.processes import stop_process_group
 from kubemam.storage.s3 import make_client
 
 log = logging.getLogger(__name__)
@@ -148,15 +147,8 @@ class MinioServer:
                 s3.create_bucket(Bucket=name)
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait(timeout=5)
+        if self._proc is not None:
+            stop_process_group(self._proc)
         if self._log is not None:
             self._log.close()
             self._log = None
