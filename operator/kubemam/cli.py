@@ -73,16 +73,13 @@ def _logs(directory: Path, pod: str | None) -> int:
     if not pod:
         print("usage: kubemam local logs POD", file=sys.stderr)
         return 2
-    sandboxes = sorted((directory / "node" / "pods").glob(f"*_{pod}_*"))
+    from kubemam.local.node import CONTAINER_LOG
+
+    sandboxes = sorted((directory / "node" / "pods").glob(f"*_{pod}_*/{CONTAINER_LOG}"))
     if not sandboxes:
         print(f"no pod {pod!r} has run on the process node (state: {directory})", file=sys.stderr)
         return 1
-    for stream in ("stdout", "stderr"):
-        text = (sandboxes[-1] / f"{stream}.log").read_text(errors="replace") if (
-            sandboxes[-1] / f"{stream}.log").exists() else ""
-        if text:
-            print(f"--- {stream}")
-            print(text, end="" if text.endswith("\n") else "\n")
+    sys.stdout.write(sandboxes[-1].read_text(errors="replace"))
     return 0
 
 

@@ -91,6 +91,19 @@ class KubeApi:
                 return False
             raise
 
+    def running_pod_log_tail(self, namespace: str, job_name: str, lines: int = 20) -> str | None:
+        """The last lines of the log of the Job's running pod (progress lines live there)."""
+        body = _raw(self.core.list_namespaced_pod(
+            namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}", _preload_content=False))
+        for pod in body.get("items") or []:
+            if (pod.get("status") or {}).get("phase") != "Running":
+                continue
+            try:
+                return str(self.core.read_namespaced_pod_log(pod["metadata"]["name"], namespace, tail_lines=lines))
+            except ApiException:
+                return None  # logs not reachable (node gone, kubelet down): progress is best effort
+        return None
+
     def termination_message(self, namespace: str, job_name: str) -> str | None:
         """The termination message of the Job's succeeded pod, where the worker puts its result."""
         body = _raw(self.core.list_namespaced_pod(

@@ -63,7 +63,11 @@ def test_up_apply_examples_ingests_for_real_then_down(tmp_path: Path, control_pl
                                          capture_output=True, text=True, timeout=60).stdout)["items"]
         assert pods[0]["spec"]["nodeName"] == state["node"]
         logs = _kubemam("local", "logs", pods[0]["metadata"]["name"], env=env).stdout
-        assert "--- stderr" in logs or "--- stdout" in logs
+        assert "committed" in logs and 'KUBEMAM_PROGRESS {"percent": 100, "step": "ingest"}' in logs
+        # The same log through the API server, which proxies to the process node's kubelet endpoint.
+        via_api = subprocess.run([*kubectl, "logs", "-n", "kubemam-demo", pods[0]["metadata"]["name"]], check=True,
+                                 capture_output=True, text=True, timeout=60).stdout
+        assert via_api == logs
         out = subprocess.run([*kubectl, "get", "ma,tl,rw,ap", "-n", "kubemam-demo"], check=True,
                              capture_output=True, text=True, timeout=60).stdout
         assert "coastal-s01e01" in out and "READY" in out and "PHASE" in out

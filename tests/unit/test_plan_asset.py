@@ -16,11 +16,12 @@ CONFIG = OperatorConfig()
 
 
 def _facts(jobs: list[JobObservation] | None = None, ladder_found: bool | None = True,
-           status: MediaAssetStatus | None = None, **spec_changes: object) -> AssetFacts:
+           status: MediaAssetStatus | None = None, progress: dict[str, object] | None = None,
+           **spec_changes: object) -> AssetFacts:
     spec = yaml.safe_load((EXAMPLES / "mediaasset.yaml").read_text())["spec"]
     spec.update(spec_changes)
     return AssetFacts("ep1", "media", "uid-1", 4, MediaAssetSpec.model_validate(spec), status or MediaAssetStatus(),
-                      ladder_found, True, jobs or [])
+                      ladder_found, True, jobs or [], progress)
 
 
 def _cond(plan_status: MediaAssetStatus, type_: str) -> tuple[str, str]:
@@ -81,3 +82,18 @@ def test_replanning_unchanged_facts_changes_nothing() -> None:
     later = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
     second = plan_asset(_facts([JobObservation(name, "ingest", "h", "Running")], status=first.status), CONFIG, later)
     assert second.status == first.status
+
+
+def test_running_step_progress_is_mirrored_without_churn() -> None:
+    name = ingest_request(_facts(), CONFIG).name
+    running = [JobObservation(name, "ingest", "h", "Running")]
+    report = {"step": "ingest", "percent": 42, "fps": 210.5, "etaSeconds": 7}
+    first = plan_asset(_facts(running, progress=report), CONFIG, NOW)
+    assert first.status.progress is not None
+    assert (first.status.progress.percent, first.status.progress.fps, first.status.progress.eta_seconds) == (
+        42, 210.5, 7)
+    later = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
+    again = plan_asset(_facts(running, status=first.status, progress=report), CONFIG, later)
+    assert again.status.progress == first.status.progress  # same report, same status, no write
+    junk = plan_asset(_facts(running, progress={"step": "ingest", "percent": "lots"}), CONFIG, NOW)
+    assert junk.status.progress is not None and junk.status.progress.percent == 0

@@ -60,3 +60,16 @@ def test_sprite_index_points_into_the_sheet() -> None:
     assert cues[0] == "00:00:00.000 --> 00:00:10.000\nsprite.jpg#xywh=0,0,320,180"
     assert cues[10].startswith("00:01:40.000 --> 00:01:50.000\nsprite.jpg#xywh=0,180,320,180")
     assert cues[11].startswith("00:01:50.000 --> 00:01:55.000\nsprite.jpg#xywh=320,180,320,180")
+
+
+def test_ffmpeg_progress_blocks_become_progress_lines() -> None:
+    from kubemam.media.progress import latest_progress, parse_ffmpeg_progress, progress_line
+
+    stream = ["frame=50", "fps=100.0", "out_time_us=2000000", "speed=4.0x", "progress=continue",
+              "frame=150", "fps=N/A", "out_time_us=6000000", "speed=N/A", "progress=end"]
+    updates = list(parse_ffmpeg_progress(stream))
+    assert [(u.out_seconds, u.fps, u.speed, u.done) for u in updates] == [(2.0, 100.0, 4.0, False),
+                                                                         (6.0, None, None, True)]
+    log = "\n".join(["noise", progress_line("ingest", 40, 99.94, 3), "more noise", progress_line("ingest", 101)])
+    assert latest_progress(log) == {"step": "ingest", "percent": 100}
+    assert latest_progress("nothing here") is None

@@ -12,6 +12,7 @@ from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, TRANSCODE_LADDER
 from kubemam.config import OperatorConfig
 from kubemam.kubeapi import KubeApi
+from kubemam.media.progress import latest_progress
 from kubemam.plan.asset import AssetFacts, JobObservation, plan_asset
 from kubemam.plan.conditions import status_patch
 from kubemam.plan.jobs import LABEL_ASSET, MANAGED_SELECTOR
@@ -50,6 +51,9 @@ def gather(api: KubeApi, body: dict[str, Any]) -> AssetFacts:
     policy_found = None
     if spec.archive_policy_ref:
         policy_found = api.get(ARCHIVE_POLICY.plural, namespace, spec.archive_policy_ref.name) is not None
+    jobs = _owned_jobs(api, body)
+    running = next((j for j in jobs if j.state == "Running"), None)
+    log_tail = api.running_pod_log_tail(namespace, running.name) if running else None
     return AssetFacts(
         name=meta["name"],
         namespace=namespace,
@@ -59,7 +63,8 @@ def gather(api: KubeApi, body: dict[str, Any]) -> AssetFacts:
         status=status,
         ladder_found=ladder_found,
         archive_policy_found=policy_found,
-        jobs=_owned_jobs(api, body),
+        jobs=jobs,
+        progress=latest_progress(log_tail) if log_tail else None,
     )
 
 

@@ -85,6 +85,16 @@ def asset_recheck(namespace: str | None, name: str, **_: Any) -> None:
     asset.reconcile(api(), settings(), _ns(namespace), name)
 
 
+def _step_running(status: Any, **_: Any) -> bool:
+    return any(j.get("state") == "Running" for j in (status or {}).get("jobs") or [])
+
+
+@kopf.timer(*ASSETS, id="asset-progress", interval=2.0, when=_step_running)
+def asset_progress(namespace: str | None, name: str, **_: Any) -> None:
+    """While a step runs, its newest progress line reaches the status every 2 s."""
+    asset.reconcile(api(), settings(), _ns(namespace), name)
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-mirror")
 def job_changed(body: Any, namespace: str | None, **_: Any) -> None:
     for owner in body.get("metadata", {}).get("ownerReferences") or []:

@@ -219,6 +219,9 @@ class ControlPlane:
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
             "--allow-privileged=false",
+            # Reach nodes (the process node's log endpoint) by their loopback InternalIP, never by a
+            # hostname lookup.
+            "--kubelet-preferred-address-types=InternalIP",
             "--enable-priority-and-fairness=false",
             "--v=1",
         ])

@@ -15,12 +15,15 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,42 @@ log = logging.getLogger(__name__)
 NODE_NAME = "kubemam-local"
 LEASE_NAMESPACE = "kube-node-lease"
 MAX_MESSAGE = 4096
+CONTAINER_LOG = "container.log"
+
+
+def sandbox_log(root: Path, namespace: str, pod: str) -> Path | None:
+    """The container log of the newest pod of that name that ran on the node under root."""
+    found = sorted((root / "pods").glob(f"{namespace}_{pod}_*/{CONTAINER_LOG}"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+class _LogHandler(BaseHTTPRequestHandler):
+    """The slice of the kubelet API the API server proxies for `kubectl logs`: /containerLogs."""
+
+    root: Path
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+        url = urllib.parse.urlparse(self.path)
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 4 or parts[0] != "containerLogs":
+            self.send_error(404, "only /containerLogs/NAMESPACE/POD/CONTAINER is served")
+            return
+        path = sandbox_log(self.root, parts[1], parts[2])
+        if path is None:
+            self.send_error(404, f"pod {parts[1]}/{parts[2]} has no log on this node")
+            return
+        text = path.read_bytes()
+        tail = urllib.parse.parse_qs(url.query).get("tailLines")
+        if tail:
+            text = b"".join(text.splitlines(keepends=True)[-int(tail[0]):])
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(text)))
+        self.end_headers()
+        self.wfile.write(text)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the http.server signature
+        log.debug("kubelet api: " + format, *args)
 
 
 def _now() -> str:
@@ -76,14 +115,32 @@ class ProcessNode:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._serve_logs()
         self._register()
         for target in (self._heartbeat_loop, self._watch_loop):
             thread = threading.Thread(target=target, name=f"node-{target.__name__}", daemon=True)
             thread.start()
             self.threads.append(thread)
 
+    def _serve_logs(self) -> None:
+        """HTTPS on loopback for the API server's log requests (it does not verify kubelet certs
+        unless --kubelet-certificate-authority is set, and the local cluster does not set it)."""
+        from kubemam.local.pki import self_signed
+
+        cert, key = self_signed(self.root / "kubelet", "kubemam-process-node")
+        handler = type("LogHandler", (_LogHandler,), {"root": self.root})
+        self.log_server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.log_server.socket = context.wrap_socket(self.log_server.socket, server_side=True)
+        self.kubelet_port = self.log_server.server_address[1]
+        thread = threading.Thread(target=self.log_server.serve_forever, name="node-logs", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
     def stop(self) -> None:
         self.stop_event.set()
+        self.log_server.shutdown()
         with self.lock:
             running = list(self.pods.values())
         for pod in running:
@@ -116,7 +173,8 @@ class ProcessNode:
             "capacity": self._capacity(),
             "allocatable": self._capacity(),
             "conditions": conditions,
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.name}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
             "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "kubemam-process-node",
                          "kubeProxyVersion": "", "osImage": "local processes", "kernelVersion": os.uname().release,
                          "containerRuntimeVersion": "process://", "machineID": "", "systemUUID": "", "bootID": ""},
@@ -275,9 +333,11 @@ class ProcessNode:
             base_env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
                         "LANG": os.environ.get("LANG", "C.UTF-8")}
             spec = process_spec(raw, container, sandbox, volume_dirs, self._lookup, base_env)
-            with open(sandbox / "stdout.log", "wb") as out, open(sandbox / "stderr.log", "wb") as err:
-                running.popen = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=out, stderr=err,
-                                                 stdin=subprocess.DEVNULL, start_new_session=True)
+            # stdout and stderr interleaved in one file, as a container runtime keeps them.
+            with open(sandbox / CONTAINER_LOG, "wb") as out:
+                running.popen = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=out,
+                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                 start_new_session=True)
                 self._report_running(raw, spec.image, started)
                 exit_code = self._wait(raw, running)
         except PodSpecError as err:
@@ -292,7 +352,7 @@ class ProcessNode:
         if spec.termination_path.exists():
             message = spec.termination_path.read_text(errors="replace")[:MAX_MESSAGE]
         elif container.get("terminationMessagePolicy") == "FallbackToLogsOnError" and exit_code != 0:
-            message = (sandbox / "stderr.log").read_text(errors="replace")[-MAX_MESSAGE:]
+            message = (sandbox / CONTAINER_LOG).read_text(errors="replace")[-MAX_MESSAGE:]
         self._report_terminated(raw, spec.image, started, exit_code, message, running)
         self._forget(uid)
 

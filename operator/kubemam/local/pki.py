@@ -89,3 +89,23 @@ def generate(directory: Path, hosts: list[str] | None = None) -> Pki:
     # One admin identity in system:masters; RBAC still governs every other subject.
     _write(pki.token_file, f'{token},kubemam-admin,kubemam-admin,"system:masters"\n'.encode(), private=True)
     return pki
+
+
+def self_signed(directory: Path, common_name: str) -> tuple[Path, Path]:
+    """A self-signed serving certificate for 127.0.0.1 (the process node's log endpoint)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "serving.crt", directory / "serving.key"
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    _write(key_path, _key_pem(key), private=True)
+    return cert_path, key_path

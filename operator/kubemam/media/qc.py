@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from kubemam.api.asset import Loudness, QCIssue, QCResult
+from kubemam.media.progress import FfmpegProgress, parse_ffmpeg_progress
 from kubemam.media.timecode import Timecode, seconds_to_timecode
 
 _BLACK = re.compile(r"black_start:\s*([\d.]+)\s+black_end:\s*([\d.]+)")
@@ -106,8 +109,20 @@ def verdict(found: QCMeasurements, thresholds: QCThresholds, frame_rate: str, st
     )
 
 
-def run_qc(source: Path, has_audio: bool, thresholds: QCThresholds) -> QCMeasurements:
-    result = subprocess.run(qc_command(source, has_audio, thresholds), capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"ffmpeg QC pass failed: {result.stderr.strip()[-500:]}")
-    return parse_qc_log(result.stderr)
+def run_qc(source: Path, has_audio: bool, thresholds: QCThresholds,
+           report: Callable[[FfmpegProgress], None] | None = None) -> QCMeasurements:
+    """The QC decode; ffmpeg's -progress stream (stdout) goes to report as it runs."""
+    command = qc_command(source, has_audio, thresholds)
+    command[-3:-3] = ["-progress", "pipe:1", "-stats_period", "0.5"]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+        assert proc.stdout is not None
+        for update in parse_ffmpeg_progress(proc.stdout):
+            if report is not None:
+                report(update)
+        returncode = proc.wait()
+        log.seek(0)
+        text = log.read().decode(errors="replace")
+    if returncode != 0:
+        raise RuntimeError(f"ffmpeg QC pass failed: {text.strip()[-500:]}")
+    return parse_qc_log(text)

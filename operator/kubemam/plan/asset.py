@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,7 @@ class AssetFacts:
     ladder_found: bool | None  # None: the asset names no ladder
     archive_policy_found: bool | None
     jobs: list[JobObservation] = field(default_factory=list)
+    progress: dict[str, Any] | None = None  # the running step's newest progress record
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,20 @@ def _mirror_result(status: MediaAssetStatus, job: JobObservation | None) -> Medi
     return status.model_copy(update=update)
 
 
+def _progress(current: Progress | None, reported: dict[str, Any] | None, percent: int, now: datetime) -> Progress:
+    """The step's progress: the worker's newest report while it runs; unchanged values are not rewritten."""
+    desired = Progress(step=INGEST, percent=percent)
+    if reported and reported.get("step") == INGEST:
+        # A malformed report is ignored, not fatal.
+        with contextlib.suppress(ValidationError, TypeError, ValueError):
+            desired = Progress(step=INGEST, percent=int(reported.get("percent", 0)), fps=reported.get("fps"),
+                               eta_seconds=reported.get("etaSeconds"))
+    if current is not None and (current.step, current.percent, current.fps, current.eta_seconds) == (
+            desired.step, desired.percent, desired.fps, desired.eta_seconds):
+        return current  # no status churn
+    return desired.model_copy(update={"updated_at": now})
+
+
 def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> AssetPlan:
     spec = facts.spec
     status = facts.status
@@ -182,9 +198,8 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
         qc_passed = mirrored.qc.verdict != "Failed"
         verdicts.append(Verdict("QCPassed", "True" if qc_passed else "False", f"QC{mirrored.qc.verdict}",
                                 f"QC verdict {mirrored.qc.verdict} with {issues} issue(s)"))
-    progress = Progress(step=INGEST, percent=100 if done else 0, updated_at=now)
-    if status.progress and status.progress.step == INGEST and status.progress.percent == progress.percent:
-        progress = status.progress  # unchanged progress is not rewritten (no status churn)
+    progress = _progress(status.progress, facts.progress if observed and observed.state == "Running" else None,
+                         100 if done else 0, now)
 
     blockers: list[Verdict] = []
     if facts.ladder_found is False and spec.ladder_ref:

@@ -20,6 +20,7 @@ from typing import Any
 from kubemam import __version__
 from kubemam.api.asset import Checksum, QCResult, Timeline
 from kubemam.media.probe import probe, technical_metadata
+from kubemam.media.progress import FfmpegProgress, progress_line
 from kubemam.media.qc import QCThresholds, run_qc, verdict
 from kubemam.media.thumbnails import make_thumbnails
 from kubemam.media.timecode import Timecode, TimecodeError
@@ -119,11 +120,20 @@ def run() -> int:
         start = Timecode.parse(start_text, timeline.frame_rate, timeline.drop_frame)
     except TimecodeError:
         start = None  # a master's timecode tag that does not fit the declared rate is reported, not fatal
-    measurements = run_qc(master, bool(technical.audio), QCThresholds())
+    duration = technical.duration_seconds or 0.0
+
+    def report(update: FfmpegProgress) -> None:
+        # The QC decode is most of the work: it spans 0-80 %; proxy and previews the rest.
+        share = min(1.0, update.out_seconds / duration) if duration else 0.0
+        eta = int((duration - update.out_seconds) / update.speed) if update.speed and duration else None
+        print(progress_line("ingest", int(share * 80), update.fps, eta), flush=True)
+
+    measurements = run_qc(master, bool(technical.audio), QCThresholds(), report)
     qc: QCResult = verdict(measurements, QCThresholds(), timeline.frame_rate, start, technical.duration_seconds,
                            datetime.now(UTC))
     log.info("QC verdict %s with %d issue(s)", qc.verdict, len(qc.issues or []))
     make_proxy(master, out_dir, technical.duration_seconds)
+    print(progress_line("ingest", 90), flush=True)
     video = technical.video
     thumbnails = 0
     if video is not None and video.width and video.height:
@@ -140,6 +150,7 @@ def run() -> int:
     manifest = commit(s3, out_dir, prefix, step="ingest", input_hash=input_digest, worker_version=__version__,
                       now=datetime.now(UTC), result=result)
     log.info("committed %d objects with %s", len(manifest.objects), prefix.join("manifest.json"))
+    print(progress_line("ingest", 100), flush=True)
     write_result(summary(manifest.result))
     master.unlink(missing_ok=True)
     return 0

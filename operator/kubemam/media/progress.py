@@ -1,0 +1,69 @@
+"""Step progress: ffmpeg's `-progress` blocks in, one `KUBEMAM_PROGRESS {json}` log line out.
+
+The worker prints the lines on stdout; the operator reads the pod's last log lines (pods/log)
+and mirrors the newest into the asset's status. Step pods need no API access for this.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+MARKER = "KUBEMAM_PROGRESS "
+
+
+@dataclass(frozen=True)
+class FfmpegProgress:
+    out_seconds: float
+    fps: float | None
+    speed: float | None
+    done: bool
+
+
+def parse_ffmpeg_progress(lines: Iterable[str]) -> Iterator[FfmpegProgress]:
+    """One FfmpegProgress per `progress=continue|end` block of ffmpeg's key=value stream."""
+    block: dict[str, str] = {}
+    for line in lines:
+        key, _, value = line.strip().partition("=")
+        if not key:
+            continue
+        block[key] = value
+        if key == "progress":
+            micros = block.get("out_time_us") or block.get("out_time_ms") or "0"
+            try:
+                out_seconds = max(0.0, int(micros) / 1_000_000)
+            except ValueError:
+                out_seconds = 0.0
+            yield FfmpegProgress(out_seconds, _number(block.get("fps")), _number(block.get("speed", "").rstrip("x")),
+                                 value == "end")
+            block = {}
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "", "N/A") else None
+    except ValueError:
+        return None
+
+
+def progress_line(step: str, percent: int, fps: float | None = None, eta_seconds: int | None = None) -> str:
+    body: dict[str, object] = {"step": step, "percent": max(0, min(100, percent))}
+    if fps is not None:
+        body["fps"] = round(fps, 1)
+    if eta_seconds is not None:
+        body["etaSeconds"] = max(0, eta_seconds)
+    return MARKER + json.dumps(body, sort_keys=True)
+
+
+def latest_progress(log_text: str) -> dict[str, object] | None:
+    """The newest progress record in a pod's log, or None."""
+    for line in reversed(log_text.splitlines()):
+        if line.startswith(MARKER):
+            try:
+                value = json.loads(line[len(MARKER):])
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
