@@ -91,11 +91,14 @@ class KubeApi:
                 return False
             raise
 
-    def running_pod_log_tail(self, namespace: str, job_name: str, lines: int = 20) -> str | None:
-        """The last lines of the log of the Job's running pod (progress lines live there)."""
+    def _job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         body = _raw(self.core.list_namespaced_pod(
             namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}", _preload_content=False))
-        for pod in body.get("items") or []:
+        return list(body.get("items") or [])
+
+    def running_pod_log_tail(self, namespace: str, job_name: str, lines: int = 20) -> str | None:
+        """The last lines of the log of the Job's running pod (progress lines live there)."""
+        for pod in self._job_pods(namespace, job_name):
             if (pod.get("status") or {}).get("phase") != "Running":
                 continue
             try:
@@ -106,9 +109,7 @@ class KubeApi:
 
     def termination_message(self, namespace: str, job_name: str) -> str | None:
         """The termination message of the Job's succeeded pod, where the worker puts its result."""
-        body = _raw(self.core.list_namespaced_pod(
-            namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}", _preload_content=False))
-        for pod in body.get("items") or []:
+        for pod in self._job_pods(namespace, job_name):
             if (pod.get("status") or {}).get("phase") != "Succeeded":
                 continue
             for status in (pod["status"].get("containerStatuses") or []):

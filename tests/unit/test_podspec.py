@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from kubemam.local.podspec import (
-    TERMINATION_ENV,
     PodSpecError,
     cpu_millis,
     expand,
     pod_cpu_request,
     process_spec,
 )
+from kubemam.worker.contract import TERMINATION_PATH_ENV
 
 POD: dict[str, Any] = {"metadata": {"name": "p1", "namespace": "media", "uid": "u1", "labels": {"tier": "gold"}},
                        "spec": {"nodeName": "n1"}}
@@ -42,7 +42,7 @@ def test_paths_under_mounts_are_rewritten_into_the_sandbox(tmp_path: Path) -> No
     assert spec.cwd == dirs["work"]
     assert spec.env["CACHE"] == f"{dirs['work']}/cache"
     assert (spec.env["TIER"], spec.env["KEY"], spec.env["PATH"]) == ("gold", "AKIA-test", "/bin")
-    assert spec.env[TERMINATION_ENV] == str(tmp_path / "termination-log")
+    assert spec.env[TERMINATION_PATH_ENV] == str(tmp_path / "termination-log")
 
 
 def test_pods_the_node_cannot_run_say_why(tmp_path: Path) -> None:

@@ -181,6 +181,3 @@ def env_lines(state: dict[str, Any]) -> list[str]:
         f"export PATH={state['binDir']}:$PATH",
     ]
 
-
-def api_client(state: dict[str, Any]) -> client.ApiClient:
-    return config.new_client_from_config(state["kubeconfig"])

@@ -19,14 +19,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import yaml
 
 from kubemam.local import pki as pki_module
 from kubemam.local.binaries import Binaries, resolve
-from kubemam.local.processes import stop_process_group
+from kubemam.local.processes import LocalService, stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class Process:
 
 
 @dataclass
-class ControlPlane:
+class ControlPlane(LocalService):
     """Start with `with ControlPlane() as cp:`; cp.kubeconfig is ready to use inside."""
 
     workdir: Path | None = None
@@ -97,14 +96,6 @@ class ControlPlane:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.api_port}"
-
-    def __enter__(self) -> ControlPlane:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def start(self) -> None:
         started = time.monotonic()

@@ -19,12 +19,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from kubemam.local.binaries import BinaryError, cache_root
 from kubemam.local.controlplane import free_port
-from kubemam.local.processes import stop_process_group
+from kubemam.local.processes import LocalService, stop_process_group
 from kubemam.storage.s3 import make_client
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,7 @@ def resolve_minio(allow_build: bool = True) -> Path:
 
 
 @dataclass
-class MinioServer:
+class MinioServer(LocalService):
     """`with MinioServer(buckets=[...]) as s3:` — s3.endpoint, s3.access_key, s3.secret_key."""
 
     buckets: list[str] = field(default_factory=list)
@@ -95,14 +94,6 @@ class MinioServer:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> MinioServer:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def start(self) -> None:
         assert self.workdir is not None

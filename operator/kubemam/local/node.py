@@ -30,13 +30,13 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from kubemam.local.podspec import PodSpecError, pod_cpu_request, process_spec
+from kubemam.local.podspec import PodSpecError, field_value, pod_cpu_request, process_spec
+from kubemam.worker.contract import MAX_MESSAGE
 
 log = logging.getLogger(__name__)
 
 NODE_NAME = "kubemam-local"
 LEASE_NAMESPACE = "kube-node-lease"
-MAX_MESSAGE = 4096
 CONTAINER_LOG = "container.log"
 
 
@@ -314,8 +314,6 @@ class ProcessNode:
                 for item in source["configMap"].get("items") or [{"key": k, "path": k} for k in cm.data or {}]:
                     files[item["path"]] = (cm.data or {}).get(item["key"], "").encode()
             elif "downwardAPI" in source:
-                from kubemam.local.podspec import field_value
-
                 for item in source["downwardAPI"].get("items") or []:
                     files[item["path"]] = field_value(raw, item["fieldRef"]["fieldPath"]).encode()
         return files

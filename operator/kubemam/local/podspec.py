@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TERMINATION_ENV = "KUBEMAM_TERMINATION_MESSAGE_PATH"
-DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+from kubemam.worker.contract import TERMINATION_PATH_ENV
+
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 
 # (kind, namespace, name, key) → value or None; the node reads Secrets and ConfigMaps through it.
@@ -159,5 +159,5 @@ def process_spec(pod: Mapping[str, Any], container: Mapping[str, Any], sandbox: 
         raise PodSpecError("CreateContainerConfigError", f"workingDir {working!r} is not inside a volume mount")
     termination = sandbox / "termination-log"
     full_env = {**base_env, "HOSTNAME": str((pod.get("metadata") or {}).get("name", "")), **env,
-                TERMINATION_ENV: str(termination)}
+                TERMINATION_PATH_ENV: str(termination)}
     return ProcessSpec(argv, full_env, cwd, termination, str(container.get("image", "")))
