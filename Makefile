@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit integration lint crds binaries up down env clean
+.PHONY: demo test unit integration lint crds binaries up down env bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kubemam needs Python 3.11 or newer")'
@@ -34,6 +34,10 @@ test: lint binaries
 
 demo: binaries
 	$(BIN)/kubemam demo
+
+# Speed goals are checked here, as ratios against baselines measured in the same run (not in tests).
+bench: binaries
+	$(BIN)/python bench/transcode.py
 
 crds: $(STAMP)
 	$(BIN)/kubemam crds

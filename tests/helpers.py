@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,9 +47,23 @@ class Custom:
     def get(self, plural: str, name: str) -> dict[str, Any]:
         return dict(self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name))
 
+    def patch(self, plural: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name, body))
+
     def delete(self, plural: str, name: str) -> None:
         self.api.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
 
     def condition(self, plural: str, name: str, type_: str) -> dict[str, Any] | None:
         status = self.get(plural, name).get("status") or {}
         return next((c for c in status.get("conditions") or [] if c["type"] == type_), None)
+
+
+def start_operator(kubeconfig: Path, s3_endpoint: str, log: Path) -> subprocess.Popen[bytes]:
+    """`kubemam run` as its own process against a test cluster, its output appended to log."""
+    from kubemam.local.cluster import S3_SECRET
+
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBEMAM_S3_ENDPOINT": s3_endpoint,
+           "KUBEMAM_S3_CREDENTIALS_SECRET": S3_SECRET, "KUBEMAM_RECHECK_SECONDS": "5"}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "kubemam", "run", "--all-namespaces"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from kubemam.worker.steps import STEPS
+
 
 def _crds(args: argparse.Namespace) -> int:
     from kubemam.api import crdgen
@@ -169,11 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     local.set_defaults(func=_local)
 
     worker = sub.add_parser("worker", help="run one step of a Job (reads KUBEMAM_STEP_INPUT)")
-    worker.add_argument("step", choices=["ingest"])
+    worker.add_argument("step", choices=list(STEPS))
     worker.set_defaults(func=_worker)
 
     demo = sub.add_parser("demo", help="start the local cluster, apply examples/ and show what happens")
-    demo.add_argument("--watch", type=float, default=300.0, help="longest wait for ingest, in seconds (default: 300)")
+    demo.add_argument("--watch", type=float, default=900.0,
+                      help="longest wait for ingest and transcode, in seconds (default: 900)")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -33,8 +33,10 @@ def _summary(asset: dict[str, Any]) -> str:
     status = asset.get("status") or {}
     conditions = ", ".join(f"{c['type']}={c['status']}({c['reason']})" for c in status.get("conditions") or [])
     progress = status.get("progress") or {}
-    return (f"phase={status.get('phase', '-')} progress={progress.get('percent', 0)}% "
-            f"step={progress.get('step', '-')} {conditions}")
+    speed = f" {progress['fps']:.0f}fps" if progress.get("fps") else ""
+    eta = f" eta {progress['etaSeconds']}s" if progress.get("etaSeconds") is not None else ""
+    return (f"phase={status.get('phase', '-')} step={progress.get('step', '-')} "
+            f"progress={progress.get('percent', 0)}%{speed}{eta} {conditions}")
 
 
 def s3_client(state: dict[str, Any]) -> Any:
@@ -58,12 +60,15 @@ def upload_sources(state: dict[str, Any], examples: Path, work: Path, **sample: 
         print(f"   uploaded {master.stat().st_size} bytes to {target}")
 
 
-def _ingest_settled(asset: dict[str, Any]) -> bool:
-    ingested = next((c for c in (asset.get("status") or {}).get("conditions") or [] if c["type"] == "Ingested"), None)
-    return ingested is not None and ingested["status"] in ("True", "False")
+def _settled(asset: dict[str, Any]) -> bool:
+    """Every step has ended: the asset is Ready, Failed, or waits on something outside it."""
+    status = asset.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
+    return status.get("phase") in ("Ready", "Failed") or (
+        ready is not None and ready["reason"] in ("LadderNotFound", "LadderInvalid", "ArchivePolicyNotFound"))
 
 
-def run(examples: Path = EXAMPLES, watch_seconds: float = 300.0) -> int:
+def run(examples: Path = EXAMPLES, watch_seconds: float = 900.0) -> int:
     print("== starting the local cluster (control plane, scheduler, process node, MinIO, operator)")
     state = cluster.up(cluster.state_dir())
     print(f"   Kubernetes {state['version']} at {state['server']}, S3 at {state['s3Endpoint']}")
@@ -73,7 +78,7 @@ def run(examples: Path = EXAMPLES, watch_seconds: float = 300.0) -> int:
     print(f"== applying {examples}/ to namespace {DEMO_NAMESPACE}")
     print(_kubectl(state, "apply", "-n", DEMO_NAMESPACE, "-f", str(examples)).rstrip())
 
-    print("== watching the MediaAsset until ingest is done")
+    print("== watching the MediaAsset through ingest and transcode")
     last = ""
     deadline = time.monotonic() + watch_seconds
     while time.monotonic() < deadline:
@@ -82,7 +87,7 @@ def run(examples: Path = EXAMPLES, watch_seconds: float = 300.0) -> int:
         if line != last:
             print(f"   {time.strftime('%H:%M:%S')} {line}")
             last = line
-        if assets and all(_ingest_settled(a) for a in assets):
+        if assets and all(_settled(a) for a in assets):
             break
         time.sleep(1.0)
 
@@ -94,6 +99,13 @@ def run(examples: Path = EXAMPLES, watch_seconds: float = 300.0) -> int:
     status = json.loads(_kubectl(state, "get", "mediaasset", "coastal-s01e01", "-n", DEMO_NAMESPACE,
                                  "-o", "json")).get("status") or {}
     print(yaml.safe_dump(status, sort_keys=False).rstrip())
+    renditions = status.get("renditions") or []
+    if renditions:
+        print("== renditions in MinIO")
+        for r in renditions:
+            size = f"{r.get('width')}x{r.get('height')} " if r.get("kind") == "video" else ""
+            kbps = (r.get("bitrate") or 0) // 1000
+            print(f"   {r['name']:<12} {r.get('codec', ''):<5} {size}{kbps} kb/s  {r['uri']}")
     print()
     print("The cluster keeps running. To use it:")
     for line in cluster.env_lines(state):

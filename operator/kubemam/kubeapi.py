@@ -102,7 +102,10 @@ class KubeApi:
             if (pod.get("status") or {}).get("phase") != "Running":
                 continue
             try:
-                return str(self.core.read_namespaced_pod_log(pod["metadata"]["name"], namespace, tail_lines=lines))
+                # Raw bytes, decoded here: the client's own deserialisation of a text body varies by version.
+                response = self.core.read_namespaced_pod_log(pod["metadata"]["name"], namespace, tail_lines=lines,
+                                                             _preload_content=False)
+                return str(response.data.decode("utf-8", errors="replace"))
             except ApiException:
                 return None  # logs not reachable (node gone, kubelet down): progress is best effort
         return None

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,12 @@ def test_ingest_commits_proxy_probe_and_qc_and_reports_them(minio: Any, sample: 
     sha = hashlib.sha256(sample.read_bytes()).hexdigest()
     output = f"s3://kubemam-library/assets/{uuid.uuid4().hex}/ingest"
     inputs = {"source": {"uri": f"s3://kubemam-library/{key}", "checksum": {"algorithm": "sha256", "value": sha}},
-              "output": output, "timeline": {"frameRate": "25", "startTimecode": "10:00:00:00"}}
+              "output": output, "timeline": {"frameRate": "25", "startTimecode": "10:00:00:00"},
+              "markers": [{"name": "open", "kind": "segment", "start": "10:00:00:00", "end": "10:00:06:00"},
+                          {"name": "beyond", "kind": "adBreak", "start": "10:00:06:00"}],
+              # The ladder's thumbnail settings: one every 2 s, 160 wide, two per sheet.
+              "thumbnails": {"intervalSeconds": 2, "width": 160, "spriteColumns": 2, "spriteRows": 1},
+              "qc": {"targetLufs": -23, "toleranceLu": 1, "maxTruePeakDbtp": -1, "failOn": ["markers"]}}
     result, message = _run(minio, tmp_path, inputs)
     assert result.returncode == 0, result.stderr
     reported = json.loads(message.read_text())
@@ -60,20 +66,29 @@ def test_ingest_commits_proxy_probe_and_qc_and_reports_them(minio: Any, sample: 
     issues = {(i["check"], i.get("start")) for i in reported["qc"]["issues"]}
     assert ("black", "10:00:00:00") in issues and ("freeze", "10:00:04:00") in issues
     assert any(check == "loudness" for check, _ in issues)
-    assert reported["qc"]["verdict"] == "Warning"
+    # The programme ends at 10:00:06:00: a marker starting there is outside it, and fails QC by policy.
+    markers = [i for i in reported["qc"]["issues"] if i["check"] == "markers"]
+    assert len(markers) == 1 and "'beyond' start 10:00:06:00" in markers[0]["message"]
+    assert markers[0]["severity"] == "error" and reported["qc"]["verdict"] == "Failed"
 
     prefix = S3Uri.parse(reported["manifest"].removesuffix("/manifest.json"))
     stored = dict(list_objects(s3, prefix))
-    assert {"manifest.json", "probe.json", "qc.json", "proxy.mp4", "poster.jpg", "sprite.jpg", "sprite.vtt",
-            "thumbs/0001.jpg"} <= set(stored)
-    assert reported["previews"]["thumbnails"] == 1 and reported["previews"]["spriteUri"].endswith("/sprite.jpg")
-    sprite = tmp_path / "sprite.jpg"
-    s3.download_file(prefix.bucket, prefix.join("sprite.jpg").key, str(sprite))
-    decoded = json.loads(subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_streams",
-                                         str(sprite)], capture_output=True, text=True, check=True).stdout)
-    assert (decoded["streams"][0]["width"], decoded["streams"][0]["height"]) == (320, 180)
+    assert {"manifest.json", "probe.json", "qc.json", "proxy.mp4", "poster.jpg", "sprite-001.jpg", "sprite-002.jpg",
+            "sprite.vtt", "thumbs/0001.jpg", "thumbs/0003.jpg"} <= set(stored)
+    previews = reported["previews"]
+    assert (previews["thumbnails"], previews["spriteSheets"]) == (3, 2)
+    assert previews["spriteUri"].endswith("/sprite-001.jpg")
+    # Sheets keep the 2x1 grid: two 160x90 thumbnails on the first, the third alone on the second.
+    for name, size in (("sprite-001.jpg", (320, 90)), ("sprite-002.jpg", (320, 90)), ("thumbs/0003.jpg", (160, 90))):
+        local = tmp_path / name.replace("/", "-")
+        s3.download_file(prefix.bucket, prefix.join(name).key, str(local))
+        decoded = json.loads(subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_streams",
+                                             str(local)], capture_output=True, text=True, check=True).stdout)
+        assert (decoded["streams"][0]["width"], decoded["streams"][0]["height"]) == size, name
     vtt = s3.get_object(Bucket=prefix.bucket, Key=prefix.join("sprite.vtt").key)["Body"].read().decode()
-    assert vtt.startswith("WEBVTT") and "00:00:00.000 --> 00:00:06.000\nsprite.jpg#xywh=0,0,320,180" in vtt
+    assert vtt.startswith("WEBVTT")
+    assert "00:00:02.000 --> 00:00:04.000\nsprite-001.jpg#xywh=160,0,160,90" in vtt
+    assert "00:00:04.000 --> 00:00:06.000\nsprite-002.jpg#xywh=0,0,160,90" in vtt
     proxy = tmp_path / "proxy.mp4"
     s3.download_file(prefix.bucket, prefix.join("proxy.mp4").key, str(proxy))
     probe = json.loads(subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_streams",
@@ -107,3 +122,71 @@ def test_missing_source_is_a_clear_error(minio: Any, tmp_path: Path) -> None:
               "output": "s3://kubemam-library/assets/x/ingest"}
     result, message = _run(minio, tmp_path, inputs)
     assert result.returncode == 2 and "does not exist" in json.loads(message.read_text())["error"]
+
+
+def test_decode_errors_in_a_damaged_master_fail_qc(minio: Any, tmp_path: Path) -> None:
+    """A transport stream with corrupted packets still probes; QC decodes it and reports what broke."""
+    clean = tmp_path / "clean.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=6", "-f", "lavfi",
+                    "-i", "sine=d=6", "-c:v", "libx264", "-g", "25", "-c:a", "aac", "-f", "mpegts", str(clean)],
+                   check=True)
+    damaged = bytearray(clean.read_bytes())
+    for offset in range(len(damaged) // 3, len(damaged) // 3 + 40_000, 188 * 3):
+        damaged[offset + 4: offset + 24] = bytes((offset * 7 + j * 13) % 256 for j in range(20))
+    s3 = make_client(minio.endpoint, minio.access_key, minio.secret_key)
+    key = f"incoming/{uuid.uuid4().hex}.ts"
+    s3.put_object(Bucket="kubemam-library", Key=key, Body=bytes(damaged))
+    inputs = {"source": {"uri": f"s3://kubemam-library/{key}"},
+              "output": f"s3://kubemam-library/assets/{uuid.uuid4().hex}/ingest"}
+    result, message = _run(minio, tmp_path, inputs)
+    assert result.returncode == 0, result.stderr
+    reported = json.loads(message.read_text())
+    decode = [i for i in reported["qc"]["issues"] if i["check"] == "decode"]
+    assert len(decode) == 1 and decode[0]["severity"] == "error" and "decode error(s)" in decode[0]["message"]
+    assert reported["qc"]["verdict"] == "Failed"
+
+
+def test_a_non_media_file_fails_permanently_and_commits_nothing(minio: Any, tmp_path: Path) -> None:
+    s3 = make_client(minio.endpoint, minio.access_key, minio.secret_key)
+    key = f"incoming/{uuid.uuid4().hex}.mov"
+    s3.put_object(Bucket="kubemam-library", Key=key, Body=b"this is a spreadsheet, not a movie\n" * 100)
+    output = f"s3://kubemam-library/assets/{uuid.uuid4().hex}/ingest"
+    result, message = _run(minio, tmp_path, {"source": {"uri": f"s3://kubemam-library/{key}"}, "output": output})
+    assert result.returncode == 2, result.stderr
+    assert "not" in json.loads(message.read_text())["error"]
+    assert list(list_objects(s3, S3Uri.parse(output))) == []
+
+
+def test_s3_briefly_unreachable_is_retried_not_failed(minio: Any, sample: Path, tmp_path: Path) -> None:
+    """S3 down when the worker starts and back a few seconds later: the step retries and succeeds.
+    Down for good: the step fails with an ordinary exit code (the Job retries), never the permanent one."""
+    from kubemam.local.minio import MinioServer
+
+    late = MinioServer(buckets=["kubemam-library"], workdir=tmp_path / "late-minio")
+    inputs = {"source": {"uri": "s3://kubemam-library/incoming/late.mov"},
+              "output": "s3://kubemam-library/assets/late/ingest"}
+    env = {**os.environ, "AWS_ENDPOINT_URL": late.endpoint, "AWS_ACCESS_KEY_ID": late.access_key,
+           "AWS_SECRET_ACCESS_KEY": late.secret_key, "KUBEMAM_STEP_INPUT": json.dumps(inputs),
+           "KUBEMAM_TERMINATION_MESSAGE_PATH": str(tmp_path / "termination-log"), "TMPDIR": str(tmp_path),
+           "KUBEMAM_S3_RETRY_SECONDS": "60"}
+    # The source is stored first and the server stopped, so when it comes back (same port, same
+    # data directory) the object is already there: the worker cannot race the upload.
+    with late:
+        make_client(late.endpoint, late.access_key, late.secret_key).upload_file(
+            str(sample), "kubemam-library", "incoming/late.mov")
+    worker = subprocess.Popen([sys.executable, "-m", "kubemam", "worker", "ingest"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        assert worker.poll() is None, "the worker gave up while S3 was briefly unreachable"
+        with late:
+            _, stderr = worker.communicate(timeout=240)
+            assert worker.returncode == 0, stderr
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+    down = {**env, "KUBEMAM_S3_RETRY_SECONDS": "2"}
+    gave_up = subprocess.run([sys.executable, "-m", "kubemam", "worker", "ingest"], env=down, capture_output=True,
+                             text=True, timeout=120)
+    assert gave_up.returncode not in (0, 2), gave_up.stderr

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,18 +18,10 @@ from kubemam.local.minio import MinioServer
 from kubemam.local.node import ProcessNode
 from kubemam.storage.s3 import list_objects, make_client
 from kubemam.storage.uri import S3Uri
-from tests.helpers import EXAMPLES, Custom, example, wait_for
+from tests.helpers import EXAMPLES, Custom, example, start_operator, wait_for
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
-
-
-def _start_operator(kubeconfig: Path, s3_endpoint: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBEMAM_S3_ENDPOINT": s3_endpoint,
-           "KUBEMAM_S3_CREDENTIALS_SECRET": S3_SECRET, "KUBEMAM_RECHECK_SECONDS": "5"}
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "kubemam", "run", "--all-namespaces"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
 
 
 def test_operator_restart_mid_ingest_runs_one_job_with_one_result(control_plane: Any, tmp_path: Path) -> None:
@@ -49,7 +38,7 @@ def test_operator_restart_mid_ingest_runs_one_job_with_one_result(control_plane:
                      str(control_plane.binaries["kubectl"].parent), "kubeconfig": str(cp.kubeconfig)}
             upload_sources(state, EXAMPLES, tmp_path / "media", width=1280, height=720, seconds=20)
             log = tmp_path / "operator.log"
-            operator = _start_operator(cp.kubeconfig, s3.endpoint, log)
+            operator = start_operator(cp.kubeconfig, s3.endpoint, log)
             custom = Custom(api, "kubemam-demo")
             asset = example("mediaasset.yaml")
             for ref in ("ladderRef", "archivePolicyRef"):
@@ -61,7 +50,7 @@ def test_operator_restart_mid_ingest_runs_one_job_with_one_result(control_plane:
             operator.kill()  # no graceful shutdown: the worst case
             operator.wait()
             time.sleep(1)
-            operator = _start_operator(cp.kubeconfig, s3.endpoint, log)
+            operator = start_operator(cp.kubeconfig, s3.endpoint, log)
             try:
                 ingested = wait_for(lambda: (c := custom.condition("mediaassets", "coastal-s01e01", "Ingested"))
                                     and c["status"] != "Unknown" and c, timeout=180, what="ingest to finish")

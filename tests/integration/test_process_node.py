@@ -98,3 +98,20 @@ def test_active_deadline_kills_the_process(process_node: Path, api_client: Any, 
     pid_file = next(process_node.glob(f"node/pods/{namespace}_slow-*/volumes/scratch/pid"))
     pid = int(pid_file.read_text())
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=30, what="the process to be killed")
+
+
+def test_the_operator_reads_progress_from_a_running_pods_log(process_node: Path, api_client: Any,
+                                                             namespace: str) -> None:
+    """What the asset-progress timer does: pods/log of the running pod, proxied to the node, parsed."""
+    from kubemam.kubeapi import KubeApi
+    from kubemam.media.progress import latest_progress, progress_line
+
+    batch = _setup(api_client, namespace)
+    lines = "; ".join(f"echo '{progress_line('transcode', p, 12.5, 9)}'" for p in (10, 40))
+    batch.create_namespaced_job(namespace, _job("progress", f"echo starting; {lines}; sleep 60"))
+    api = KubeApi(api_client)
+    tail = wait_for(lambda: (t := api.running_pod_log_tail(namespace, "progress")) and "percent" in t and t,
+                    timeout=60, what="the running pod's log")
+    assert tail.splitlines()[0] == "starting"
+    assert latest_progress(tail) == {"step": "transcode", "percent": 40, "fps": 12.5, "etaSeconds": 9}
+    batch.delete_namespaced_job("progress", namespace, propagation_policy="Background")

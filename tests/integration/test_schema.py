@@ -64,6 +64,19 @@ def test_duplicate_rendition_names_are_refused(api_client: Any, namespace: str) 
     assert "spec.renditions" in message and "rendition names must be unique" in message
 
 
+def test_a_level_too_low_for_the_frame_size_is_refused(api_client: Any, namespace: str) -> None:
+    body = example("transcodeladder.yaml")
+    body["spec"]["renditions"][0]["level"] = "3.1"  # 1920x1080 needs H.264 level 4 or above
+    body["spec"]["renditions"][4]["level"] = "4.1"  # 3840x2160 needs HEVC level 5 or above
+    message = _refusal(api_client, namespace, "transcodeladders", body)
+    assert "spec.renditions[0].level" in message and "spec.renditions[4].level" in message
+    assert "level is too low" in message
+    body = example("transcodeladder.yaml")
+    body["spec"]["renditions"][0]["level"] = "4"  # "4" and "4.0" are the same level
+    body["metadata"]["name"] = "level-4-ok"
+    Custom(api_client, namespace).create("transcodeladders", body)
+
+
 def test_bad_timecode_is_refused(api_client: Any, namespace: str) -> None:
     body = example("mediaasset.yaml")
     body["spec"]["markers"][0]["start"] = "10:00:61:00"

@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 import yaml
 
 from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
+from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.config import OperatorConfig
 from kubemam.plan.asset import AssetFacts, JobObservation, ingest_request, plan_asset
 from tests.helpers import EXAMPLES
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+LADDER = TranscodeLadderSpec.model_validate(yaml.safe_load((EXAMPLES / "transcodeladder.yaml").read_text())["spec"])
 CONFIG = OperatorConfig()
 
 
@@ -21,7 +23,7 @@ def _facts(jobs: list[JobObservation] | None = None, ladder_found: bool | None =
     spec = yaml.safe_load((EXAMPLES / "mediaasset.yaml").read_text())["spec"]
     spec.update(spec_changes)
     return AssetFacts("ep1", "media", "uid-1", 4, MediaAssetSpec.model_validate(spec), status or MediaAssetStatus(),
-                      ladder_found, True, jobs or [], progress)
+                      ladder_found, True, jobs or [], progress, LADDER if ladder_found else None)
 
 
 def _cond(plan_status: MediaAssetStatus, type_: str) -> tuple[str, str]:
@@ -97,3 +99,23 @@ def test_running_step_progress_is_mirrored_without_churn() -> None:
     assert again.status.progress == first.status.progress  # same report, same status, no write
     junk = plan_asset(_facts(running, progress={"step": "ingest", "percent": "lots"}), CONFIG, NOW)
     assert junk.status.progress is not None and junk.status.progress.percent == 0
+
+
+def test_ingest_takes_qc_policy_and_thumbnails_from_the_ladder_unless_the_asset_sets_qc() -> None:
+    from dataclasses import replace
+
+    from kubemam.api.ladder import TranscodeLadderSpec
+
+    ladder_doc = yaml.safe_load((EXAMPLES / "transcodeladder.yaml").read_text())["spec"]
+    ladder_doc["qc"] = {"targetLufs": -24, "failOn": ["decode"]}
+    ladder = TranscodeLadderSpec.model_validate(ladder_doc)
+    inputs = ingest_request(replace(_facts(), ladder=ladder), CONFIG).inputs
+    assert inputs["qc"]["targetLufs"] == -24 and inputs["qc"]["failOn"] == ["decode"]
+    assert inputs["thumbnails"] == {"intervalSeconds": 10, "width": 320, "spriteColumns": 10, "spriteRows": 10}
+    assert [m["name"] for m in inputs["markers"]][:2] == ["cold-open", "act-1"]
+    own = replace(_facts(qc={"targetLufs": -16, "toleranceLu": 2}), ladder=ladder)
+    assert ingest_request(own, CONFIG).inputs["qc"]["targetLufs"] == -16
+    # Without a ladder or a policy the worker applies EBU R128; the Job's input names no policy.
+    assert "qc" not in ingest_request(_facts(), CONFIG).inputs
+    # A different policy is a different input, so a different Job.
+    assert ingest_request(own, CONFIG).name != ingest_request(replace(_facts(), ladder=ladder), CONFIG).name

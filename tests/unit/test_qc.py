@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from kubemam.media.qc import QCThresholds, parse_qc_log, verdict
+from kubemam.api.asset import Marker, Timeline
+from kubemam.api.qc import QCPolicy
+from kubemam.media.qc import measurement_findings, parse_qc_log, timeline_findings, verdict
 from kubemam.media.timecode import Timecode, from_frames, seconds_to_timecode
 
 LOG = """\
@@ -29,17 +31,58 @@ def test_parse_and_verdict_with_timecodes() -> None:
     found = parse_qc_log(LOG)
     assert found.black == [(0.0, 1.0)] and found.freezes == [(0.0, 1.0), (4.0, None)]
     assert (found.integrated_lufs, found.loudness_range_lu, found.true_peak_dbtp) == (-14.2, 6.5, 0.4)
-    result = verdict(found, QCThresholds(), "25", Timecode.parse("10:00:00:00", "25"), 6.0, datetime.now(UTC))
-    checks = [(i.check, i.start, i.end) for i in result.issues or []]
+    policy = QCPolicy()
+    findings = measurement_findings(found, policy, 6.0)
+    result = verdict(findings, found, policy, "25", Timecode.parse("10:00:00:00", "25"), datetime.now(UTC))
+    checks = [(i.check, i.severity, i.start, i.end) for i in result.issues or []]
     # The frozen black second is reported once, as black; the open-ended freeze ends at the duration.
-    assert checks[:2] == [("black", "10:00:00:00", "10:00:01:00"), ("freeze", "10:00:04:00", "10:00:06:00")]
-    assert {c for c, _, _ in checks} == {"black", "freeze", "loudness", "truePeak"}
+    assert checks[:2] == [("black", "warning", "10:00:00:00", "10:00:01:00"),
+                          ("freeze", "warning", "10:00:04:00", "10:00:06:00")]
+    # Out of R128 loudness and true peak fail a broadcast delivery by default.
+    assert {(c, sev) for c, sev, _, _ in checks[2:]} == {("loudness", "error"), ("truePeak", "error")}
+    assert result.verdict == "Failed"
+    # A policy for a loud streaming target, that only warns on peaks, passes the same loudness.
+    relaxed = QCPolicy(target_lufs=-14, tolerance_lu=1, max_true_peak_dbtp=-1, fail_on=["decode"])
+    result = verdict(measurement_findings(found, relaxed, 6.0), found, relaxed, "25", None, datetime.now(UTC))
+    assert {i.check for i in result.issues or []} == {"black", "freeze", "truePeak"}
     assert result.verdict == "Warning"
+
+
+def test_decode_errors_are_counted_from_codec_lines_only() -> None:
+    log = ("[h264 @ 0x55d] [error] error while decoding MB 18 7, bytestream 474\n"
+           "[aac @ 0x55e] [error] channel element 3.5 is not allocated\n"
+           "[Parsed_ebur128_2 @ 0x1] [info] t: 5.5 M: -21.8\n[h264 @ 0x55d] [warning] no frame!\n")
+    found = parse_qc_log(log)
+    assert found.decode_errors == 2 and found.decode_messages[0] == "h264: error while decoding MB 18 7, bytestream 474"
+    issue = verdict(measurement_findings(found, QCPolicy(), 6.0), found, QCPolicy(), "25", None,
+                    datetime.now(UTC)).issues
+    assert issue is not None and issue[0].check == "decode" and issue[0].severity == "error"
+
+
+def test_markers_are_judged_against_the_probed_programme() -> None:
+    def marker(name: str, start: str, end: str | None = None) -> Marker:
+        return Marker(name=name, kind="segment", start=start, end=end)
+
+    timeline = Timeline(frame_rate="30000/1001", drop_frame=True, start_timecode="01:00:00;00")
+    start = Timecode.parse("01:00:00;00", "30000/1001", True)
+    # 70 s at 29.97: the programme runs 01:00:00;00 to 01:01:10;02 (drop-frame: 01:01:00;00-01 do not exist).
+    inside = marker("inside", "01:00:59;29", "01:01:00;02")
+    last_frame = marker("last", "01:01:10;01", "01:01:10;02")
+    late = marker("late", "01:01:10;02")
+    early = marker("early", "00:59:59;29", "01:00:01;00")
+    findings = timeline_findings([inside, last_frame, late, early], timeline, start, "30000/1001", 70.07)
+    assert [(f.check, f.message.split(" is ")[0]) for f in findings] == [
+        ("markers", "marker 'late' start 01:01:10;02"), ("markers", "marker 'early' start 00:59:59;29")]
+    wrong_rate = timeline_findings([late], timeline, start, "25/1", 70.0)
+    assert [f.check for f in wrong_rate] == ["frameRate"] and "25/1" in wrong_rate[0].message
+    assert timeline_findings([inside], timeline, start, "0/0", 70.07) == []
 
 
 def test_clean_measurements_pass() -> None:
     found = parse_qc_log("[Parsed_ebur128_0 @ 0x1] Summary:\n    I:   -23.2 LUFS\n    Peak:  -3.0 dBFS\n")
-    assert verdict(found, QCThresholds(), "25", None, 10.0, datetime.now(UTC)).verdict == "Passed"
+    policy = QCPolicy()
+    assert verdict(measurement_findings(found, policy, 10.0), found, policy, "25", None,
+                   datetime.now(UTC)).verdict == "Passed"
 
 
 def test_frames_round_trip_including_drop_frame() -> None:
@@ -55,11 +98,12 @@ def test_sprite_index_points_into_the_sheet() -> None:
 
     size = thumb_size(1920, 1080, 320)
     assert size == (320, 180)
-    vtt = sprite_vtt(12, 10.0, 115.0, 10, size)
+    vtt = sprite_vtt(12, 10.0, 115.0, 10, 1, size)
     cues = vtt.split("\n\n")[1:]
-    assert cues[0] == "00:00:00.000 --> 00:00:10.000\nsprite.jpg#xywh=0,0,320,180"
-    assert cues[10].startswith("00:01:40.000 --> 00:01:50.000\nsprite.jpg#xywh=0,180,320,180")
-    assert cues[11].startswith("00:01:50.000 --> 00:01:55.000\nsprite.jpg#xywh=320,180,320,180")
+    assert cues[0] == "00:00:00.000 --> 00:00:10.000\nsprite-001.jpg#xywh=0,0,320,180"
+    # A 10x1 sheet is full after ten thumbnails; the eleventh starts the second sheet.
+    assert cues[10].startswith("00:01:40.000 --> 00:01:50.000\nsprite-002.jpg#xywh=0,0,320,180")
+    assert cues[11].startswith("00:01:50.000 --> 00:01:55.000\nsprite-002.jpg#xywh=320,0,320,180")
 
 
 def test_ffmpeg_progress_blocks_become_progress_lines() -> None:

@@ -18,6 +18,7 @@ from kubemam.api.common import (
     cel,
     validated_by,
 )
+from kubemam.api.qc import QCPolicy
 
 SUPPORTED_SOURCE_SCHEMES = ("s3", "https", "http")
 
@@ -108,6 +109,7 @@ class MediaAssetSpec(KubeModel):
         "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["language", "kind"]})
     ladder_ref: LocalObjectReference | None = None
     archive_policy_ref: LocalObjectReference | None = None
+    qc: QCPolicy | None = Field(default=None, description="QC thresholds; when absent, the ladder's, else EBU R128.")
     priority: int = Field(default=50, ge=0, le=100, description="Higher runs first when Jobs queue.")
 
 
@@ -166,7 +168,9 @@ class QCResult(KubeModel):
     verdict: Literal["Passed", "Warning", "Failed"]
     checked_at: datetime | None = None
     loudness: Loudness | None = None
-    issues: list[QCIssue] | None = None
+    issues: list[QCIssue] | None = Field(default=None, description="Errors first; at most a few, see issueCount")
+    issue_count: int | None = Field(default=None, ge=0, description="Every issue found; all are in reportUri")
+    report_uri: str | None = Field(default=None, description="qc.json beside the ingest manifest")
 
 
 class Previews(KubeModel):
@@ -174,18 +178,27 @@ class Previews(KubeModel):
 
     proxy_uri: str | None = None
     poster_uri: str | None = None
-    sprite_uri: str | None = None
-    sprite_index_uri: str | None = Field(default=None, description="WebVTT cues into the sprite sheet")
+    sprite_uri: str | None = Field(default=None, description="The first sprite sheet; the index names every sheet")
+    sprite_index_uri: str | None = Field(default=None, description="WebVTT cues into the sprite sheets")
+    sprite_sheets: int | None = Field(default=None, ge=0)
     thumbnails: int | None = Field(default=None, ge=0)
 
 
 class RenditionStatus(KubeModel):
+    """One encoded rendition, content-addressed by specHash (source checksum, rendition spec, worker)."""
+
     name: str = Field(pattern=DNS_LABEL)
+    kind: Literal["video", "audio"] = "video"
     uri: str
-    sha256: str
-    size_bytes: int = Field(ge=0)
+    manifest_uri: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = Field(default=None, ge=0)
     spec_hash: str
-    bitrate: int | None = Field(default=None, ge=0)
+    bitrate: int | None = Field(default=None, ge=0, description="Measured, bits per second")
+    codec: str | None = None
+    width: int | None = Field(default=None, ge=0)
+    height: int | None = Field(default=None, ge=0)
+    duration_seconds: float | None = Field(default=None, ge=0)
 
 
 class PackageStatus(KubeModel):

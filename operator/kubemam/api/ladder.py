@@ -17,8 +17,36 @@ from kubemam.api.common import (
     cel,
     validated_by,
 )
+from kubemam.api.qc import QCPolicy
 
 VideoCodec = Literal["h264", "h265", "av1"]
+
+
+def _per_level(table: dict[str, int], aliases: bool = True) -> str:
+    """A CEL map literal of level -> maximum luma samples per picture; "4" and "4.0" both key it."""
+    entries = dict(table)
+    if aliases:
+        entries |= {k.removesuffix(".0"): v for k, v in table.items() if k.endswith(".0")}
+    return "{" + ", ".join(f"'{k}': {v}" for k, v in sorted(entries.items())) + "}"
+
+
+# MaxFS (in luma samples) from H.264 Table A-1, H.265 Table A.8 and AV1 Annex A; levels the
+# pattern allows but a codec lacks map to 0, so the rule refuses them.
+_H264_LEVELS = {"1.0": 25344, "1.1": 101376, "1.2": 101376, "1.3": 101376, "2.0": 101376, "2.1": 202752,
+                "2.2": 414720, "2.3": 0, "3.0": 414720, "3.1": 921600, "3.2": 1310720, "3.3": 0, "4.0": 2097152,
+                "4.1": 2097152, "4.2": 2228224, "4.3": 0, "5.0": 5652480, "5.1": 9437184, "5.2": 9437184,
+                "5.3": 0, "6.0": 35651584, "6.1": 35651584, "6.2": 35651584, "6.3": 0}
+_H265_LEVELS = {"1.0": 36864, "2.0": 122880, "2.1": 245760, "3.0": 552960, "3.1": 983040, "4.0": 2228224,
+                "4.1": 2228224, "5.0": 8912896, "5.1": 8912896, "5.2": 8912896, "6.0": 35651584, "6.1": 35651584,
+                "6.2": 35651584}
+_H265_LEVELS |= {k: 0 for k in _H264_LEVELS if k not in _H265_LEVELS}
+_AV1_LEVELS = {"2.0": 147456, "2.1": 278784, "3.0": 665856, "3.1": 1065024, "4.0": 2359296, "4.1": 2359296,
+               "5.0": 8912896, "5.1": 8912896, "5.2": 8912896, "5.3": 8912896, "6.0": 35651584, "6.1": 35651584,
+               "6.2": 35651584, "6.3": 35651584}
+_AV1_ALL = {k: _AV1_LEVELS.get(k, 0) for k in _H264_LEVELS}
+_H264_MAX_LUMA = _per_level(_H264_LEVELS)
+_H265_MAX_LUMA = _per_level(_H265_LEVELS)
+_AV1_MAX_LUMA = _per_level(_AV1_ALL)
 
 
 class RateControl(KubeModel):
@@ -66,6 +94,13 @@ class VideoRendition(KubeModel):
             "self.codec != 'av1' || !has(self.profile) || self.profile == 'main'",
             "av1 profile must be main",
             ".profile",
+        ),
+        cel(
+            f"!has(self.level) || self.width * self.height <= "
+            f"(self.codec == 'h264' ? {_H264_MAX_LUMA} : self.codec == 'h265' ? {_H265_MAX_LUMA} : {_AV1_MAX_LUMA})"
+            f"[self.level]",
+            "the level is too low for this frame size (its maximum luma picture size is smaller)",
+            ".level",
         ),
     )
 
@@ -178,11 +213,14 @@ class TranscodeLadderSpec(KubeModel):
     )
 
     renditions: list[VideoRendition] = Field(min_length=1, max_length=16)
+    allow_upscale: bool = Field(default=False, description="Encode rungs larger than the source; else they are "
+                                                           "refused for that asset with a condition.")
     audio: list[AudioRendition] | None = Field(default=None, max_length=16)
     segment_duration_seconds: int = Field(default=6, ge=1, le=30)
     packaging: Packaging | None = None
     drm: Drm | None = None
     thumbnails: Thumbnails | None = None
+    qc: QCPolicy | None = Field(default=None, description="QC thresholds for assets that set none themselves.")
     chunking: Chunking | None = None
     resources: ResourceRequirements | None = None
     priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, TRANSCODE_LADDER
+from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.config import OperatorConfig
 from kubemam.kubeapi import KubeApi
 from kubemam.media.progress import latest_progress
@@ -45,9 +49,14 @@ def gather(api: KubeApi, body: dict[str, Any]) -> AssetFacts:
     namespace = meta["namespace"]
     spec = MediaAssetSpec.model_validate(body.get("spec") or {})
     status = MediaAssetStatus.model_validate(body.get("status") or {})
-    ladder_found = None
+    ladder_found, ladder = None, None
     if spec.ladder_ref:
-        ladder_found = api.get(TRANSCODE_LADDER.plural, namespace, spec.ladder_ref.name) is not None
+        ladder_body = api.get(TRANSCODE_LADDER.plural, namespace, spec.ladder_ref.name)
+        ladder_found = ladder_body is not None
+        if ladder_body is not None:
+            # An invalid ladder is reported on the ladder itself; the asset plans without it.
+            with contextlib.suppress(ValidationError):
+                ladder = TranscodeLadderSpec.model_validate(ladder_body.get("spec") or {})
     policy_found = None
     if spec.archive_policy_ref:
         policy_found = api.get(ARCHIVE_POLICY.plural, namespace, spec.archive_policy_ref.name) is not None
@@ -65,6 +74,7 @@ def gather(api: KubeApi, body: dict[str, Any]) -> AssetFacts:
         archive_policy_found=policy_found,
         jobs=jobs,
         progress=latest_progress(log_tail) if log_tail else None,
+        ladder=ladder,
     )
 
 

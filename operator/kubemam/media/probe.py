@@ -78,7 +78,7 @@ def technical_metadata(info: dict[str, Any], sha256: str | None = None) -> Techn
     )
 
 
-def probe(path: Path) -> dict[str, Any]:
+def probe(path: Path, require_video: bool = True) -> dict[str, Any]:
     result = subprocess.run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
         capture_output=True, text=True,
@@ -86,6 +86,6 @@ def probe(path: Path) -> dict[str, Any]:
     if result.returncode != 0:
         raise ProbeError(f"ffprobe could not read the source: {result.stderr.strip()[-500:]}")
     info: dict[str, Any] = json.loads(result.stdout)
-    if not any(s.get("codec_type") == "video" for s in info.get("streams") or []):
+    if require_video and not any(s.get("codec_type") == "video" for s in info.get("streams") or []):
         raise ProbeError("the source has no video stream")
     return info

@@ -1,7 +1,7 @@
-"""Technical QC in one decode: black frames, freezes and EBU R128 loudness from ffmpeg's filters.
+"""Technical QC in one decode: black frames, freezes, EBU R128 loudness and decode errors.
 
-`qc_command()` builds the ffmpeg call, `parse_qc_log()` reads its log (pure), and
-`verdict()` turns measurements into issues with SMPTE timecodes and a verdict.
+`qc_command()` builds the ffmpeg call (ffmpeg-python), `parse_qc_log()` reads its log (pure), and
+`verdict()` judges measurements against a QCPolicy: issues with SMPTE timecodes and a verdict.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
 
-from kubemam.api.asset import Loudness, QCIssue, QCResult
+import ffmpeg
+
+from kubemam.api.asset import Loudness, Marker, QCIssue, QCResult, Timeline
+from kubemam.api.qc import QCCheck, QCPolicy
 from kubemam.media.progress import FfmpegProgress, parse_ffmpeg_progress
-from kubemam.media.timecode import Timecode, seconds_to_timecode
+from kubemam.media.timecode import Timecode, TimecodeError, seconds_to_timecode
 
 _BLACK = re.compile(r"black_start:\s*([\d.]+)\s+black_end:\s*([\d.]+)")
 _FREEZE_START = re.compile(r"freeze_start:\s*([\d.]+)")
@@ -24,15 +28,15 @@ _FREEZE_END = re.compile(r"freeze_end:\s*([\d.]+)")
 _INTEGRATED = re.compile(r"^\s*I:\s*(-?[\d.]+|-inf)\s*LUFS", re.M)
 _LRA = re.compile(r"^\s*LRA:\s*(-?[\d.]+)\s*LU\b", re.M)
 _PEAK = re.compile(r"^\s*Peak:\s*(-?[\d.]+|-inf)\s*dBFS", re.M)
+# With -loglevel level+info every line carries its level; decoder complaints are [error] lines
+# from a codec context ("[h264 @ 0x...] [error] ..."), not from our filters.
+_DECODE_ERROR = re.compile(r"^\[(?!Parsed_|blackdetect|freezedetect)([\w-]+) @ 0x[0-9a-f]+\] \[(?:error|fatal)\] (.+)$",
+                           re.M)
+MAX_DECODE_MESSAGES = 5
 
 
-@dataclass(frozen=True)
-class QCThresholds:
-    target_lufs: float = -23.0  # EBU R128
-    tolerance_lu: float = 1.0
-    max_true_peak_dbtp: float = -1.0
-    black_min_seconds: float = 0.1
-    freeze_min_seconds: float = 0.5
+class QCError(RuntimeError):
+    """The master could not be decoded at all (no decoder, not media): retrying will not help."""
 
 
 @dataclass
@@ -42,16 +46,20 @@ class QCMeasurements:
     integrated_lufs: float | None = None
     loudness_range_lu: float | None = None
     true_peak_dbtp: float | None = None
+    decode_errors: int = 0
+    decode_messages: list[str] = field(default_factory=list)
 
 
-def qc_command(source: Path, has_audio: bool, thresholds: QCThresholds) -> list[str]:
-    video = (f"[0:v:0]blackdetect=d={thresholds.black_min_seconds}:pix_th=0.10,"
-             f"freezedetect=n=-60dB:d={thresholds.freeze_min_seconds}[v]")
-    graph = video + (";[0:a:0]ebur128=peak=true[a]" if has_audio else "")
-    command = ["ffmpeg", "-hide_banner", "-nostats", "-i", str(source), "-filter_complex", graph, "-map", "[v]"]
-    if has_audio:
-        command += ["-map", "[a]"]
-    return command + ["-f", "null", "-"]
+def qc_command(source: Path, has_audio: bool, policy: QCPolicy) -> list[str]:
+    stream = ffmpeg.input(str(source))
+    video = (stream["v:0"]
+             .filter("blackdetect", d=policy.black_min_seconds, pix_th=policy.black_pixel_threshold)
+             .filter("freezedetect", n=f"{policy.freeze_noise_db}dB", d=policy.freeze_min_seconds))
+    outputs = [video] + ([stream["a:0"].filter("ebur128", peak="true")] if has_audio else [])
+    command: list[str] = (ffmpeg.output(*outputs, "-", f="null")
+                          .global_args("-hide_banner", "-nostats", "-loglevel", "level+info")
+                          .compile())
+    return command
 
 
 def _number(text: str) -> float | None:
@@ -64,6 +72,9 @@ def parse_qc_log(log: str) -> QCMeasurements:
     starts = [float(x) for x in _FREEZE_START.findall(log)]
     ends = [float(x) for x in _FREEZE_END.findall(log)]
     found.freezes = [(s, ends[i] if i < len(ends) else None) for i, s in enumerate(starts)]
+    decode = _DECODE_ERROR.findall(log)
+    found.decode_errors = len(decode)
+    found.decode_messages = [f"{codec}: {text.strip()}" for codec, text in decode[:MAX_DECODE_MESSAGES]]
     summary = log[log.rfind("Summary:"):] if "Summary:" in log else ""
     if summary:
         if m := _INTEGRATED.search(summary):
@@ -75,45 +86,60 @@ def parse_qc_log(log: str) -> QCMeasurements:
     return found
 
 
-def verdict(found: QCMeasurements, thresholds: QCThresholds, frame_rate: str, start: Timecode | None,
-            duration: float | None, now: datetime) -> QCResult:
-    def tc(seconds: float | None) -> str | None:
-        return None if seconds is None else seconds_to_timecode(seconds, frame_rate, start)
+@dataclass(frozen=True)
+class Finding:
+    """A QC observation before the policy decides whether it is a warning or an error."""
 
-    issues = [QCIssue(check="black", severity="warning", start=tc(a), end=tc(b),
-                      message=f"black video for {b - a:.2f}s") for a, b in found.black]
+    check: QCCheck
+    message: str
+    start: float | None = None  # seconds from the first frame
+    end: float | None = None
+
+
+def measurement_findings(found: QCMeasurements, policy: QCPolicy, duration: float | None) -> list[Finding]:
+    findings = [Finding("black", f"black video for {b - a:.2f}s", a, b) for a, b in found.black]
     for a, b in found.freezes:
         end = b if b is not None else duration
         if end is not None and any(ba <= a and end <= bb for ba, bb in found.black):
             continue  # a black stretch is also a still picture: report it once, as black
         length = f" for {end - a:.2f}s" if end is not None else ""
-        issues.append(QCIssue(check="freeze", severity="warning", start=tc(a), end=tc(end),
-                              message=f"frozen picture{length}"))
+        findings.append(Finding("freeze", f"frozen picture{length}", a, end))
     if found.integrated_lufs is not None:
-        deviation = found.integrated_lufs - thresholds.target_lufs
-        if abs(deviation) > thresholds.tolerance_lu:
-            issues.append(QCIssue(check="loudness", severity="warning",
-                                  message=f"integrated loudness {found.integrated_lufs:.1f} LUFS is "
-                                          f"{deviation:+.1f} LU from the {thresholds.target_lufs:.0f} LUFS target"))
-    if found.true_peak_dbtp is not None and found.true_peak_dbtp > thresholds.max_true_peak_dbtp:
-        issues.append(QCIssue(check="truePeak", severity="warning",
-                              message=f"true peak {found.true_peak_dbtp:.1f} dBTP exceeds "
-                                      f"{thresholds.max_true_peak_dbtp:.1f} dBTP"))
+        deviation = found.integrated_lufs - policy.target_lufs
+        if abs(deviation) > policy.tolerance_lu:
+            findings.append(Finding("loudness", f"integrated loudness {found.integrated_lufs:.1f} LUFS is "
+                                                 f"{deviation:+.1f} LU from the {policy.target_lufs:g} LUFS target "
+                                                 f"(tolerance ±{policy.tolerance_lu:g} LU)"))
+    if found.true_peak_dbtp is not None and found.true_peak_dbtp > policy.max_true_peak_dbtp:
+        findings.append(Finding("truePeak", f"true peak {found.true_peak_dbtp:.1f} dBTP exceeds "
+                                            f"{policy.max_true_peak_dbtp:.1f} dBTP"))
+    if found.decode_errors:
+        findings.append(Finding("decode", f"{found.decode_errors} decode error(s), first: "
+                                          + "; ".join(found.decode_messages)))
+    return findings
+
+
+def verdict(findings: list[Finding], measured: QCMeasurements, policy: QCPolicy, frame_rate: str,
+            start: Timecode | None, now: datetime) -> QCResult:
+    def tc(seconds: float | None) -> str | None:
+        return None if seconds is None else seconds_to_timecode(seconds, frame_rate, start)
+
+    issues = [QCIssue(check=f.check, severity="error" if f.check in policy.fail_on else "warning",
+                      start=tc(f.start), end=tc(f.end), message=f.message[:1024]) for f in findings]
     worst = "Failed" if any(i.severity == "error" for i in issues) else ("Warning" if issues else "Passed")
     return QCResult(
         verdict=worst,
         checked_at=now,
-        loudness=Loudness(integrated_lufs=found.integrated_lufs, true_peak_dbtp=found.true_peak_dbtp,
-                          loudness_range_lu=found.loudness_range_lu),
+        loudness=Loudness(integrated_lufs=measured.integrated_lufs, true_peak_dbtp=measured.true_peak_dbtp,
+                          loudness_range_lu=measured.loudness_range_lu),
         issues=issues or None,
     )
 
 
-def run_qc(source: Path, has_audio: bool, thresholds: QCThresholds,
+def run_qc(source: Path, has_audio: bool, policy: QCPolicy,
            report: Callable[[FfmpegProgress], None] | None = None) -> QCMeasurements:
     """The QC decode; ffmpeg's -progress stream (stdout) goes to report as it runs."""
-    command = qc_command(source, has_audio, thresholds)
-    command[-3:-3] = ["-progress", "pipe:1", "-stats_period", "0.5"]
+    command = qc_command(source, has_audio, policy) + ["-progress", "pipe:1", "-stats_period", "0.5"]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
         assert proc.stdout is not None
@@ -124,5 +150,43 @@ def run_qc(source: Path, has_audio: bool, thresholds: QCThresholds,
         log.seek(0)
         text = log.read().decode(errors="replace")
     if returncode != 0:
-        raise RuntimeError(f"ffmpeg QC pass failed: {text.strip()[-500:]}")
+        raise QCError(f"ffmpeg QC pass failed: {text.strip()[-500:]}")
     return parse_qc_log(text)
+
+
+def _rate(text: str | None) -> Fraction | None:
+    try:
+        return Fraction(text) if text else None
+    except (ValueError, ZeroDivisionError):
+        return None  # ffprobe says 0/0 when it cannot tell
+
+
+def timeline_findings(markers: list[Marker], timeline: Timeline, start: Timecode | None, probed_rate: str | None,
+                      duration: float | None) -> list[Finding]:
+    """The declared timeline against the probed master: its frame rate, and every marker inside the programme."""
+    findings = []
+    if _rate(probed_rate) not in (None, Fraction(timeline.frame_rate)):
+        findings.append(Finding("frameRate", f"the master runs at {probed_rate} fps, the asset's timeline declares "
+                                             f"{timeline.frame_rate}"))
+        return findings  # marker positions mean nothing at the wrong rate
+    if duration is None:
+        return findings
+    rate = timeline.frame_rate
+    first = start.to_frames(rate) if start else 0
+    total = int(round(duration * Fraction(rate)))
+    for marker in markers:
+        for label, text in (("start", marker.start), ("end", marker.end)):
+            if text is None:
+                continue
+            try:
+                frame = Timecode.parse(text, rate, timeline.drop_frame).to_frames(rate) - first
+            except TimecodeError as err:
+                findings.append(Finding("markers", f"marker {marker.name!r}: {err}"))
+                continue
+            # An end may sit on the frame after the last; a start must be a frame that exists.
+            last = total if label == "end" else total - 1
+            if frame < 0 or frame > last:
+                findings.append(Finding("markers", f"marker {marker.name!r} {label} {text} is outside the programme "
+                                                   f"({seconds_to_timecode(0, rate, start)} to "
+                                                   f"{seconds_to_timecode(duration, rate, start)})"))
+    return findings

@@ -17,13 +17,24 @@ from kubemam.api.asset import (
     Previews,
     Progress,
     QCResult,
+    RenditionStatus,
     StepJob,
     TechnicalMetadata,
 )
+from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.config import OperatorConfig
 from kubemam.media.timecode import Timecode, TimecodeError
 from kubemam.plan.conditions import Verdict, apply_verdicts
 from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
+from kubemam.plan.transcode import (
+    TRANSCODE,
+    TRANSCODE_CHUNKS,
+    chunking,
+    completed,
+    fit_ladder,
+    master_facts,
+    transcode_inputs,
+)
 
 INGEST = "ingest"
 
@@ -52,6 +63,7 @@ class AssetFacts:
     archive_policy_found: bool | None
     jobs: list[JobObservation] = field(default_factory=list)
     progress: dict[str, Any] | None = None  # the running step's newest progress record
+    ladder: TranscodeLadderSpec | None = None  # the named ladder, when it exists and validates
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,14 @@ def ingest_request(facts: AssetFacts, config: OperatorConfig) -> StepJobRequest:
     inputs: dict[str, Any] = {"source": spec.source.to_wire(), "output": step_output(config, facts, INGEST)}
     if spec.timeline:
         inputs["timeline"] = spec.timeline.to_wire()
+    if spec.markers:
+        inputs["markers"] = [m.to_wire() for m in spec.markers]
+    # The asset's QC policy wins over its ladder's; without either the worker applies EBU R128.
+    policy = spec.qc or (facts.ladder.qc if facts.ladder else None)
+    if policy is not None:
+        inputs["qc"] = policy.to_wire()
+    if facts.ladder and facts.ladder.thumbnails:
+        inputs["thumbnails"] = facts.ladder.thumbnails.to_wire()
     return StepJobRequest(
         owner=Owner("MediaAsset", facts.name, facts.uid, facts.namespace),
         step=INGEST,
@@ -141,18 +161,119 @@ def _mirror_result(status: MediaAssetStatus, job: JobObservation | None) -> Medi
     return status.model_copy(update=update)
 
 
-def _progress(current: Progress | None, reported: dict[str, Any] | None, percent: int, now: datetime) -> Progress:
+def _progress(current: Progress | None, reported: dict[str, Any] | None, step: str, percent: int,
+              now: datetime) -> Progress:
     """The step's progress: the worker's newest report while it runs; unchanged values are not rewritten."""
-    desired = Progress(step=INGEST, percent=percent)
-    if reported and reported.get("step") == INGEST:
+    desired = Progress(step=step, percent=percent)
+    if reported and reported.get("step") == step:
         # A malformed report is ignored, not fatal.
         with contextlib.suppress(ValidationError, TypeError, ValueError):
-            desired = Progress(step=INGEST, percent=int(reported.get("percent", 0)), fps=reported.get("fps"),
+            desired = Progress(step=step, percent=int(reported.get("percent", 0)), fps=reported.get("fps"),
                                eta_seconds=reported.get("etaSeconds"))
     if current is not None and (current.step, current.percent, current.fps, current.eta_seconds) == (
             desired.step, desired.percent, desired.fps, desired.eta_seconds):
         return current  # no status churn
     return desired.model_copy(update={"updated_at": now})
+
+
+@dataclass
+class StepOutcome:
+    create_jobs: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[StepJob] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    renditions: list[RenditionStatus] | None = None
+    phase: str | None = None  # None: this step is done and does not hold the asset back
+    running: JobObservation | None = None
+
+
+def _observe(facts: AssetFacts, name: str) -> JobObservation | None:
+    return next((j for j in facts.jobs if j.name == name), None) or _finished_before(facts.status, name)
+
+
+def _step_job(request: StepJobRequest, observed: JobObservation | None) -> StepJob:
+    return StepJob(step=request.step, name=request.name, input_hash=request.digest,
+                   state=observed.state if observed else "Pending", message=observed.message if observed else None)
+
+
+def _ladder_request(facts: AssetFacts, ladder: TranscodeLadderSpec, step: str, inputs: dict[str, Any],
+                    completions: int | None = None, parallelism: int | None = None) -> StepJobRequest:
+    return StepJobRequest(
+        owner=Owner("MediaAsset", facts.name, facts.uid, facts.namespace),
+        step=step,
+        inputs=inputs,
+        resources=ladder.resources.to_wire() if ladder.resources else None,
+        priority_class_name=ladder.priority_class_name,
+        queue_name=ladder.queue_name,
+        completions=completions,
+        parallelism=parallelism,
+    )
+
+
+def plan_transcode(facts: AssetFacts, ladder: TranscodeLadderSpec, technical: TechnicalMetadata,
+                   config: OperatorConfig) -> StepOutcome:
+    """The renditions the ladder asks of this master: done ones kept, missing ones encoded by one Job
+    (one decode), or by an Indexed Job of chunks and a stitch Job when the ladder chunks."""
+    outcome = StepOutcome()
+    root = f"{config.library_uri.rstrip('/')}/assets/{facts.namespace}/{facts.name}"
+    fit = fit_ladder(ladder, technical, f"{root}/renditions")
+    if fit.skipped:
+        outcome.verdicts.append(Verdict("LadderFit", "False", "UpscaleRefused",
+                                        "rungs above the source are skipped (the ladder does not allowUpscale): "
+                                        + ", ".join(fit.skipped)))
+    else:
+        outcome.verdicts.append(Verdict("LadderFit", "True", "AllRungsFit", "every rung fits the source"))
+    results = [j.result for j in facts.jobs if j.step == TRANSCODE and j.state == "Succeeded" and j.result]
+    done = completed(fit.targets, facts.status.renditions, results)
+    outcome.renditions = [done[t.name] for t in fit.targets if t.name in done]
+    missing = [t for t in fit.targets if t.name not in done]
+    if not missing:
+        outcome.verdicts.append(Verdict("Transcoded", "True", "RenditionsReady",
+                                        f"{len(done)} rendition(s) encoded"))
+        return outcome
+
+    chunks = chunking(ladder, master_facts(technical)) if any(t.kind == "video" for t in missing) else None
+    steps: list[tuple[StepJobRequest, JobObservation | None]] = []
+    if chunks is None:
+        request = _ladder_request(facts, ladder, TRANSCODE,
+                                  transcode_inputs(facts.spec.source.uri, technical, ladder, missing, "single"))
+        steps.append((request, _observe(facts, request.name)))
+    else:
+        video = [t for t in missing if t.kind == "video"]
+        chunk_inputs = transcode_inputs(facts.spec.source.uri, technical, ladder, video, "chunk", f"{root}/chunks",
+                                        chunks)
+        assert ladder.chunking is not None
+        chunk_request = _ladder_request(facts, ladder, TRANSCODE_CHUNKS, chunk_inputs, completions=chunks.count,
+                                        parallelism=min(ladder.chunking.max_parallel, chunks.count))
+        steps.append((chunk_request, _observe(facts, chunk_request.name)))
+        if steps[0][1] is not None and steps[0][1].state == "Succeeded":
+            stitch_inputs = transcode_inputs(facts.spec.source.uri, technical, ladder, missing, "stitch",
+                                             f"{root}/chunks", chunks)
+            stitch = _ladder_request(facts, ladder, TRANSCODE, stitch_inputs)
+            steps.append((stitch, _observe(facts, stitch.name)))
+
+    for request, observed in steps:
+        if observed is None:
+            outcome.create_jobs.append(build_step_job(request, config))
+        outcome.jobs.append(_step_job(request, observed))
+    request, observed = steps[-1]
+    names = ", ".join(t.name for t in missing)
+    failed = next((o for _, o in steps if o is not None and o.state == "Failed"), None)
+    if failed is not None:
+        detail = f": {failed.message}" if failed.message else ""
+        outcome.verdicts.append(Verdict("Transcoded", "False", "TranscodeFailed", f"Job {failed.name} failed{detail}"))
+        outcome.phase = "Failed"
+    elif observed is not None and observed.state == "Succeeded":
+        # Succeeded, yet its result names none of the missing renditions: the result was lost.
+        outcome.verdicts.append(Verdict("Transcoded", "False", "ResultUnreadable",
+                                        f"Job {observed.name} succeeded but reported no rendition for {names}"))
+        outcome.phase = "Failed"
+    else:
+        running = next((o for _, o in steps if o is not None and o.state == "Running"), None)
+        outcome.running = running
+        reason = "TranscodeRunning" if running else "TranscodePending"
+        outcome.verdicts.append(Verdict("Transcoded", "Unknown", reason, f"encoding {names}"))
+        outcome.phase = "Transcoding"
+    return outcome
 
 
 def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> AssetPlan:
@@ -194,28 +315,48 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
     done = ingested.status == "True"
     mirrored = _mirror_result(status, observed)
     if done and mirrored.qc is not None:
-        issues = len(mirrored.qc.issues or [])
+        issues = mirrored.qc.issue_count if mirrored.qc.issue_count is not None else len(mirrored.qc.issues or [])
         qc_passed = mirrored.qc.verdict != "Failed"
         verdicts.append(Verdict("QCPassed", "True" if qc_passed else "False", f"QC{mirrored.qc.verdict}",
                                 f"QC verdict {mirrored.qc.verdict} with {issues} issue(s)"))
-    progress = _progress(status.progress, facts.progress if observed and observed.state == "Running" else None,
-                         100 if done else 0, now)
+
+    running_step, running = INGEST, observed if observed and observed.state == "Running" else None
+    renditions = mirrored.renditions
+    if done and facts.ladder is not None and mirrored.technical is not None:
+        transcode = plan_transcode(facts, facts.ladder, mirrored.technical, config)
+        create += transcode.create_jobs
+        jobs += transcode.jobs
+        verdicts += transcode.verdicts
+        renditions = transcode.renditions
+        if transcode.phase is not None:
+            phase = transcode.phase
+            done = False
+            running_step, running = TRANSCODE, transcode.running
+    reported = facts.progress if running is not None else None
+    progress = _progress(status.progress, reported, running_step, 100 if done else 0, now)
 
     blockers: list[Verdict] = []
     if facts.ladder_found is False and spec.ladder_ref:
         blockers.append(Verdict("Ready", "False", "LadderNotFound",
                                 f"TranscodeLadder {spec.ladder_ref.name!r} not found in namespace {facts.namespace}"))
+    elif facts.ladder_found and facts.ladder is None and spec.ladder_ref:
+        blockers.append(Verdict("Ready", "False", "LadderInvalid",
+                                f"TranscodeLadder {spec.ladder_ref.name!r} does not validate; see its conditions"))
     if facts.archive_policy_found is False and spec.archive_policy_ref:
         blockers.append(Verdict("Ready", "False", "ArchivePolicyNotFound",
                                 f"ArchivePolicy {spec.archive_policy_ref.name!r} not found in namespace "
                                 f"{facts.namespace}"))
+    transcoded = next((v for v in verdicts if v.type == "Transcoded"), None)
     if phase == "Failed":
-        verdicts.append(Verdict("Ready", "False", ingested.reason, ingested.message))
+        failure = transcoded if transcoded is not None and transcoded.status == "False" else ingested
+        verdicts.append(Verdict("Ready", "False", failure.reason, failure.message))
     elif blockers:
         verdicts.append(blockers[0])
         phase = "Pending" if done else phase
     elif done:
         verdicts.append(Verdict("Ready", "True", "AllStepsSucceeded", "every planned step succeeded"))
+    elif transcoded is not None:
+        verdicts.append(Verdict("Ready", "False", transcoded.reason, transcoded.message))
     else:
         verdicts.append(Verdict("Ready", "False", ingested.reason, ingested.message))
 
@@ -227,6 +368,7 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
             "observed_generation": facts.generation,
             "progress": progress,
             "jobs": jobs,
+            "renditions": renditions or None,
         }
     )
     return AssetPlan(create, new_status)

@@ -51,6 +51,8 @@ class StepJobRequest:
     priority_class_name: str | None = None
     queue_name: str | None = None
     extra_labels: dict[str, str] = field(default_factory=dict)
+    completions: int | None = None  # set: an Indexed Job, one index per unit of work (a chunk)
+    parallelism: int | None = None
 
     @property
     def digest(self) -> str:
@@ -164,6 +166,10 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
         "activeDeadlineSeconds": config.job_active_deadline_seconds,
         "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod_spec},
     }
+    if request.completions is not None:
+        # Each index gets JOB_COMPLETION_INDEX; the Job controller retries a failed index alone.
+        spec |= {"completionMode": "Indexed", "completions": request.completions,
+                 "parallelism": request.parallelism or 1}
     if request.queue_name:
         # Kueue admits a suspended Job by un-suspending it once its queue has quota.
         spec["suspend"] = True

@@ -8,18 +8,27 @@ any point leaves either no manifest (re-run) or a complete, verifiable result.
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from kubemam.storage.manifest import Manifest, entries_for, manifest_uri, missing_or_changed
 from kubemam.storage.uri import S3Uri
 
 TMP_DIR = ".tmp"
+log = logging.getLogger(__name__)
 
 
 def make_client(endpoint: str | None = None, access_key: str | None = None, secret_key: str | None = None) -> Any:
@@ -35,6 +44,43 @@ def make_client(endpoint: str | None = None, access_key: str | None = None, secr
         region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}),
     )
+
+
+TRANSIENT_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+TRANSIENT_CODES = {"500", "502", "503", "504", "SlowDown", "ServiceUnavailable", "InternalError",
+                   "XMinioServerNotInitialized"}
+
+
+def is_transient(err: BaseException) -> bool:
+    """A failure that may pass by itself: S3 unreachable, overloaded or restarting."""
+    if isinstance(err, TRANSIENT_ERRORS):
+        return True
+    if isinstance(err, ClientError):
+        error = err.response.get("Error", {})
+        status = str(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        return str(error.get("Code")) in TRANSIENT_CODES or status.startswith("5")
+    return False
+
+
+def wait_until_reachable(s3: Any, bucket: str, seconds: float, sleep: Callable[[float], None] = time.sleep,
+                         clock: Callable[[], float] = time.monotonic) -> None:
+    """Retry with exponential backoff (0.5 s doubling to 8 s) until the bucket answers or seconds pass.
+
+    A brief outage is ridden out here; a longer one fails the step with an ordinary exit code so
+    the Job controller retries the pod later. A missing bucket or a refused credential is not transient.
+    """
+    deadline = clock() + seconds
+    delay = 0.5
+    while True:
+        try:
+            s3.head_bucket(Bucket=bucket)
+            return
+        except (ClientError, *TRANSIENT_ERRORS) as err:
+            if not is_transient(err) or clock() + delay > deadline:
+                raise
+            log.warning("S3 is not answering (%s); retrying in %.1fs", type(err).__name__, delay)
+        sleep(delay)
+        delay = min(delay * 2, 8.0)
 
 
 def list_objects(s3: Any, prefix: S3Uri) -> Iterator[tuple[str, int]]:
@@ -62,24 +108,39 @@ def verify(s3: Any, prefix: S3Uri, manifest: Manifest) -> list[str]:
 
 
 def commit(s3: Any, local_dir: Path, prefix: S3Uri, *, step: str, input_hash: str, worker_version: str,
-           now: datetime, result: dict[str, Any] | None = None) -> Manifest:
-    """Upload local_dir under prefix with its manifest; a verified earlier commit of the same inputs wins."""
+           now: datetime, result: dict[str, Any] | None = None, content_addressed: bool = False) -> Manifest:
+    """Upload local_dir under prefix with its manifest; a verified earlier commit of the same inputs wins.
+
+    content_addressed: the prefix is named by the hash of everything that determines its bytes, so
+    any object already at a final key is the same content; objects go straight to their keys (no
+    staging copy, half the writes) and the manifest, written last, still makes the set visible at once.
+    """
     existing = read_manifest(s3, prefix)
     if existing is not None and existing.input_hash == input_hash and not verify(s3, prefix, existing):
         return existing
     manifest = Manifest(step=step, input_hash=input_hash, worker_version=worker_version, created=now,
                         objects=entries_for(local_dir), result=result or {})
+    if content_addressed:
+        for entry in manifest.objects:
+            s3.upload_file(str(local_dir / entry.key), prefix.bucket, prefix.join(entry.key).key)
+        return _publish(s3, prefix, manifest)
     staging = prefix.join(TMP_DIR, uuid.uuid4().hex)
     for entry in manifest.objects:
         s3.upload_file(str(local_dir / entry.key), staging.bucket, staging.join(entry.key).key)
     for entry in manifest.objects:
         s3.copy_object(Bucket=prefix.bucket, Key=prefix.join(entry.key).key,
                        CopySource={"Bucket": staging.bucket, "Key": staging.join(entry.key).key})
+    _publish(s3, prefix, manifest)
+    for entry in manifest.objects:
+        s3.delete_object(Bucket=staging.bucket, Key=staging.join(entry.key).key)
+    return manifest
+
+
+def _publish(s3: Any, prefix: S3Uri, manifest: Manifest) -> Manifest:
+    """Check every object landed at its size, then write the manifest: the moment the set exists."""
     problems = verify(s3, prefix, manifest)
     if problems:
         raise RuntimeError(f"commit to {prefix} did not verify: {', '.join(problems)}")
     target = manifest_uri(prefix)
     s3.put_object(Bucket=target.bucket, Key=target.key, Body=manifest.to_json(), ContentType="application/json")
-    for entry in manifest.objects:
-        s3.delete_object(Bucket=staging.bucket, Key=staging.join(entry.key).key)
     return manifest

@@ -1,88 +1,74 @@
 """`kubemam worker ingest`: fetch the master, check its checksum, probe, QC, proxy, commit.
 
-Outputs (probe.json, qc.json, proxy.mp4, poster.jpg, thumbs/*.jpg, sprite.jpg, sprite.vtt) are
-committed under
-<output>/<hash16>/ with a manifest; a re-run whose manifest verifies only repeats its result.
+Input: source (uri, checksum), output, and optionally timeline, markers, qc (a QCPolicy) and
+thumbnails (the ladder's settings). Outputs (probe.json, qc.json, proxy.mp4, poster.jpg,
+thumbs/*.jpg, sprite-NNN.jpg, sprite.vtt) are committed under <output>/<hash16>/ with a
+manifest; a re-run whose manifest verifies only repeats its result.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import ffmpeg
+from pydantic import ValidationError
+
 from kubemam import __version__
-from kubemam.api.asset import Checksum, QCResult, Timeline
-from kubemam.media.probe import probe, technical_metadata
+from kubemam.api.asset import Checksum, Marker, QCResult, Timeline
+from kubemam.api.ladder import Thumbnails
+from kubemam.api.qc import QCPolicy
+from kubemam.media.probe import ProbeError, probe, technical_metadata
 from kubemam.media.progress import FfmpegProgress, progress_line
-from kubemam.media.qc import QCThresholds, run_qc, verdict
-from kubemam.media.thumbnails import make_thumbnails
+from kubemam.media.qc import QCError, measurement_findings, run_qc, timeline_findings, verdict
+from kubemam.media.thumbnails import make_thumbnails, sheet_name
 from kubemam.media.timecode import Timecode, TimecodeError
-from kubemam.storage.s3 import commit, make_client, read_manifest, verify
+from kubemam.storage.s3 import commit, make_client, read_manifest, verify, wait_until_reachable
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError, digest, step_input, work_dir, write_result
+from kubemam.worker.source import check_checksum, fetch
 
 log = logging.getLogger("kubemam.worker.ingest")
 
-CHUNK = 8 * 1024 * 1024
+S3_RETRY_ENV = "KUBEMAM_S3_RETRY_SECONDS"
+DEFAULT_S3_RETRY_SECONDS = 60.0
 MAX_ISSUES_IN_RESULT = 8  # the full list is in qc.json; the termination message stays small
 
 
-def fetch(uri: str, target: Path, s3: Any) -> str:
-    """Download the source to target; returns its sha256."""
-    sha = hashlib.sha256()
-    if uri.startswith("s3://"):
-        source = S3Uri.parse(uri)
-        try:
-            body = s3.get_object(Bucket=source.bucket, Key=source.key)["Body"]
-        except s3.exceptions.NoSuchKey as err:
-            raise StepError(f"source {uri} does not exist") from err
-        chunks = iter(lambda: body.read(CHUNK), b"")
-    elif uri.startswith(("https://", "http://")):
-        response = urllib.request.urlopen(uri, timeout=60)  # noqa: S310 - the scheme is checked above
-        chunks = iter(lambda: response.read(CHUNK), b"")
-    else:
-        raise StepError(f"unsupported source scheme in {uri}")
-    with open(target, "wb") as out:
-        for chunk in chunks:
-            sha.update(chunk)
-            out.write(chunk)
-    return sha.hexdigest()
+def _ffmpeg(stream: Any, what: str) -> None:
+    command = stream.global_args("-v", "error").overwrite_output().compile()
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"ffmpeg {what} failed: {result.stderr.strip()[-500:]}")
 
 
-def check_checksum(expected: Checksum | None, path: Path, sha256: str) -> None:
-    if expected is None:
-        return
-    actual = sha256
-    if expected.algorithm == "md5":
-        actual = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
-    if actual != expected.value:
-        raise StepError(f"source {expected.algorithm} is {actual}, the asset declares {expected.value}")
-
-
-def make_proxy(source: Path, out_dir: Path, duration: float | None) -> None:
+def make_proxy(source: Path, out_dir: Path, duration: float | None, has_audio: bool) -> None:
     """A 360p H.264 browse proxy and a poster frame from 10% into the programme."""
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-map", "0:v:0", "-map", "0:a:0?",
-                    "-vf", "scale=-2:360", "-c:v", "libx264", "-preset", "veryfast", "-crf", "28",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-movflags", "+faststart",
-                    str(out_dir / "proxy.mp4")], check=True, capture_output=True)
-    at = f"{(duration or 0) * 0.1:.3f}"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", at, "-i", str(source), "-frames:v", "1",
-                    "-vf", "scale=-2:360", str(out_dir / "poster.jpg")], check=True, capture_output=True)
+    master = ffmpeg.input(str(source))
+    streams = [master["v:0"].filter("scale", -2, 360)] + ([master["a:0"]] if has_audio else [])
+    _ffmpeg(ffmpeg.output(*streams, str(out_dir / "proxy.mp4"), vcodec="libx264", preset="veryfast", crf=28,
+                          pix_fmt="yuv420p", acodec="aac", audio_bitrate="96k", movflags="+faststart"), "proxy")
+    poster = ffmpeg.input(str(source), ss=f"{(duration or 0) * 0.1:.3f}")["v:0"].filter("scale", -2, 360)
+    _ffmpeg(poster.output(str(out_dir / "poster.jpg"), vframes=1), "poster")
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
-    """The result as mirrored to the asset's status: QC issues capped to keep it small."""
+    """The result as mirrored to the asset's status: QC issues capped, errors first, to keep it small."""
     small: dict[str, Any] = json.loads(json.dumps(result))
     issues = (small.get("qc") or {}).get("issues") or []
     if len(issues) > MAX_ISSUES_IN_RESULT:
-        small["qc"]["issues"] = issues[:MAX_ISSUES_IN_RESULT]
+        # Errors first, and one of every check before a second of any: six bad markers must not
+        # hide the freeze. Sorting is stable, so issues keep the order they were found in.
+        ranked = sorted(issues, key=lambda issue: issue.get("severity") != "error")
+        firsts = [i for n, i in enumerate(ranked) if all(j["check"] != i["check"] for j in ranked[:n])]
+        kept = (firsts + [i for i in ranked if i not in firsts])[:MAX_ISSUES_IN_RESULT]
+        small["qc"]["issues"] = [i for i in ranked if i in kept]
     return small
 
 
@@ -92,10 +78,20 @@ def run() -> int:
     if "uri" not in source or "output" not in inputs:
         raise StepError("ingest input needs source.uri and output")
     checksum = Checksum.model_validate(source["checksum"]) if source.get("checksum") else None
-    timeline = Timeline.model_validate(inputs.get("timeline") or {})
+    try:
+        timeline = Timeline.model_validate(inputs.get("timeline") or {})
+        markers = [Marker.model_validate(m) for m in inputs.get("markers") or []]
+        policy = QCPolicy.model_validate(inputs.get("qc") or {})
+        thumbnail_settings = Thumbnails.model_validate(inputs.get("thumbnails") or {})
+    except ValidationError as err:
+        raise StepError(f"ingest input is invalid: {err}") from err
     input_digest = digest(inputs)
     prefix = S3Uri.parse(inputs["output"]).join(input_digest[:16])
     s3 = make_client()
+    retry_seconds = float(os.environ.get(S3_RETRY_ENV) or DEFAULT_S3_RETRY_SECONDS)
+    buckets = {prefix.bucket} | ({S3Uri.parse(source["uri"]).bucket} if source["uri"].startswith("s3://") else set())
+    for bucket in sorted(buckets):
+        wait_until_reachable(s3, bucket, retry_seconds)
 
     done = read_manifest(s3, prefix)
     if done is not None and done.input_hash == input_digest and not verify(s3, prefix, done):
@@ -112,7 +108,10 @@ def run() -> int:
     check_checksum(checksum, master, sha256)
     log.info("fetched %s: %d bytes, sha256 %s", source["uri"], master.stat().st_size, sha256)
 
-    info = probe(master)
+    try:
+        info = probe(master)
+    except ProbeError as err:
+        raise StepError(f"{source['uri']} is not a usable master: {err}") from err
     technical = technical_metadata(info, sha256)
     start = None
     start_text = technical.start_timecode or timeline.start_timecode
@@ -128,23 +127,30 @@ def run() -> int:
         eta = int((duration - update.out_seconds) / update.speed) if update.speed and duration else None
         print(progress_line("ingest", int(share * 80), update.fps, eta), flush=True)
 
-    measurements = run_qc(master, bool(technical.audio), QCThresholds(), report)
-    qc: QCResult = verdict(measurements, QCThresholds(), timeline.frame_rate, start, technical.duration_seconds,
-                           datetime.now(UTC))
-    log.info("QC verdict %s with %d issue(s)", qc.verdict, len(qc.issues or []))
-    make_proxy(master, out_dir, technical.duration_seconds)
-    print(progress_line("ingest", 90), flush=True)
+    try:
+        measurements = run_qc(master, bool(technical.audio), policy, report)
+    except QCError as err:
+        raise StepError(f"{source['uri']} cannot be decoded: {err}") from err
     video = technical.video
-    thumbnails = 0
+    findings = measurement_findings(measurements, policy, technical.duration_seconds)
+    findings += timeline_findings(markers, timeline, start, video.frame_rate if video else None,
+                                  technical.duration_seconds)
+    qc: QCResult = verdict(findings, measurements, policy, timeline.frame_rate, start, datetime.now(UTC))
+    qc = qc.model_copy(update={"issue_count": len(findings), "report_uri": str(prefix.join("qc.json"))})
+    log.info("QC verdict %s with %d issue(s)", qc.verdict, len(qc.issues or []))
+    make_proxy(master, out_dir, technical.duration_seconds, bool(technical.audio))
+    print(progress_line("ingest", 90), flush=True)
+    thumbnails = sheets = 0
     if video is not None and video.width and video.height:
-        thumbnails = make_thumbnails(master, out_dir, technical.duration_seconds or 0.0, video.width, video.height)
+        thumbnails, sheets = make_thumbnails(master, out_dir, duration, video.width, video.height,
+                                             thumbnail_settings)
     (out_dir / "probe.json").write_text(json.dumps(info, indent=2, sort_keys=True))
     (out_dir / "qc.json").write_text(json.dumps(qc.to_wire(), indent=2, sort_keys=True))
 
     previews: dict[str, Any] = {"proxyUri": str(prefix.join("proxy.mp4")), "posterUri": str(prefix.join("poster.jpg"))}
     if thumbnails:
-        previews |= {"spriteUri": str(prefix.join("sprite.jpg")), "spriteIndexUri": str(prefix.join("sprite.vtt")),
-                     "thumbnails": thumbnails}
+        previews |= {"spriteUri": str(prefix.join(sheet_name(0))), "spriteIndexUri": str(prefix.join("sprite.vtt")),
+                     "spriteSheets": sheets, "thumbnails": thumbnails}
     result = {"technical": technical.to_wire(), "qc": qc.to_wire(), "previews": previews,
               "manifest": str(prefix.join("manifest.json"))}
     manifest = commit(s3, out_dir, prefix, step="ingest", input_hash=input_digest, worker_version=__version__,

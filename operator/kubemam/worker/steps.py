@@ -14,7 +14,7 @@ import sys
 from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
 from kubemam.worker.contract import StepError, write_result
 
-STEPS = ("ingest",)
+STEPS = ("ingest", "transcode")
 
 
 def main(step: str) -> int:
@@ -24,6 +24,10 @@ def main(step: str) -> int:
             from kubemam.worker import ingest
 
             return ingest.run()
+        if step == "transcode":
+            from kubemam.worker import transcode
+
+            return transcode.run()
         raise StepError(f"unknown step {step!r} (known: {', '.join(STEPS)})")
     except StepError as err:
         print(f"{step}: {err}", file=sys.stderr)
