@@ -106,12 +106,13 @@ def _local(args: argparse.Namespace) -> int:
             print(f"pinned {module}")
         return 0
     if args.action == "build":
-        from kubemam.local.minio import resolve_minio
+        from kubemam.local.gotools import TOOLS, resolve_tool
 
         binaries = resolve(cluster.TOOLS + ("kube-scheduler",))
         for name, path in sorted(binaries.paths.items()):
             print(f"{name}\t{path}")
-        print(f"minio\t{resolve_minio()}")
+        for tool in TOOLS:
+            print(f"{tool}\t{resolve_tool(tool)}")
         return 0
     if args.action == "up":
         state = cluster.up(directory)

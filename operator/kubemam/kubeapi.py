@@ -91,6 +91,30 @@ class KubeApi:
                 return False
             raise
 
+    def secret_keys(self, namespace: str, name: str) -> set[str] | None:
+        """The data keys a Secret holds (never their values, which stay in the API server), or None."""
+        try:
+            body = _raw(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return set((body.get("data") or {}).keys())
+
+    def create_secret(self, secret: dict[str, Any]) -> bool:
+        """Create a Secret; False when one of that name exists already (409)."""
+        try:
+            self.core.create_namespaced_secret(secret["metadata"]["namespace"], secret, _preload_content=False)
+            return True
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+
+    def add_secret_data(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
+        """Add entries to a Secret (a strategic merge: entries already there are kept)."""
+        self.core.patch_namespaced_secret(name, namespace, {"stringData": string_data}, _preload_content=False)
+
     def _job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         body = _raw(self.core.list_namespaced_pod(
             namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}", _preload_content=False))
@@ -111,12 +135,18 @@ class KubeApi:
         return None
 
     def termination_message(self, namespace: str, job_name: str) -> str | None:
-        """The termination message of the Job's succeeded pod, where the worker puts its result."""
-        for pod in self._job_pods(namespace, job_name):
-            if (pod.get("status") or {}).get("phase") != "Succeeded":
-                continue
-            for status in (pod["status"].get("containerStatuses") or []):
-                terminated = (status.get("state") or {}).get("terminated") or {}
-                if terminated.get("message"):
-                    return str(terminated["message"])
+        """The termination message where the worker puts its result: the succeeded pod's, else (a
+        failed Job) the last failed pod's, which holds the worker's error."""
+        pods = self._job_pods(namespace, job_name)
+        for phase in ("Succeeded", "Failed"):
+            found = None
+            for pod in pods:
+                if (pod.get("status") or {}).get("phase") != phase:
+                    continue
+                for status in (pod["status"].get("containerStatuses") or []):
+                    terminated = (status.get("state") or {}).get("terminated") or {}
+                    if terminated.get("message"):
+                        found = str(terminated["message"])
+            if found is not None:
+                return found
         return None

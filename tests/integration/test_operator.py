@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -203,10 +204,15 @@ def test_deleting_the_asset_lets_the_garbage_collector_remove_its_job(operator: 
 def test_policy_kinds_report_what_the_schema_cannot_judge(operator: Path, api_client: Any, namespace: str) -> None:
     custom = Custom(api_client, namespace)
     ladder = example("transcodeladder.yaml")
-    del ladder["spec"]["drm"]["keyProvider"]
+    keyless = copy.deepcopy(ladder)
+    del keyless["spec"]["drm"]["keyProvider"]
+    with pytest.raises(ApiException) as refused:  # DRM without a key provider never gets in
+        custom.create("transcodeladders", keyless)
+    assert refused.value.status == 422 and "keyProvider" in str(refused.value.body)
+    ladder["spec"]["chunking"]["chunkSeconds"] = 61
     custom.create("transcodeladders", ladder)
     ready = wait_for(lambda: custom.condition("transcodeladders", "ott-standard", "Ready"), what="ladder Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "KeyProviderMissing")
+    assert (ready["status"], ready["reason"]) == ("False", "ChunkNotSegmentAligned")
 
     policy = example("archivepolicy.yaml")
     policy["spec"]["tiers"][2]["transition"]["afterDays"] = 10  # before the warm tier's 30

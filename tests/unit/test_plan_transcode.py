@@ -25,6 +25,8 @@ TECHNICAL = TechnicalMetadata.model_validate({
 def _ladder(**changes: Any) -> TranscodeLadderSpec:
     doc = yaml.safe_load((EXAMPLES / "transcodeladder.yaml").read_text())["spec"]
     doc.pop("chunking")
+    doc.pop("packaging")  # packaging is planned after transcoding: tests/unit/test_plan_package.py
+    doc.pop("drm")
     doc.update(changes)
     return TranscodeLadderSpec.model_validate(doc)
 

@@ -201,11 +201,19 @@ class RenditionStatus(KubeModel):
     duration_seconds: float | None = Field(default=None, ge=0)
 
 
+class PackageTrack(KubeModel):
+    name: str
+    kind: Literal["video", "audio"]
+    key_id: str | None = Field(default=None, description="The KID the track is encrypted with; never the key.")
+
+
 class PackageStatus(KubeModel):
     format: Literal["hls", "dash"]
     manifest_uri: str
     drm_systems: list[str] | None = None
+    scheme: Literal["cenc", "cbcs"] | None = None
     key_ids: list[str] | None = Field(default=None, description="Key IDs only, never keys.")
+    tracks: list[PackageTrack] | None = None
 
 
 class DistributionStatus(KubeModel):

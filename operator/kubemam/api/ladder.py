@@ -182,7 +182,7 @@ class Drm(KubeModel):
     systems: list[DrmSystem] = Field(min_length=1, max_length=4, json_schema_extra={
         "x-kubernetes-list-type": "set"})
     scheme: Literal["cenc", "cbcs"] = "cenc"
-    key_provider: KeyProvider | None = None
+    key_provider: KeyProvider = Field(description="Where the content keys come from; DRM without one is refused.")
     key_tiers: KeyTiers | None = None
 
 

@@ -15,6 +15,7 @@ from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, TRANSCODE_LADDER
 from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.config import OperatorConfig
+from kubemam.controllers.keys import ensure_content_keys
 from kubemam.kubeapi import KubeApi
 from kubemam.media.progress import latest_progress
 from kubemam.plan.asset import AssetFacts, JobObservation, plan_asset
@@ -37,7 +38,7 @@ def _owned_jobs(api: KubeApi, body: dict[str, Any]) -> list[JobObservation]:
         if not any(o.get("uid") == meta["uid"] for o in owners):
             continue  # a Job left by an earlier asset of the same name
         observation = observe_job(job)
-        if observation.state == "Succeeded":
+        if observation.state in ("Succeeded", "Failed"):
             message = api.termination_message(meta["namespace"], observation.name)
             observation = observe_job(job, message)
         observations.append(observation)
@@ -86,6 +87,8 @@ def reconcile(api: KubeApi, config: OperatorConfig, namespace: str, name: str) -
             return
         facts = gather(api, body)
         plan = plan_asset(facts, config, datetime.now(UTC))
+        if plan.key_secret is not None and plan.create_jobs:
+            ensure_content_keys(api, namespace, plan.key_secret, body)  # before the Job that mounts it
         for job in plan.create_jobs:
             if api.create_job(job):
                 log.info("created Job %s/%s", namespace, job["metadata"]["name"])

@@ -1,13 +1,7 @@
-"""MinIO as the local S3 server: found or built, started on loopback with generated credentials.
-
-Binary lookup: MINIO_BINARY → `minio` on PATH → the per-version cache → `go install` of the
-pinned pseudo-version from the Go module proxy (MinIO tags releases as RELEASE.*, so the
-proxy knows it only by pseudo-version; its go.mod has no replace directives).
-"""
+"""MinIO as the local S3 server: found or built (local.gotools), started on loopback with generated credentials."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import secrets
@@ -21,55 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from kubemam.local.binaries import BinaryError, cache_root
+from kubemam.local.binaries import BinaryError
 from kubemam.local.controlplane import free_port
+from kubemam.local.gotools import resolve_tool
 from kubemam.local.processes import LocalService, stop_process_group
 from kubemam.storage.s3 import make_client
 
 log = logging.getLogger(__name__)
 
-MINIO_MODULE = "github.com/minio/minio"
-MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
-
-
-def minio_cache_dir(version: str = MINIO_VERSION) -> Path:
-    return cache_root() / "minio" / version / "bin"
-
-
 def resolve_minio(allow_build: bool = True) -> Path:
-    explicit = os.environ.get("MINIO_BINARY")
-    if explicit:
-        path = Path(explicit)
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise BinaryError(f"MINIO_BINARY={explicit} is not an executable file")
-        return path
-    on_path = shutil.which("minio")
-    if on_path:
-        return Path(on_path)
-    cached = minio_cache_dir() / "minio"
-    if cached.is_file() and os.access(cached, os.X_OK):
-        return cached
-    if not allow_build:
-        raise BinaryError(f"no MinIO: set MINIO_BINARY, put minio on PATH, or build it into {cached.parent}")
-    go = shutil.which("go")
-    if go is None:
-        raise BinaryError("MinIO is not cached and Go is not on PATH to build it; set MINIO_BINARY")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with open(cached.parent / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if cached.is_file():
-            return cached
-        started = time.monotonic()
-        log.info("building MinIO %s from the Go module proxy (cached in %s)", MINIO_VERSION, cached.parent)
-        with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
-            env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": tmp, "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "auto")}
-            command = [go, "install", "-trimpath", "-ldflags", "-s -w", f"{MINIO_MODULE}@{MINIO_VERSION}"]
-            result = subprocess.run(command, env=env, cwd=tmp, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise BinaryError(f"go install {MINIO_MODULE} failed:\n{result.stderr[-4000:]}")
-            (Path(tmp) / "minio").replace(cached)
-        log.info("built MinIO in %.0fs", time.monotonic() - started)
-    return cached
+    return resolve_tool("minio", allow_build)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from kubemam.api.asset import (
     SUPPORTED_SOURCE_SCHEMES,
     MediaAssetSpec,
     MediaAssetStatus,
+    PackageStatus,
     Previews,
     Progress,
     QCResult,
@@ -26,6 +27,7 @@ from kubemam.config import OperatorConfig
 from kubemam.media.timecode import Timecode, TimecodeError
 from kubemam.plan.conditions import Verdict, apply_verdicts
 from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
+from kubemam.plan.package import CPIX_TOKEN_ENV, KEYS_MOUNT, PACKAGE, packaged, plan_package
 from kubemam.plan.transcode import (
     TRANSCODE,
     TRANSCODE_CHUNKS,
@@ -67,9 +69,18 @@ class AssetFacts:
 
 
 @dataclass(frozen=True)
+class KeySecret:
+    """Content keys the operator must hold (generated once per tier) before the package Job runs."""
+
+    name: str
+    tiers: list[str]
+
+
+@dataclass(frozen=True)
 class AssetPlan:
     create_jobs: list[dict[str, Any]]
     status: MediaAssetStatus
+    key_secret: KeySecret | None = None
 
 
 def source_problem(spec: MediaAssetSpec) -> str | None:
@@ -184,6 +195,8 @@ class StepOutcome:
     renditions: list[RenditionStatus] | None = None
     phase: str | None = None  # None: this step is done and does not hold the asset back
     running: JobObservation | None = None
+    packages: list[PackageStatus] | None = None
+    key_secret: KeySecret | None = None
 
 
 def _observe(facts: AssetFacts, name: str) -> JobObservation | None:
@@ -276,6 +289,50 @@ def plan_transcode(facts: AssetFacts, ladder: TranscodeLadderSpec, technical: Te
     return outcome
 
 
+def plan_packaging(facts: AssetFacts, ladder: TranscodeLadderSpec, renditions: list[RenditionStatus],
+                   previews: Previews | None, config: OperatorConfig) -> StepOutcome:
+    """One package Job over every rendition; a package already made for the same inputs is kept."""
+    outcome = StepOutcome()
+    root = f"{config.library_uri.rstrip('/')}/assets/{facts.namespace}/{facts.name}"
+    plan = plan_package(facts.name, facts.uid, facts.spec, ladder, renditions, previews, root)
+    if plan is None:
+        return outcome
+    results = [j.result for j in facts.jobs if j.step == PACKAGE and j.state == "Succeeded" and j.result]
+    done = packaged(plan, facts.status.packages, results)
+    if done is not None:
+        outcome.packages = done
+        outcome.verdicts.append(Verdict("Packaged", "True", "PackagesReady",
+                                        ", ".join(sorted({p.format for p in done})) + " packaged"))
+        return outcome
+    request = StepJobRequest(
+        owner=Owner("MediaAsset", facts.name, facts.uid, facts.namespace), step=PACKAGE, inputs=plan.inputs,
+        priority_class_name=ladder.priority_class_name, queue_name=ladder.queue_name,
+        secret_mounts=((plan.key_secret, KEYS_MOUNT),) if plan.key_secret else (),
+        secret_env=((CPIX_TOKEN_ENV, *plan.token_secret),) if plan.token_secret else ())
+    if plan.key_secret:
+        outcome.key_secret = KeySecret(plan.key_secret, plan.tiers)
+    observed = _observe(facts, request.name)
+    if observed is None:
+        outcome.create_jobs.append(build_step_job(request, config))
+    outcome.jobs.append(_step_job(request, observed))
+    if observed is not None and observed.state == "Failed":
+        detail = f": {observed.message}" if observed.message else ""
+        reason = "KeyProviderFailed" if "key provider" in (observed.message or "") else "PackageFailed"
+        outcome.verdicts.append(Verdict("Packaged", "False", reason, f"Job {observed.name} failed{detail}"))
+        outcome.phase = "Failed"
+    elif observed is not None and observed.state == "Succeeded":
+        outcome.verdicts.append(Verdict("Packaged", "False", "ResultUnreadable",
+                                        f"Job {observed.name} succeeded but reported no package"))
+        outcome.phase = "Failed"
+    else:
+        running = observed is not None and observed.state == "Running"
+        outcome.running = observed if running else None
+        outcome.verdicts.append(Verdict("Packaged", "Unknown", "PackageRunning" if running else "PackagePending",
+                                        f"packaging {', '.join(plan.inputs['formats'])} into {plan.output}"))
+        outcome.phase = "Packaging"
+    return outcome
+
+
 def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> AssetPlan:
     spec = facts.spec
     status = facts.status
@@ -332,6 +389,19 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
             phase = transcode.phase
             done = False
             running_step, running = TRANSCODE, transcode.running
+    packages = mirrored.packages
+    key_secret = None
+    if done and facts.ladder is not None and renditions and facts.ladder.packaging is not None:
+        packaging = plan_packaging(facts, facts.ladder, renditions, mirrored.previews, config)
+        create += packaging.create_jobs
+        jobs += packaging.jobs
+        verdicts += packaging.verdicts
+        packages = packaging.packages
+        key_secret = packaging.key_secret
+        if packaging.phase is not None:
+            phase = packaging.phase
+            done = False
+            running_step, running = PACKAGE, packaging.running
     reported = facts.progress if running is not None else None
     progress = _progress(status.progress, reported, running_step, 100 if done else 0, now)
 
@@ -347,16 +417,19 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
                                 f"ArchivePolicy {spec.archive_policy_ref.name!r} not found in namespace "
                                 f"{facts.namespace}"))
     transcoded = next((v for v in verdicts if v.type == "Transcoded"), None)
+    packaged_verdict = next((v for v in verdicts if v.type == "Packaged"), None)
+    latest = packaged_verdict or transcoded
     if phase == "Failed":
-        failure = transcoded if transcoded is not None and transcoded.status == "False" else ingested
+        failure = next((v for v in (packaged_verdict, transcoded) if v is not None and v.status == "False"),
+                       ingested)
         verdicts.append(Verdict("Ready", "False", failure.reason, failure.message))
     elif blockers:
         verdicts.append(blockers[0])
         phase = "Pending" if done else phase
     elif done:
         verdicts.append(Verdict("Ready", "True", "AllStepsSucceeded", "every planned step succeeded"))
-    elif transcoded is not None:
-        verdicts.append(Verdict("Ready", "False", transcoded.reason, transcoded.message))
+    elif latest is not None:
+        verdicts.append(Verdict("Ready", "False", latest.reason, latest.message))
     else:
         verdicts.append(Verdict("Ready", "False", ingested.reason, ingested.message))
 
@@ -369,6 +442,7 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
             "progress": progress,
             "jobs": jobs,
             "renditions": renditions or None,
+            "packages": packages or None,
         }
     )
-    return AssetPlan(create, new_status)
+    return AssetPlan(create, new_status, key_secret)

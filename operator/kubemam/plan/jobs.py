@@ -53,6 +53,9 @@ class StepJobRequest:
     extra_labels: dict[str, str] = field(default_factory=dict)
     completions: int | None = None  # set: an Indexed Job, one index per unit of work (a chunk)
     parallelism: int | None = None
+    # Secrets by reference only: (Secret, mount path) read-only volumes, (variable, Secret, key) env.
+    secret_mounts: tuple[tuple[str, str], ...] = ()
+    secret_env: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def digest(self) -> str:
@@ -103,6 +106,8 @@ def _env(request: StepJobRequest, config: OperatorConfig) -> list[dict[str, Any]
             env.append(
                 {"name": var, "valueFrom": {"secretKeyRef": {"name": config.s3_credentials_secret, "key": var}}}
             )
+    for var, secret, key in request.secret_env:
+        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     return env
 
 
@@ -139,6 +144,10 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
     }
     if request.resources:
         container["resources"] = request.resources
+    secret_volumes = []
+    for index, (secret, mount_path) in enumerate(request.secret_mounts):
+        secret_volumes.append({"name": f"secret-{index}", "secret": {"secretName": secret, "defaultMode": 0o440}})
+        container["volumeMounts"].append({"name": f"secret-{index}", "mountPath": mount_path, "readOnly": True})
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -148,6 +157,7 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
         "volumes": [
             {"name": "work", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
+            *secret_volumes,
         ],
     }
     if config.worker_service_account:

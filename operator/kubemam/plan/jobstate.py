@@ -43,6 +43,11 @@ def parse_result(termination_message: str | None) -> dict[str, Any] | None:
 def observe_job(job: dict[str, Any], termination_message: str | None = None) -> JobObservation:
     meta = job.get("metadata") or {}
     state, message = job_state(job)
+    if state == "Failed":
+        # The worker's own words (a StepError's message) say more than the Job controller's.
+        error = (parse_result(termination_message) or {}).get("error")
+        if isinstance(error, str) and error:
+            message = error
     return JobObservation(
         name=meta.get("name", ""),
         step=(meta.get("labels") or {}).get(LABEL_STEP, ""),

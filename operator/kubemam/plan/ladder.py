@@ -11,9 +11,6 @@ from kubemam.plan.conditions import apply_verdicts, ready_verdict
 def ladder_problems(spec: TranscodeLadderSpec) -> list[tuple[str, str]]:
     """(reason, message) for every problem found."""
     problems: list[tuple[str, str]] = []
-    if spec.drm and spec.drm.key_provider is None:
-        problems.append(("KeyProviderMissing",
-                         f"drm asks for {', '.join(spec.drm.systems)} but names no keyProvider"))
     if spec.chunking and spec.chunking.chunk_seconds % spec.segment_duration_seconds:
         problems.append(("ChunkNotSegmentAligned",
                          f"chunking.chunkSeconds {spec.chunking.chunk_seconds} is not a multiple of "

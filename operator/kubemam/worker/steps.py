@@ -14,7 +14,7 @@ import sys
 from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
 from kubemam.worker.contract import StepError, write_result
 
-STEPS = ("ingest", "transcode")
+STEPS = ("ingest", "transcode", "package")
 
 
 def main(step: str) -> int:
@@ -28,6 +28,10 @@ def main(step: str) -> int:
             from kubemam.worker import transcode
 
             return transcode.run()
+        if step == "package":
+            from kubemam.worker import package
+
+            return package.run()
         raise StepError(f"unknown step {step!r} (known: {', '.join(STEPS)})")
     except StepError as err:
         print(f"{step}: {err}", file=sys.stderr)

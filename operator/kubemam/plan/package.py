@@ -1,0 +1,138 @@
+"""The packaging planner (pure): from the ladder's packaging and DRM, the asset's renditions,
+captions and previews, the package Job's input and where it lands.
+
+The package prefix is content-addressed: its hash covers every rendition's spec hash, the
+captions, the thumbnails, the packaging and DRM settings (never a key) and the worker version,
+so a changed rung or DRM system makes a new package and an unchanged ladder re-packages nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from kubemam import __version__
+from kubemam.api.asset import MediaAssetSpec, PackageStatus, Previews, RenditionStatus
+from kubemam.api.ladder import KeyTiers, TranscodeLadderSpec
+from kubemam.plan.hashing import input_hash
+
+PACKAGE = "package"
+KEYS_MOUNT = "/var/run/kubemam/keys"
+CPIX_TOKEN_ENV = "KUBEMAM_CPIX_TOKEN"
+# KIDs asked of a CPIX server are derived, so a retried or re-planned request asks for the same ones.
+KID_NAMESPACE = uuid.UUID("6f1c7c3e-5b0e-4a51-9a55-6b7566616d6d")
+
+
+def key_tier(kind: str, height: int | None, tiers: KeyTiers | None) -> str:
+    """The key a track is encrypted with: one for everything unless the ladder separates them."""
+    separate_audio = bool(tiers and tiers.separate_audio)
+    separate_video = bool(tiers and tiers.separate_video_tiers)
+    if kind == "audio":
+        return "audio" if separate_audio else ("sd" if separate_video else "all")
+    if not separate_video:
+        return "video" if separate_audio else "all"
+    height = height or 0
+    return "sd" if height < 720 else "hd" if height <= 1080 else "uhd"
+
+
+def cpix_kid(asset_uid: str, tier: str) -> uuid.UUID:
+    return uuid.uuid5(KID_NAMESPACE, f"{asset_uid}/{tier}")
+
+
+def key_secret_name(asset: str, ladder: TranscodeLadderSpec) -> str:
+    provider = ladder.drm.key_provider if ladder.drm else None
+    prefix = provider.secret.name_prefix if provider and provider.secret else None
+    return f"{prefix}-{asset}"[:253] if prefix else f"{asset}-content-keys"[:253]
+
+
+def sprite_sheet_uris(previews: Previews | None) -> list[str]:
+    if previews is None or not previews.sprite_uri or not previews.sprite_sheets:
+        return []
+    first = previews.sprite_uri
+    if not first.endswith("sprite-001.jpg"):
+        return [first]
+    base = first.removesuffix("sprite-001.jpg")
+    return [f"{base}sprite-{n:03d}.jpg" for n in range(1, previews.sprite_sheets + 1)]
+
+
+@dataclass(frozen=True)
+class PackagePlan:
+    inputs: dict[str, Any]
+    output: str
+    tiers: list[str]  # key tiers the package needs (empty: in the clear)
+    key_secret: str | None  # the Secret the operator must hold the keys in (secret provider)
+    token_secret: tuple[str, str] | None  # (Secret, key) of the CPIX bearer token
+
+
+def plan_package(asset: str, asset_uid: str, spec: MediaAssetSpec, ladder: TranscodeLadderSpec,
+                 renditions: list[RenditionStatus], previews: Previews | None, root: str) -> PackagePlan | None:
+    packaging = ladder.packaging
+    if packaging is None or not renditions:
+        return None
+    languages = {a.name: a.language for a in ladder.audio or []}
+    drm = ladder.drm
+    tiers_spec = drm.key_tiers if drm else None
+    tracks = []
+    for rendition in renditions:
+        track: dict[str, Any] = {"name": rendition.name, "kind": rendition.kind, "uri": rendition.uri,
+                                 "specHash": rendition.spec_hash}
+        if rendition.kind == "audio" and languages.get(rendition.name):
+            track["language"] = languages[rendition.name]
+        if drm is not None:
+            track["keyTier"] = key_tier(rendition.kind, rendition.height, tiers_spec)
+        tracks.append(track)
+    tiers = sorted({t["keyTier"] for t in tracks if "keyTier" in t})
+    inputs: dict[str, Any] = {
+        "contentId": asset_uid,
+        "formats": sorted(packaging.formats),
+        "iframePlaylist": packaging.iframe_playlist,
+        "segmentSeconds": ladder.segment_duration_seconds,
+        "tracks": tracks,
+    }
+    if spec.captions:
+        inputs["captions"] = [c.to_wire() for c in spec.captions]
+    sheets = sprite_sheet_uris(previews)
+    if sheets and ladder.thumbnails is not None:
+        inputs["thumbnails"] = {"sheets": sheets, "columns": ladder.thumbnails.sprite_columns,
+                                "rows": ladder.thumbnails.sprite_rows,
+                                "intervalSeconds": ladder.thumbnails.interval_seconds}
+    key_secret, token_secret = None, None
+    if drm is not None:
+        provider = drm.key_provider
+        drm_inputs: dict[str, Any] = {"systems": sorted(drm.systems), "scheme": drm.scheme, "tiers": tiers}
+        if provider.type == "secret":
+            key_secret = key_secret_name(asset, ladder)
+            drm_inputs |= {"provider": "secret", "keysDir": KEYS_MOUNT}
+        else:
+            assert provider.cpix is not None  # the CRD's CEL rule: type cpix needs the cpix field
+            drm_inputs |= {"provider": "cpix", "url": provider.cpix.url,
+                           "kids": {tier: str(cpix_kid(asset_uid, tier)) for tier in tiers}}
+            ref = provider.cpix.credentials_secret_ref
+            if ref is not None:
+                drm_inputs["tokenEnv"] = CPIX_TOKEN_ENV
+                token_secret = (ref.name, ref.key or "token")  # the key defaults to "token"
+        inputs["drm"] = drm_inputs
+    digest = input_hash({"inputs": inputs, "worker": __version__})
+    output = f"{root}/packages/{digest[:16]}"
+    inputs["output"] = output
+    return PackagePlan(inputs, output, tiers, key_secret, token_secret)
+
+
+def packaged(plan: PackagePlan, status: list[PackageStatus] | None,
+             results: list[dict[str, Any]]) -> list[PackageStatus] | None:
+    """The packages of this plan, from status or from a package Job's result; None while not made."""
+    prefix = plan.output + "/"
+    current = [p for p in status or [] if p.manifest_uri.startswith(prefix)]
+    if current:
+        return current
+    for result in results:
+        entries = [PackageStatus.model_validate(_status_entry(p, result)) for p in result.get("packages") or []]
+        if entries and all(p.manifest_uri.startswith(prefix) for p in entries):
+            return entries
+    return None
+
+
+def _status_entry(package: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    tracks = [t for t in result.get("tracks") or [] if isinstance(t, dict)]
+    return {**package, "tracks": tracks}
