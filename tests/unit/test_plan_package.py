@@ -50,7 +50,9 @@ def test_renditions_ready_make_one_package_job_that_mounts_the_key_secret() -> N
     assert {t["name"]: t["keyTier"] for t in inputs["tracks"]} == {
         "h264-1080p": "hd", "h264-720p": "hd", "h264-540p": "sd", "h264-360p": "sd", "stereo-en": "audio"}
     assert inputs["drm"] == {"systems": ["clearkey", "playready", "widevine"], "scheme": "cenc",
-                             "tiers": ["audio", "hd", "sd"], "provider": "secret", "keysDir": KEYS_MOUNT}
+                             "tiers": ["audio", "hd", "sd"], "provider": "secret"}
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KUBEMAM_KEYS_DIR"] == KEYS_MOUNT
     assert plan.key_secret is not None and plan.key_secret.name == "drm-keys-ep1"
     assert plan.key_secret.tiers == ["audio", "hd", "sd"]
     pod = job["spec"]["template"]["spec"]

@@ -12,6 +12,7 @@ from typing import Literal
 
 KeyTier = Literal["all", "audio", "video", "sd", "hd", "uhd"]
 KEY_BYTES = 16
+KEYS_DIR_ENV = "KUBEMAM_KEYS_DIR"  # where the package Job mounts the key Secret (a `<tier>.kid`/`.key` per tier)
 
 
 class ContentKeyError(ValueError):

@@ -16,7 +16,7 @@ from typing import Any
 
 from kubemam.drm.cpix import KeyRequest, TierRequest, fetch_keys, intended_track_type
 from kubemam.drm.errors import KeyProviderError
-from kubemam.drm.keys import ContentKey, ContentKeyError
+from kubemam.drm.keys import KEYS_DIR_ENV, ContentKey, ContentKeyError
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,10 @@ def fetch_cpix_keys(drm: dict[str, Any], content_id: str, sleep: Callable[[float
 
 def provide_keys(drm: dict[str, Any], content_id: str) -> ProvidedKeys:
     if drm.get("provider") == "secret":
-        return read_secret_keys(Path(drm["keysDir"]), list(drm["tiers"]))
+        directory = os.environ.get(KEYS_DIR_ENV)
+        if not directory:
+            raise KeyProviderError(f"{KEYS_DIR_ENV} is not set: the key Secret is not mounted")
+        return read_secret_keys(Path(directory), list(drm["tiers"]))
     if drm.get("provider") == "cpix":
         return fetch_cpix_keys(drm, content_id)
     raise KeyProviderError(f"unknown key provider {drm.get('provider')!r}")

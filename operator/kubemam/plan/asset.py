@@ -27,7 +27,7 @@ from kubemam.config import OperatorConfig
 from kubemam.media.timecode import Timecode, TimecodeError
 from kubemam.plan.conditions import Verdict, apply_verdicts
 from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
-from kubemam.plan.package import CPIX_TOKEN_ENV, KEYS_MOUNT, PACKAGE, packaged, plan_package
+from kubemam.plan.package import CPIX_TOKEN_ENV, KEYS_DIR_ENV, KEYS_MOUNT, PACKAGE, packaged, plan_package
 from kubemam.plan.transcode import (
     TRANSCODE,
     TRANSCODE_CHUNKS,
@@ -308,6 +308,7 @@ def plan_packaging(facts: AssetFacts, ladder: TranscodeLadderSpec, renditions: l
         owner=Owner("MediaAsset", facts.name, facts.uid, facts.namespace), step=PACKAGE, inputs=plan.inputs,
         priority_class_name=ladder.priority_class_name, queue_name=ladder.queue_name,
         secret_mounts=((plan.key_secret, KEYS_MOUNT),) if plan.key_secret else (),
+        env=((KEYS_DIR_ENV, KEYS_MOUNT),) if plan.key_secret else (),
         secret_env=((CPIX_TOKEN_ENV, *plan.token_secret),) if plan.token_secret else ())
     if plan.key_secret:
         outcome.key_secret = KeySecret(plan.key_secret, plan.tiers)

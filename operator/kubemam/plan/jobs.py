@@ -56,6 +56,7 @@ class StepJobRequest:
     # Secrets by reference only: (Secret, mount path) read-only volumes, (variable, Secret, key) env.
     secret_mounts: tuple[tuple[str, str], ...] = ()
     secret_env: tuple[tuple[str, str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # plain variables, e.g. where a mount is (the process node maps paths)
 
     @property
     def digest(self) -> str:
@@ -106,6 +107,8 @@ def _env(request: StepJobRequest, config: OperatorConfig) -> list[dict[str, Any]
             env.append(
                 {"name": var, "valueFrom": {"secretKeyRef": {"name": config.s3_credentials_secret, "key": var}}}
             )
+    for var, value in request.env:
+        env.append({"name": var, "value": value})
     for var, secret, key in request.secret_env:
         env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     return env

@@ -14,8 +14,11 @@ from typing import Any
 
 from kubemam import __version__
 from kubemam.api.asset import MediaAssetSpec, PackageStatus, Previews, RenditionStatus
-from kubemam.api.ladder import KeyTiers, TranscodeLadderSpec
+from kubemam.api.ladder import KeyTiers, Thumbnails, TranscodeLadderSpec
+from kubemam.drm.keys import KEYS_DIR_ENV
 from kubemam.plan.hashing import input_hash
+
+__all__ = ["KEYS_DIR_ENV", "KEYS_MOUNT", "PACKAGE", "packaged", "plan_package"]
 
 PACKAGE = "package"
 KEYS_MOUNT = "/var/run/kubemam/keys"
@@ -93,17 +96,17 @@ def plan_package(asset: str, asset_uid: str, spec: MediaAssetSpec, ladder: Trans
     if spec.captions:
         inputs["captions"] = [c.to_wire() for c in spec.captions]
     sheets = sprite_sheet_uris(previews)
-    if sheets and ladder.thumbnails is not None:
-        inputs["thumbnails"] = {"sheets": sheets, "columns": ladder.thumbnails.sprite_columns,
-                                "rows": ladder.thumbnails.sprite_rows,
-                                "intervalSeconds": ladder.thumbnails.interval_seconds}
+    if sheets:
+        thumbnails = ladder.thumbnails or Thumbnails()  # what ingest used to cut the sheets
+        inputs["thumbnails"] = {"sheets": sheets, "columns": thumbnails.sprite_columns,
+                                "rows": thumbnails.sprite_rows, "intervalSeconds": thumbnails.interval_seconds}
     key_secret, token_secret = None, None
     if drm is not None:
         provider = drm.key_provider
         drm_inputs: dict[str, Any] = {"systems": sorted(drm.systems), "scheme": drm.scheme, "tiers": tiers}
         if provider.type == "secret":
             key_secret = key_secret_name(asset, ladder)
-            drm_inputs |= {"provider": "secret", "keysDir": KEYS_MOUNT}
+            drm_inputs["provider"] = "secret"  # the keys are mounted at KEYS_DIR_ENV's path
         else:
             assert provider.cpix is not None  # the CRD's CEL rule: type cpix needs the cpix field
             drm_inputs |= {"provider": "cpix", "url": provider.cpix.url,
