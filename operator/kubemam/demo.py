@@ -78,7 +78,7 @@ def run(examples: Path = EXAMPLES, watch_seconds: float = 900.0) -> int:
     print(f"== applying {examples}/ to namespace {DEMO_NAMESPACE}")
     print(_kubectl(state, "apply", "-n", DEMO_NAMESPACE, "-f", str(examples)).rstrip())
 
-    print("== watching the MediaAsset through ingest and transcode")
+    print("== watching the MediaAsset through ingest, transcode and packaging")
     last = ""
     deadline = time.monotonic() + watch_seconds
     while time.monotonic() < deadline:
@@ -106,6 +106,13 @@ def run(examples: Path = EXAMPLES, watch_seconds: float = 900.0) -> int:
             size = f"{r.get('width')}x{r.get('height')} " if r.get("kind") == "video" else ""
             kbps = (r.get("bitrate") or 0) // 1000
             print(f"   {r['name']:<12} {r.get('codec', ''):<5} {size}{kbps} kb/s  {r['uri']}")
+    packages = status.get("packages") or []
+    if packages:
+        print("== packages (DRM key IDs only; the keys stay in the asset's Secret)")
+        for p in packages:
+            drm = f"{p.get('scheme')} {','.join(p.get('drmSystems') or [])} KIDs {', '.join(p.get('keyIds') or [])}" \
+                if p.get("drmSystems") else "clear"
+            print(f"   {p['format']:<5} {p['manifestUri']}  [{drm}]")
     print()
     print("The cluster keeps running. To use it:")
     for line in cluster.env_lines(state):

@@ -322,3 +322,37 @@ def test_packages_play_in_a_browser(minio: Any, renditions: dict[str, str], tmp_
         _played(play(f"{base}/manifest.mpd", clearkeys={kid.hex: key.hex()}, screenshot=shot), shot)
         wrong = play(f"{base}/manifest.mpd", clearkeys={kid.hex: os.urandom(16).hex()}, timeout=30)
         assert not wrong["ok"] and wrong["currentTime"] < 1.0, wrong
+
+
+def test_cbcs_package_for_fairplay_and_widevine(minio: Any, renditions: dict[str, str], tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    kid, key = uuid.uuid4(), os.urandom(16)
+    (keys_dir / "all.kid").write_text(str(kid))
+    (keys_dir / "all.key").write_text(key.hex())
+    inputs = _inputs(renditions, {"systems": ["fairplay", "widevine"], "scheme": "cbcs", "tiers": ["all"],
+                                  "provider": "secret"})
+    for track in inputs["tracks"]:
+        track["keyTier"] = "all"
+    result, _ = _run(minio, tmp_path, inputs, {"KUBEMAM_KEYS_DIR": str(keys_dir)})
+    assert result["packages"][1] | {"manifestUri": ""} == {
+        "format": "hls", "manifestUri": "", "drmSystems": ["fairplay", "widevine"], "scheme": "cbcs",
+        "keyIds": [str(kid)]}
+    package = _download(minio, inputs["output"], tmp_path / "cbcs")
+    source = tmp_path / "rendition.mp4"
+    where = S3Uri.parse(renditions["h264-180p"])
+    minio.client().download_file(where.bucket, where.key, str(source))
+    encrypted = _track_file(package, "h264-180p", tmp_path / "cbcs-180p.mp4")
+    assert _framemd5(encrypted, key.hex()) == _framemd5(source)
+    playlist = (package / "h264-180p" / "media.m3u8").read_text()
+    assert f'#EXT-X-KEY:METHOD=SAMPLE-AES,URI="skd://{kid.hex}"' in playlist
+    assert 'KEYFORMAT="com.apple.streamingkeydelivery"' in playlist
+    assert 'value="cbcs"' in (package / "manifest.mpd").read_text()
+    (widevine,) = [data for system, _, data in _pssh_boxes((package / "h264-180p" / "init.mp4").read_bytes())
+                   if system == WIDEVINE]
+    fourcc, varint = int.from_bytes(b"cbcs", "big"), b""
+    while fourcc > 0x7F:
+        varint, fourcc = varint + bytes([fourcc & 0x7F | 0x80]), fourcc >> 7
+    varint += bytes([fourcc])
+    # WidevinePsshData: key_ids (field 2) holds the KID; protection_scheme (field 9, varint) is 'cbcs'.
+    assert b"\x12\x10" + kid.bytes in widevine and b"\x48" + varint in widevine
