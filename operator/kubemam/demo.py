@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from kubemam.local import cluster
-from kubemam.media.sample import make_sample
+from kubemam.media.sample import make_sample, sample_captions
 from kubemam.storage.s3 import make_client
 from kubemam.storage.uri import S3Uri
 
@@ -58,6 +58,11 @@ def upload_sources(state: dict[str, Any], examples: Path, work: Path, **sample: 
         master = make_sample(work / Path(target.key).name, **sample)
         s3.upload_file(str(master), target.bucket, target.key)
         print(f"   uploaded {master.stat().st_size} bytes to {target}")
+        for caption in doc["spec"].get("captions") or []:
+            where = S3Uri.parse(caption["uri"])
+            text = sample_captions(caption["format"], caption["language"], int(sample.get("seconds", 30)))
+            s3.put_object(Bucket=where.bucket, Key=where.key, Body=text.encode())
+            print(f"   uploaded {caption['format']} captions ({caption['language']}) to {where}")
 
 
 def _settled(asset: dict[str, Any]) -> bool:

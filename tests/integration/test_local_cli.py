@@ -89,6 +89,17 @@ def test_up_apply_examples_ingests_for_real_then_down(tmp_path: Path, control_pl
         fit = next(c for c in status["conditions"] if c["type"] == "LadderFit")
         assert fit["reason"] == "UpscaleRefused" and "h265-2160p" in fit["message"]
         assert status["technical"]["startTimecode"] == "10:00:00:00"
+        # Packaged for DASH and HLS with the example's DRM: key IDs per tier, both caption tracks.
+        packages = {p["format"]: p for p in status["packages"]}
+        assert set(packages) == {"dash", "hls"} and packages["dash"]["drmSystems"] == ["clearkey", "playready",
+                                                                                       "widevine"]
+        assert {t["name"] for t in packages["dash"]["tracks"]} == {"h264-360p", "stereo-en"}
+        assert len(packages["dash"]["keyIds"]) == 2  # the audio key and the SD key
+        store = s3_client(state)
+        listed = store.list_objects_v2(Bucket="kubemam-library",
+                                       Prefix=packages["dash"]["manifestUri"].split("/", 3)[3].rsplit("/", 1)[0])
+        keys = {o["Key"].rsplit("/", 2)[-2] + "/" + o["Key"].rsplit("/", 1)[-1] for o in listed["Contents"]}
+        assert {"subs-en-captions/subtitles.vtt", "subs-fr-subtitles/subtitles.vtt"} <= keys
         assert status["previews"]["proxyUri"].startswith("s3://kubemam-library/assets/kubemam-demo/coastal-s01e01/")
         assert status["previews"]["thumbnails"] == 1 and status["previews"]["spriteSheets"] == 1
         _assert_qc_matches_the_master(status["qc"], tmp_path / "media" / "coastal-s01e01.mov", s3_client(state))

@@ -32,3 +32,17 @@ def make_sample(out: Path, **kwargs: int | str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(sample_command(out, **kwargs), check=True)  # type: ignore[arg-type]
     return out
+
+
+def sample_captions(fmt: str, language: str, seconds: int = 30, every: int = 5) -> str:
+    """A caption track for the sample: one numbered cue every few seconds, as WebVTT or SRT."""
+    def stamp(second: int, separator: str) -> str:
+        return f"00:{second // 60:02d}:{second % 60:02d}{separator}000"
+
+    if fmt == "srt":
+        cues = [f"{n}\n{stamp(t, ',')} --> {stamp(t + 2, ',')}\n[{language}] cue {n}\n"
+                for n, t in enumerate(range(1, seconds - 2, every), start=1)]
+        return "\n".join(cues)
+    cues = [f"{stamp(t, '.')} --> {stamp(t + 2, '.')}\n[{language}] cue {n}\n"
+            for n, t in enumerate(range(1, seconds - 2, every), start=1)]
+    return "WEBVTT\n\n" + "\n".join(cues)
