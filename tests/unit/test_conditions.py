@@ -30,3 +30,10 @@ def test_status_patch_is_none_when_nothing_changed_and_nulls_removed_keys() -> N
     assert status_patch(current, dict(current)) is None
     assert status_patch(current, {"phase": "Failed"}) == {"phase": "Failed", "progress": None}
     assert status_patch(None, {"phase": "Pending"}) == {"phase": "Pending"}
+
+
+def test_status_patch_nulls_a_key_gone_from_a_nested_object() -> None:
+    current = {"phase": "Transcoding", "progress": {"step": "transcode", "percent": 94, "fps": 13.0}}
+    desired = {"phase": "Packaging", "progress": {"step": "package", "percent": 0}}
+    patch = status_patch(current, desired)
+    assert patch == {"phase": "Packaging", "progress": {"step": "package", "percent": 0, "fps": None}}

@@ -403,6 +403,8 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
             phase = packaging.phase
             done = False
             running_step, running = PACKAGE, packaging.running
+    if done:  # every step finished: the progress names the last one
+        running_step = PACKAGE if packages else TRANSCODE if renditions else INGEST
     reported = facts.progress if running is not None else None
     progress = _progress(status.progress, reported, running_step, 100 if done else 0, now)
 

@@ -64,8 +64,21 @@ def status_patch(current: dict[str, Any] | None, desired: dict[str, Any]) -> dic
 
     Keys the desired status no longer has are set to null so a merge patch removes them.
     """
-    current = current or {}
-    patch: dict[str, Any] = {k: v for k, v in desired.items() if current.get(k) != v}
+    return _merge_patch(current or {}, desired) or None
+
+
+def _merge_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    # RFC 7386 merges nested objects: a key gone from a nested object (progress.fps once the
+    # next step reports none) must be nulled there too, or the old value lingers.
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        old = current.get(key)
+        if old == value:
+            continue
+        if isinstance(old, dict) and isinstance(value, dict):
+            patch[key] = _merge_patch(old, value)
+        else:
+            patch[key] = value
     for gone in set(current) - set(desired):
         patch[gone] = None
-    return patch or None
+    return patch
