@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,3 +69,43 @@ def start_operator(kubeconfig: Path, s3_endpoint: str, log: Path) -> subprocess.
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "kubemam", "run", "--all-namespaces"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
+
+
+@dataclass
+class LocalStack:
+    """A whole local cluster of its own for an end-to-end test: API client, S3 client, operator log."""
+
+    api: Any
+    store: Any
+    custom: Custom
+    log: Path
+
+
+@contextmanager
+def local_stack(control_plane: Any, tmp_path: Path, namespace: str) -> Iterator[LocalStack]:
+    """Control plane with a scheduler, MinIO, CRDs, the namespace with its S3 Secret, a process node
+    and the operator; all stopped on exit."""
+    from kubernetes import config
+
+    from kubemam.local.cluster import provision_namespaces
+    from kubemam.local.controlplane import ControlPlane
+    from kubemam.local.crdinstall import install_crds
+    from kubemam.local.minio import MinioServer
+    from kubemam.local.node import ProcessNode
+    from kubemam.storage.s3 import make_client
+
+    with ControlPlane(binaries=control_plane.binaries, scheduler=True) as cp, \
+            MinioServer(buckets=["kubemam-library"]) as s3:
+        api = config.new_client_from_config(str(cp.kubeconfig))
+        install_crds(api)
+        provision_namespaces(api, s3.access_key, s3.secret_key, (namespace,))
+        node = ProcessNode(api, tmp_path / "node")
+        node.start()
+        log = tmp_path / "operator.log"
+        operator = start_operator(cp.kubeconfig, s3.endpoint, log)
+        try:
+            yield LocalStack(api, make_client(s3.endpoint, s3.access_key, s3.secret_key), Custom(api, namespace), log)
+        finally:
+            operator.terminate()
+            operator.wait(timeout=30)
+            node.stop()

@@ -13,17 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
-from kubemam.local.cluster import provision_namespaces
-from kubemam.local.controlplane import ControlPlane
-from kubemam.local.crdinstall import install_crds
-from kubemam.local.minio import MinioServer
-from kubemam.local.node import ProcessNode
 from kubemam.media.sample import make_sample
-from kubemam.storage.s3 import list_objects, make_client
+from kubemam.storage.s3 import list_objects
 from kubemam.storage.uri import S3Uri
-from tests.helpers import Custom, start_operator, wait_for
+from tests.helpers import Custom, local_stack, wait_for
 from tests.integration.test_package_worker import CLEARKEY, PLAYREADY, WIDEVINE, _framemd5, _pssh_boxes
 
 pytestmark = [pytest.mark.integration,
@@ -68,81 +63,67 @@ def _packaged(custom: Custom) -> dict[str, Any] | None:
 
 
 def test_asset_is_packaged_with_drm_keys_only_the_secret_holds(control_plane: Any, tmp_path: Path) -> None:
-    with ControlPlane(binaries=control_plane.binaries, scheduler=True) as cp, \
-            MinioServer(buckets=["kubemam-library"]) as s3:
-        api = config.new_client_from_config(str(cp.kubeconfig))
-        install_crds(api)
-        provision_namespaces(api, s3.access_key, s3.secret_key, (NAMESPACE,))
-        node = ProcessNode(api, tmp_path / "node")
-        node.start()
-        log = tmp_path / "operator.log"
-        operator = start_operator(cp.kubeconfig, s3.endpoint, log)
+    with local_stack(control_plane, tmp_path, NAMESPACE) as stack:
+        api, store, custom, log = stack.api, stack.store, stack.custom, stack.log
+        master = make_sample(tmp_path / "clip.mov", width=640, height=360, seconds=8)
+        store.upload_file(str(master), "kubemam-library", "incoming/clip.mov")
+        store.put_object(Bucket="kubemam-library", Key="incoming/clip.en.vtt",
+                         Body=b"WEBVTT\n\n00:00:01.000 --> 00:00:03.000\nHello\n")
+        custom.create("transcodeladders", copy.deepcopy(LADDER))
+        custom.create("mediaassets", copy.deepcopy(ASSET))
         try:
-            store = make_client(s3.endpoint, s3.access_key, s3.secret_key)
-            master = make_sample(tmp_path / "clip.mov", width=640, height=360, seconds=8)
-            store.upload_file(str(master), "kubemam-library", "incoming/clip.mov")
-            store.put_object(Bucket="kubemam-library", Key="incoming/clip.en.vtt",
-                             Body=b"WEBVTT\n\n00:00:01.000 --> 00:00:03.000\nHello\n")
-            custom = Custom(api, NAMESPACE)
-            custom.create("transcodeladders", copy.deepcopy(LADDER))
-            custom.create("mediaassets", copy.deepcopy(ASSET))
-            try:
-                status = wait_for(lambda: _packaged(custom), timeout=400, what="the asset to be packaged")
-            except AssertionError as err:
-                raise AssertionError(f"{err}\n{log.read_text()[-3000:]}") from None
-            assert status["phase"] == "Ready"
+            status = wait_for(lambda: _packaged(custom), timeout=400, what="the asset to be packaged")
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{log.read_text()[-3000:]}") from None
+        assert status["phase"] == "Ready"
 
-            # The keys: one per tier, in a Secret the asset owns.
-            core = client.CoreV1Api(api)
-            secret = core.read_namespaced_secret("clip-content-keys", NAMESPACE)
-            asset_uid = custom.get("mediaassets", "clip")["metadata"]["uid"]
-            assert [o.uid for o in secret.metadata.owner_references] == [asset_uid]
-            data = {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
-            assert set(data) == {"audio.kid", "audio.key", "video.kid", "video.key"}
-            video_kid, video_key = uuid.UUID(data["video.kid"]), data["video.key"]
+        # The keys: one per tier, in a Secret the asset owns.
+        core = client.CoreV1Api(api)
+        secret = core.read_namespaced_secret("clip-content-keys", NAMESPACE)
+        asset_uid = custom.get("mediaassets", "clip")["metadata"]["uid"]
+        assert [o.uid for o in secret.metadata.owner_references] == [asset_uid]
+        data = {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
+        assert set(data) == {"audio.kid", "audio.key", "video.kid", "video.key"}
+        video_kid, video_key = uuid.UUID(data["video.kid"]), data["video.key"]
 
-            packages = {p["format"]: p for p in status["packages"]}
-            assert set(packages) == {"dash", "hls"}
-            assert packages["dash"]["keyIds"] == sorted([data["audio.kid"], data["video.kid"]])
-            tracks = {t["name"]: t["keyId"] for t in packages["dash"]["tracks"]}
-            assert tracks == {"h264-360p": str(video_kid), "h264-180p": str(video_kid),
-                              "stereo-en": data["audio.kid"]}
+        packages = {p["format"]: p for p in status["packages"]}
+        assert set(packages) == {"dash", "hls"}
+        assert packages["dash"]["keyIds"] == sorted([data["audio.kid"], data["video.kid"]])
+        tracks = {t["name"]: t["keyId"] for t in packages["dash"]["tracks"]}
+        assert tracks == {"h264-360p": str(video_kid), "h264-180p": str(video_kid),
+                          "stereo-en": data["audio.kid"]}
 
-            prefix = S3Uri.parse(packages["dash"]["manifestUri"].rsplit("/", 1)[0])
-            local = tmp_path / "package"
-            for key, _ in list_objects(store, prefix):
-                (local / key).parent.mkdir(parents=True, exist_ok=True)
-                store.download_file(prefix.bucket, prefix.join(key).key, str(local / key))
-            assert (local / "subs-en-subtitles" / "subtitles.vtt").exists()
-            assert "thumbnail_tile" in (local / "manifest.mpd").read_text()
+        prefix = S3Uri.parse(packages["dash"]["manifestUri"].rsplit("/", 1)[0])
+        local = tmp_path / "package"
+        for key, _ in list_objects(store, prefix):
+            (local / key).parent.mkdir(parents=True, exist_ok=True)
+            store.download_file(prefix.bucket, prefix.join(key).key, str(local / key))
+        assert (local / "subs-en-subtitles" / "subtitles.vtt").exists()
+        assert "thumbnail_tile" in (local / "manifest.mpd").read_text()
 
-            # Decrypted with the Secret's key, the package is the rendition, frame for frame.
-            rendition = next(r for r in status["renditions"] if r["name"] == "h264-360p")
-            where = S3Uri.parse(rendition["uri"])
-            store.download_file(where.bucket, where.key, str(tmp_path / "rendition.mp4"))
-            track = tmp_path / "track.mp4"
-            segments = sorted((local / "h264-360p").glob("seg-*.m4s"))
-            track.write_bytes((local / "h264-360p" / "init.mp4").read_bytes()
-                              + b"".join(p.read_bytes() for p in segments))
-            reference = _framemd5(tmp_path / "rendition.mp4")
-            assert len(reference) == 200
-            assert _framemd5(track, video_key) == reference
-            assert _framemd5(track, data["audio.key"]) != reference  # the audio tier's key is not the video's
-            systems = {system: kids for system, kids, _ in _pssh_boxes((local / "h264-360p" / "init.mp4").read_bytes())}
-            assert set(systems) == {WIDEVINE, PLAYREADY, CLEARKEY} and systems[CLEARKEY] == [video_kid]
+        # Decrypted with the Secret's key, the package is the rendition, frame for frame.
+        rendition = next(r for r in status["renditions"] if r["name"] == "h264-360p")
+        where = S3Uri.parse(rendition["uri"])
+        store.download_file(where.bucket, where.key, str(tmp_path / "rendition.mp4"))
+        track = tmp_path / "track.mp4"
+        segments = sorted((local / "h264-360p").glob("seg-*.m4s"))
+        track.write_bytes((local / "h264-360p" / "init.mp4").read_bytes()
+                          + b"".join(p.read_bytes() for p in segments))
+        reference = _framemd5(tmp_path / "rendition.mp4")
+        assert len(reference) == 200
+        assert _framemd5(track, video_key) == reference
+        assert _framemd5(track, data["audio.key"]) != reference  # the audio tier's key is not the video's
+        systems = {system: kids for system, kids, _ in _pssh_boxes((local / "h264-360p" / "init.mp4").read_bytes())}
+        assert set(systems) == {WIDEVINE, PLAYREADY, CLEARKEY} and systems[CLEARKEY] == [video_kid]
 
-            # The key is nowhere but the Secret: not in the asset, its Jobs or the events.
-            batch = client.BatchV1Api(api)
-            seen = json.dumps(custom.get("mediaassets", "clip"))
-            seen += json.dumps(api.sanitize_for_serialization(batch.list_namespaced_job(NAMESPACE)))
-            seen += json.dumps(api.sanitize_for_serialization(core.list_namespaced_event(NAMESPACE)))
-            seen += log.read_text()
-            for text in (local / "manifest.mpd", local / "master.m3u8", local / "manifest.json"):
-                seen += text.read_text()
-            for key_hex in (video_key, data["audio.key"]):
-                assert key_hex not in seen.lower()
-                assert base64.b64encode(bytes.fromhex(key_hex)).decode() not in seen
-        finally:
-            operator.terminate()
-            operator.wait(timeout=30)
-            node.stop()
+        # The key is nowhere but the Secret: not in the asset, its Jobs or the events.
+        batch = client.BatchV1Api(api)
+        seen = json.dumps(custom.get("mediaassets", "clip"))
+        seen += json.dumps(api.sanitize_for_serialization(batch.list_namespaced_job(NAMESPACE)))
+        seen += json.dumps(api.sanitize_for_serialization(core.list_namespaced_event(NAMESPACE)))
+        seen += log.read_text()
+        for text in (local / "manifest.mpd", local / "master.m3u8", local / "manifest.json"):
+            seen += text.read_text()
+        for key_hex in (video_key, data["audio.key"]):
+            assert key_hex not in seen.lower()
+            assert base64.b64encode(bytes.fromhex(key_hex)).decode() not in seen

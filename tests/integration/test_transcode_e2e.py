@@ -11,17 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
-from kubemam.local.cluster import provision_namespaces
-from kubemam.local.controlplane import ControlPlane
-from kubemam.local.crdinstall import install_crds
-from kubemam.local.minio import MinioServer
-from kubemam.local.node import ProcessNode
 from kubemam.media.sample import make_sample
-from kubemam.storage.s3 import make_client
 from kubemam.storage.uri import S3Uri
-from tests.helpers import Custom, start_operator, wait_for
+from tests.helpers import Custom, local_stack, wait_for
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
@@ -77,70 +71,56 @@ def _probe(path: Path, *args: str) -> dict[str, Any]:
 
 
 def test_transcode_three_rungs_then_reencode_only_the_edited_rung(control_plane: Any, tmp_path: Path) -> None:
-    with ControlPlane(binaries=control_plane.binaries, scheduler=True) as cp, \
-            MinioServer(buckets=["kubemam-library"]) as s3:
-        api = config.new_client_from_config(str(cp.kubeconfig))
-        install_crds(api)
-        provision_namespaces(api, s3.access_key, s3.secret_key, (NAMESPACE,))
-        node = ProcessNode(api, tmp_path / "node")
-        node.start()
-        log = tmp_path / "operator.log"
-        operator = start_operator(cp.kubeconfig, s3.endpoint, log)
+    with local_stack(control_plane, tmp_path, NAMESPACE) as stack:
+        api, store, custom, log = stack.api, stack.store, stack.custom, stack.log
+        master = make_sample(tmp_path / "clip.mov", width=640, height=360, seconds=8)
+        store.upload_file(str(master), "kubemam-library", "incoming/clip.mov")
+        custom.create("transcodeladders", copy.deepcopy(LADDER))
+        custom.create("mediaassets", copy.deepcopy(ASSET))
         try:
-            store = make_client(s3.endpoint, s3.access_key, s3.secret_key)
-            master = make_sample(tmp_path / "clip.mov", width=640, height=360, seconds=8)
-            store.upload_file(str(master), "kubemam-library", "incoming/clip.mov")
-            custom = Custom(api, NAMESPACE)
-            custom.create("transcodeladders", copy.deepcopy(LADDER))
-            custom.create("mediaassets", copy.deepcopy(ASSET))
-            try:
-                status = wait_for(lambda: _transcoded(custom), timeout=300, what="the asset to be transcoded")
-            except AssertionError:
-                raise AssertionError(log.read_text()[-4000:]) from None
-            assert status["phase"] == "Ready"
-            renditions = {r["name"]: r for r in status["renditions"]}
-            assert set(renditions) == {"h264-360p", "h264-270p", "h265-180p", "stereo"}
+            status = wait_for(lambda: _transcoded(custom), timeout=300, what="the asset to be transcoded")
+        except AssertionError:
+            raise AssertionError(log.read_text()[-4000:]) from None
+        assert status["phase"] == "Ready"
+        renditions = {r["name"]: r for r in status["renditions"]}
+        assert set(renditions) == {"h264-360p", "h264-270p", "h265-180p", "stereo"}
 
-            keyframes = {}
-            for name, (codec, width, height, profile) in EXPECTED.items():
-                where = S3Uri.parse(renditions[name]["uri"])
-                local = tmp_path / f"{name}.mp4"
-                store.download_file(where.bucket, where.key, str(local))
-                stream = _probe(local, "-show_streams")["streams"][0]
-                assert (stream["codec_name"], stream["width"], stream["height"], stream["profile"]) == (
-                    codec, width, height, profile), name
-                assert abs(float(stream["duration"]) - 8.0) <= 0.04  # the source's duration, within one frame
-                packets = _probe(local, "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags")["packets"]
-                keyframes[name] = sorted(float(p["pts_time"]) for p in packets if "K" in p["flags"])
-            assert keyframes["h264-360p"] == [0.0, 2.0, 4.0, 6.0]
-            assert keyframes["h264-360p"] == keyframes["h264-270p"] == keyframes["h265-180p"]
-            assert len(_transcode_jobs(api)) == 1
+        keyframes = {}
+        for name, (codec, width, height, profile) in EXPECTED.items():
+            where = S3Uri.parse(renditions[name]["uri"])
+            local = tmp_path / f"{name}.mp4"
+            store.download_file(where.bucket, where.key, str(local))
+            stream = _probe(local, "-show_streams")["streams"][0]
+            assert (stream["codec_name"], stream["width"], stream["height"], stream["profile"]) == (
+                codec, width, height, profile), name
+            assert abs(float(stream["duration"]) - 8.0) <= 0.04  # the source's duration, within one frame
+            packets = _probe(local, "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags")["packets"]
+            keyframes[name] = sorted(float(p["pts_time"]) for p in packets if "K" in p["flags"])
+        assert keyframes["h264-360p"] == [0.0, 2.0, 4.0, 6.0]
+        assert keyframes["h264-360p"] == keyframes["h264-270p"] == keyframes["h265-180p"]
+        assert len(_transcode_jobs(api)) == 1
 
-            def modified(name: str) -> Any:
-                where = S3Uri.parse(renditions[name]["uri"])
-                return store.head_object(Bucket=where.bucket, Key=where.key)["LastModified"]
+        def modified(name: str) -> Any:
+            where = S3Uri.parse(renditions[name]["uri"])
+            return store.head_object(Bucket=where.bucket, Key=where.key)["LastModified"]
 
-            before = {name: modified(name) for name in renditions}
-            hashes = {name: r["specHash"] for name, r in renditions.items()}
-            custom.patch("transcodeladders", "three-rungs", {"spec": {"renditions": [
-                LADDER["spec"]["renditions"][0],  # type: ignore[index]
-                {**LADDER["spec"]["renditions"][1], "rateControl": {"mode": "crf", "crf": 30,  # type: ignore[index]
-                                                                    "maxrateKbps": 500, "bufsizeKbps": 1000}},
-                LADDER["spec"]["renditions"][2],  # type: ignore[index]
-            ]}})
-            after = wait_for(lambda: _transcoded(custom, hashes), timeout=300, what="the edited rung")
-            changed = {r["name"] for r in after["renditions"] if r["specHash"] != hashes[r["name"]]}
-            assert changed == {"h264-270p"}
-            jobs = _transcode_jobs(api)
-            assert len(jobs) == 2
-            step_input = next(e.value for e in jobs[1].spec.template.spec.containers[0].env
-                              if e.name == "KUBEMAM_STEP_INPUT")
-            assert [r["name"] for r in json.loads(step_input)["video"]] == ["h264-270p"]
-            assert json.loads(step_input)["audio"] == []
-            # The other renditions' objects were not rewritten.
-            assert {name: modified(name) for name in renditions if name != "h264-270p"} == {
-                name: stamp for name, stamp in before.items() if name != "h264-270p"}
-        finally:
-            operator.terminate()
-            operator.wait(timeout=30)
-            node.stop()
+        before = {name: modified(name) for name in renditions}
+        hashes = {name: r["specHash"] for name, r in renditions.items()}
+        custom.patch("transcodeladders", "three-rungs", {"spec": {"renditions": [
+            LADDER["spec"]["renditions"][0],  # type: ignore[index]
+            {**LADDER["spec"]["renditions"][1], "rateControl": {"mode": "crf", "crf": 30,  # type: ignore[index]
+                                                                "maxrateKbps": 500, "bufsizeKbps": 1000}},
+            LADDER["spec"]["renditions"][2],  # type: ignore[index]
+        ]}})
+        after = wait_for(lambda: _transcoded(custom, hashes), timeout=300, what="the edited rung")
+        changed = {r["name"] for r in after["renditions"] if r["specHash"] != hashes[r["name"]]}
+        assert changed == {"h264-270p"}
+        jobs = _transcode_jobs(api)
+        assert len(jobs) == 2
+        step_input = next(e.value for e in jobs[1].spec.template.spec.containers[0].env
+                          if e.name == "KUBEMAM_STEP_INPUT")
+        assert [r["name"] for r in json.loads(step_input)["video"]] == ["h264-270p"]
+        assert json.loads(step_input)["audio"] == []
+        # The other renditions' objects were not rewritten.
+        assert {name: modified(name) for name in renditions if name != "h264-270p"} == {
+            name: stamp for name, stamp in before.items() if name != "h264-270p"}

@@ -33,12 +33,16 @@ def _keys(package: Package, track: MediaTrack, session: bool) -> list[str]:
                          protection.pssh.get(track.key_tier, {}), session)
 
 
-def media_playlist(package: Package, track: MediaTrack) -> str:
+def _head(package: Package, track: MediaTrack, kind_tag: str) -> list[str]:
+    """Tags every track playlist opens with, through the keys and the init segment."""
     target = max(math.ceil(track.segment_seconds(s) - 1e-6) for s in track.segments)
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", f"#EXT-X-TARGETDURATION:{target}",
-             "#EXT-X-MEDIA-SEQUENCE:1", "#EXT-X-PLAYLIST-TYPE:VOD", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    lines += _keys(package, track, session=False)
-    lines.append(f'#EXT-X-MAP:URI="{INIT_NAME}"')
+             "#EXT-X-MEDIA-SEQUENCE:1", "#EXT-X-PLAYLIST-TYPE:VOD", kind_tag]
+    return [*lines, *_keys(package, track, session=False), f'#EXT-X-MAP:URI="{INIT_NAME}"']
+
+
+def media_playlist(package: Package, track: MediaTrack) -> str:
+    lines = _head(package, track, "#EXT-X-INDEPENDENT-SEGMENTS")
     for number, segment in enumerate(track.segments, start=1):
         lines += [f"#EXTINF:{track.segment_seconds(segment):.5f},", segment.uri(number)]
     lines.append("#EXT-X-ENDLIST")
@@ -47,11 +51,7 @@ def media_playlist(package: Package, track: MediaTrack) -> str:
 
 def iframe_playlist(package: Package, track: MediaTrack) -> str:
     """Each segment opens with its keyframe: the range is the moof, the mdat header and that frame."""
-    target = max(math.ceil(track.segment_seconds(s) - 1e-6) for s in track.segments)
-    lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", f"#EXT-X-TARGETDURATION:{target}",
-             "#EXT-X-MEDIA-SEQUENCE:1", "#EXT-X-PLAYLIST-TYPE:VOD", "#EXT-X-I-FRAMES-ONLY"]
-    lines += _keys(package, track, session=False)
-    lines.append(f'#EXT-X-MAP:URI="{INIT_NAME}"')
+    lines = _head(package, track, "#EXT-X-I-FRAMES-ONLY")
     for number, segment in enumerate(track.segments, start=1):
         lines += [f"#EXTINF:{track.segment_seconds(segment):.5f},",
                   f"#EXT-X-BYTERANGE:{segment.first_sample_end}@0", segment.uri(number)]
