@@ -91,6 +91,31 @@ class KubeApi:
                 return False
             raise
 
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            body = _raw(self.core.read_namespaced_config_map(name, namespace, _preload_content=False))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return dict(body.get("data") or {})
+
+    def annotate_job(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        try:
+            self.batch.patch_namespaced_job(name, namespace, {"metadata": {"annotations": annotations}},
+                                            _preload_content=False)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    def create_event(self, event: dict[str, Any]) -> None:
+        """Record an Event; a lost one (the namespace is going away) is not worth failing for."""
+        try:
+            self.core.create_namespaced_event(event["metadata"]["namespace"], event, _preload_content=False)
+        except ApiException as err:
+            if err.status not in (403, 404, 409):
+                raise
+
     def secret_keys(self, namespace: str, name: str) -> set[str] | None:
         """The data keys a Secret holds (never their values, which stay in the API server), or None."""
         try:

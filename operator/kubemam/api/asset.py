@@ -217,11 +217,15 @@ class PackageStatus(KubeModel):
 
 
 class DistributionStatus(KubeModel):
+    """Where the asset is (or was last) delivered: one entry per distribution target."""
+
+    target: str
     window: str
     channel: str
     territories: list[str]
     state: Literal["Published", "TakenDown", "Pending", "Failed"]
     since: datetime | None = None
+    origin: str | None = None
 
 
 class StorageCopy(KubeModel):

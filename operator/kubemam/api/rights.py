@@ -64,6 +64,7 @@ class HistoryEntry(KubeModel):
     asset: str
     channel: str
     territories: list[str]
+    target: str | None = None
     verified: bool = False
 
 

@@ -16,9 +16,9 @@ from kubemam import config as config_module
 from kubemam.api.common import GROUP, VERSION
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
 from kubemam.config import OperatorConfig
-from kubemam.controllers import asset, policies
+from kubemam.controllers import asset, policies, rights
 from kubemam.kubeapi import KubeApi
-from kubemam.plan.jobs import MANAGED_SELECTOR
+from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR
 
 FINALIZER = f"{GROUP}/finalizer"
 ASSETS = (GROUP, VERSION, MEDIA_ASSET.plural)
@@ -97,9 +97,19 @@ def asset_progress(namespace: str | None, name: str, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-mirror")
 def job_changed(body: Any, namespace: str | None, **_: Any) -> None:
+    if (body.get("metadata", {}).get("labels") or {}).get(LABEL_STEP) == rights.DISTRIBUTE:
+        _rights_now(_ns(namespace))
+        return
     for owner in body.get("metadata", {}).get("ownerReferences") or []:
         if owner.get("kind") == MEDIA_ASSET.kind and owner.get("controller"):
             asset.reconcile(api(), settings(), _ns(namespace), owner["name"])
+
+
+@kopf.on.field(*ASSETS, field="status.packages", id="asset-packaged")
+@kopf.on.field(*ASSETS, field="metadata.labels", id="asset-labels")
+def asset_distribution_inputs(namespace: str | None, **_: Any) -> None:
+    """A newly packaged or relabelled asset may now be (or no longer be) licensed somewhere."""
+    _rights_now(_ns(namespace))
 
 
 # --- TranscodeLadder -------------------------------------------------------------------------
@@ -121,12 +131,30 @@ def ladder_deleted(namespace: str | None, name: str, **_: Any) -> None:
 # --- RightsWindow ----------------------------------------------------------------------------
 
 
+@cache
+def rights_clock() -> rights.RightsClock:
+    return rights.RightsClock(lambda namespace: rights.reconcile_rights(api(), settings(), namespace))
+
+
+def _rights_now(namespace: str) -> None:
+    """Reconcile the namespace's rights now, and aim the clock at its next window transition."""
+    rights_clock().aim(namespace, rights.reconcile_rights(api(), settings(), namespace))
+
+
 @kopf.on.resume(*WINDOWS, id="window")
 @kopf.on.create(*WINDOWS, id="window")
 @kopf.on.update(*WINDOWS, id="window")
 @kopf.timer(*WINDOWS, id="window-clock", interval=30.0, initial_delay=30.0)
-def window_changed(namespace: str | None, name: str, **_: Any) -> None:
-    policies.reconcile_window(api(), _ns(namespace), name)
+def window_changed(namespace: str | None, **_: Any) -> None:
+    # The timer is a safety net (and picks up changed distribution targets); transitions are
+    # met to the second by the rights clock.
+    _rights_now(_ns(namespace))
+
+
+@kopf.on.delete(*WINDOWS, id="window-deleted", optional=True)
+def window_deleted(namespace: str | None, **_: Any) -> None:
+    """A deleted window licenses nothing: what it alone covered is taken down."""
+    _rights_now(_ns(namespace))
 
 
 # --- ArchivePolicy ---------------------------------------------------------------------------

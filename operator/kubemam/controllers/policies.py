@@ -10,15 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubemam.api.archive import ArchivePolicySpec, ArchivePolicyStatus
-from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
+from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, TRANSCODE_LADDER
 from kubemam.api.ladder import TranscodeLadderSpec, TranscodeLadderStatus
-from kubemam.api.rights import RightsWindowSpec, RightsWindowStatus
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.archive import plan_policy
 from kubemam.plan.conditions import status_patch
 from kubemam.plan.ladder import plan_ladder
-from kubemam.plan.rights import plan_window
-from kubemam.plan.selectors import selected
 
 
 def _write(api: KubeApi, plural: str, body: dict[str, Any], desired: dict[str, Any]) -> None:
@@ -38,25 +35,6 @@ def reconcile_ladder(api: KubeApi, namespace: str, name: str) -> None:
         datetime.now(UTC),
     )
     _write(api, TRANSCODE_LADDER.plural, body, status.to_wire())
-
-
-def reconcile_window(api: KubeApi, namespace: str, name: str) -> None:
-    body = api.get(RIGHTS_WINDOW.plural, namespace, name)
-    if body is None:
-        return
-    spec = RightsWindowSpec.model_validate(body["spec"])
-    matched = sum(
-        1 for a in api.list_objects(MEDIA_ASSET.plural, namespace)
-        if selected(spec.assets, a["metadata"]["name"], a["metadata"].get("labels") or {})
-    )
-    status = plan_window(
-        spec,
-        RightsWindowStatus.model_validate(body.get("status") or {}),
-        int(body["metadata"].get("generation") or 0),
-        datetime.now(UTC),
-        matched,
-    )
-    _write(api, RIGHTS_WINDOW.plural, body, status.to_wire())
 
 
 def reconcile_policy(api: KubeApi, namespace: str, name: str) -> None:

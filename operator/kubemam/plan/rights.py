@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from kubemam.api.rights import RightsWindowSpec, RightsWindowStatus
+from kubemam.api.rights import HistoryEntry, RightsWindowSpec, RightsWindowStatus
 from kubemam.plan.conditions import Verdict, apply_verdicts
+
+MAX_HISTORY = 1000
 
 
 def window_phase(spec: RightsWindowSpec, now: datetime) -> tuple[str, datetime | None]:
@@ -18,17 +20,29 @@ def window_phase(spec: RightsWindowSpec, now: datetime) -> tuple[str, datetime |
 
 
 def plan_window(spec: RightsWindowSpec, status: RightsWindowStatus, generation: int, now: datetime,
-                matched_assets: int) -> RightsWindowStatus:
+                matched_assets: int, conflicts: list[str] | None = None,
+                history: list[HistoryEntry] | None = None) -> RightsWindowStatus:
     phase, next_transition = window_phase(spec, now)
-    if matched_assets == 0:
-        verdict = Verdict("Ready", "False", "NoAssetsMatched",
-                          "the window's asset names and selector match no MediaAsset in this namespace")
+    verdicts = []
+    if conflicts:
+        verdicts.append(Verdict("Conflict", "True", "ExclusiveOverlap",
+                                "overlaps an exclusive licence on the same territory, channel and time: "
+                                + "; ".join(conflicts) + " (the overlap is not published)"))
+        verdicts.append(Verdict("Ready", "False", "Conflict", "exclusive windows overlap; see the Conflict condition"))
     else:
-        verdict = Verdict("Ready", "True", phase, f"{phase.lower()}; covers {matched_assets} assets")
+        verdicts.append(Verdict("Conflict", "False", "NoConflict", "no exclusive overlap"))
+        if matched_assets == 0:
+            verdicts.append(Verdict("Ready", "False", "NoAssetsMatched",
+                                    "the window's asset names and selector match no MediaAsset in this namespace"))
+        else:
+            verdicts.append(Verdict("Ready", "True", phase, f"{phase.lower()}; covers {matched_assets} assets"))
+    # History is an audit trail: appended, never rewritten; the newest MAX_HISTORY are kept.
+    kept = [*(status.history or []), *(history or [])][-MAX_HISTORY:]
     return status.model_copy(update={
         "phase": phase,
         "observed_generation": generation,
-        "conditions": apply_verdicts(status.conditions, [verdict], generation, now),
+        "conditions": apply_verdicts(status.conditions, verdicts, generation, now),
         "matched_assets": matched_assets,
         "next_transition": next_transition,
+        "history": kept or None,
     })

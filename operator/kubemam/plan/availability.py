@@ -1,0 +1,146 @@
+"""Rights enforcement, pure: from every RightsWindow, asset and distribution target of a namespace
+and the clock, what must be available where now, what must be published or taken down, the
+availability feeds, and the next instant any of that changes.
+
+An asset is available on a target while a window that selects it is open, names the target's
+channel and covers every territory the target serves (a target whose territories are not all
+licensed gets nothing). Two windows that overlap in time, channel and territory on the same asset,
+at least one of them exclusive, are in conflict: both are reported, and while the overlap lasts
+neither publishes on the targets it touches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kubemam.api.asset import DistributionStatus
+from kubemam.api.distribution import DistributionTarget
+from kubemam.api.rights import RightsWindowSpec
+from kubemam.plan.selectors import selected
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    spec: RightsWindowSpec
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str
+    labels: dict[str, str]
+    package: str | None  # the package prefix, once packaged
+    distribution: list[DistributionStatus] = field(default_factory=list)
+
+    def published_on(self, target: str) -> DistributionStatus | None:
+        return next((d for d in self.distribution if d.target == target and d.state == "Published"), None)
+
+
+@dataclass(frozen=True)
+class Action:
+    action: str  # publish | takedown
+    asset: str
+    target: DistributionTarget
+    window: str
+    package: str | None
+    origin: str
+
+    def to_input(self) -> dict[str, Any]:
+        return {"action": self.action, "asset": self.asset, "target": self.target.name,
+                "channel": self.target.channel, "territories": sorted(self.target.territories),
+                "window": self.window, "package": self.package, "origin": self.origin,
+                "purgeWebhook": self.target.purge_webhook}
+
+
+@dataclass
+class RightsPlan:
+    open: dict[tuple[str, str], str]  # (asset, target) → the window that licenses it now
+    conflicts: dict[str, list[str]]  # window → what it conflicts with
+    matched: dict[str, int]  # window → assets it selects
+    actions: list[Action]
+    feeds: dict[str, list[dict[str, Any]]]  # feed URI → entries
+    next_transition: datetime | None
+
+
+def origin_for(target: DistributionTarget, namespace: str, asset: str) -> str:
+    return f"{target.origin.rstrip('/')}/{namespace}/{asset}"
+
+
+def feed_uri(target: DistributionTarget) -> str:
+    bucket = target.origin.removeprefix("s3://").split("/", 1)[0]
+    return f"s3://{bucket}/feeds/{target.channel}.json"
+
+
+def _covers(window: RightsWindowSpec, target: DistributionTarget) -> bool:
+    return target.channel in window.channels and set(target.territories) <= set(window.territories)
+
+
+def _active(window: RightsWindowSpec, now: datetime) -> bool:
+    return window.start <= now < window.end
+
+
+def _clash(a: RightsWindowSpec, b: RightsWindowSpec) -> bool:
+    """Overlapping in time, channel and territory, with at least one exclusive."""
+    return ((a.exclusive or b.exclusive) and a.start < b.end and b.start < a.end
+            and bool(set(a.channels) & set(b.channels)) and bool(set(a.territories) & set(b.territories)))
+
+
+def plan_rights(namespace: str, windows: list[Window], assets: list[Asset], targets: list[DistributionTarget],
+                now: datetime) -> RightsPlan:
+    selects = {w.name: {a.name for a in assets if selected(w.spec.assets, a.name, a.labels)} for w in windows}
+    conflicts: dict[str, list[str]] = {w.name: [] for w in windows}
+    for i, a in enumerate(windows):
+        for b in windows[i + 1:]:
+            shared = selects[a.name] & selects[b.name]
+            if shared and _clash(a.spec, b.spec):
+                conflicts[a.name].append(f"{b.name} on {', '.join(sorted(shared))}")
+                conflicts[b.name].append(f"{a.name} on {', '.join(sorted(shared))}")
+
+    open_now: dict[tuple[str, str], str] = {}
+    for asset in assets:
+        licensed = [w for w in windows if asset.name in selects[w.name] and _active(w.spec, now)]
+        for target in targets:
+            covering = [w for w in licensed if _covers(w.spec, target)]
+            if not covering:
+                continue
+            # A clash live now on this target's channel and territories blocks it, whoever covers.
+            touching = [w for w in licensed if target.channel in w.spec.channels
+                        and set(target.territories) & set(w.spec.territories)]
+            if any(_clash(a.spec, b.spec) for a in touching for b in touching if a.name < b.name):
+                continue
+            open_now[(asset.name, target.name)] = min(w.name for w in covering)
+
+    by_name = {t.name: t for t in targets}
+    actions: list[Action] = []
+    for asset in assets:
+        for target in targets:
+            window = open_now.get((asset.name, target.name))
+            published = asset.published_on(target.name)
+            origin = origin_for(target, namespace, asset.name)
+            if window and not published and asset.package:
+                actions.append(Action("publish", asset.name, target, window, asset.package, origin))
+            elif published and not window:
+                actions.append(Action("takedown", asset.name, target, published.window, None,
+                                      published.origin or origin))
+        for record in asset.distribution:  # a target removed from the ConfigMap is taken down too
+            if record.state == "Published" and record.target not in by_name:
+                gone = DistributionTarget(name=record.target, channel=record.channel,
+                                          origin=(record.origin or "s3://unknown").rsplit("/", 2)[0],
+                                          territories=record.territories)
+                actions.append(Action("takedown", asset.name, gone, record.window, None,
+                                      record.origin or origin_for(gone, namespace, asset.name)))
+
+    specs = {w.name: w.spec for w in windows}
+    feeds: dict[str, list[dict[str, Any]]] = {feed_uri(t): [] for t in targets}
+    for (asset_name, target_name), window_name in sorted(open_now.items()):
+        target, spec = by_name[target_name], specs[window_name]
+        feeds[feed_uri(target)].append({
+            "asset": asset_name, "target": target_name, "channel": target.channel,
+            "territories": sorted(target.territories), "window": window_name,
+            "start": spec.start.isoformat().replace("+00:00", "Z"), "end": spec.end.isoformat().replace("+00:00", "Z")})
+
+    instants = [t for w in windows if selects[w.name] for t in (w.spec.start, w.spec.end) if t > now]
+    return RightsPlan(open_now, {k: v for k, v in conflicts.items() if v}, {k: len(v) for k, v in selects.items()},
+                      actions, feeds, min(instants, default=None))

@@ -1,0 +1,101 @@
+"""Rights enforcement, pure: availability per asset × target from windows and the clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubemam.api.asset import DistributionStatus
+from kubemam.api.distribution import DistributionTarget, parse_targets
+from kubemam.api.rights import RightsWindowSpec
+from kubemam.plan.availability import Asset, Window, plan_rights
+
+T0 = datetime(2027, 1, 1, tzinfo=UTC)
+NORDICS = DistributionTarget(name="svod-nordics", channel="svod", origin="s3://origin/svod-nordics",
+                             territories=["NO", "SE", "DK"])
+NORWAY = DistributionTarget(name="svod-no", channel="svod", origin="s3://origin/svod-no", territories=["NO"])
+AVOD_UK = DistributionTarget(name="avod-uk", channel="avod", origin="s3://origin/avod-uk", territories=["GB"])
+TARGETS = [NORDICS, NORWAY, AVOD_UK]
+
+
+def _window(name: str, start: int, end: int, territories: list[str], channels: list[str] | None = None,
+            exclusive: bool = False, **assets: Any) -> Window:
+    return Window(name, RightsWindowSpec.model_validate({
+        "assets": assets or {"selector": {"matchLabels": {"series": "coastal"}}}, "territories": territories,
+        "channels": channels or ["svod"], "start": T0 + timedelta(seconds=start),
+        "end": T0 + timedelta(seconds=end), "exclusive": exclusive}))
+
+
+def _asset(name: str = "ep1", published: list[str] | None = None) -> Asset:
+    records = [DistributionStatus(target=t, window="w", channel="svod", territories=["NO"], state="Published",
+                                  origin=f"s3://origin/{t}/media/{name}") for t in published or []]
+    return Asset(name, {"series": "coastal"}, f"s3://lib/assets/media/{name}/packages/abc", records)
+
+
+def test_an_open_window_publishes_only_where_every_territory_is_licensed() -> None:
+    windows = [_window("nordic-svod", 0, 100, ["NO", "SE", "DK", "FI"])]
+    plan = plan_rights("media", windows, [_asset()], TARGETS, T0 + timedelta(seconds=10))
+    assert plan.open == {("ep1", "svod-nordics"): "nordic-svod", ("ep1", "svod-no"): "nordic-svod"}
+    assert [(a.action, a.target.name, a.origin) for a in plan.actions] == [
+        ("publish", "svod-nordics", "s3://origin/svod-nordics/media/ep1"),
+        ("publish", "svod-no", "s3://origin/svod-no/media/ep1")]
+    assert plan.next_transition == T0 + timedelta(seconds=100)
+    entry = next(e for e in plan.feeds["s3://origin/feeds/svod.json"] if e["target"] == "svod-nordics")
+    assert entry == {"asset": "ep1", "target": "svod-nordics", "channel": "svod", "territories": ["DK", "NO", "SE"],
+                     "window": "nordic-svod", "start": "2027-01-01T00:00:00Z", "end": "2027-01-01T00:01:40Z"}
+    # Sweden missing from the licence: the Nordic origin gets nothing, Norway's still does.
+    partial = plan_rights("media", [_window("no-only", 0, 100, ["NO", "DK"])], [_asset()], TARGETS,
+                          T0 + timedelta(seconds=10))
+    assert set(partial.open) == {("ep1", "svod-no")}
+
+
+def test_closing_takes_down_what_was_published_and_waits_for_a_package() -> None:
+    windows = [_window("nordic-svod", 0, 100, ["NO", "SE", "DK"])]
+    after = plan_rights("media", windows, [_asset(published=["svod-nordics", "svod-no"])], TARGETS,
+                        T0 + timedelta(seconds=100))
+    assert [(a.action, a.target.name) for a in after.actions] == [("takedown", "svod-nordics"),
+                                                                  ("takedown", "svod-no")]
+    assert after.next_transition is None and after.feeds["s3://origin/feeds/svod.json"] == []
+    before = plan_rights("media", windows, [_asset()], TARGETS, T0 - timedelta(seconds=1))
+    assert before.actions == [] and before.next_transition == T0
+    unpackaged = Asset("ep2", {"series": "coastal"}, None)
+    assert plan_rights("media", windows, [unpackaged], TARGETS, T0).actions == []
+    # Published and still open: nothing to do.
+    assert plan_rights("media", windows, [_asset(published=["svod-nordics", "svod-no"])], TARGETS,
+                       T0 + timedelta(seconds=5)).actions == []
+
+
+def test_exclusive_overlap_is_a_conflict_and_the_overlap_is_not_published() -> None:
+    first = _window("a-exclusive", 0, 100, ["NO"], exclusive=True)
+    second = _window("b-other", 50, 150, ["NO", "SE"])
+    plan = plan_rights("media", [first, second], [_asset()], TARGETS, T0 + timedelta(seconds=60))
+    assert set(plan.conflicts) == {"a-exclusive", "b-other"} and "ep1" in plan.conflicts["a-exclusive"][0]
+    assert ("ep1", "svod-no") not in plan.open  # both cover Norway at 60 s: the overlap
+    early = plan_rights("media", [first, second], [_asset()], TARGETS, T0 + timedelta(seconds=10))
+    assert early.open == {("ep1", "svod-no"): "a-exclusive"}  # before the overlap the licence holds
+    late = plan_rights("media", [first, second], [_asset()], TARGETS, T0 + timedelta(seconds=120))
+    assert late.open == {("ep1", "svod-no"): "b-other"}
+    # Different channels, or no exclusive window: no conflict.
+    avod = _window("c-avod", 50, 150, ["NO"], channels=["avod"])
+    assert plan_rights("media", [first, avod], [_asset()], TARGETS, T0).conflicts == {}
+
+
+def test_a_window_names_assets_and_counts_what_it_selects() -> None:
+    named = _window("named", 0, 100, ["NO"], names=["ep2"])
+    plan = plan_rights("media", [named], [_asset("ep1"), _asset("ep2")], TARGETS, T0)
+    assert plan.matched == {"named": 1} and set(plan.open) == {("ep2", "svod-no")}
+
+
+def test_targets_parse_and_refuse_bad_ones() -> None:
+    targets = parse_targets([{"name": "svod-no", "channel": "svod", "origin": "s3://origin/no",
+                              "territories": ["NO"], "purgeWebhook": "http://cdn.local/purge"}])
+    assert targets[0].purge_webhook == "http://cdn.local/purge"
+    for bad, words in (([{"name": "x", "channel": "svod", "origin": "s3://origin/x", "territories": ["XX"]}], "XX"),
+                       ([{"name": "x", "channel": "svod", "origin": "s3://origin/x", "territories": ["NO"]}] * 2,
+                        "duplicate")):
+        try:
+            parse_targets(bad)
+        except ValueError as err:
+            assert words in str(err)
+        else:
+            raise AssertionError(f"{bad} was accepted")
