@@ -38,6 +38,7 @@ demo: binaries
 # Speed goals are checked here, as ratios against baselines measured in the same run (not in tests).
 bench: binaries
 	$(BIN)/python bench/transcode.py
+	$(BIN)/python bench/takedown.py
 
 crds: $(STAMP)
 	$(BIN)/kubemam crds

@@ -79,6 +79,19 @@ class LocalStack:
     store: Any
     custom: Custom
     log: Path
+    kubeconfig: Path
+    s3: Any
+    operator: subprocess.Popen[bytes] | None = None
+
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            self.operator.terminate()
+            self.operator.wait(timeout=30)
+            self.operator = None
+
+    def start_operator(self) -> None:
+        if self.operator is None:
+            self.operator = start_operator(self.kubeconfig, self.s3.endpoint, self.log)
 
 
 @contextmanager
@@ -101,11 +114,11 @@ def local_stack(control_plane: Any, tmp_path: Path, namespace: str) -> Iterator[
         provision_namespaces(api, s3.access_key, s3.secret_key, (namespace,))
         node = ProcessNode(api, tmp_path / "node")
         node.start()
-        log = tmp_path / "operator.log"
-        operator = start_operator(cp.kubeconfig, s3.endpoint, log)
+        stack = LocalStack(api, make_client(s3.endpoint, s3.access_key, s3.secret_key), Custom(api, namespace),
+                           tmp_path / "operator.log", cp.kubeconfig, s3)
+        stack.start_operator()
         try:
-            yield LocalStack(api, make_client(s3.endpoint, s3.access_key, s3.secret_key), Custom(api, namespace), log)
+            yield stack
         finally:
-            operator.terminate()
-            operator.wait(timeout=30)
+            stack.stop_operator()
             node.stop()

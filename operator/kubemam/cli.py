@@ -1,4 +1,4 @@
-"""The `kubemam` command: the operator, CRD generation, the local cluster and the workers."""
+"""The `kubemam` command: the operator, CRD generation, the local cluster, the workers and reports."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from kubemam.worker.steps import STEPS
@@ -141,6 +142,30 @@ def _worker(args: argparse.Namespace) -> int:
     return run_step(args.step)
 
 
+def _time(text: str) -> datetime:
+    from kubemam.report import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from err
+
+
+def _report(args: argparse.Namespace) -> int:
+    from kubemam.report import usage_report
+
+    if args.start >= args.end:
+        print("kubemam report usage: --from must be before --to", file=sys.stderr)
+        return 2
+    try:
+        text = usage_report(args.start, args.end, args.format, args.library, args.namespace)
+    except ValueError as err:  # a bad --library or a usage object that is not one
+        print(f"kubemam report usage: {err}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from kubemam import demo
 
@@ -174,6 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one step of a Job (reads KUBEMAM_STEP_INPUT)")
     worker.add_argument("step", choices=list(STEPS))
     worker.set_defaults(func=_worker)
+
+    report = sub.add_parser("report", help="reports from what the workers recorded in the library")
+    reports = report.add_subparsers(dest="report", required=True)
+    usage = reports.add_parser("usage", help="availability per asset, territory and channel in a time range "
+                                             "(S3 from the AWS_* environment)")
+    usage.add_argument("--from", dest="start", type=_time, required=True, help="ISO 8601 start (inclusive; UTC "
+                       "without a zone)")
+    usage.add_argument("--to", dest="end", type=_time, required=True, help="ISO 8601 end (exclusive)")
+    usage.add_argument("--format", choices=["csv", "json"], default="csv", help="default: csv")
+    usage.add_argument("--library", default=os.environ.get("KUBEMAM_LIBRARY_URI") or "s3://kubemam-library",
+                       help="the library holding usage/ (default: KUBEMAM_LIBRARY_URI or s3://kubemam-library)")
+    usage.add_argument("--namespace", "-n", default=None, help="only this namespace's usage")
+    usage.set_defaults(func=_report)
 
     demo = sub.add_parser("demo", help="start the local cluster, apply examples/ and show what happens")
     demo.add_argument("--watch", type=float, default=900.0,

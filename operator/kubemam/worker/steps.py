@@ -14,7 +14,7 @@ import sys
 from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
 from kubemam.worker.contract import StepError, write_result
 
-STEPS = ("ingest", "transcode", "package")
+STEPS = ("ingest", "transcode", "package", "distribute")
 
 
 def main(step: str) -> int:
@@ -32,6 +32,10 @@ def main(step: str) -> int:
             from kubemam.worker import package
 
             return package.run()
+        if step == "distribute":
+            from kubemam.worker import distribute
+
+            return distribute.run()
         raise StepError(f"unknown step {step!r} (known: {', '.join(STEPS)})")
     except StepError as err:
         print(f"{step}: {err}", file=sys.stderr)

@@ -1,0 +1,139 @@
+"""Takedown benchmark on the local cluster: N assets whose RightsWindows all close at the same second.
+
+It prints p50/p99 of the time from the window end to verified removal (the origin listing holds
+none of the asset's objects; goal: p99 <= 5 s at 100 assets), and, as the baseline measured in the
+same run, the time a plain boto3 listing + batch delete of the same number of objects takes.
+
+Each asset gets a small package (5 objects) and its own window; they are published when the
+windows open and taken down when they close. The assets name a `file://` source the operator
+does not fetch, so no ingest Jobs compete with the takedown for the node.
+
+Usage: .venv/bin/python bench/takedown.py [--assets 100] [--open-seconds 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubemam.demo import DEMO_NAMESPACE, s3_client
+from kubemam.local import cluster
+
+ORIGIN = "kubemam-origin"
+PACKAGE_FILES = {"manifest.mpd": b"<MPD/>", "master.m3u8": b"#EXTM3U\n", "v/init.mp4": b"\0" * 800,
+                 "v/seg-00001.m4s": b"\1" * 20_000, "v/seg-00002.m4s": b"\2" * 20_000}
+
+
+def kubectl(state: dict[str, Any], *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run([f"{state['binDir']}/kubectl", f"--kubeconfig={state['kubeconfig']}", "-n",
+                             DEMO_NAMESPACE, *args], input=stdin, capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def remaining(s3: Any, assets: list[str]) -> set[str]:
+    """Assets that still have objects on the origin: one listing of the whole target prefix."""
+    present: set[str] = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=ORIGIN, Prefix=f"svod/{DEMO_NAMESPACE}/"):
+        for item in page.get("Contents") or []:
+            present.add(item["Key"].split("/")[2])
+    return present & set(assets)
+
+
+def baseline(s3: Any, count: int) -> float:
+    """A plain boto3 listing and batch delete of as many objects as the assets hold."""
+    keys = [f"baseline/{n}/{name}" for n in range(count) for name in PACKAGE_FILES]
+    for key in keys:
+        s3.put_object(Bucket=ORIGIN, Key=key, Body=b"x")
+    started = time.perf_counter()
+    listed = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=ORIGIN, Prefix="baseline/")
+              for o in page.get("Contents") or []]
+    for i in range(0, len(listed), 1000):
+        s3.delete_objects(Bucket=ORIGIN, Delete={"Objects": [{"Key": k} for k in listed[i:i + 1000]]})
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--assets", type=int, default=100)
+    parser.add_argument("--open-seconds", type=int, default=40, help="how long the windows stay open")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kubemam-bench-") as tmp:
+        state = cluster.up(Path(tmp))
+        try:
+            return run(state, args.assets, args.open_seconds)
+        finally:
+            cluster.down(Path(tmp))
+
+
+def run(state: dict[str, Any], count: int, open_seconds: int) -> int:
+    s3 = s3_client(state)
+    s3.create_bucket(Bucket=ORIGIN)
+    for name, body in PACKAGE_FILES.items():
+        s3.put_object(Bucket="kubemam-library", Key=f"bench/package/{name}", Body=body)
+    targets = [{"name": "svod-no", "channel": "svod", "origin": f"s3://{ORIGIN}/svod", "territories": ["NO"]}]
+    kubectl(state, "create", "configmap", "kubemam-distribution",
+            f"--from-literal=targets.yaml={yaml.safe_dump(targets)}")
+
+    assets = [f"title-{n:03d}" for n in range(count)]
+    docs = [{"apiVersion": "kubemam.io/v1alpha1", "kind": "MediaAsset", "metadata": {"name": name},
+             "spec": {"source": {"uri": f"file:///bench/{name}.mov"}, "metadata": {"title": name}}}
+            for name in assets]
+    kubectl(state, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    package = {"packages": [{"format": "dash", "manifestUri": "s3://kubemam-library/bench/package/manifest.mpd"}]}
+    for name in assets:  # stands in for a finished package step
+        kubectl(state, "patch", "mediaasset", name, "--subresource=status", "--type=merge", "-p",
+                json.dumps({"status": package}))
+
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=15)
+    end = start + timedelta(seconds=open_seconds)
+    windows = [{"apiVersion": "kubemam.io/v1alpha1", "kind": "RightsWindow", "metadata": {"name": f"w-{name}"},
+                "spec": {"assets": {"names": [name]}, "territories": ["NO"], "channels": ["svod"],
+                         "start": stamp(start), "end": stamp(end)}} for name in assets]
+    kubectl(state, "apply", "-f", "-", stdin=yaml.safe_dump_all(windows))
+    print(f"{count} assets, {len(PACKAGE_FILES)} objects each; windows open {stamp(start)}, close {stamp(end)}")
+
+    deadline = time.time() + (end - datetime.now(UTC)).total_seconds() - 2
+    while time.time() < deadline and remaining(s3, assets) != set(assets):
+        time.sleep(0.5)
+    published = remaining(s3, assets)
+    print(f"published before the end: {len(published)}/{count}")
+    if len(published) < count:
+        print("not every asset was published in time; lengthen --open-seconds")
+        return 1
+
+    removed_at: dict[str, float] = {}
+    end_ts = end.timestamp()
+    while len(removed_at) < count and time.time() < end_ts + 120:
+        now = time.time()
+        for name in set(assets) - remaining(s3, assets) - set(removed_at):
+            removed_at[name] = now
+        time.sleep(0.1)
+    latencies = sorted(removed_at[name] - end_ts for name in removed_at)
+    if len(latencies) < count:
+        print(f"only {len(latencies)}/{count} taken down within 120 s")
+        return 1
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(round(0.99 * len(latencies))) - 1)]
+    raw = baseline(s3, count)
+    print(f"window end -> verified removal, {count} assets: p50 {p50:.2f} s, p99 {p99:.2f} s, "
+          f"max {latencies[-1]:.2f} s   goal p99 <= 5 s")
+    print(f"baseline: plain boto3 list + batch delete of {count * len(PACKAGE_FILES)} objects {raw:.2f} s; "
+          f"p99 / baseline {p99 / raw:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

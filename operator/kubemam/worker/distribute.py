@@ -1,0 +1,681 @@
+"""`kubemam worker distribute`: one batch of publishes to and takedowns from distribution origins.
+
+The operator decides which (asset, target) pairs must be published or taken down and runs one
+Job per batch. Every action is idempotent, so a re-run after a crash at any point converges:
+
+- **publish** server-side copies the package's objects (those its manifest names; the manifest
+  itself is internal) to the same relative keys under the origin, in waves: media first, then
+  playlists deepest first (HLS media playlists, then the multivariant playlist and the MPD), so
+  a player that finds a manifest finds everything it names. An object already at the origin
+  with the same size and ETag is not copied again. The origin listing must then hold every
+  object at its size.
+- **takedown** deletes in the reverse waves (top-level manifests first, segments last) with
+  DeleteObjects batches, lists again and repeats until the origin is empty (at most
+  TAKEDOWN_ROUNDS), then POSTs the removed paths to the purge webhook. Before the first delete
+  the paths are written to a pending-purge ledger in the library (removed after a successful
+  purge), so a re-run after a failed purge purges the same paths though nothing is left to delete.
+- **feeds** are written whole after every action verified; the **usage** object last, with the
+  records of the actions that verified (also when others failed: what happened is recorded,
+  a re-run keeps the earlier time of a record it repeats).
+
+Work is batched across the actions of the batch (each wave is one set of parallel calls on one
+pool), so a hundred takedowns cost a few DeleteObjects calls, not a hundred sequences.
+
+Exit codes: a bad input or a package that is empty, uncommitted or damaged is a StepError before
+anything is written (exit 2: the Job fails at once); anything else that fails (a copy, a verify,
+a takedown that does not empty, a purge webhook) raises after the other actions are done
+(exit 1: the Job retries the pod and the re-run converges).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any, TypeVar, get_args
+
+from botocore.exceptions import ClientError
+
+from kubemam.api.rights import Channel
+from kubemam.storage.s3 import make_client, read_manifest, wait_until_reachable
+from kubemam.storage.uri import S3Uri, S3UriError
+from kubemam.worker.contract import StepError, step_input, write_result
+
+log = logging.getLogger("kubemam.worker.distribute")
+
+S3_RETRY_SECONDS = float(os.environ.get("KUBEMAM_S3_RETRY_SECONDS") or 60)
+THREADS = 8  # parallel S3 calls; below botocore's pool of 10 connections
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
+TAKEDOWN_ROUNDS = 5
+COPY_OBJECT_LIMIT = 5 * 1024**3  # CopyObject's limit; larger objects take a multipart copy
+WEBHOOK_TIMEOUT = 5.0
+WEBHOOK_ATTEMPTS = 3
+PLAYLIST_SUFFIXES = (".mpd", ".m3u8")
+ACTIONS = ("publish", "takedown")
+CHANNELS = frozenset(get_args(Channel))
+PURGE_LEDGER_DIR = "distribute/pending-purges"
+
+_BATCH = re.compile(r"^[0-9a-f]{8,128}$")
+_TERRITORY = re.compile(r"^[A-Z]{2}$")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# --- the input ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Action:
+    index: int
+    action: str
+    asset: str
+    target: str
+    channel: str
+    territories: tuple[str, ...]
+    window: str
+    package: S3Uri | None
+    origin: S3Uri
+    purge_webhook: str | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.action} {self.asset} on {self.target}"
+
+
+@dataclass(frozen=True)
+class Feed:
+    uri: S3Uri
+    entries: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Batch:
+    namespace: str
+    batch: str
+    actions: tuple[Action, ...]
+    feeds: tuple[Feed, ...]
+    usage: S3Uri
+
+
+def _text(obj: Mapping[str, Any], key: str, where: str) -> str:
+    if key not in obj:
+        raise StepError(f"{where} needs {key}")
+    value = obj[key]
+    if not isinstance(value, str) or not value.strip():
+        raise StepError(f"{where}.{key} must be a non-empty string, not {value!r}"[:300])
+    return value
+
+
+def _uri(obj: Mapping[str, Any], key: str, where: str) -> S3Uri:
+    text = _text(obj, key, where)
+    try:
+        uri = S3Uri.parse(text)
+    except S3UriError as err:
+        raise StepError(f"{where}.{key}: {err}") from err
+    if not uri.key.strip("/"):
+        raise StepError(f"{where}.{key}: {text!r} names a whole bucket; give a key or prefix inside it")
+    return uri
+
+
+def _action(raw: Any, index: int) -> Action:
+    where = f"actions[{index}]"
+    if not isinstance(raw, dict):
+        raise StepError(f"{where} must be an object")
+    kind = _text(raw, "action", where)
+    if kind not in ACTIONS:
+        raise StepError(f"{where}.action {kind!r} is unknown (known: {', '.join(ACTIONS)})")
+    territories = raw.get("territories")
+    if not isinstance(territories, list) or not territories or not all(
+            isinstance(t, str) and _TERRITORY.match(t) for t in territories):
+        raise StepError(f"{where}.territories must be a non-empty list of ISO 3166-1 alpha-2 codes")
+    package = _uri(raw, "package", where) if kind == "publish" else None
+    webhook = raw.get("purgeWebhook")
+    if webhook is not None and (not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))):
+        raise StepError(f"{where}.purgeWebhook must be an http(s) URL or null, not {webhook!r}"[:300])
+    return Action(index=index, action=kind, asset=_text(raw, "asset", where), target=_text(raw, "target", where),
+                  channel=_text(raw, "channel", where), territories=tuple(territories),
+                  window=_text(raw, "window", where), package=package, origin=_uri(raw, "origin", where),
+                  purge_webhook=webhook)
+
+
+def _feed(raw: Any, index: int) -> Feed:
+    where = f"feeds[{index}]"
+    if not isinstance(raw, dict):
+        raise StepError(f"{where} must be an object")
+    entries = raw.get("entries")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise StepError(f"{where}.entries must be a list of objects")
+    return Feed(_uri(raw, "uri", where), tuple(entries))
+
+
+def _check_overlaps(actions: Sequence[Action], feeds: Sequence[Feed], usage: S3Uri) -> None:
+    """No origin may hold or lie inside another origin, a package, a feed or the usage object:
+    a takedown deletes everything under its origin."""
+    origins = [f"{a.origin.bucket}/{a.origin.prefix}" for a in actions]
+    seen: set[str] = set()
+    for action, origin in zip(actions, origins, strict=True):
+        if origin in seen:
+            raise StepError(f"actions[{action.index}]: another action of the batch has the origin {action.origin}")
+        seen.add(origin)
+    places = {(o, f"origin {a.origin}") for o, a in zip(origins, actions, strict=True)}
+    places |= {(f"{a.package.bucket}/{a.package.prefix}", f"package {a.package}") for a in actions if a.package}
+    places |= {(f"{f.uri.bucket}/{f.uri.key}/", f"feed {f.uri}") for f in feeds}
+    places.add((f"{usage.bucket}/{usage.key}/", f"usage object {usage}"))
+    # Every path ends in "/", so a prefix is a containing folder. Sorted, the paths between a path
+    # and one inside it share its prefix, so a stack of the open paths finds every nesting.
+    stack: list[tuple[str, str]] = []
+    for path, what in sorted(places):
+        while stack and not path.startswith(stack[-1][0]):
+            stack.pop()
+        if stack and what.startswith("origin "):
+            raise StepError(f"{what} lies inside {stack[-1][1]}: a takedown there would delete it")
+        holder = next((w for _, w in reversed(stack) if w.startswith("origin ")), None)
+        if holder is not None:
+            raise StepError(f"{holder} holds {what}: a takedown there would delete it")
+        stack.append((path, what))
+
+
+def parse_input(raw: Mapping[str, Any]) -> Batch:
+    """The batch from KUBEMAM_STEP_INPUT, checked before anything touches storage."""
+    namespace = _text(raw, "namespace", "input")
+    batch = _text(raw, "batch", "input")
+    if not _BATCH.match(batch):
+        raise StepError(f"input.batch must be a lowercase hex digest, not {batch!r}"[:300])
+    actions_raw = raw.get("actions")
+    if not isinstance(actions_raw, list):
+        raise StepError("input needs actions (a list)")
+    feeds_raw = raw.get("feeds", [])
+    if not isinstance(feeds_raw, list):
+        raise StepError("input.feeds must be a list")
+    actions = tuple(_action(a, i) for i, a in enumerate(actions_raw))
+    feeds = tuple(_feed(f, i) for i, f in enumerate(feeds_raw))
+    usage = _uri(raw, "usage", "input")
+    if len({f.uri for f in feeds}) != len(feeds):
+        raise StepError("input.feeds names the same feed twice")
+    _check_overlaps(actions, feeds, usage)
+    return Batch(namespace, batch, actions, feeds, usage)
+
+
+# --- pure decisions ----------------------------------------------------------------------------
+
+def is_playlist(key: str) -> bool:
+    return key.lower().endswith(PLAYLIST_SUFFIXES)
+
+
+def publish_order(keys: Iterable[str]) -> list[list[str]]:
+    """Waves to copy in: everything that is not a playlist, then playlists by depth, deepest first
+    (a variant playlist before the multivariant playlist that names it). Empty waves are left out."""
+    unique = set(keys)
+    media = sorted(k for k in unique if not is_playlist(k))
+    by_depth: dict[int, list[str]] = {}
+    for key in unique:
+        if is_playlist(key):
+            by_depth.setdefault(key.count("/"), []).append(key)
+    waves = [media] + [sorted(by_depth[depth]) for depth in sorted(by_depth, reverse=True)]
+    return [wave for wave in waves if wave]
+
+
+def takedown_order(keys: Iterable[str]) -> list[list[str]]:
+    """Waves to delete in: the reverse of publishing, so no manifest outlives what it names."""
+    return publish_order(keys)[::-1]
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def feed_channel(uri: S3Uri) -> str | None:
+    """The channel a feed file is named after (feeds/svod.json → svod), if it names one."""
+    stem = PurePosixPath(uri.key).stem
+    return stem if stem in CHANNELS else None
+
+
+def feed_document(feed: Feed, updated: datetime) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    channel = feed_channel(feed.uri)
+    if channel is not None:
+        document["channel"] = channel
+    document["updated"] = iso(updated)
+    document["entries"] = list(feed.entries)
+    return document
+
+
+def usage_record(action: Action, at: datetime, objects: int) -> dict[str, Any]:
+    return {"action": action.action, "asset": action.asset, "target": action.target, "channel": action.channel,
+            "territories": list(action.territories), "window": action.window, "at": iso(at), "objects": objects}
+
+
+def _record_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    return record.get("action"), record.get("asset"), record.get("target"), record.get("window")
+
+
+def merge_usage(prior: Sequence[Mapping[str, Any]], fresh: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An earlier run's records stay; a record made again keeps the earlier run's time (the
+    action verified then), new records follow in their order."""
+    earlier = {_record_key(r): r for r in prior}
+    merged = [dict(r) for r in prior]
+    positions = {_record_key(r): i for i, r in enumerate(merged)}
+    for record in fresh:
+        key = _record_key(record)
+        if key in positions:
+            merged[positions[key]] = {**record, "at": min(str(earlier[key].get("at") or record["at"]), record["at"])}
+        else:
+            positions[key] = len(merged)
+            merged.append(record)
+    return merged
+
+
+def usage_document(batch: Batch, records: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
+    return {"namespace": batch.namespace, "batch": batch.batch, "complete": complete, "records": records}
+
+
+def purge_ledger_dir(usage: S3Uri) -> S3Uri:
+    """Where takedowns keep the paths they removed until the purge webhook took them: in the
+    library that holds the usage object (<library>/usage/<ns>/<batch>.json), one object per batch."""
+    parents = PurePosixPath(usage.key).parents
+    root = str(parents[2]) if len(parents) > 3 else ""
+    return S3Uri(usage.bucket).join(root, PURGE_LEDGER_DIR)
+
+
+def purge_ledger(usage: S3Uri, batch: str) -> S3Uri:
+    return purge_ledger_dir(usage).join(f"{batch}.json")
+
+
+def failure_summary(failures: Sequence[tuple[str, str]], total: int, limit: int = 5) -> str:
+    shown = "; ".join(f"{name}: {why}"[:300] for name, why in failures[:limit])
+    more = f" (and {len(failures) - limit} more)" if len(failures) > limit else ""
+    return f"{len(failures)} of {total} actions failed: {shown}{more}"
+
+
+# --- storage -----------------------------------------------------------------------------------
+
+Listing = dict[str, tuple[int, str]]  # relative key -> (size, ETag)
+
+
+def _listing(s3: Any, prefix: S3Uri) -> Listing:
+    found: Listing = {}
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=prefix.bucket, Prefix=prefix.prefix):
+        for obj in page.get("Contents", []):
+            found[obj["Key"][len(prefix.prefix):]] = (int(obj["Size"]), str(obj.get("ETag", "")))
+    return found
+
+
+def _get_json(s3: Any, uri: S3Uri) -> Any | None:
+    try:
+        body = s3.get_object(Bucket=uri.bucket, Key=uri.key)["Body"].read()
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    return json.loads(body)
+
+
+def _put_json(s3: Any, uri: S3Uri, document: Any) -> None:
+    s3.put_object(Bucket=uri.bucket, Key=uri.key, Body=json.dumps(document, indent=2).encode(),
+                  ContentType="application/json")
+
+
+def _gather(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Sequence[T]) -> list[R | Exception]:
+    """fn over items on the pool; an exception is returned in its item's place, not raised."""
+    def safe(item: T) -> R | Exception:
+        try:
+            return fn(item)
+        except Exception as err:
+            return err
+    return list(pool.map(safe, items))
+
+
+def _describe(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"[:300]
+
+
+@dataclass
+class Outcome:
+    action: Action
+    objects: int = 0  # published: objects at the origin; taken down: paths removed
+    changed: int = 0  # copied or deleted by this run
+    at: datetime | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    def fail(self, why: str) -> None:
+        if self.error is None:
+            self.error = why
+
+
+def _package_objects(s3: Any, action: Action) -> Listing:
+    """The objects a publish copies: what the package's manifest names, each present at its size."""
+    assert action.package is not None
+    listing = _listing(s3, action.package)
+    if not listing:
+        raise StepError(f"{action.name}: package {action.package} holds nothing")
+    manifest = read_manifest(s3, action.package)
+    if manifest is None:
+        raise StepError(f"{action.name}: package {action.package} has no manifest.json, so it is not a committed "
+                        "package")
+    broken = [e.key for e in manifest.objects if listing.get(e.key, (-1, ""))[0] != e.size]
+    if broken:
+        raise StepError(f"{action.name}: package {action.package} is damaged: {len(broken)} objects its manifest "
+                        f"names are missing or resized (first: {broken[0]})")
+    return {entry.key: listing[entry.key] for entry in manifest.objects}
+
+
+def _preflight(s3: Any, pool: ThreadPoolExecutor, publishes: Sequence[Action]) -> dict[int, Listing]:
+    """Every package read and checked before anything is written; a bad one fails the batch at once."""
+    found = _gather(pool, lambda a: _package_objects(s3, a), publishes)
+    refused = [str(r) for r in found if isinstance(r, StepError)]
+    if refused:
+        more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+        raise StepError("; ".join(refused[:3]) + more)
+    for result in found:
+        if isinstance(result, Exception):
+            raise result
+    return {a.index: r for a, r in zip(publishes, found, strict=True) if not isinstance(r, Exception)}
+
+
+def _copy(s3: Any, action: Action, key: str, size: int) -> None:
+    assert action.package is not None
+    source = {"Bucket": action.package.bucket, "Key": action.package.prefix + key}
+    target = action.origin.prefix + key
+    if size > COPY_OBJECT_LIMIT:
+        from boto3.s3.transfer import TransferConfig
+
+        s3.copy(source, action.origin.bucket, target, Config=TransferConfig(max_concurrency=4))
+    else:
+        s3.copy_object(Bucket=action.origin.bucket, Key=target, CopySource=source)
+
+
+def publish_all(s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action], expected: Mapping[int, Listing],
+                clock: Callable[[], datetime]) -> list[Outcome]:
+    started = time.monotonic()
+    outcomes = {a.index: Outcome(a, objects=len(expected[a.index])) for a in actions}
+    existing: dict[int, Listing] = {}
+    for action, got in zip(actions, _gather(pool, lambda a: _listing(s3, a.origin), actions), strict=True):
+        if isinstance(got, Exception):
+            outcomes[action.index].fail(f"listing {action.origin}: {_describe(got)}")
+        else:
+            existing[action.index] = got
+    waves = {i: publish_order(expected[i]) for i in existing}
+    for number in range(max((len(w) for w in waves.values()), default=0)):
+        copies = [(outcomes[i].action, key) for i, w in waves.items() if number < len(w) and outcomes[i].error is None
+                  for key in w[number] if existing[i].get(key) != expected[i][key]]
+        done = _gather(pool, lambda c: _copy(s3, c[0], c[1], expected[c[0].index][c[1]][0]), copies)
+        for (action, key), result in zip(copies, done, strict=True):
+            if isinstance(result, Exception):
+                outcomes[action.index].fail(f"copying {key}: {_describe(result)}")
+            else:
+                outcomes[action.index].changed += 1
+    live = [outcomes[i].action for i in existing if outcomes[i].error is None]
+    for action, got in zip(live, _gather(pool, lambda a: _listing(s3, a.origin), live), strict=True):
+        outcome = outcomes[action.index]
+        if isinstance(got, Exception):
+            outcome.fail(f"verifying {action.origin}: {_describe(got)}")
+            continue
+        wrong = sorted(k for k, (size, _) in expected[action.index].items() if got.get(k, (-1, ""))[0] != size)
+        if wrong:
+            outcome.fail(f"{len(wrong)} objects missing or resized at {action.origin} after copying (first: "
+                         f"{wrong[0]})")
+        else:
+            outcome.at = clock()
+            outcome.seconds = time.monotonic() - started
+    return [outcomes[a.index] for a in actions]
+
+
+def _delete(s3: Any, bucket: str, keys: Sequence[str]) -> set[str]:
+    """Delete up to 1000 keys in one call; the keys S3 refused to delete."""
+    answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+    errors = answer.get("Errors", [])
+    for error in errors[:3]:
+        log.warning("could not delete s3://%s/%s: %s %s", bucket, error.get("Key"), error.get("Code"),
+                    error.get("Message"))
+    return {str(e.get("Key")) for e in errors}
+
+
+def purge(url: str, payload: Mapping[str, Any], attempts: int = WEBHOOK_ATTEMPTS, timeout: float = WEBHOOK_TIMEOUT,
+          sleep: Callable[[float], None] = time.sleep) -> None:
+    """POST the removed paths to the purge webhook; any 2xx answer is success."""
+    body = json.dumps(payload).encode()
+    last = ""
+    for attempt in range(attempts):
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                answer.read()
+            return
+        except urllib.error.HTTPError as err:
+            last = f"HTTP {err.code}"
+        except (urllib.error.URLError, OSError) as err:
+            last = str(getattr(err, "reason", err))
+        if attempt + 1 < attempts:
+            sleep(0.5 * 2**attempt)
+    raise RuntimeError(f"purge webhook {url} failed {attempts} times (last: {last})")
+
+
+class _Takedowns:
+    """The takedowns of a batch, worked wave by wave across all of them."""
+
+    def __init__(self, s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action], usage: S3Uri, batch: str,
+                 clock: Callable[[], datetime]) -> None:
+        self.s3, self.pool, self.clock = s3, pool, clock
+        self.started = time.monotonic()
+        self.outcomes = {a.index: Outcome(a) for a in actions}
+        self.removed: dict[int, set[str]] = {a.index: set() for a in actions}
+        self.hooked = {str(a.origin): a.index for a in actions if a.purge_webhook}
+        self.ledger_dir = purge_ledger_dir(usage)
+        self.ledger = purge_ledger(usage, batch)
+        self.ledgers: dict[str, dict[str, list[str]]] = {}  # key -> {origin: paths} of every pending ledger read
+        self.pending: dict[int, set[str]] = {}  # paths an earlier run removed and did not purge
+        self.last_problem: dict[int, str] = {}
+
+    def action(self, index: int) -> Action:
+        return self.outcomes[index].action
+
+    def live(self, indices: Iterable[int]) -> list[Action]:
+        return [self.action(i) for i in indices if self.outcomes[i].error is None]
+
+    def fail_hooked(self, why: str, indices: Iterable[int] | None = None) -> None:
+        for i in self.hooked.values() if indices is None else indices:
+            self.outcomes[i].fail(why)
+
+    def read_ledgers(self) -> None:
+        """Pending purges of this batch's origins, left by an earlier run of this or another batch.
+        The folder is normally empty: a ledger is removed once its purges went through."""
+        if not self.hooked:
+            return
+        try:
+            keys = [key for key, _ in _listing(self.s3, self.ledger_dir).items() if key.endswith(".json")]
+        except Exception as err:
+            self.fail_hooked(f"listing the pending purges {self.ledger_dir}: {_describe(err)}")
+            return
+        uris = [self.ledger_dir.join(k) for k in keys]
+        for uri, got in zip(uris, _gather(self.pool, lambda u: _get_json(self.s3, u), uris), strict=True):
+            if isinstance(got, Exception):
+                self.fail_hooked(f"reading the pending purges {uri}: {_describe(got)}")
+                continue
+            purges = got.get("purges") if isinstance(got, dict) else None
+            if not isinstance(purges, dict):
+                continue
+            self.ledgers[uri.key] = {str(o): [str(p) for p in paths] for o, paths in purges.items()}
+            for origin, paths in self.ledgers[uri.key].items():
+                if origin in self.hooked:
+                    self.pending.setdefault(self.hooked[origin], set()).update(paths)
+
+    def listed(self, todo: Sequence[Action]) -> dict[int, Listing]:
+        """What is left under each origin; an empty one is verified now."""
+        left: dict[int, Listing] = {}
+        for action, got in zip(todo, _gather(self.pool, lambda a: _listing(self.s3, a.origin), todo), strict=True):
+            outcome = self.outcomes[action.index]
+            if isinstance(got, Exception):
+                outcome.fail(f"listing {action.origin}: {_describe(got)}")
+            elif got:
+                left[action.index] = got
+            else:
+                outcome.at = self.clock()
+                outcome.seconds = time.monotonic() - self.started
+        return left
+
+    def write_ledger(self, remaining: dict[int, Listing]) -> None:
+        """Before the first delete, the paths to purge go to this batch's ledger (one object): a
+        re-run after a crash or a failed purge purges them though nothing is left to delete."""
+        about = [i for i in remaining if self.action(i).purge_webhook]
+        if not about:
+            return
+        purges = {str(self.action(i).origin): sorted(self.pending.get(i, set()) | set(remaining[i])) for i in about}
+        previous = self.ledgers.get(self.ledger.key, {})
+        purges = {**previous, **purges}
+        try:
+            _put_json(self.s3, self.ledger, {"purges": purges})
+        except Exception as err:
+            self.fail_hooked(f"writing the pending purges {self.ledger}: {_describe(err)}", about)
+            for i in about:
+                remaining.pop(i)
+            return
+        self.ledgers[self.ledger.key] = purges
+
+    def delete_wave(self, keys: Mapping[int, list[str]]) -> None:
+        """One wave of every origin in DeleteObjects calls of up to 1000 keys, per bucket, in parallel."""
+        by_bucket: dict[str, list[tuple[int, str]]] = {}
+        for i, wave in keys.items():
+            origin = self.action(i).origin
+            by_bucket.setdefault(origin.bucket, []).extend((i, origin.prefix + k) for k in wave)
+        calls = [(bucket, entries[start:start + DELETE_BATCH]) for bucket, entries in by_bucket.items()
+                 for start in range(0, len(entries), DELETE_BATCH)]
+        answers = _gather(self.pool, lambda c: _delete(self.s3, c[0], [key for _, key in c[1]]), calls)
+        for (_, entries), refused in zip(calls, answers, strict=True):
+            for i, key in entries:
+                if isinstance(refused, Exception):
+                    self.last_problem[i] = _describe(refused)
+                elif key in refused:
+                    self.last_problem[i] = f"S3 refused to delete {key}"
+                else:
+                    self.outcomes[i].changed += 1
+                    self.removed[i].add(key[len(self.action(i).origin.prefix):])
+
+    def purge_all(self) -> None:
+        todo = self.live(self.hooked.values())
+        purged = set()
+        for action, result in zip(todo, _gather(self.pool, self.purge_one, todo), strict=True):
+            if isinstance(result, Exception):
+                self.outcomes[action.index].fail(str(result) if isinstance(result, RuntimeError)
+                                                 else _describe(result))
+            else:
+                purged.add(str(action.origin))
+        self.clear_ledgers(purged)
+
+    def purge_one(self, action: Action) -> None:
+        assert action.purge_webhook is not None
+        paths = sorted(self.pending.get(action.index, set()) | self.removed[action.index])
+        self.outcomes[action.index].objects = len(paths)
+        purge(action.purge_webhook, {"asset": action.asset, "target": action.target, "origin": str(action.origin),
+                                     "paths": paths})
+
+    def clear_ledgers(self, purged: set[str]) -> None:
+        """Purged origins leave every ledger that named them; an empty ledger is removed. A ledger
+        left behind (this fails) only makes a later takedown of its origins purge its paths again."""
+        for key, purges in self.ledgers.items():
+            if not purged & set(purges):
+                continue
+            left = {o: paths for o, paths in purges.items() if o not in purged}
+            try:
+                if left:
+                    _put_json(self.s3, S3Uri(self.ledger.bucket, key), {"purges": left})
+                else:
+                    self.s3.delete_object(Bucket=self.ledger.bucket, Key=key)
+            except Exception as err:
+                log.warning("could not update the pending purges s3://%s/%s: %s", self.ledger.bucket, key,
+                            _describe(err))
+
+
+def takedown_all(s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action], usage: S3Uri, batch: str,
+                 clock: Callable[[], datetime]) -> list[Outcome]:
+    """List every origin, delete in waves (manifests first) and list again, up to TAKEDOWN_ROUNDS
+    times, until empty; then purge. An action that fails leaves the others going."""
+    work = _Takedowns(s3, pool, actions, usage, batch, clock)
+    work.read_ledgers()
+    remaining = work.listed(work.live(work.outcomes))
+    work.write_ledger(remaining)
+    for _ in range(TAKEDOWN_ROUNDS):
+        if not remaining:
+            break
+        waves = {i: takedown_order(keys) for i, keys in remaining.items()}
+        for number in range(max(len(w) for w in waves.values())):
+            work.delete_wave({i: w[number] for i, w in waves.items() if number < len(w)})
+        remaining = work.listed([work.action(i) for i in remaining])
+    for i, keys in remaining.items():
+        why = f" (last: {work.last_problem[i]})" if i in work.last_problem else ""
+        work.outcomes[i].fail(f"{len(keys)} objects remain under {work.action(i).origin} after {TAKEDOWN_ROUNDS} "
+                              f"delete rounds{why}")
+    for i, paths in work.removed.items():
+        work.outcomes[i].objects = len(paths)
+    work.purge_all()
+    return [work.outcomes[a.index] for a in actions]
+
+
+def _log_line(outcome: Outcome) -> str:
+    action = outcome.action
+    line: dict[str, Any] = {"event": action.action, "asset": action.asset, "target": action.target,
+                            "channel": action.channel, "verified": outcome.error is None, "objects": outcome.objects,
+                            "copied" if action.action == "publish" else "deleted": outcome.changed,
+                            "seconds": round(outcome.seconds, 3)}
+    if outcome.error is not None:
+        line["error"] = outcome.error
+    return json.dumps(line, separators=(",", ":"))
+
+
+def _check_buckets(s3: Any, batch: Batch) -> None:
+    buckets = [batch.usage.bucket] + sorted(
+        {a.origin.bucket for a in batch.actions} | {a.package.bucket for a in batch.actions if a.package}
+        | {f.uri.bucket for f in batch.feeds} - {batch.usage.bucket})
+    for bucket in buckets:
+        try:
+            wait_until_reachable(s3, bucket, S3_RETRY_SECONDS)
+        except ClientError as err:
+            if str(err.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
+                raise StepError(f"bucket {bucket} does not exist") from err
+            raise
+
+
+def distribute(s3: Any, batch: Batch, clock: Callable[[], datetime]) -> dict[str, Any]:
+    """Run the batch; the small result for the termination message."""
+    publishes = [a for a in batch.actions if a.action == "publish"]
+    takedowns = [a for a in batch.actions if a.action == "takedown"]
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        expected = _preflight(s3, pool, publishes)
+        # Takedowns first: ending availability is the obligation with a deadline.
+        outcomes = takedown_all(s3, pool, takedowns, batch.usage, batch.batch, clock)
+        outcomes += publish_all(s3, pool, publishes, expected, clock)
+        outcomes.sort(key=lambda o: o.action.index)
+        for outcome in outcomes:
+            print(_log_line(outcome), flush=True)
+        failures = [(o.action.name, o.error) for o in outcomes if o.error is not None]
+        if not failures:
+            updated = clock()
+            written = _gather(pool, lambda f: _put_json(s3, f.uri, feed_document(f, updated)), list(batch.feeds))
+            failures += [(f"feed {f.uri}", _describe(r)) for f, r in zip(batch.feeds, written, strict=True)
+                         if isinstance(r, Exception)]
+    fresh = [usage_record(o.action, o.at, o.objects) for o in outcomes if o.error is None and o.at is not None]
+    prior = _get_json(s3, batch.usage)
+    prior_records = prior.get("records", []) if isinstance(prior, dict) else []
+    _put_json(s3, batch.usage, usage_document(batch, merge_usage(prior_records, fresh), complete=not failures))
+    if failures:
+        raise RuntimeError(failure_summary(failures, len(batch.actions)))
+    return {"published": len(publishes), "takenDown": len(takedowns), "usage": str(batch.usage)}
+
+
+def run() -> int:
+    batch = parse_input(step_input())
+    s3 = make_client()
+    _check_buckets(s3, batch)
+    write_result(distribute(s3, batch, lambda: datetime.now(UTC)))
+    return 0
+

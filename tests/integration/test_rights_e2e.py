@@ -1,0 +1,162 @@
+"""Rights windows on the local cluster, with windows seconds long: an asset reaches the origins its
+licence fully covers when the window opens and is gone — verified by listing — within 5 s of the
+end, also across an operator restart; exclusive overlaps are reported; the usage report lists
+exactly what happened."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from kubemam.media.sample import make_sample
+from tests.helpers import LocalStack, local_stack, wait_for
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
+
+NAMESPACE = "kubemam-demo"
+ORIGIN = "kubemam-origin"
+TARGETS = [
+    {"name": "svod-nordics", "channel": "svod", "origin": f"s3://{ORIGIN}/svod-nordics", "territories": ["NO", "SE"]},
+    # Great Britain is not licensed: this origin must never receive the asset.
+    {"name": "svod-europe", "channel": "svod", "origin": f"s3://{ORIGIN}/svod-europe",
+     "territories": ["NO", "SE", "GB"]},
+]
+LADDER = {
+    "apiVersion": "kubemam.io/v1alpha1", "kind": "TranscodeLadder", "metadata": {"name": "small"},
+    "spec": {"segmentDurationSeconds": 2,
+             "renditions": [{"name": "h264-180p", "codec": "h264", "width": 320, "height": 180, "preset": "veryfast",
+                             "rateControl": {"mode": "crf", "crf": 30}}],
+             "packaging": {"formats": ["dash", "hls"]}},
+}
+ASSET = {
+    "apiVersion": "kubemam.io/v1alpha1", "kind": "MediaAsset",
+    "metadata": {"name": "ep1", "labels": {"kubemam.io/series": "coastal"}},
+    "spec": {"source": {"uri": "s3://kubemam-library/incoming/ep1.mov"}, "metadata": {"title": "Episode 1"},
+             "ladderRef": {"name": "small"}},
+}
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _window(name: str, start: datetime, end: datetime, territories: list[str], exclusive: bool = False,
+            names: list[str] | None = None) -> dict[str, Any]:
+    assets = {"names": names} if names else {"selector": {"matchLabels": {"kubemam.io/series": "coastal"}}}
+    return {"apiVersion": "kubemam.io/v1alpha1", "kind": "RightsWindow", "metadata": {"name": name},
+            "spec": {"assets": assets, "territories": territories, "channels": ["svod"], "start": _stamp(start),
+                     "end": _stamp(end), "exclusive": exclusive}}
+
+
+def _keys(stack: LocalStack, prefix: str) -> list[str]:
+    listed = stack.store.list_objects_v2(Bucket=ORIGIN, Prefix=prefix)
+    return [o["Key"] for o in listed.get("Contents") or []]
+
+
+def _packaged(stack: LocalStack) -> dict[str, Any] | None:
+    status = stack.custom.get("mediaassets", "ep1").get("status") or {}
+    if status.get("phase") == "Failed":
+        raise AssertionError(status.get("conditions"))
+    return status if status.get("packages") else None
+
+
+def _report(stack: LocalStack, start: datetime, end: datetime) -> list[dict[str, str]]:
+    env = {**os.environ, "AWS_ENDPOINT_URL": stack.s3.endpoint, "AWS_ACCESS_KEY_ID": stack.s3.access_key,
+           "AWS_SECRET_ACCESS_KEY": stack.s3.secret_key}
+    out = subprocess.run([sys.executable, "-m", "kubemam", "report", "usage", "--from", _stamp(start), "--to",
+                          _stamp(end), "--format", "csv", "--namespace", NAMESPACE], env=env, check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    return list(csv.DictReader(io.StringIO(out)))
+
+
+def test_windows_publish_and_take_down_on_time(control_plane: Any, tmp_path: Path) -> None:
+    with local_stack(control_plane, tmp_path, NAMESPACE) as stack:
+        stack.store.create_bucket(Bucket=ORIGIN)
+        client.CoreV1Api(stack.api).create_namespaced_config_map(NAMESPACE, {
+            "metadata": {"name": "kubemam-distribution"}, "data": {"targets.yaml": yaml.safe_dump(TARGETS)}})
+        master = make_sample(tmp_path / "ep1.mov", width=320, height=180, seconds=8)
+        stack.store.upload_file(str(master), "kubemam-library", "incoming/ep1.mov")
+        stack.custom.create("transcodeladders", copy.deepcopy(LADDER))
+        stack.custom.create("mediaassets", copy.deepcopy(ASSET))
+        try:
+            wait_for(lambda: _packaged(stack), timeout=300, what="the asset to be packaged")
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{stack.log.read_text()[-3000:]}") from None
+        began = datetime.now(UTC).replace(microsecond=0)
+
+        # Open in 4 s for 12 s.
+        start, end = began + timedelta(seconds=4), began + timedelta(seconds=16)
+        stack.custom.create("rightswindows", _window("nordics", start, end, ["NO", "SE", "DK"]))
+        nordics, europe = f"svod-nordics/{NAMESPACE}/ep1/", f"svod-europe/{NAMESPACE}/ep1/"
+        time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds() - 1))
+        assert _keys(stack, nordics) == [], "published before the window opened"
+        wait_for(lambda: "manifest.mpd" in {k.rsplit("/", 1)[-1] for k in _keys(stack, nordics)}, timeout=20,
+                 what="the package on the Nordic origin")
+        opened = datetime.now(UTC)
+        assert (opened - start).total_seconds() < 10
+        published = _keys(stack, nordics)
+        assert any(k.endswith(".m4s") for k in published) and any(k.endswith("master.m3u8") for k in published)
+        assert _keys(stack, europe) == []  # GB is not licensed
+        feed = json.loads(stack.store.get_object(Bucket=ORIGIN, Key="feeds/svod.json")["Body"].read())
+        assert [(e["asset"], e["target"], e["window"]) for e in feed["entries"]] == [("ep1", "svod-nordics",
+                                                                                      "nordics")]
+
+        # Gone within 5 s of the end, verified by listing.
+        wait_for(lambda: _keys(stack, nordics) == [], timeout=30, what="the takedown")
+        removed = datetime.now(UTC)
+        assert (removed - end).total_seconds() <= 5, f"taken down {removed - end} after the end"
+        status = wait_for(lambda: (s := stack.custom.get("rightswindows", "nordics")["status"])
+                          and len(s.get("history") or []) == 2 and s, what="the takedown in the window's history")
+        assert [(h["action"], h["asset"], h["target"], h["verified"]) for h in status["history"]] == [
+            ("Published", "ep1", "svod-nordics", True), ("TakenDown", "ep1", "svod-nordics", True)]
+        events = client.CoreV1Api(stack.api).list_namespaced_event(
+            NAMESPACE, field_selector="involvedObject.name=nordics").items
+        assert {"Published", "TakenDown"} <= {e.reason for e in events}
+        asset = stack.custom.get("mediaassets", "ep1")["status"]["distribution"]
+        assert [(d["target"], d["state"]) for d in asset] == [("svod-nordics", "TakenDown")]
+
+        # A window that ends while the operator is down is taken down as soon as it is back.
+        start2 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+        end2 = start2 + timedelta(seconds=8)
+        stack.custom.create("rightswindows", _window("nordics-again", start2, end2, ["NO", "SE"]))
+        wait_for(lambda: _keys(stack, nordics) != [], timeout=25, what="the second publish")
+        stack.stop_operator()
+        time.sleep(max(0.0, (end2 - datetime.now(UTC)).total_seconds() + 2))
+        assert _keys(stack, nordics) != []  # nobody took it down while the operator was away
+        restarted = time.monotonic()
+        stack.start_operator()
+        wait_for(lambda: _keys(stack, nordics) == [], timeout=60, what="the catch-up takedown")
+        assert time.monotonic() - restarted < 30
+
+        # Exclusive overlap: both windows say so, and nothing is published for it.
+        later = datetime.now(UTC) + timedelta(hours=1)
+        stack.custom.create("rightswindows", _window("exclusive-a", later, later + timedelta(hours=2), ["NO"],
+                                                     exclusive=True))
+        stack.custom.create("rightswindows", _window("overlap-b", later + timedelta(hours=1),
+                                                     later + timedelta(hours=3), ["NO", "SE"]))
+        for name in ("exclusive-a", "overlap-b"):
+            conflict = wait_for(lambda n=name: (c := stack.custom.condition("rightswindows", n, "Conflict"))
+                                and c["status"] == "True" and c, timeout=30, what=f"{name} Conflict")
+            assert "ep1" in conflict["message"]
+
+        # The usage report: exactly the two publishes and two takedowns, one row per territory.
+        rows = _report(stack, began - timedelta(minutes=1), datetime.now(UTC) + timedelta(minutes=1))
+        assert sorted((r["window"], r["territory"], r["target"]) for r in rows) == [
+            ("nordics", "NO", "svod-nordics"), ("nordics", "SE", "svod-nordics"),
+            ("nordics-again", "NO", "svod-nordics"), ("nordics-again", "SE", "svod-nordics")]
+        assert all(r["to"] for r in rows)
