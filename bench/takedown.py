@@ -25,8 +25,11 @@ from typing import Any
 
 import yaml
 
+from kubemam import __version__
 from kubemam.demo import DEMO_NAMESPACE, s3_client
 from kubemam.local import cluster
+from kubemam.storage.s3 import commit
+from kubemam.storage.uri import S3Uri
 
 ORIGIN = "kubemam-origin"
 PACKAGE_FILES = {"manifest.mpd": b"<MPD/>", "master.m3u8": b"#EXTM3U\n", "v/init.mp4": b"\0" * 800,
@@ -81,8 +84,12 @@ def main() -> int:
 def run(state: dict[str, Any], count: int, open_seconds: int) -> int:
     s3 = s3_client(state)
     s3.create_bucket(Bucket=ORIGIN)
-    for name, body in PACKAGE_FILES.items():
-        s3.put_object(Bucket="kubemam-library", Key=f"bench/package/{name}", Body=body)
+    with tempfile.TemporaryDirectory() as folder:  # a committed package, as the package step leaves one
+        for name, body in PACKAGE_FILES.items():
+            (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
+            (Path(folder) / name).write_bytes(body)
+        commit(s3, Path(folder), S3Uri.parse("s3://kubemam-library/bench/package"), step="package",
+               input_hash="bench", worker_version=__version__, now=datetime.now(UTC))
     targets = [{"name": "svod-no", "channel": "svod", "origin": f"s3://{ORIGIN}/svod", "territories": ["NO"]}]
     kubectl(state, "create", "configmap", "kubemam-distribution",
             f"--from-literal=targets.yaml={yaml.safe_dump(targets)}")

@@ -137,8 +137,9 @@ def rights_clock() -> rights.RightsClock:
 
 
 def _rights_now(namespace: str) -> None:
-    """Reconcile the namespace's rights now, and aim the clock at its next window transition."""
-    rights_clock().aim(namespace, rights.reconcile_rights(api(), settings(), namespace))
+    """Reconcile the namespace's rights as soon as the rights clock can (bursts collapse into one run);
+    the run aims the clock at the namespace's next window transition."""
+    rights_clock().poke(namespace)
 
 
 @kopf.on.resume(*WINDOWS, id="window")

@@ -17,10 +17,11 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
+from prometheus_client import Gauge
 from pydantic import ValidationError
 
 from kubemam.api.asset import DistributionStatus, MediaAssetStatus
@@ -30,7 +31,7 @@ from kubemam.api.kinds import MEDIA_ASSET, RIGHTS_WINDOW
 from kubemam.api.rights import HistoryEntry, RightsWindowSpec, RightsWindowStatus
 from kubemam.config import OperatorConfig
 from kubemam.kubeapi import KubeApi
-from kubemam.plan.availability import Asset, Window, plan_rights
+from kubemam.plan.availability import Action, Asset, RightsPlan, Window, plan_rights
 from kubemam.plan.conditions import status_patch
 from kubemam.plan.hashing import input_hash
 from kubemam.plan.jobs import LABEL_MANAGED_BY, LABEL_STEP, STEP_INPUT_ENV, Owner, StepJobRequest, build_step_job
@@ -40,7 +41,12 @@ from kubemam.plan.rights import plan_window
 log = logging.getLogger(__name__)
 
 DISTRIBUTE = "distribute"
+# Alert on this: publishes/takedowns that keep failing (a takedown that cannot be verified).
+DISTRIBUTE_FAILURES = Gauge("kubemam_distribution_failed_attempts",
+                            "Consecutive failed distribute Jobs for the namespace's pending actions", ["namespace"])
 APPLIED = "kubemam.io/applied"
+# Linux caps one environment string at 128 KiB; an action is ~260 bytes of step input.
+MAX_BATCH = 200
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
@@ -114,6 +120,25 @@ def _event(namespace: str, action: dict[str, Any], verb: str, at: datetime) -> d
     }
 
 
+def batch_of(actions: list[Action]) -> list[Action]:
+    """The next Job's share: takedowns before any publish (they are the ones with a deadline, and a
+    broken package must not hold them back), at most MAX_BATCH so the input fits one env variable."""
+    takedowns = [a for a in actions if a.action == "takedown"]
+    return (takedowns or actions)[:MAX_BATCH]
+
+
+def retry_delay(failures: int) -> timedelta:
+    """2, 4, 8 … seconds after the n-th failure, at most five minutes."""
+    return timedelta(seconds=min(300, 2 ** max(1, failures)))
+
+
+def _failed_at(job: dict[str, Any]) -> datetime:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return _parse_time(cond.get("lastTransitionTime"))
+    return datetime.now(UTC)
+
+
 def _distribute_job(namespace: str, inputs: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
     request = StepJobRequest(owner=Owner(RIGHTS_WINDOW.kind, "rights", "", namespace), step=DISTRIBUTE,
                              inputs=inputs)
@@ -123,6 +148,29 @@ def _distribute_job(namespace: str, inputs: dict[str, Any], config: OperatorConf
     job["metadata"].pop("ownerReferences", None)
     job["spec"]["ttlSecondsAfterFinished"] = 86400
     return job
+
+
+def _write_windows(api: KubeApi, namespace: str, windows_raw: list[dict[str, Any]], windows: list[Window],
+                   plan: RightsPlan, history: dict[str, list[HistoryEntry]], target_problem: str | None,
+                   clock: datetime) -> None:
+    """Window status after the Job is on its way: at a transition the takedown comes first."""
+    for body in windows_raw:
+        name = body["metadata"]["name"]
+        window = next((w for w in windows if w.name == name), None)
+        if window is None:
+            continue
+        conflicts = plan.conflicts.get(name, [])
+        status = plan_window(window.spec, RightsWindowStatus.model_validate(body.get("status") or {}),
+                             int(body["metadata"].get("generation") or 0), clock, plan.matched.get(name, 0),
+                             conflicts, history.get(name))
+        wire = status.to_wire()
+        if target_problem:
+            wire["conditions"] = [*(wire.get("conditions") or []), {
+                "type": "TargetsValid", "status": "False", "reason": "InvalidTargets", "message": target_problem,
+                "lastTransitionTime": clock.isoformat().replace("+00:00", "Z")}]
+        patch = status_patch(body.get("status"), wire)
+        if patch:
+            api.patch_status(RIGHTS_WINDOW.plural, namespace, name, patch)
 
 
 def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
@@ -136,6 +184,7 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
         history: dict[str, list[HistoryEntry]] = defaultdict(list)
         active = None
         failed: dict[str, int] = defaultdict(int)
+        last_failure: dict[str, datetime] = {}
         for job in jobs:
             state, _ = job_state(job)
             annotations = job["metadata"].get("annotations") or {}
@@ -144,7 +193,9 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
             elif state in ("Pending", "Running"):
                 active = job
             elif state == "Failed":
-                failed[_job_inputs(job).get("actionsHash", "")] += 1
+                key = _job_inputs(job).get("actionsHash", "")
+                failed[key] += 1
+                last_failure[key] = max(last_failure.get(key, datetime.min.replace(tzinfo=UTC)), _failed_at(job))
 
         targets, target_problem = _targets(api, namespace)
         windows = []
@@ -163,27 +214,17 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
         clock = now()
         plan = plan_rights(namespace, windows, assets, targets, clock)
 
-        for body in windows_raw:
-            name = body["metadata"]["name"]
-            window = next((w for w in windows if w.name == name), None)
-            if window is None:
-                continue
-            conflicts = plan.conflicts.get(name, [])
-            status = plan_window(window.spec, RightsWindowStatus.model_validate(body.get("status") or {}),
-                                 int(body["metadata"].get("generation") or 0), clock, plan.matched.get(name, 0),
-                                 conflicts, history.get(name))
-            wire = status.to_wire()
-            if target_problem:
-                wire["conditions"] = [*(wire.get("conditions") or []), {
-                    "type": "TargetsValid", "status": "False", "reason": "InvalidTargets", "message": target_problem,
-                    "lastTransitionTime": clock.isoformat().replace("+00:00", "Z")}]
-            patch = status_patch(body.get("status"), wire)
-            if patch:
-                api.patch_status(RIGHTS_WINDOW.plural, namespace, name, patch)
-
+        wake = plan.next_transition
         if plan.actions and active is None:
-            actions = [a.to_input() for a in plan.actions]
+            actions = [a.to_input() for a in batch_of(plan.actions)]
             actions_hash = input_hash(actions)
+            if actions_hash in last_failure:
+                # Retried until it succeeds, but with backoff: a broken origin must not become a Job storm.
+                retry_at = last_failure[actions_hash] + retry_delay(failed[actions_hash])
+                if clock < retry_at:
+                    DISTRIBUTE_FAILURES.labels(namespace=namespace).set(failed[actions_hash])
+                    _write_windows(api, namespace, windows_raw, windows, plan, history, target_problem, clock)
+                    return min(retry_at, wake) if wake else retry_at
             inputs: dict[str, Any] = {"namespace": namespace, "actions": actions, "actionsHash": actions_hash,
                       "attempt": failed.get(actions_hash, 0),
                       "feeds": [{"uri": uri, "entries": entries} for uri, entries in sorted(plan.feeds.items())],
@@ -195,14 +236,19 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
                 log.info("created Job %s/%s: %d publish, %d takedown", namespace, job["metadata"]["name"],
                          sum(a["action"] == "publish" for a in actions),
                          sum(a["action"] == "takedown" for a in actions))
-        return plan.next_transition
+        if not plan.actions:
+            DISTRIBUTE_FAILURES.labels(namespace=namespace).set(0)
+        _write_windows(api, namespace, windows_raw, windows, plan, history, target_problem, clock)
+        return wake
 
 
 class RightsClock:
     """Wakes a namespace's rights reconcile at its next window transition, to the second.
 
-    One thread and a heap of (instant, namespace); `aim` replaces a namespace's alarm. The
-    callback returns the following transition, so the clock keeps itself aimed.
+    One thread and a heap of (instant, namespace); a namespace has one alarm, the earliest it was
+    aimed at. Event handlers `poke` it instead of reconciling inline, so triggers that arrive while
+    a reconcile runs collapse into one more run. The callback returns the following transition,
+    so the clock keeps itself aimed.
     """
 
     def __init__(self, callback: Callable[[str], datetime | None]) -> None:
@@ -218,11 +264,16 @@ class RightsClock:
             return
         when = instant.timestamp()
         with self._wake:
-            if self._due.get(namespace) == when:
-                return
+            due = self._due.get(namespace)
+            if due is not None and due <= when:
+                return  # an earlier alarm covers it: that run re-aims at the next transition
             self._due[namespace] = when
             heapq.heappush(self._heap, (when, namespace))
             self._wake.notify()
+
+    def poke(self, namespace: str) -> None:
+        """Reconcile as soon as possible; a burst of pokes (100 windows resuming) is one run."""
+        self.aim(namespace, datetime.now(UTC))
 
     def _run(self) -> None:
         while True:

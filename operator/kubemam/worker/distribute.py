@@ -12,19 +12,23 @@ Job per batch. Every action is idempotent, so a re-run after a crash at any poin
 - **takedown** deletes in the reverse waves (top-level manifests first, segments last) with
   DeleteObjects batches, lists again and repeats until the origin is empty (at most
   TAKEDOWN_ROUNDS), then POSTs the removed paths to the purge webhook. Before the first delete
-  the paths are written to a pending-purge ledger in the library (removed after a successful
-  purge), so a re-run after a failed purge purges the same paths though nothing is left to delete.
-- **feeds** are written whole after every action verified; the **usage** object last, with the
-  records of the actions that verified (also when others failed: what happened is recorded,
-  a re-run keeps the earlier time of a record it repeats).
+  the paths go to the batch's pending-purge ledger (<library>/distribute/pending-purges/<batch>.json,
+  one object; an origin leaves it once purged), so a re-run after a crash or a failed purge
+  (this batch's or a later one's for the same origin) purges the same paths though nothing is
+  left to delete.
+- **feeds** are written whole after the actions (less the entries of publishes that failed); the
+  **usage** object last, with the records of the actions that verified (also when others failed:
+  what happened is recorded; a re-run keeps the earlier time of a record it repeats).
 
 Work is batched across the actions of the batch (each wave is one set of parallel calls on one
 pool), so a hundred takedowns cost a few DeleteObjects calls, not a hundred sequences.
 
-Exit codes: a bad input or a package that is empty, uncommitted or damaged is a StepError before
-anything is written (exit 2: the Job fails at once); anything else that fails (a copy, a verify,
-a takedown that does not empty, a purge webhook) raises after the other actions are done
-(exit 1: the Job retries the pod and the re-run converges).
+Exit codes: a bad input is a StepError before anything touches storage (exit 2: the Job fails at
+once). Every action then runs even when others fail, so one bad package never holds up a
+takedown. A package that is empty, uncommitted (no manifest.json) or damaged fails its publish
+for good; anything else (a copy, a verify, a takedown that does not empty, a purge webhook) is
+worth retrying. After feeds and usage: exit 2 when every failure is permanent, else exit 1 (the
+Job retries the pod and the re-run converges).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -239,13 +244,16 @@ def feed_channel(uri: S3Uri) -> str | None:
     return stem if stem in CHANNELS else None
 
 
-def feed_document(feed: Feed, updated: datetime) -> dict[str, Any]:
+def feed_document(feed: Feed, updated: datetime,
+                  withheld: AbstractSet[tuple[str, str]] = frozenset()) -> dict[str, Any]:
+    """The whole feed: its entries as given, less those of (asset, target) pairs withheld because
+    their publish failed (a feed must not advertise what the origin may not hold)."""
     document: dict[str, Any] = {}
     channel = feed_channel(feed.uri)
     if channel is not None:
         document["channel"] = channel
     document["updated"] = iso(updated)
-    document["entries"] = list(feed.entries)
+    document["entries"] = [e for e in feed.entries if (e.get("asset"), e.get("target")) not in withheld]
     return document
 
 
@@ -347,10 +355,11 @@ class Outcome:
     at: datetime | None = None
     seconds: float = 0.0
     error: str | None = None
+    permanent: bool = False  # retrying the same input will not help (a bad package)
 
-    def fail(self, why: str) -> None:
+    def fail(self, why: str, permanent: bool = False) -> None:
         if self.error is None:
-            self.error = why
+            self.error, self.permanent = why, permanent
 
 
 def _package_objects(s3: Any, action: Action) -> Listing:
@@ -358,29 +367,18 @@ def _package_objects(s3: Any, action: Action) -> Listing:
     assert action.package is not None
     listing = _listing(s3, action.package)
     if not listing:
-        raise StepError(f"{action.name}: package {action.package} holds nothing")
+        raise StepError(f"package {action.package} holds nothing")
     manifest = read_manifest(s3, action.package)
     if manifest is None:
-        raise StepError(f"{action.name}: package {action.package} has no manifest.json, so it is not a committed "
+        raise StepError(f"package {action.package} has no manifest.json, so it is not a committed "
                         "package")
+    if not manifest.objects:
+        raise StepError(f"package {action.package} holds nothing but its manifest")
     broken = [e.key for e in manifest.objects if listing.get(e.key, (-1, ""))[0] != e.size]
     if broken:
-        raise StepError(f"{action.name}: package {action.package} is damaged: {len(broken)} objects its manifest "
+        raise StepError(f"package {action.package} is damaged: {len(broken)} objects its manifest "
                         f"names are missing or resized (first: {broken[0]})")
     return {entry.key: listing[entry.key] for entry in manifest.objects}
-
-
-def _preflight(s3: Any, pool: ThreadPoolExecutor, publishes: Sequence[Action]) -> dict[int, Listing]:
-    """Every package read and checked before anything is written; a bad one fails the batch at once."""
-    found = _gather(pool, lambda a: _package_objects(s3, a), publishes)
-    refused = [str(r) for r in found if isinstance(r, StepError)]
-    if refused:
-        more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
-        raise StepError("; ".join(refused[:3]) + more)
-    for result in found:
-        if isinstance(result, Exception):
-            raise result
-    return {a.index: r for a, r in zip(publishes, found, strict=True) if not isinstance(r, Exception)}
 
 
 def _copy(s3: Any, action: Action, key: str, size: int) -> None:
@@ -395,12 +393,24 @@ def _copy(s3: Any, action: Action, key: str, size: int) -> None:
         s3.copy_object(Bucket=action.origin.bucket, Key=target, CopySource=source)
 
 
-def publish_all(s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action], expected: Mapping[int, Listing],
+def publish_all(s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action],
                 clock: Callable[[], datetime]) -> list[Outcome]:
+    """Read every package, list every origin, copy in waves (manifests last) what is not there yet,
+    list again. A bad package fails its publish for good; the others go on."""
     started = time.monotonic()
-    outcomes = {a.index: Outcome(a, objects=len(expected[a.index])) for a in actions}
+    outcomes = {a.index: Outcome(a) for a in actions}
+    expected: dict[int, Listing] = {}
+    for action, got in zip(actions, _gather(pool, lambda a: _package_objects(s3, a), actions), strict=True):
+        if isinstance(got, StepError):
+            outcomes[action.index].fail(str(got), permanent=True)
+        elif isinstance(got, Exception):
+            outcomes[action.index].fail(f"reading {action.package}: {_describe(got)}")
+        else:
+            expected[action.index] = got
+            outcomes[action.index].objects = len(got)
+    readable = [a for a in actions if a.index in expected]
     existing: dict[int, Listing] = {}
-    for action, got in zip(actions, _gather(pool, lambda a: _listing(s3, a.origin), actions), strict=True):
+    for action, got in zip(readable, _gather(pool, lambda a: _listing(s3, a.origin), readable), strict=True):
         if isinstance(got, Exception):
             outcomes[action.index].fail(f"listing {action.origin}: {_describe(got)}")
         else:
@@ -542,8 +552,9 @@ class _Takedowns:
             return
         self.ledgers[self.ledger.key] = purges
 
-    def delete_wave(self, keys: Mapping[int, list[str]]) -> None:
-        """One wave of every origin in DeleteObjects calls of up to 1000 keys, per bucket, in parallel."""
+    def delete_wave(self, keys: Mapping[int, list[str]]) -> set[int]:
+        """One wave of every origin in DeleteObjects calls of up to 1000 keys, per bucket, in parallel;
+        the origins with a key that was not deleted."""
         by_bucket: dict[str, list[tuple[int, str]]] = {}
         for i, wave in keys.items():
             origin = self.action(i).origin
@@ -551,15 +562,17 @@ class _Takedowns:
         calls = [(bucket, entries[start:start + DELETE_BATCH]) for bucket, entries in by_bucket.items()
                  for start in range(0, len(entries), DELETE_BATCH)]
         answers = _gather(self.pool, lambda c: _delete(self.s3, c[0], [key for _, key in c[1]]), calls)
+        stuck: set[int] = set()
         for (_, entries), refused in zip(calls, answers, strict=True):
             for i, key in entries:
-                if isinstance(refused, Exception):
-                    self.last_problem[i] = _describe(refused)
-                elif key in refused:
-                    self.last_problem[i] = f"S3 refused to delete {key}"
+                if isinstance(refused, Exception) or key in refused:
+                    stuck.add(i)
+                    self.last_problem[i] = _describe(refused) if isinstance(refused, Exception) else \
+                        f"S3 refused to delete {key}"
                 else:
                     self.outcomes[i].changed += 1
                     self.removed[i].add(key[len(self.action(i).origin.prefix):])
+        return stuck
 
     def purge_all(self) -> None:
         todo = self.live(self.hooked.values())
@@ -578,6 +591,7 @@ class _Takedowns:
         self.outcomes[action.index].objects = len(paths)
         purge(action.purge_webhook, {"asset": action.asset, "target": action.target, "origin": str(action.origin),
                                      "paths": paths})
+        self.outcomes[action.index].seconds = time.monotonic() - self.started  # done when purged
 
     def clear_ledgers(self, purged: set[str]) -> None:
         """Purged origins leave every ledger that named them; an empty ledger is removed. A ledger
@@ -609,7 +623,9 @@ def takedown_all(s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action], u
             break
         waves = {i: takedown_order(keys) for i, keys in remaining.items()}
         for number in range(max(len(w) for w in waves.values())):
-            work.delete_wave({i: w[number] for i, w in waves.items() if number < len(w)})
+            stuck = work.delete_wave({i: w[number] for i, w in waves.items() if number < len(w)})
+            # An origin whose manifests did not all go keeps its segments until the next round.
+            waves = {i: w for i, w in waves.items() if i not in stuck}
         remaining = work.listed([work.action(i) for i in remaining])
     for i, keys in remaining.items():
         why = f" (last: {work.last_problem[i]})" if i in work.last_problem else ""
@@ -633,9 +649,9 @@ def _log_line(outcome: Outcome) -> str:
 
 
 def _check_buckets(s3: Any, batch: Batch) -> None:
-    buckets = [batch.usage.bucket] + sorted(
-        {a.origin.bucket for a in batch.actions} | {a.package.bucket for a in batch.actions if a.package}
-        | {f.uri.bucket for f in batch.feeds} - {batch.usage.bucket})
+    others = ({a.origin.bucket for a in batch.actions} | {a.package.bucket for a in batch.actions if a.package}
+              | {f.uri.bucket for f in batch.feeds})
+    buckets = [batch.usage.bucket] + sorted(others - {batch.usage.bucket})
     for bucket in buckets:
         try:
             wait_until_reachable(s3, bucket, S3_RETRY_SECONDS)
@@ -646,29 +662,37 @@ def _check_buckets(s3: Any, batch: Batch) -> None:
 
 
 def distribute(s3: Any, batch: Batch, clock: Callable[[], datetime]) -> dict[str, Any]:
-    """Run the batch; the small result for the termination message."""
+    """Run the batch; the small result for the termination message.
+
+    Every action runs even when others fail, so a bad package never holds up a takedown. Then the
+    feeds (without the entries of publishes that failed), the usage object, and the failures: a
+    StepError when every one of them is permanent, else a RuntimeError so the Job retries."""
     publishes = [a for a in batch.actions if a.action == "publish"]
     takedowns = [a for a in batch.actions if a.action == "takedown"]
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        expected = _preflight(s3, pool, publishes)
         # Takedowns first: ending availability is the obligation with a deadline.
         outcomes = takedown_all(s3, pool, takedowns, batch.usage, batch.batch, clock)
-        outcomes += publish_all(s3, pool, publishes, expected, clock)
+        outcomes += publish_all(s3, pool, publishes, clock)
         outcomes.sort(key=lambda o: o.action.index)
         for outcome in outcomes:
             print(_log_line(outcome), flush=True)
-        failures = [(o.action.name, o.error) for o in outcomes if o.error is not None]
-        if not failures:
-            updated = clock()
-            written = _gather(pool, lambda f: _put_json(s3, f.uri, feed_document(f, updated)), list(batch.feeds))
-            failures += [(f"feed {f.uri}", _describe(r)) for f, r in zip(batch.feeds, written, strict=True)
-                         if isinstance(r, Exception)]
+        failures = [(o.action.name, o.error, o.permanent) for o in outcomes if o.error is not None]
+        withheld = {(o.action.asset, o.action.target) for o in outcomes
+                    if o.error is not None and o.action.action == "publish"}
+        updated = clock()
+        written = _gather(pool, lambda f: _put_json(s3, f.uri, feed_document(f, updated, withheld)),
+                          list(batch.feeds))
+        failures += [(f"feed {f.uri}", _describe(r), False) for f, r in zip(batch.feeds, written, strict=True)
+                     if isinstance(r, Exception)]
     fresh = [usage_record(o.action, o.at, o.objects) for o in outcomes if o.error is None and o.at is not None]
     prior = _get_json(s3, batch.usage)
     prior_records = prior.get("records", []) if isinstance(prior, dict) else []
     _put_json(s3, batch.usage, usage_document(batch, merge_usage(prior_records, fresh), complete=not failures))
     if failures:
-        raise RuntimeError(failure_summary(failures, len(batch.actions)))
+        summary = failure_summary([(name, why) for name, why, _ in failures], len(batch.actions))
+        if all(permanent for _, _, permanent in failures):
+            raise StepError(summary)
+        raise RuntimeError(summary)
     return {"published": len(publishes), "takenDown": len(takedowns), "usage": str(batch.usage)}
 
 

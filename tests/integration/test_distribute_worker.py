@@ -1,0 +1,545 @@
+"""`kubemam worker distribute` against real MinIO: packages published to an origin manifests last,
+taken down to an empty prefix with a purge webhook, feeds and usage written; `kubemam report usage`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubemam.report import parse_time, usage_rows
+from kubemam.storage.s3 import commit
+from kubemam.storage.uri import S3Uri
+from kubemam.worker.contract import StepError
+from kubemam.worker.distribute import (
+    Feed,
+    feed_document,
+    merge_usage,
+    parse_input,
+    publish_order,
+    purge_ledger,
+    takedown_all,
+    takedown_order,
+)
+
+pytestmark = pytest.mark.integration
+
+LIBRARY = "kubemam-library"
+ORIGIN = "kubemam-origin"
+BATCH = "0123456789abcdef"
+
+
+# --- pure parts --------------------------------------------------------------------------------
+
+def test_publish_order_puts_playlists_last_deepest_first() -> None:
+    keys = ["manifest.mpd", "master.m3u8", "v1/init.mp4", "v1/seg-00001.m4s", "v1/media.m3u8", "v1/iframes.M3U8",
+            "a1/seg-00001.m4s", "subs-en/subtitles.vtt", "subs-en/media.m3u8", "thumbnails/sprite-001.jpg"]
+    assert publish_order(keys) == [
+        ["a1/seg-00001.m4s", "subs-en/subtitles.vtt", "thumbnails/sprite-001.jpg", "v1/init.mp4", "v1/seg-00001.m4s"],
+        ["subs-en/media.m3u8", "v1/iframes.M3U8", "v1/media.m3u8"],
+        ["manifest.mpd", "master.m3u8"],
+    ]
+    assert takedown_order(keys) == publish_order(keys)[::-1]
+    assert publish_order(["hls/v1/media.m3u8", "hls/master.m3u8", "dash/x.mpd", "hls/v1/s.ts"]) == [
+        ["hls/v1/s.ts"], ["hls/v1/media.m3u8"], ["dash/x.mpd", "hls/master.m3u8"]]
+    assert publish_order([]) == [] and publish_order(["a.m4s"]) == [["a.m4s"]]
+
+
+def test_feed_usage_and_ledger_are_pure() -> None:
+    at = datetime(2027, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    entries = ({"asset": "ep1", "target": "svod-nordics"},)
+    assert feed_document(Feed(S3Uri.parse("s3://origin/feeds/svod.json"), entries), at) == {
+        "channel": "svod", "updated": "2027-01-01T12:00:00.123Z",
+        "entries": [{"asset": "ep1", "target": "svod-nordics"}]}
+    assert "channel" not in feed_document(Feed(S3Uri.parse("s3://origin/feeds/all.json"), ()), at)
+    prior = [{"action": "publish", "asset": "a", "target": "t", "window": "w", "at": "2027-01-01T00:00:00.000Z"}]
+    fresh = [{"action": "publish", "asset": "a", "target": "t", "window": "w", "at": "2027-01-02T00:00:00.000Z"},
+             {"action": "takedown", "asset": "b", "target": "t", "window": "w", "at": "2027-01-02T00:00:00.000Z"}]
+    merged = merge_usage(prior, fresh)
+    assert [(r["asset"], r["at"]) for r in merged] == [("a", "2027-01-01T00:00:00.000Z"),
+                                                        ("b", "2027-01-02T00:00:00.000Z")]
+    usage = S3Uri.parse("s3://kubemam-library/usage/media/ab.json")
+    assert str(purge_ledger(usage, "ab")) == "s3://kubemam-library/distribute/pending-purges/ab.json"
+    assert str(purge_ledger(S3Uri.parse("s3://lib/tenant/usage/media/ab.json"), "ab")) == \
+        "s3://lib/tenant/distribute/pending-purges/ab.json"
+
+
+def _record(action: str, asset: str, at: str, territories: list[str] | None = None, window: str = "w1",
+            namespace: str = "media") -> dict[str, Any]:
+    return {"namespace": namespace, "action": action, "asset": asset, "target": "svod-nordics", "channel": "svod",
+            "territories": territories or ["NO", "SE"], "window": window, "at": at, "objects": 3}
+
+
+def test_usage_rows_pair_publish_with_next_takedown_and_clip() -> None:
+    records = [
+        _record("publish", "ep1", "2027-01-10T00:00:00Z"),
+        _record("publish", "ep1", "2027-01-12T00:00:00Z"),  # a re-publish while published: same period
+        _record("takedown", "ep1", "2027-02-10T00:00:00Z"),
+        _record("publish", "ep1", "2027-03-01T00:00:00Z"),  # after the range
+        _record("publish", "ep2", "2026-12-01T00:00:00Z", ["DK"]),  # still published
+        _record("publish", "ep3", "2026-11-01T00:00:00Z"),
+        _record("takedown", "ep3", "2026-12-01T00:00:00Z"),  # before the range
+        _record("takedown", "ep4", "2027-01-05T00:00:00Z"),  # no publish: ignored
+        _record("takedown", "ep1", "2027-01-20T00:00:00Z", window="w2"),  # another window: no publish
+    ]
+    rows = [r.as_dict() for r in usage_rows(records, parse_time("2027-01-01T00:00:00Z"),
+                                            parse_time("2027-02-01T00:00:00Z"))]
+    assert rows == [
+        {"namespace": "media", "asset": "ep1", "territory": "NO", "channel": "svod", "target": "svod-nordics",
+         "window": "w1", "from": "2027-01-10T00:00:00.000Z", "to": "2027-02-01T00:00:00.000Z"},
+        {"namespace": "media", "asset": "ep1", "territory": "SE", "channel": "svod", "target": "svod-nordics",
+         "window": "w1", "from": "2027-01-10T00:00:00.000Z", "to": "2027-02-01T00:00:00.000Z"},
+        {"namespace": "media", "asset": "ep2", "territory": "DK", "channel": "svod", "target": "svod-nordics",
+         "window": "w1", "from": "2027-01-01T00:00:00.000Z", "to": None},
+    ]
+    # The same asset in two namespaces is two timelines.
+    other = usage_rows([_record("publish", "ep1", "2027-01-01T00:00:00Z", ["FI"], namespace="kids"),
+                        _record("takedown", "ep1", "2027-01-02T00:00:00Z", namespace="media")],
+                       parse_time("2026-01-01T00:00:00"), parse_time("2028-01-01T00:00:00"))
+    assert [(r.namespace, r.territory, r.end) for r in other] == [("kids", "FI", None)]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda i: i.pop("usage"), "input needs usage"),
+    (lambda i: i["actions"][0].update(action="unpublish"), "actions[0].action 'unpublish' is unknown"),
+    (lambda i: i["actions"][0].pop("asset"), "actions[0] needs asset"),
+    (lambda i: i["actions"][0].update(origin="https://x/y"), "actions[0].origin"),
+    (lambda i: i["actions"][0].update(origin="s3://Bad_Bucket/x"), "not a valid bucket name"),
+    (lambda i: i["actions"][1].update(origin="s3://kubemam-origin"), "names a whole bucket"),
+    (lambda i: i["actions"][0].update(package=None), "actions[0].package must be a non-empty string, not None"),
+    (lambda i: i["actions"][0].update(territories=["Norway"]), "territories"),
+    (lambda i: i["actions"][1].update(purgeWebhook="ftp://x"), "purgeWebhook"),
+    (lambda i: i["actions"][1].update(origin="s3://kubemam-origin/svod-nordics"), "lies inside origin"),
+    (lambda i: i["actions"][1].update(origin="s3://kubemam-library/assets/media"), "holds package"),
+    (lambda i: i["actions"][1].update(origin="s3://kubemam-origin/feeds"), "holds feed"),
+    (lambda i: i["actions"][1].update(origin=i["actions"][0]["origin"]), "another action of the batch"),
+    (lambda i: i.update(batch="not hex"), "input.batch"),
+])
+def test_bad_input_is_refused_naming_the_problem(change: Any, message: str) -> None:
+    inputs = _example()
+    change(inputs)
+    with pytest.raises(StepError, match=re.escape(message)):
+        parse_input(inputs)
+
+
+def _example() -> dict[str, Any]:
+    return {"namespace": "media", "batch": BATCH, "actions": [
+        {"action": "publish", "asset": "ep1", "target": "svod-nordics", "channel": "svod", "territories": ["NO", "SE"],
+         "window": "w1", "package": "s3://kubemam-library/assets/media/ep1/packages/0123abcd",
+         "origin": "s3://kubemam-origin/svod-nordics/media/ep1", "purgeWebhook": None},
+        {"action": "takedown", "asset": "ep2", "target": "svod-nordics", "channel": "svod",
+         "territories": ["NO", "SE"], "window": "w1", "package": None,
+         "origin": "s3://kubemam-origin/svod-nordics/media/ep2", "purgeWebhook": "http://127.0.0.1:8123/purge"}],
+        "feeds": [{"uri": "s3://kubemam-origin/feeds/svod.json", "entries": []}],
+        "usage": f"s3://kubemam-library/usage/media/{BATCH}.json"}
+
+
+def test_the_briefs_example_input_parses() -> None:
+    batch = parse_input(_example())
+    assert [a.action for a in batch.actions] == ["publish", "takedown"] and batch.feeds[0].uri.key == "feeds/svod.json"
+
+
+class RefusingS3:
+    """Just enough of an S3 client for takedown_all, refusing to delete some keys."""
+
+    def __init__(self, keys: list[str], refuse: set[str]) -> None:
+        self.objects = dict.fromkeys(keys, b"x")
+        self.refuse = refuse
+        self.calls = {"list": 0, "delete": 0}
+
+    def get_paginator(self, name: str) -> RefusingS3:
+        return self
+
+    def paginate(self, Bucket: str, Prefix: str) -> Iterator[dict[str, Any]]:  # noqa: N803 - boto3's names
+        self.calls["list"] += 1
+        yield {"Contents": [{"Key": k, "Size": 1, "ETag": "e"} for k in sorted(self.objects) if k.startswith(Prefix)]}
+
+    def delete_objects(self, Bucket: str, Delete: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+        keys = [o["Key"] for o in Delete["Objects"]]
+        assert len(keys) <= 1000
+        self.calls["delete"] += 1
+        for key in keys:
+            if key not in self.refuse:
+                self.objects.pop(key, None)
+        return {"Errors": [{"Key": k, "Code": "AccessDenied"} for k in keys if k in self.refuse]}
+
+
+def test_a_manifest_that_will_not_go_keeps_its_segments_and_fails_the_takedown() -> None:
+    keys = ["svod/ns/ep1/" + k for k in ("manifest.mpd", "master.m3u8", "v1/media.m3u8", "v1/seg-1.m4s")]
+    fake = RefusingS3(keys + ["svod/ns/ep2/seg.m4s"], refuse={"svod/ns/ep1/manifest.mpd"})
+    batch = parse_input({"namespace": "ns", "batch": BATCH, "usage": f"s3://lib/usage/ns/{BATCH}.json", "actions": [
+        _action("takedown", "ns", "ep1", target="svod"), _action("takedown", "ns", "ep2", target="svod")]})
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        first, second = takedown_all(fake, pool, batch.actions, batch.usage, batch.batch, lambda: datetime.now(UTC))
+    assert sorted(fake.objects) == ["svod/ns/ep1/manifest.mpd", "svod/ns/ep1/v1/media.m3u8",
+                                    "svod/ns/ep1/v1/seg-1.m4s"]  # the other top-level playlist went
+    assert first.error is not None and "3 objects remain" in first.error and "S3 refused to delete" in first.error
+    assert second.error is None and second.objects == 1 and second.at is not None
+
+
+def test_takedowns_share_delete_calls_wave_by_wave() -> None:
+    """600 origins of 5 objects: one listing each before and after, and per wave (top-level
+    playlists, variant playlists, the rest) DeleteObjects calls of at most 1000 keys for all of them."""
+    assets = [f"ep{n}" for n in range(600)]
+    fake = RefusingS3([f"svod/ns/{a}/{k}" for a in assets
+                       for k in ("manifest.mpd", "master.m3u8", "v1/media.m3u8", "v1/a.m4s", "v1/b.m4s")], set())
+    batch = parse_input({"namespace": "ns", "batch": BATCH, "usage": f"s3://lib/usage/ns/{BATCH}.json",
+                         "actions": [_action("takedown", "ns", a, target="svod") for a in assets]})
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = takedown_all(fake, pool, batch.actions, batch.usage, batch.batch, lambda: datetime.now(UTC))
+    assert fake.objects == {} and all(o.error is None and o.objects == 5 for o in outcomes)
+    assert fake.calls == {"list": 1200, "delete": 2 + 1 + 2}  # 1200, 600 and 1200 keys
+
+
+# --- against MinIO -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3(minio: Any) -> Any:
+    client = minio.client()
+    if ORIGIN not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=ORIGIN)
+    return client
+
+
+class PurgeServer:
+    """A purge webhook on loopback that records every POST and answers `status`."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.status = 200
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.requests.append({"path": self.path, "type": self.headers.get("Content-Type"),
+                                        "body": json.loads(body)})
+                self.send_response(server.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/purge"
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[PurgeServer]:
+    server = PurgeServer()
+    yield server
+    server.close()
+
+
+PACKAGE_FILES = {
+    "manifest.mpd": 900, "master.m3u8": 400, "v1/init.mp4": 800, "v1/media.m3u8": 300, "v1/iframes.m3u8": 250,
+    "v1/seg-00001.m4s": 40_000, "v1/seg-00002.m4s": 38_000, "a1/init.mp4": 600, "a1/media.m3u8": 280,
+    "a1/seg-00001.m4s": 9_000, "a1/seg-00002.m4s": 9_100, "thumbnails/sprite-001.jpg": 5_000,
+}
+
+
+def _package(s3: Any, tmp_path: Path, namespace: str, asset: str) -> tuple[str, dict[str, int]]:
+    """A committed, content-addressed package (its manifest.json written last), as the package step leaves it."""
+    folder = tmp_path / f"pkg-{asset}"
+    for key, size in PACKAGE_FILES.items():
+        path = folder / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+    prefix = S3Uri(LIBRARY, f"assets/{namespace}/{asset}/packages/{uuid.uuid4().hex[:8]}")
+    commit(s3, folder, prefix, step="package", input_hash="h", worker_version="test", now=datetime.now(UTC),
+           content_addressed=True)
+    return str(prefix), dict(PACKAGE_FILES)
+
+
+def _listing(s3: Any, uri: str) -> dict[str, int]:
+    prefix = S3Uri.parse(uri)
+    found = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=prefix.bucket, Prefix=prefix.prefix):
+        for obj in page.get("Contents", []):
+            found[obj["Key"][len(prefix.prefix):]] = int(obj["Size"])
+    return found
+
+
+def _action(kind: str, namespace: str, asset: str, package: str | None = None, webhook: str | None = None,
+            target: str = "svod-nordics") -> dict[str, Any]:
+    return {"action": kind, "asset": asset, "target": target, "channel": "svod", "territories": ["NO", "SE"],
+            "window": "w1", "package": package, "origin": f"s3://{ORIGIN}/{target}/{namespace}/{asset}",
+            "purgeWebhook": webhook}
+
+
+def _inputs(namespace: str, actions: list[dict[str, Any]], feeds: list[dict[str, Any]] | None = None,
+            batch: str | None = None) -> dict[str, Any]:
+    batch = batch or uuid.uuid4().hex
+    return {"namespace": namespace, "batch": batch, "actions": actions, "feeds": feeds or [],
+            "usage": f"s3://{LIBRARY}/usage/{namespace}/{batch}.json"}
+
+
+def _env(minio: Any) -> dict[str, str]:
+    return {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
+            "AWS_SECRET_ACCESS_KEY": minio.secret_key, "KUBEMAM_S3_RETRY_SECONDS": "5"}
+
+
+def _run(minio: Any, tmp_path: Path, inputs: dict[str, Any], expect: int = 0) -> tuple[dict[str, Any], list[Any], str]:
+    """The worker as a subprocess: (termination message, the JSON log lines on stdout, stderr)."""
+    message = tmp_path / f"termination-{uuid.uuid4().hex}"
+    env = {**_env(minio), "KUBEMAM_STEP_INPUT": json.dumps(inputs), "KUBEMAM_TERMINATION_MESSAGE_PATH": str(message),
+           "TMPDIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "kubemam", "worker", "distribute"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == expect, result.stdout[-2000:] + result.stderr[-3000:]
+    body = json.loads(message.read_text()) if message.exists() else {}
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return dict(body), lines, result.stderr
+
+
+def _get(s3: Any, uri: str) -> tuple[Any, str]:
+    target = S3Uri.parse(uri)
+    answer = s3.get_object(Bucket=target.bucket, Key=target.key)
+    return json.loads(answer["Body"].read()), str(answer["ContentType"])
+
+
+def test_publish_copies_the_package_manifests_last_and_a_rerun_changes_nothing(minio: Any, s3: Any,
+                                                                                tmp_path: Path) -> None:
+    ns = f"pub-{uuid.uuid4().hex[:6]}"
+    package, files = _package(s3, tmp_path, ns, "ep1")
+    action = _action("publish", ns, "ep1", package)
+    entries = [{"asset": "ep1", "target": "svod-nordics", "territories": ["NO", "SE"], "window": "w1",
+                "start": "2027-01-01T00:00:00Z", "end": "2027-12-31T23:59:59Z"}]
+    feed = f"s3://{ORIGIN}/feeds/{ns}/svod.json"
+    inputs = _inputs(ns, [action], [{"uri": feed, "entries": entries}])
+    before = datetime.now(UTC)
+    result, lines, _ = _run(minio, tmp_path, inputs)
+    assert result == {"published": 1, "takenDown": 0, "usage": inputs["usage"]}
+    assert _listing(s3, action["origin"]) == files  # every object at its size, the package manifest.json not
+    assert "manifest.json" in _listing(s3, package)
+    # Every playlist landed no earlier than every segment (the pure ordering is tested above).
+    origin = S3Uri.parse(action["origin"])
+    stamps = {o["Key"][len(origin.prefix):]: o["LastModified"]
+              for o in s3.list_objects_v2(Bucket=ORIGIN, Prefix=origin.prefix)["Contents"]}
+    assert max(t for k, t in stamps.items() if not k.endswith((".m3u8", ".mpd"))) <= \
+        min(t for k, t in stamps.items() if k.endswith((".m3u8", ".mpd")))
+    assert lines == [{"event": "publish", "asset": "ep1", "target": "svod-nordics", "channel": "svod",
+                      "verified": True, "objects": len(files), "copied": len(files),
+                      "seconds": lines[0]["seconds"]}]
+    document, content_type = _get(s3, feed)
+    assert content_type == "application/json" and document["entries"] == entries and document["channel"] == "svod"
+    usage, _ = _get(s3, inputs["usage"])
+    assert usage["namespace"] == ns and usage["batch"] == inputs["batch"] and usage["complete"] is True
+    [record] = usage["records"]
+    assert {k: v for k, v in record.items() if k != "at"} == {
+        "action": "publish", "asset": "ep1", "target": "svod-nordics", "channel": "svod",
+        "territories": ["NO", "SE"], "window": "w1", "objects": len(files)}
+    assert before <= parse_time(record["at"]) <= datetime.now(UTC)
+
+    # A re-run (the Job retried after a crash) copies nothing, verifies, keeps the first time.
+    again, lines, _ = _run(minio, tmp_path, inputs)
+    assert again == result and lines[0]["copied"] == 0 and lines[0]["verified"] is True
+    assert _listing(s3, action["origin"]) == files
+    assert _get(s3, inputs["usage"])[0]["records"] == [record]
+
+    # An origin missing an object (a crash mid-copy) is completed by the re-run.
+    s3.delete_object(Bucket=ORIGIN, Key=origin.prefix + "master.m3u8")
+    s3.delete_object(Bucket=ORIGIN, Key=origin.prefix + "v1/seg-00002.m4s")
+    _, lines, _ = _run(minio, tmp_path, inputs)
+    assert lines[0]["copied"] == 2 and _listing(s3, action["origin"]) == files
+
+
+def test_a_bad_package_fails_its_publish_for_good_and_holds_up_nothing_else(minio: Any, s3: Any,
+                                                                              tmp_path: Path) -> None:
+    ns = f"bad-{uuid.uuid4().hex[:6]}"
+    taken = _action("takedown", ns, "gone")
+    s3.put_object(Bucket=ORIGIN, Key=f"svod-nordics/{ns}/gone/seg.m4s", Body=b"x")
+    good, files = _package(s3, tmp_path, ns, "ep2")
+    empty = f"s3://{LIBRARY}/assets/{ns}/nothing/packages/00"
+    feed = f"s3://{ORIGIN}/feeds/{ns}/svod.json"
+    entries = [{"asset": "ep1", "target": "svod-nordics"}, {"asset": "ep2", "target": "svod-nordics"}]
+    inputs = _inputs(ns, [_action("publish", ns, "ep1", empty), taken, _action("publish", ns, "ep2", good)],
+                     [{"uri": feed, "entries": entries}])
+    result, lines, stderr = _run(minio, tmp_path, inputs, expect=2)
+    assert result["error"] == f"1 of 3 actions failed: publish ep1 on svod-nordics: package {empty} holds nothing"
+    assert "holds nothing" in stderr
+    assert [line["verified"] for line in lines] == [False, True, True]
+    assert _listing(s3, taken["origin"]) == {}  # the takedown was not held up
+    assert _listing(s3, f"s3://{ORIGIN}/svod-nordics/{ns}/ep2") == files
+    assert _get(s3, feed)[0]["entries"] == entries[1:]  # the feed does not advertise what failed
+    usage, _ = _get(s3, inputs["usage"])
+    assert usage["complete"] is False and [r["asset"] for r in usage["records"]] == ["gone", "ep2"]
+
+    s3.put_object(Bucket=LIBRARY, Key=f"assets/{ns}/half/packages/00/seg.m4s", Body=b"x")
+    half = f"s3://{LIBRARY}/assets/{ns}/half/packages/00"
+    result, _, _ = _run(minio, tmp_path, _inputs(ns, [_action("publish", ns, "ep1", half)]), expect=2)
+    assert "has no manifest.json" in result["error"]
+
+
+def test_bad_input_exits_2_with_a_message_before_touching_storage(minio: Any, s3: Any, tmp_path: Path) -> None:
+    ns = f"inp-{uuid.uuid4().hex[:6]}"
+    s3.put_object(Bucket=ORIGIN, Key=f"svod-nordics/{ns}/ep2/seg.m4s", Body=b"x")
+    inputs = _inputs(ns, [_action("takedown", ns, "ep2"), {**_action("publish", ns, "ep3"), "action": "unpublish"}])
+    result, _, _ = _run(minio, tmp_path, inputs, expect=2)
+    assert result["error"] == "actions[1].action 'unpublish' is unknown (known: publish, takedown)"
+    assert _listing(s3, f"s3://{ORIGIN}/svod-nordics/{ns}/ep2") == {"seg.m4s": 1}
+    result, _, _ = _run(minio, tmp_path, {**inputs, "actions": inputs["actions"][:1], "usage": "s3:/nope"}, expect=2)
+    assert "input.usage" in result["error"]
+    missing = _inputs(ns, [{**_action("takedown", ns, "ep2"), "origin": f"s3://no-such-bucket-{ns}/x"}])
+    result, _, _ = _run(minio, tmp_path, missing, expect=2)
+    assert result["error"] == f"bucket no-such-bucket-{ns} does not exist"
+
+
+def _fill_origin(s3: Any, namespace: str, asset: str, count: int = 5) -> list[str]:
+    keys = ["manifest.mpd", "master.m3u8", "v1/media.m3u8"] + [f"v1/seg-{n:05d}.m4s" for n in range(1, count - 2)]
+    for key in keys:
+        s3.put_object(Bucket=ORIGIN, Key=f"svod-nordics/{namespace}/{asset}/{key}", Body=b"x" * 100)
+    return sorted(keys)
+
+
+def test_takedown_empties_the_origin_and_purges_the_removed_paths(minio: Any, s3: Any, tmp_path: Path,
+                                                                   webhook: PurgeServer) -> None:
+    ns = f"td-{uuid.uuid4().hex[:6]}"
+    package, files = _package(s3, tmp_path, ns, "ep1")
+    keys = _fill_origin(s3, ns, "ep2", count=7)
+    action = _action("takedown", ns, "ep2", webhook=webhook.url)
+    empty = _action("takedown", ns, "never-published")
+    feed = f"s3://{ORIGIN}/feeds/{ns}/svod.json"
+    entries = [{"asset": "ep1", "target": "svod-nordics", "territories": ["NO", "SE"], "window": "w1"}]
+    inputs = _inputs(ns, [_action("publish", ns, "ep1", package), action, empty], [{"uri": feed, "entries": entries}])
+    result, lines, _ = _run(minio, tmp_path, inputs)
+    assert result == {"published": 1, "takenDown": 2, "usage": inputs["usage"]}
+    assert _listing(s3, action["origin"]) == {}
+    assert _listing(s3, f"s3://{ORIGIN}/svod-nordics/{ns}/ep1") == files
+    assert webhook.requests == [{"path": "/purge", "type": "application/json", "body": {
+        "asset": "ep2", "target": "svod-nordics", "origin": action["origin"], "paths": keys}}]
+    assert [(line["asset"], line["verified"], line["objects"], line.get("deleted")) for line in lines] == [
+        ("ep1", True, len(files), None), ("ep2", True, len(keys), len(keys)), ("never-published", True, 0, 0)]
+    assert _get(s3, feed)[0]["entries"] == entries
+    usage, _ = _get(s3, inputs["usage"])
+    assert [(r["action"], r["asset"], r["objects"]) for r in usage["records"]] == [
+        ("publish", "ep1", len(files)), ("takedown", "ep2", len(keys)), ("takedown", "never-published", 0)]
+    assert _get_or_none(s3, purge_ledger(S3Uri.parse(inputs["usage"]), inputs["batch"])) is None  # purged: no ledger
+
+
+def test_a_failing_purge_webhook_exits_1_with_the_objects_gone_and_the_rerun_purges_them(
+        minio: Any, s3: Any, tmp_path: Path, webhook: PurgeServer) -> None:
+    ns = f"wh-{uuid.uuid4().hex[:6]}"
+    keys = _fill_origin(s3, ns, "ep2")
+    action = _action("takedown", ns, "ep2", webhook=webhook.url)
+    webhook.status = 500
+    inputs = _inputs(ns, [action])
+    _, lines, stderr = _run(minio, tmp_path, inputs, expect=1)
+    assert _listing(s3, action["origin"]) == {}
+    assert len(webhook.requests) == 3 and webhook.requests[0]["body"]["paths"] == keys
+    assert lines[0]["verified"] is False and "HTTP 500" in lines[0]["error"]
+    assert "1 of 1 actions failed: takedown ep2 on svod-nordics: purge webhook" in stderr.splitlines()[-1]
+    assert _get(s3, inputs["usage"])[0] == {"namespace": ns, "batch": inputs["batch"], "complete": False,
+                                           "records": []}
+    webhook.status = 204
+    webhook.requests.clear()
+    result, lines, _ = _run(minio, tmp_path, inputs)
+    assert result["takenDown"] == 1 and lines[0]["deleted"] == 0 and lines[0]["objects"] == len(keys)
+    assert [r["body"]["paths"] for r in webhook.requests] == [keys]  # the same paths, from the ledger
+    assert [r["objects"] for r in _get(s3, inputs["usage"])[0]["records"]] == [len(keys)]
+
+
+def test_a_later_batch_purges_what_a_failed_batch_removed(minio: Any, s3: Any, tmp_path: Path,
+                                                          webhook: PurgeServer) -> None:
+    """The first batch's Job failed for good (its purge never went through); the operator's next
+    batch for the same origin finds nothing to delete and still purges the removed paths."""
+    ns = f"wx-{uuid.uuid4().hex[:6]}"
+    keys = _fill_origin(s3, ns, "ep3")
+    webhook.status = 503
+    first = _inputs(ns, [_action("takedown", ns, "ep3", webhook=webhook.url)])
+    _run(minio, tmp_path, first, expect=1)
+    ledger = purge_ledger(S3Uri.parse(first["usage"]), first["batch"])
+    assert _get_or_none(s3, ledger) == {"purges": {first["actions"][0]["origin"]: keys}}
+    webhook.status = 200
+    webhook.requests.clear()
+    second = _inputs(ns, [_action("takedown", ns, "ep3", webhook=webhook.url)])
+    result, lines, _ = _run(minio, tmp_path, second)
+    assert result["takenDown"] == 1 and lines[0]["deleted"] == 0
+    assert [r["body"]["paths"] for r in webhook.requests] == [keys]
+    assert _get_or_none(s3, ledger) is None  # its only origin was purged
+
+
+def _get_or_none(s3: Any, uri: S3Uri) -> Any:
+    try:
+        return json.loads(s3.get_object(Bucket=uri.bucket, Key=uri.key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def _timed(minio: Any, tmp_path: Path, inputs: dict[str, Any]) -> tuple[float, list[Any]]:
+    started = time.monotonic()
+    _, lines, _ = _run(minio, tmp_path, inputs)
+    return time.monotonic() - started, lines
+
+
+def test_a_hundred_assets_taken_down_in_one_job(minio: Any, s3: Any, tmp_path: Path, webhook: PurgeServer,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    ns = f"bulk-{uuid.uuid4().hex[:6]}"
+    assets = [f"ep{n:03d}" for n in range(100)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda a: _fill_origin(s3, ns, a), assets + ["single"]))
+    one = _inputs(ns, [_action("takedown", ns, "single", webhook=webhook.url)])
+    single, single_lines = _timed(minio, tmp_path, one)
+    actions = [_action("takedown", ns, a, webhook=webhook.url) for a in assets]
+    inputs = _inputs(ns, actions, [{"uri": f"s3://{ORIGIN}/feeds/{ns}/svod.json", "entries": []}])
+    bulk, lines = _timed(minio, tmp_path, inputs)
+    assert all(line["verified"] and line["objects"] == 5 for line in lines) and len(lines) == 100
+    assert _listing(s3, f"s3://{ORIGIN}/svod-nordics/{ns}") == {}
+    assert len(webhook.requests) == 101
+    assert len(_get(s3, inputs["usage"])[0]["records"]) == 100
+    with capsys.disabled():
+        print(f"\ndistribute takedown wall time (subprocess, incl. interpreter start): 100 assets × 5 objects "
+              f"{bulk:.2f}s (in-worker {max(line['seconds'] for line in lines):.2f}s), one asset {single:.2f}s "
+              f"(in-worker {single_lines[0]['seconds']:.2f}s); input {len(json.dumps(inputs))} bytes")
+
+
+def test_report_usage_end_to_end_on_what_the_worker_wrote(minio: Any, s3: Any, tmp_path: Path) -> None:
+    ns = f"rep-{uuid.uuid4().hex[:6]}"
+    package, _ = _package(s3, tmp_path, ns, "ep1")
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    _run(minio, tmp_path, _inputs(ns, [_action("publish", ns, "ep1", package),
+                                       _action("publish", ns, "ep9", package, target="avod-nordics")]))
+    _run(minio, tmp_path, _inputs(ns, [_action("takedown", ns, "ep1")]))
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    env = _env(minio)
+    command = [sys.executable, "-m", "kubemam", "report", "usage", "--from", start.isoformat(), "--to", end.isoformat(),
+               "--namespace", ns]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=60).stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == ["namespace", "asset", "territory", "channel", "target", "window", "from", "to"]
+    assert [(r["asset"], r["territory"], r["target"], bool(r["to"])) for r in rows] == [
+        ("ep1", "NO", "svod-nordics", True), ("ep1", "SE", "svod-nordics", True),
+        ("ep9", "NO", "avod-nordics", False), ("ep9", "SE", "avod-nordics", False)]
+    assert all(r["namespace"] == ns and r["channel"] == "svod" for r in rows)
+    assert parse_time(rows[0]["from"]) < parse_time(rows[0]["to"])
+    as_json = subprocess.run([*command, "--format", "json"], env=env, capture_output=True, text=True, check=True,
+                             timeout=60).stdout
+    assert [r["to"] is None for r in json.loads(as_json)] == [False, False, True, True]
+    # A range that ends before anything was published is empty: just the header.
+    before = subprocess.run([*command[:6], "2020-01-01", "--to", "2020-02-01", "--namespace", ns], env=env,
+                            capture_output=True, text=True, check=True, timeout=60).stdout
+    assert before == ",".join(["namespace", "asset", "territory", "channel", "target", "window", "from", "to"]) + "\n"
+    bad = subprocess.run([*command[:6], "2020-02-01", "--to", "2020-01-01"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--from must be before --to" in bad.stderr
