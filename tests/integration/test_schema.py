@@ -20,7 +20,8 @@ def test_every_example_applies(kubectl: Any, namespace: str) -> None:
     result = kubectl("apply", "-n", namespace, "-f", str(EXAMPLES))
     for path in files:
         doc = yaml.safe_load(path.read_text())
-        assert f"{doc['kind'].lower()}.kubemam.io/{doc['metadata']['name']}" in result.stdout
+        group = ".kubemam.io" if doc["apiVersion"].startswith("kubemam.io/") else ""
+        assert f"{doc['kind'].lower()}{group}/{doc['metadata']['name']}" in result.stdout
 
 
 def test_kubectl_get_shows_printer_columns(kubectl: Any, namespace: str) -> None:

@@ -99,3 +99,13 @@ def test_targets_parse_and_refuse_bad_ones() -> None:
             assert words in str(err)
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+def test_the_example_targets_parse() -> None:
+    import yaml
+
+    from tests.helpers import EXAMPLES
+
+    doc = yaml.safe_load((EXAMPLES / "distribution-targets.yaml").read_text())
+    targets = parse_targets(yaml.safe_load(doc["data"]["targets.yaml"]))
+    assert [t.name for t in targets] == ["svod-nordics", "svod-norway", "avod-uk"]

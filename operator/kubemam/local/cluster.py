@@ -28,8 +28,9 @@ from kubemam.local.minio import MinioServer
 from kubemam.local.node import ProcessNode
 
 TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
-# The buckets the examples use: the library (masters and step outputs), nearline and vault.
-BUCKETS = ["kubemam-library", "kubemam-nearline", "kubemam-vault"]
+# The buckets the examples use: the library (masters and step outputs), nearline, vault, and the
+# distribution origin.
+BUCKETS = ["kubemam-library", "kubemam-nearline", "kubemam-vault", "kubemam-origin"]
 S3_SECRET = "kubemam-s3"
 # Namespaces that get the S3 credentials Secret (the demo's and the default one).
 WORKLOAD_NAMESPACES = ("default", "kubemam-demo")
