@@ -60,12 +60,14 @@ class Custom:
         return next((c for c in status.get("conditions") or [] if c["type"] == type_), None)
 
 
-def start_operator(kubeconfig: Path, s3_endpoint: str, log: Path) -> subprocess.Popen[bytes]:
+def start_operator(kubeconfig: Path, s3_endpoint: str, log: Path,
+                   metrics_port: int = 0) -> subprocess.Popen[bytes]:
     """`kubemam run` as its own process against a test cluster, its output appended to log."""
     from kubemam.local.cluster import S3_SECRET
 
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBEMAM_S3_ENDPOINT": s3_endpoint,
-           "KUBEMAM_S3_CREDENTIALS_SECRET": S3_SECRET, "KUBEMAM_RECHECK_SECONDS": "5"}
+           "KUBEMAM_S3_CREDENTIALS_SECRET": S3_SECRET, "KUBEMAM_RECHECK_SECONDS": "5",
+           "KUBEMAM_METRICS_PORT": str(metrics_port)}
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "kubemam", "run", "--all-namespaces"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
@@ -82,6 +84,13 @@ class LocalStack:
     kubeconfig: Path
     s3: Any
     operator: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            return str(response.read().decode())
 
     def stop_operator(self) -> None:
         if self.operator is not None:
@@ -91,7 +100,7 @@ class LocalStack:
 
     def start_operator(self) -> None:
         if self.operator is None:
-            self.operator = start_operator(self.kubeconfig, self.s3.endpoint, self.log)
+            self.operator = start_operator(self.kubeconfig, self.s3.endpoint, self.log, self.metrics_port)
 
 
 @contextmanager
@@ -101,7 +110,7 @@ def local_stack(control_plane: Any, tmp_path: Path, namespace: str) -> Iterator[
     from kubernetes import config
 
     from kubemam.local.cluster import provision_namespaces
-    from kubemam.local.controlplane import ControlPlane
+    from kubemam.local.controlplane import ControlPlane, free_port
     from kubemam.local.crdinstall import install_crds
     from kubemam.local.minio import MinioServer
     from kubemam.local.node import ProcessNode
@@ -115,7 +124,7 @@ def local_stack(control_plane: Any, tmp_path: Path, namespace: str) -> Iterator[
         node = ProcessNode(api, tmp_path / "node")
         node.start()
         stack = LocalStack(api, make_client(s3.endpoint, s3.access_key, s3.secret_key), Custom(api, namespace),
-                           tmp_path / "operator.log", cp.kubeconfig, s3)
+                           tmp_path / "operator.log", cp.kubeconfig, s3, metrics_port=free_port())
         stack.start_operator()
         try:
             yield stack

@@ -32,7 +32,9 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     import kubemam.controllers.main  # noqa: F401 - registers the handlers
+    from kubemam import metrics
 
+    metrics.serve()
     kopf.configure(verbose=args.verbose)
     kopf.run(
         standalone=True,  # one replica, no peering: see docs/architecture.md

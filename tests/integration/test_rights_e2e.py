@@ -154,6 +154,19 @@ def test_windows_publish_and_take_down_on_time(control_plane: Any, tmp_path: Pat
                                 and c["status"] == "True" and c, timeout=30, what=f"{name} Conflict")
             assert "ep1" in conflict["message"]
 
+        wait_for(lambda: any(h["action"] == "TakenDown" for h in
+                             stack.custom.get("rightswindows", "nordics-again")["status"].get("history") or []),
+                 what="the catch-up takedown recorded")
+        # Metrics an SRE alerts and graphs on (labels: namespace, channel, action; never an asset).
+        # (Counters restarted with the operator: what they hold is the catch-up takedown at least.)
+        scraped = stack.metrics()
+        samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                   for line in scraped.splitlines() if line and not line.startswith("#")}
+        assert samples[f'kubemam_distribution_actions_total{{action="takedown",channel="svod",'
+                       f'namespace="{NAMESPACE}"}}'] >= 1
+        assert samples['kubemam_takedown_latency_seconds_count{channel="svod"}'] >= 1
+        assert samples[f'kubemam_distribution_failed_attempts{{namespace="{NAMESPACE}"}}'] == 0
+
         # The usage report: exactly the two publishes and two takedowns, one row per territory.
         rows = _report(stack, began - timedelta(minutes=1), datetime.now(UTC) + timedelta(minutes=1))
         assert sorted((r["window"], r["territory"], r["target"]) for r in rows) == [

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
-from prometheus_client import Gauge
 from pydantic import ValidationError
 
 from kubemam.api.asset import DistributionStatus, MediaAssetStatus
@@ -31,6 +30,7 @@ from kubemam.api.kinds import MEDIA_ASSET, RIGHTS_WINDOW
 from kubemam.api.rights import HistoryEntry, RightsWindowSpec, RightsWindowStatus
 from kubemam.config import OperatorConfig
 from kubemam.kubeapi import KubeApi
+from kubemam.metrics import DISTRIBUTION_ACTIONS, DISTRIBUTION_FAILED_ATTEMPTS, TAKEDOWN_LATENCY
 from kubemam.plan.availability import Action, Asset, RightsPlan, Window, plan_rights
 from kubemam.plan.conditions import status_patch
 from kubemam.plan.hashing import input_hash
@@ -41,9 +41,7 @@ from kubemam.plan.rights import plan_window
 log = logging.getLogger(__name__)
 
 DISTRIBUTE = "distribute"
-# Alert on this: publishes/takedowns that keep failing (a takedown that cannot be verified).
-DISTRIBUTE_FAILURES = Gauge("kubemam_distribution_failed_attempts",
-                            "Consecutive failed distribute Jobs for the namespace's pending actions", ["namespace"])
+
 APPLIED = "kubemam.io/applied"
 # Linux caps one environment string at 128 KiB; an action is ~260 bytes of step input.
 MAX_BATCH = 200
@@ -77,7 +75,7 @@ def _parse_time(value: str | None) -> datetime:
 
 
 def _record(api: KubeApi, namespace: str, job: dict[str, Any], assets: dict[str, dict[str, Any]],
-            history: dict[str, list[HistoryEntry]]) -> None:
+            history: dict[str, list[HistoryEntry]], ends: dict[str, datetime]) -> None:
     """Carry a succeeded distribute Job into asset status, window history, Events and the log."""
     at = _parse_time((job.get("status") or {}).get("completionTime"))
     for action in _job_inputs(job).get("actions") or []:
@@ -97,6 +95,10 @@ def _record(api: KubeApi, namespace: str, job: dict[str, Any], assets: dict[str,
             at=at, action="Published" if published else "TakenDown", asset=action["asset"],
             channel=action["channel"], territories=action["territories"], target=action["target"], verified=True))
         verb = "Published" if published else "TakenDown"
+        DISTRIBUTION_ACTIONS.labels(namespace=namespace, channel=action["channel"], action=action["action"]).inc()
+        end = ends.get(action["window"])
+        if not published and end is not None and end <= at:
+            TAKEDOWN_LATENCY.labels(channel=action["channel"]).observe((at - end).total_seconds())
         log.info(json.dumps({"event": verb.lower(), "namespace": namespace, "asset": action["asset"],
                              "target": action["target"], "channel": action["channel"],
                              "territories": action["territories"], "window": action["window"],
@@ -182,6 +184,8 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
         jobs = sorted(api.list_jobs(namespace, {LABEL_MANAGED_BY: "kubemam", LABEL_STEP: DISTRIBUTE}),
                       key=lambda j: (j.get("status") or {}).get("completionTime") or "")
         history: dict[str, list[HistoryEntry]] = defaultdict(list)
+        ends = {w["metadata"]["name"]: _parse_time(str((w.get("spec") or {}).get("end")))
+                for w in windows_raw if (w.get("spec") or {}).get("end")}
         active = None
         failed: dict[str, int] = defaultdict(int)
         last_failure: dict[str, datetime] = {}
@@ -189,7 +193,7 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
             state, _ = job_state(job)
             annotations = job["metadata"].get("annotations") or {}
             if state == "Succeeded" and annotations.get(APPLIED) != "true":
-                _record(api, namespace, job, assets_raw, history)
+                _record(api, namespace, job, assets_raw, history, ends)
             elif state in ("Pending", "Running"):
                 active = job
             elif state == "Failed":
@@ -222,7 +226,7 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
                 # Retried until it succeeds, but with backoff: a broken origin must not become a Job storm.
                 retry_at = last_failure[actions_hash] + retry_delay(failed[actions_hash])
                 if clock < retry_at:
-                    DISTRIBUTE_FAILURES.labels(namespace=namespace).set(failed[actions_hash])
+                    DISTRIBUTION_FAILED_ATTEMPTS.labels(namespace=namespace).set(failed[actions_hash])
                     _write_windows(api, namespace, windows_raw, windows, plan, history, target_problem, clock)
                     return min(retry_at, wake) if wake else retry_at
             inputs: dict[str, Any] = {"namespace": namespace, "actions": actions, "actionsHash": actions_hash,
@@ -237,7 +241,7 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
                          sum(a["action"] == "publish" for a in actions),
                          sum(a["action"] == "takedown" for a in actions))
         if not plan.actions:
-            DISTRIBUTE_FAILURES.labels(namespace=namespace).set(0)
+            DISTRIBUTION_FAILED_ATTEMPTS.labels(namespace=namespace).set(0)
         _write_windows(api, namespace, windows_raw, windows, plan, history, target_problem, clock)
         return wake
 
