@@ -100,10 +100,14 @@ class KubeApi:
             raise
         return dict(body.get("data") or {})
 
-    def annotate_job(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+    def annotate_job(self, namespace: str, name: str, annotations: dict[str, str],
+                     ttl_seconds: int | None = None) -> None:
+        """Annotate a Job, and (optionally, in the same patch) let it expire that long after it finished."""
+        body: dict[str, Any] = {"metadata": {"annotations": annotations}}
+        if ttl_seconds is not None:
+            body["spec"] = {"ttlSecondsAfterFinished": ttl_seconds}
         try:
-            self.batch.patch_namespaced_job(name, namespace, {"metadata": {"annotations": annotations}},
-                                            _preload_content=False)
+            self.batch.patch_namespaced_job(name, namespace, body, _preload_content=False)
         except ApiException as err:
             if err.status != 404:
                 raise

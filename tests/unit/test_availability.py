@@ -109,3 +109,31 @@ def test_the_example_targets_parse() -> None:
     doc = yaml.safe_load((EXAMPLES / "distribution-targets.yaml").read_text())
     targets = parse_targets(yaml.safe_load(doc["data"]["targets.yaml"]))
     assert [t.name for t in targets] == ["svod-nordics", "svod-norway", "avod-uk"]
+
+
+def test_a_failed_publish_is_published_again_while_open_and_taken_down_once_closed() -> None:
+    window = _window("nordic-svod", 0, 100, ["NO", "SE", "DK"])
+    failed = Asset("ep1", {"series": "coastal"}, "s3://lib/assets/media/ep1/packages/abc", [DistributionStatus(
+        target="svod-no", window="nordic-svod", channel="svod", territories=["NO"], state="Failed",
+        origin="s3://origin/svod-no/media/ep1")])
+    during = plan_rights("media", [window], [failed], [NORWAY], T0 + timedelta(seconds=5))
+    assert [(a.action, a.target.name) for a in during.actions] == [("publish", "svod-no")]
+    after = plan_rights("media", [window], [failed], [NORWAY], T0 + timedelta(seconds=100))
+    assert [(a.action, a.target.name) for a in after.actions] == [("takedown", "svod-no")]
+
+
+def test_a_clash_outside_the_targets_territories_does_not_block_it() -> None:
+    # A and B clash only on Denmark; Norway's origin is served by A alone.
+    first = _window("a-exclusive", 0, 100, ["NO", "DK"], exclusive=True)
+    second = _window("b-other", 0, 100, ["SE", "DK"])
+    plan = plan_rights("media", [first, second], [_asset()], [NORWAY], T0 + timedelta(seconds=5))
+    assert plan.open == {("ep1", "svod-no"): "a-exclusive"} and set(plan.conflicts) == {"a-exclusive", "b-other"}
+
+
+def test_a_window_time_without_a_zone_is_refused() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        RightsWindowSpec.model_validate({"assets": {"names": ["ep1"]}, "territories": ["NO"], "channels": ["svod"],
+                                         "start": "2027-01-01T00:00:00", "end": "2027-02-01T00:00:00Z"})

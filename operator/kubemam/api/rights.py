@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator
 
 from kubemam.api.common import DNS_SUBDOMAIN, Condition, KubeModel, LabelSelector, cel, validated_by
 from kubemam.api.territories import ISO3166_ALPHA2
@@ -40,8 +40,8 @@ class RightsWindowSpec(KubeModel):
     )
     channels: list[Channel] = Field(min_length=1, max_length=7, json_schema_extra={
         "x-kubernetes-list-type": "set"})
-    start: datetime
-    end: datetime
+    start: AwareDatetime  # a time without a zone is refused: a licence ends at one instant everywhere
+    end: AwareDatetime
     exclusive: bool = False
     @field_validator("territories")
     @classmethod

@@ -45,6 +45,7 @@ DISTRIBUTE = "distribute"
 APPLIED = "kubemam.io/applied"
 # Linux caps one environment string at 128 KiB; an action is ~260 bytes of step input.
 MAX_BATCH = 200
+RECORDED_JOB_TTL = 86400
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
@@ -104,7 +105,28 @@ def _record(api: KubeApi, namespace: str, job: dict[str, Any], assets: dict[str,
                              "territories": action["territories"], "window": action["window"],
                              "at": at.isoformat(), "verified": True}))
         api.create_event(_event(namespace, action, verb, at))
-    api.annotate_job(namespace, job["metadata"]["name"], {APPLIED: "true"})
+    api.annotate_job(namespace, job["metadata"]["name"], {APPLIED: "true"}, ttl_seconds=RECORDED_JOB_TTL)
+
+
+def _record_failed(api: KubeApi, namespace: str, job: dict[str, Any], assets: dict[str, dict[str, Any]]) -> None:
+    """A failed batch may have published some of its actions: mark them, so that with no window open
+    they are taken down (a takedown of an origin that holds nothing verifies at once) and with one
+    open they are published again."""
+    for action in _job_inputs(job).get("actions") or []:
+        body = assets.get(action["asset"])
+        if action["action"] != "publish" or body is None:
+            continue
+        status = MediaAssetStatus.model_validate(body.get("status") or {})
+        if any(d.target == action["target"] and d.state == "Published" for d in status.distribution or []):
+            continue
+        entries = [d for d in status.distribution or [] if d.target != action["target"]]
+        entries.append(DistributionStatus(target=action["target"], window=action["window"], channel=action["channel"],
+                                          territories=action["territories"], state="Failed",
+                                          since=_failed_at(job), origin=action["origin"]))
+        body.setdefault("status", {})["distribution"] = [e.to_wire() for e in entries]
+        api.patch_status(MEDIA_ASSET.plural, namespace, action["asset"],
+                         {"distribution": body["status"]["distribution"]})
+    api.annotate_job(namespace, job["metadata"]["name"], {APPLIED: "true"}, ttl_seconds=RECORDED_JOB_TTL)
 
 
 def _event(namespace: str, action: dict[str, Any], verb: str, at: datetime) -> dict[str, Any]:
@@ -146,9 +168,9 @@ def _distribute_job(namespace: str, inputs: dict[str, Any], config: OperatorConf
                              inputs=inputs)
     job = build_step_job(request, config)
     # A batch serves many windows and outlives any one of them (deleting a window takes its content
-    # down): no owner; finished Jobs expire after a day.
+    # down): no owner. It expires a day after it finished only once its outcome is recorded
+    # (annotate_job), so an operator down for longer never loses one.
     job["metadata"].pop("ownerReferences", None)
-    job["spec"]["ttlSecondsAfterFinished"] = 86400
     return job
 
 
@@ -184,24 +206,6 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
         jobs = sorted(api.list_jobs(namespace, {LABEL_MANAGED_BY: "kubemam", LABEL_STEP: DISTRIBUTE}),
                       key=lambda j: (j.get("status") or {}).get("completionTime") or "")
         history: dict[str, list[HistoryEntry]] = defaultdict(list)
-        ends = {w["metadata"]["name"]: _parse_time(str((w.get("spec") or {}).get("end")))
-                for w in windows_raw if (w.get("spec") or {}).get("end")}
-        active = None
-        failed: dict[str, int] = defaultdict(int)
-        last_failure: dict[str, datetime] = {}
-        for job in jobs:
-            state, _ = job_state(job)
-            annotations = job["metadata"].get("annotations") or {}
-            if state == "Succeeded" and annotations.get(APPLIED) != "true":
-                _record(api, namespace, job, assets_raw, history, ends)
-            elif state in ("Pending", "Running"):
-                active = job
-            elif state == "Failed":
-                key = _job_inputs(job).get("actionsHash", "")
-                failed[key] += 1
-                last_failure[key] = max(last_failure.get(key, datetime.min.replace(tzinfo=UTC)), _failed_at(job))
-
-        targets, target_problem = _targets(api, namespace)
         windows = []
         for body in windows_raw:
             if body["metadata"].get("deletionTimestamp"):
@@ -210,15 +214,41 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
                 windows.append(Window(body["metadata"]["name"], RightsWindowSpec.model_validate(body["spec"])))
             except ValidationError:
                 continue
+        ends = {w.name: w.spec.end for w in windows}
+        active = None
+        failed: dict[str, int] = defaultdict(int)
+        last_failure: dict[str, datetime] = {}
+        for job in jobs:
+            state, _ = job_state(job)
+            annotations = job["metadata"].get("annotations") or {}
+            if state == "Succeeded" and annotations.get(APPLIED) != "true":
+                _record(api, namespace, job, assets_raw, history, ends)
+            elif state == "Failed" and annotations.get(APPLIED) != "true":
+                _record_failed(api, namespace, job, assets_raw)
+            elif state in ("Pending", "Running"):
+                active = job
+            elif state == "Failed":
+                key = _job_inputs(job).get("actionsHash", "")
+                failed[key] += 1
+                last_failure[key] = max(last_failure.get(key, datetime.min.replace(tzinfo=UTC)), _failed_at(job))
+
+        targets, target_problem = _targets(api, namespace)
         assets = []
         for name, body in assets_raw.items():
-            asset_status = MediaAssetStatus.model_validate(body.get("status") or {})
+            try:
+                asset_status = MediaAssetStatus.model_validate(body.get("status") or {})
+            except ValidationError:
+                log.warning("asset %s/%s has a status that does not validate; left out of rights", namespace, name)
+                continue
             assets.append(Asset(name, dict(body["metadata"].get("labels") or {}), _package_prefix(asset_status),
                                 list(asset_status.distribution or [])))
         clock = now()
         plan = plan_rights(namespace, windows, assets, targets, clock)
 
         wake = plan.next_transition
+        if target_problem:
+            # An unreadable target list is not "every target removed": report it, move nothing.
+            plan.actions = []
         if plan.actions and active is None:
             actions = [a.to_input() for a in batch_of(plan.actions)]
             actions_hash = input_hash(actions)

@@ -37,6 +37,11 @@ class Asset:
     def published_on(self, target: str) -> DistributionStatus | None:
         return next((d for d in self.distribution if d.target == target and d.state == "Published"), None)
 
+    def maybe_on(self, target: str) -> DistributionStatus | None:
+        """Published, or a publish whose Job failed: some of it may be on the origin."""
+        return next((d for d in self.distribution if d.target == target and d.state in ("Published", "Failed")),
+                    None)
+
 
 @dataclass(frozen=True)
 class Action:
@@ -81,10 +86,11 @@ def _active(window: RightsWindowSpec, now: datetime) -> bool:
     return window.start <= now < window.end
 
 
-def _clash(a: RightsWindowSpec, b: RightsWindowSpec) -> bool:
-    """Overlapping in time, channel and territory, with at least one exclusive."""
+def _clash(a: RightsWindowSpec, b: RightsWindowSpec, within: set[str] | None = None) -> bool:
+    """Overlapping in time, channel and territory (within the given ones), with at least one exclusive."""
+    shared = set(a.territories) & set(b.territories) & (within if within is not None else set(a.territories))
     return ((a.exclusive or b.exclusive) and a.start < b.end and b.start < a.end
-            and bool(set(a.channels) & set(b.channels)) and bool(set(a.territories) & set(b.territories)))
+            and bool(set(a.channels) & set(b.channels)) and bool(shared))
 
 
 def plan_rights(namespace: str, windows: list[Window], assets: list[Asset], targets: list[DistributionTarget],
@@ -108,7 +114,8 @@ def plan_rights(namespace: str, windows: list[Window], assets: list[Asset], targ
             # A clash live now on this target's channel and territories blocks it, whoever covers.
             touching = [w for w in licensed if target.channel in w.spec.channels
                         and set(target.territories) & set(w.spec.territories)]
-            if any(_clash(a.spec, b.spec) for a in touching for b in touching if a.name < b.name):
+            served = set(target.territories)
+            if any(_clash(a.spec, b.spec, served) for a in touching for b in touching if a.name < b.name):
                 continue
             open_now[(asset.name, target.name)] = min(w.name for w in covering)
 
@@ -121,16 +128,16 @@ def plan_rights(namespace: str, windows: list[Window], assets: list[Asset], targ
             origin = origin_for(target, namespace, asset.name)
             if window and not published and asset.package:
                 actions.append(Action("publish", asset.name, target, window, asset.package, origin))
-            elif published and not window:
+            elif not window and (published := asset.maybe_on(target.name)):
                 actions.append(Action("takedown", asset.name, target, published.window, None,
                                       published.origin or origin))
         for record in asset.distribution:  # a target removed from the ConfigMap is taken down too
-            if record.state == "Published" and record.target not in by_name:
-                gone = DistributionTarget(name=record.target, channel=record.channel,
-                                          origin=(record.origin or "s3://unknown").rsplit("/", 2)[0],
-                                          territories=record.territories)
-                actions.append(Action("takedown", asset.name, gone, record.window, None,
-                                      record.origin or origin_for(gone, namespace, asset.name)))
+            if record.state in ("Published", "Failed") and record.target not in by_name and record.origin:
+                # Stand in for the removed target: the record carries the origin it published to.
+                gone = DistributionTarget.model_construct(name=record.target, channel=record.channel,  # type: ignore[arg-type]
+                                                          origin=record.origin.rsplit("/", 2)[0],
+                                                          territories=record.territories, purge_webhook=None)
+                actions.append(Action("takedown", asset.name, gone, record.window, None, record.origin))
 
     specs = {w.name: w.spec for w in windows}
     feeds: dict[str, list[dict[str, Any]]] = {feed_uri(t): [] for t in targets}

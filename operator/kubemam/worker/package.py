@@ -11,6 +11,7 @@ over the whole fragmented file, so the CTR counter runs on across segments and n
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import secrets
@@ -71,8 +72,9 @@ def _encryptor() -> str:
 
 
 def _encrypt(source: Path, target: Path, key: ContentKey, scheme: str, pssh: bytes, scratch: Path) -> None:
-    """One mp4ff-encrypt call over a whole track file. The key reaches the tool on its command line,
-    which stays inside this container; nothing here logs the command."""
+    """One mp4ff-encrypt call over a whole track file. mp4ff-encrypt takes the key only as an
+    argument, so it is on this process's command line for the seconds the call lasts (visible to
+    root on the node through /proc); nothing here logs the command, and its stderr is redacted."""
     pssh_file = scratch / f"{target.stem}.pssh"
     pssh_file.write_bytes(pssh)
     # cenc: a random 64-bit IV start per track; cbcs: one constant 128-bit IV per track.
@@ -81,7 +83,10 @@ def _encrypt(source: Path, target: Path, key: ContentKey, scheme: str, pssh: byt
                "-pssh", str(pssh_file), str(source), str(target)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        message = result.stderr.replace(key.key.hex(), "<key>").strip()[-500:]
+        message = result.stderr
+        for form in (key.key.hex(), key.key.hex().upper(), base64.b64encode(key.key).decode()):
+            message = message.replace(form, "<key>")
+        message = message.strip()[-500:]
         raise RuntimeError(f"encrypting {source.name} failed: {message}")
 
 
