@@ -8,7 +8,7 @@ from pydantic import Field, TypeAdapter, field_validator
 
 from kubemam.api.common import DNS_LABEL, KubeModel
 from kubemam.api.rights import Channel
-from kubemam.api.territories import ISO3166_ALPHA2
+from kubemam.api.territories import known_territories
 
 TARGETS_CONFIGMAP = "kubemam-distribution"
 TARGETS_KEY = "targets.yaml"
@@ -23,13 +23,7 @@ class DistributionTarget(KubeModel):
     purge_webhook: str | None = Field(default=None, pattern=r"^https?://.+$",
                                       description="POSTed after a takedown so the CDN drops its copies.")
 
-    @field_validator("territories")
-    @classmethod
-    def _known(cls, territories: list[str]) -> list[str]:
-        unknown = sorted(set(territories) - set(ISO3166_ALPHA2))
-        if unknown:
-            raise ValueError(f"unknown ISO 3166-1 alpha-2 territory codes: {', '.join(unknown)}")
-        return territories
+    _known_territories = field_validator("territories")(known_territories)
 
 
 TARGET_LIST = TypeAdapter(list[DistributionTarget])

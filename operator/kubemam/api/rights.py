@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import AwareDatetime, Field, field_validator
 
 from kubemam.api.common import DNS_SUBDOMAIN, Condition, KubeModel, LabelSelector, cel, validated_by
-from kubemam.api.territories import ISO3166_ALPHA2
+from kubemam.api.territories import ISO3166_ALPHA2, known_territories
 
 Channel = Literal["svod", "avod", "tvod", "est", "fast", "broadcast", "catchup"]
 
@@ -43,13 +43,7 @@ class RightsWindowSpec(KubeModel):
     start: AwareDatetime  # a time without a zone is refused: a licence ends at one instant everywhere
     end: AwareDatetime
     exclusive: bool = False
-    @field_validator("territories")
-    @classmethod
-    def _known_territories(cls, territories: list[str]) -> list[str]:
-        unknown = sorted(set(territories) - set(ISO3166_ALPHA2))
-        if unknown:
-            raise ValueError(f"unknown ISO 3166-1 alpha-2 territory codes: {', '.join(unknown)}")
-        return territories
+    _known_territories = field_validator("territories")(known_territories)
 
     licensor: str | None = Field(default=None, max_length=256)
     contract_id: str | None = Field(default=None, max_length=128)

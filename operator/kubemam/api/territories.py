@@ -21,3 +21,11 @@ ISO3166_ALPHA2: tuple[str, ...] = (
     "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
     "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
 )
+
+
+def known_territories(territories: list[str]) -> list[str]:
+    """The codes unchanged, or a ValueError naming every unknown one (a pydantic validator)."""
+    unknown = sorted(set(territories) - set(ISO3166_ALPHA2))
+    if unknown:
+        raise ValueError(f"unknown ISO 3166-1 alpha-2 territory codes: {', '.join(unknown)}")
+    return territories
