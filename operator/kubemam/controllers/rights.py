@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import ValidationError
@@ -82,20 +82,12 @@ def _record(api: KubeApi, namespace: str, job: dict[str, Any], assets: dict[str,
     for action in _job_inputs(job).get("actions") or []:
         body = assets.get(action["asset"])
         published = action["action"] == "publish"
+        verb: Literal["Published", "TakenDown"] = "Published" if published else "TakenDown"
         if body is not None:
-            status = MediaAssetStatus.model_validate(body.get("status") or {})
-            entries = [d for d in status.distribution or [] if d.target != action["target"]]
-            entries.append(DistributionStatus(target=action["target"], window=action["window"],
-                                              channel=action["channel"], territories=action["territories"],
-                                              state="Published" if published else "TakenDown", since=at,
-                                              origin=action["origin"]))
-            body.setdefault("status", {})["distribution"] = [e.to_wire() for e in entries]
-            api.patch_status(MEDIA_ASSET.plural, namespace, action["asset"],
-                             {"distribution": body["status"]["distribution"]})
+            _set_distribution(api, namespace, body, action, verb, at)
         history[action["window"]].append(HistoryEntry(
-            at=at, action="Published" if published else "TakenDown", asset=action["asset"],
-            channel=action["channel"], territories=action["territories"], target=action["target"], verified=True))
-        verb = "Published" if published else "TakenDown"
+            at=at, action=verb, asset=action["asset"], channel=action["channel"],
+            territories=action["territories"], target=action["target"], verified=True))
         DISTRIBUTION_ACTIONS.labels(namespace=namespace, channel=action["channel"], action=action["action"]).inc()
         end = ends.get(action["window"])
         if not published and end is not None and end <= at:
@@ -108,6 +100,21 @@ def _record(api: KubeApi, namespace: str, job: dict[str, Any], assets: dict[str,
     api.annotate_job(namespace, job["metadata"]["name"], {APPLIED: "true"}, ttl_seconds=RECORDED_JOB_TTL)
 
 
+def _distribution(body: dict[str, Any]) -> list[DistributionStatus]:
+    return list(MediaAssetStatus.model_validate(body.get("status") or {}).distribution or [])
+
+
+def _set_distribution(api: KubeApi, namespace: str, body: dict[str, Any], action: dict[str, Any],
+                      state: Literal["Published", "TakenDown", "Failed"], at: datetime) -> None:
+    """The asset's record for the action's target, replaced in status and in the gathered body."""
+    entries = [d for d in _distribution(body) if d.target != action["target"]]
+    entries.append(DistributionStatus(target=action["target"], window=action["window"], channel=action["channel"],
+                                      territories=action["territories"], state=state, since=at,
+                                      origin=action["origin"]))
+    body.setdefault("status", {})["distribution"] = [e.to_wire() for e in entries]
+    api.patch_status(MEDIA_ASSET.plural, namespace, action["asset"], {"distribution": body["status"]["distribution"]})
+
+
 def _record_failed(api: KubeApi, namespace: str, job: dict[str, Any], assets: dict[str, dict[str, Any]]) -> None:
     """A failed batch may have published some of its actions: mark them, so that with no window open
     they are taken down (a takedown of an origin that holds nothing verifies at once) and with one
@@ -116,16 +123,9 @@ def _record_failed(api: KubeApi, namespace: str, job: dict[str, Any], assets: di
         body = assets.get(action["asset"])
         if action["action"] != "publish" or body is None:
             continue
-        status = MediaAssetStatus.model_validate(body.get("status") or {})
-        if any(d.target == action["target"] and d.state == "Published" for d in status.distribution or []):
+        if any(d.target == action["target"] and d.state == "Published" for d in _distribution(body)):
             continue
-        entries = [d for d in status.distribution or [] if d.target != action["target"]]
-        entries.append(DistributionStatus(target=action["target"], window=action["window"], channel=action["channel"],
-                                          territories=action["territories"], state="Failed",
-                                          since=_failed_at(job), origin=action["origin"]))
-        body.setdefault("status", {})["distribution"] = [e.to_wire() for e in entries]
-        api.patch_status(MEDIA_ASSET.plural, namespace, action["asset"],
-                         {"distribution": body["status"]["distribution"]})
+        _set_distribution(api, namespace, body, action, "Failed", _failed_at(job))
     api.annotate_job(namespace, job["metadata"]["name"], {APPLIED: "true"}, ttl_seconds=RECORDED_JOB_TTL)
 
 

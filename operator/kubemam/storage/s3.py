@@ -83,23 +83,34 @@ def wait_until_reachable(s3: Any, bucket: str, seconds: float, sleep: Callable[[
         delay = min(delay * 2, 8.0)
 
 
-def list_objects(s3: Any, prefix: S3Uri) -> Iterator[tuple[str, int]]:
-    """(key relative to prefix, size) for every object below prefix."""
+def list_entries(s3: Any, prefix: S3Uri) -> Iterator[tuple[str, int, str]]:
+    """(key relative to prefix, size, ETag) for every object below prefix."""
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=prefix.bucket, Prefix=prefix.prefix):
         for obj in page.get("Contents", []):
-            yield obj["Key"][len(prefix.prefix):], int(obj["Size"])
+            yield obj["Key"][len(prefix.prefix):], int(obj["Size"]), str(obj.get("ETag", ""))
 
 
-def read_manifest(s3: Any, prefix: S3Uri) -> Manifest | None:
-    target = manifest_uri(prefix)
+def list_objects(s3: Any, prefix: S3Uri) -> Iterator[tuple[str, int]]:
+    """(key relative to prefix, size) for every object below prefix."""
+    for key, size, _ in list_entries(s3, prefix):
+        yield key, size
+
+
+def read_json(s3: Any, uri: S3Uri) -> Any | None:
+    """The JSON document at uri, or None when there is no such object."""
     try:
-        body = s3.get_object(Bucket=target.bucket, Key=target.key)["Body"].read()
+        body = s3.get_object(Bucket=uri.bucket, Key=uri.key)["Body"].read()
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
         raise
-    return Manifest.model_validate(json.loads(body))
+    return json.loads(body)
+
+
+def read_manifest(s3: Any, prefix: S3Uri) -> Manifest | None:
+    document = read_json(s3, manifest_uri(prefix))
+    return None if document is None else Manifest.model_validate(document)
 
 
 def verify(s3: Any, prefix: S3Uri, manifest: Manifest) -> list[str]:

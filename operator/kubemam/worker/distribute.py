@@ -51,7 +51,7 @@ from typing import Any, TypeVar, get_args
 from botocore.exceptions import ClientError
 
 from kubemam.api.rights import Channel
-from kubemam.storage.s3 import make_client, read_manifest, wait_until_reachable
+from kubemam.storage.s3 import list_entries, make_client, read_json, read_manifest, wait_until_reachable
 from kubemam.storage.uri import S3Uri, S3UriError
 from kubemam.worker.contract import StepError, step_input, write_result
 
@@ -310,22 +310,7 @@ Listing = dict[str, tuple[int, str]]  # relative key -> (size, ETag)
 
 
 def _listing(s3: Any, prefix: S3Uri) -> Listing:
-    found: Listing = {}
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=prefix.bucket, Prefix=prefix.prefix):
-        for obj in page.get("Contents", []):
-            found[obj["Key"][len(prefix.prefix):]] = (int(obj["Size"]), str(obj.get("ETag", "")))
-    return found
-
-
-def _get_json(s3: Any, uri: S3Uri) -> Any | None:
-    try:
-        body = s3.get_object(Bucket=uri.bucket, Key=uri.key)["Body"].read()
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise
-    return json.loads(body)
+    return {key: (size, etag) for key, size, etag in list_entries(s3, prefix)}
 
 
 def _put_json(s3: Any, uri: S3Uri, document: Any) -> None:
@@ -508,7 +493,7 @@ class _Takedowns:
             self.fail_hooked(f"listing the pending purges {self.ledger_dir}: {_describe(err)}")
             return
         uris = [self.ledger_dir.join(k) for k in keys]
-        for uri, got in zip(uris, _gather(self.pool, lambda u: _get_json(self.s3, u), uris), strict=True):
+        for uri, got in zip(uris, _gather(self.pool, lambda u: read_json(self.s3, u), uris), strict=True):
             if isinstance(got, Exception):
                 self.fail_hooked(f"reading the pending purges {uri}: {_describe(got)}")
                 continue
@@ -685,7 +670,7 @@ def distribute(s3: Any, batch: Batch, clock: Callable[[], datetime]) -> dict[str
         failures += [(f"feed {f.uri}", _describe(r), False) for f, r in zip(batch.feeds, written, strict=True)
                      if isinstance(r, Exception)]
     fresh = [usage_record(o.action, o.at, o.objects) for o in outcomes if o.error is None and o.at is not None]
-    prior = _get_json(s3, batch.usage)
+    prior = read_json(s3, batch.usage)
     prior_records = prior.get("records", []) if isinstance(prior, dict) else []
     _put_json(s3, batch.usage, usage_document(batch, merge_usage(prior_records, fresh), complete=not failures))
     if failures:
