@@ -113,6 +113,14 @@ def read_manifest(s3: Any, prefix: S3Uri) -> Manifest | None:
     return None if document is None else Manifest.model_validate(document)
 
 
+def read_committed(s3: Any, prefix: S3Uri, input_hash: str) -> Manifest | None:
+    """The manifest of a commit of exactly these inputs whose objects all verify, else None."""
+    manifest = read_manifest(s3, prefix)
+    if manifest is None or manifest.input_hash != input_hash or verify(s3, prefix, manifest):
+        return None
+    return manifest
+
+
 def verify(s3: Any, prefix: S3Uri, manifest: Manifest) -> list[str]:
     """Keys the manifest names that storage lacks or holds at another size ([] when complete)."""
     return missing_or_changed(manifest, list_objects(s3, prefix))
@@ -126,8 +134,8 @@ def commit(s3: Any, local_dir: Path, prefix: S3Uri, *, step: str, input_hash: st
     any object already at a final key is the same content; objects go straight to their keys (no
     staging copy, half the writes) and the manifest, written last, still makes the set visible at once.
     """
-    existing = read_manifest(s3, prefix)
-    if existing is not None and existing.input_hash == input_hash and not verify(s3, prefix, existing):
+    existing = read_committed(s3, prefix, input_hash)
+    if existing is not None:
         return existing
     manifest = Manifest(step=step, input_hash=input_hash, worker_version=worker_version, created=now,
                         objects=entries_for(local_dir), result=result or {})

@@ -29,7 +29,7 @@ from kubemam.media.progress import FfmpegProgress, progress_line
 from kubemam.media.qc import QCError, measurement_findings, run_qc, timeline_findings, verdict
 from kubemam.media.thumbnails import make_thumbnails, sheet_name
 from kubemam.media.timecode import Timecode, TimecodeError
-from kubemam.storage.s3 import commit, make_client, read_manifest, verify, wait_until_reachable
+from kubemam.storage.s3 import commit, make_client, read_committed, wait_until_reachable
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError, digest, step_input, work_dir, write_result
 from kubemam.worker.source import check_checksum, fetch
@@ -93,8 +93,8 @@ def run() -> int:
     for bucket in sorted(buckets):
         wait_until_reachable(s3, bucket, retry_seconds)
 
-    done = read_manifest(s3, prefix)
-    if done is not None and done.input_hash == input_digest and not verify(s3, prefix, done):
+    done = read_committed(s3, prefix, input_digest)
+    if done is not None:
         log.info("already ingested: %s verifies; nothing to do", prefix.join("manifest.json"))
         write_result(summary(done.result))
         return 0

@@ -47,8 +47,7 @@ from kubemam.packaging.layout import (
     SubtitleTrack,
     ThumbnailTrack,
 )
-from kubemam.storage.manifest import Manifest
-from kubemam.storage.s3 import commit, make_client, read_manifest, verify, wait_until_reachable
+from kubemam.storage.s3 import commit, make_client, read_committed, wait_until_reachable
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError, digest, step_input, work_dir, write_result
 from kubemam.worker.source import fetch
@@ -202,10 +201,8 @@ def _result(inputs: dict[str, Any], package: Package) -> dict[str, Any]:
 
 
 def _done(s3: Any, output: S3Uri, input_hash: str) -> dict[str, Any] | None:
-    manifest: Manifest | None = read_manifest(s3, output)
-    if manifest is None or manifest.input_hash != input_hash or verify(s3, output, manifest):
-        return None
-    return {**manifest.result, "manifestUri": str(output.join("manifest.json"))}
+    manifest = read_committed(s3, output, input_hash)
+    return {**manifest.result, "manifestUri": str(output.join("manifest.json"))} if manifest else None
 
 
 def package(s3: Any, inputs: dict[str, Any], scratch: Path) -> dict[str, Any]:

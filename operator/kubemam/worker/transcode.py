@@ -43,7 +43,13 @@ from kubemam.media.encode import (
 from kubemam.media.probe import probe
 from kubemam.media.progress import parse_ffmpeg_progress, progress_line
 from kubemam.storage.manifest import Manifest
-from kubemam.storage.s3 import commit, list_objects, make_client, read_manifest, verify, wait_until_reachable
+from kubemam.storage.s3 import (
+    commit,
+    list_objects,
+    make_client,
+    read_committed,
+    wait_until_reachable,
+)
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import MAX_MESSAGE, StepError, step_input, work_dir, write_result
 from kubemam.worker.source import fetch
@@ -93,10 +99,8 @@ def _source_facts(master: dict[str, Any]) -> SourceFacts:
 
 def _done(s3: Any, job: Job) -> dict[str, Any] | None:
     """The recorded result of a rendition already committed and intact, else None."""
-    manifest = read_manifest(s3, job.output)
-    if manifest is None or manifest.input_hash != job.spec_hash or verify(s3, job.output, manifest):
-        return None
-    return _reported(manifest, job)
+    manifest = read_committed(s3, job.output, job.spec_hash)
+    return _reported(manifest, job) if manifest is not None else None
 
 
 def _reported(manifest: Manifest, job: Job) -> dict[str, Any]:
@@ -229,8 +233,7 @@ def run_chunk(s3: Any, inputs: dict[str, Any], jobs: list[Job], scratch: Path) -
         raise StepError("chunk mode runs as an Indexed Job: JOB_COMPLETION_INDEX is not set")
     prefix = S3Uri.parse(inputs["chunks"]["prefix"]).join(f"{index:05d}")
     chunk_hash = f"{inputs['chunks']['hash']}/{index}"
-    existing = read_manifest(s3, prefix)
-    if existing is not None and existing.input_hash == chunk_hash and not verify(s3, prefix, existing):
+    if read_committed(s3, prefix, chunk_hash) is not None:
         log.info("chunk %d already encoded at %s", index, prefix)
         return {"chunk": index}
     window = _chunk_window(inputs, index)
@@ -258,8 +261,7 @@ def _stitch(s3: Any, inputs: dict[str, Any], job: Job, scratch: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(int(chunks["count"])):
         prefix = S3Uri.parse(chunks["prefix"]).join(f"{index:05d}")
-        manifest = read_manifest(s3, prefix)
-        if manifest is None or manifest.input_hash != f"{chunks['hash']}/{index}" or verify(s3, prefix, manifest):
+        if read_committed(s3, prefix, f"{chunks['hash']}/{index}") is None:
             raise RuntimeError(f"chunk {index} is not committed at {prefix}; the chunk Job must finish first")
         part = folder / f"{index:05d}.mp4"
         s3.download_file(prefix.bucket, prefix.join(job.file_name).key, str(part))
