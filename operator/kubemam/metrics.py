@@ -31,3 +31,18 @@ def serve() -> None:
         start_http_server(port)
     except OSError as err:  # another operator on this machine (a test next to the demo) has the port
         log.warning("metrics not served on :%d: %s", port, err)
+
+# Archive (issue 7): set by controllers/archive.py.
+ARCHIVE_UNDER_REPLICATED = Gauge("kubemam_archive_under_replicated_assets",
+                                 "Archived assets with fewer verified copies than their policy's minCopies",
+                                 ["namespace"])
+ARCHIVE_COPIES_MISSING = Gauge("kubemam_archive_copies_missing",
+                               "Verified copies still missing to reach every archived asset's minCopies",
+                               ["namespace"])
+FIXITY_FAILURES = Counter("kubemam_fixity_failures_total",
+                          "Copies found missing or changed by a fixity check (each is repaired from a good copy)",
+                          ["namespace", "location"])
+FIXITY_CHECKED_BYTES = Counter("kubemam_fixity_checked_bytes_total", "Bytes re-hashed by fixity checks",
+                               ["namespace"])
+TIERED_BYTES = Counter("kubemam_tiered_bytes_total", "Bytes copied into a tier or location by archive Jobs",
+                       ["namespace", "tier"])
