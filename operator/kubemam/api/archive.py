@@ -30,7 +30,8 @@ class Location(KubeModel):
 
 
 class Transition(KubeModel):
-    after_days: int = Field(ge=0, le=36500)
+    # Fractions of a day are allowed (0.5 = 12 h): short-lived content and tests move within hours.
+    after_days: float = Field(ge=0, le=36500)
     since: Literal["ingest", "lastUse"] = "ingest"
 
 

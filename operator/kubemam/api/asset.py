@@ -113,7 +113,7 @@ class MediaAssetSpec(KubeModel):
     priority: int = Field(default=50, ge=0, le=100, description="Higher runs first when Jobs queue.")
 
 
-AssetPhase = Literal["Pending", "Ingesting", "Transcoding", "Packaging", "Ready", "Failed"]
+AssetPhase = Literal["Pending", "Ingesting", "Transcoding", "Packaging", "Archiving", "Ready", "Failed", "Deleting"]
 
 
 class VideoStream(KubeModel):
@@ -229,16 +229,60 @@ class DistributionStatus(KubeModel):
 
 
 class StorageCopy(KubeModel):
+    """One verified copy of the archived set (master, sidecar, preservation master) at one location."""
+
     location: str
     uri: str
     storage_class: str | None = None
+    site: str | None = None
     offsite: bool = False
     verified_at: datetime | None = None
+    verified_by: Literal["s3-checksum", "read-back", "recorded", "fixity"] | None = None
+
+
+class RestoreStatus(KubeModel):
+    request: str = Field(description="The kubemam.io/restore annotation value this answers")
+    state: Literal["Restoring", "Restored", "Failed"]
+    requested_at: datetime | None = None
+    from_location: str | None = None
+    estimated_completion: datetime | None = None
+    completed_at: datetime | None = None
+    message: str | None = Field(default=None, max_length=1024)
+
+
+class FixityStatus(KubeModel):
+    last_run: datetime | None = None
+    last_slot: datetime | None = Field(default=None, description="The scheduled time the last run answered")
+    last_request: str | None = Field(default=None, description="The kubemam.io/fixity-check value last answered")
+    copies_checked: int | None = Field(default=None, ge=0)
+    failures: int | None = Field(default=None, ge=0, description="Copies found bad so far (each was repaired)")
+    last_repair: str | None = Field(default=None, max_length=1024)
+    report_uri: str | None = None
+
+
+class PreservationMaster(KubeModel):
+    uri: str
+    sha256: str
+    size: int = Field(ge=0)
+    codec: str = "ffv1"
+    frames: int | None = Field(default=None, ge=0)
+    verified: bool = False
 
 
 class StorageStatus(KubeModel):
+    """Where the archived set lives, per the asset's ArchivePolicy."""
+
     tier: str | None = None
     copies: list[StorageCopy] | None = None
+    min_copies: int | None = Field(default=None, ge=0)
+    ingested_at: datetime | None = None
+    last_used_at: datetime | None = Field(default=None, description="Last publish or restore")
+    archived_at: datetime | None = Field(default=None, description="First verified archive; retention counts from it")
+    retain_until: datetime | None = None
+    sidecar_uri: str | None = None
+    restore: RestoreStatus | None = None
+    fixity: FixityStatus | None = None
+    preservation_master: PreservationMaster | None = None
 
 
 class Progress(KubeModel):

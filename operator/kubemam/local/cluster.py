@@ -30,7 +30,9 @@ from kubemam.local.node import ProcessNode
 TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 # The buckets the examples use: the library (masters and step outputs), nearline, vault, and the
 # distribution origin.
-BUCKETS = ["kubemam-library", "kubemam-nearline", "kubemam-vault", "kubemam-origin"]
+BUCKETS = ["kubemam-library", "kubemam-origin"]
+# The archive's nearline and vault keep masters under S3 Object Lock (examples/archivepolicy.yaml).
+LOCKED_BUCKETS = ["kubemam-nearline", "kubemam-vault"]
 S3_SECRET = "kubemam-s3"
 # Namespaces that get the S3 credentials Secret (the demo's and the default one).
 WORKLOAD_NAMESPACES = ("default", "kubemam-demo")
@@ -93,7 +95,7 @@ def serve(directory: Path) -> int:
     for stale in ("cluster", "minio", "node"):
         shutil.rmtree(directory / stale, ignore_errors=True)  # a fresh cluster each time
     with ControlPlane(workdir=directory / "cluster", binaries=binaries, scheduler=True) as cp, \
-            MinioServer(buckets=BUCKETS, workdir=directory / "minio") as s3:
+            MinioServer(buckets=BUCKETS, locked_buckets=LOCKED_BUCKETS, workdir=directory / "minio") as s3:
         api = config.new_client_from_config(str(cp.kubeconfig))
         install_crds(api)
         provision_namespaces(api, s3.access_key, s3.secret_key)

@@ -32,6 +32,7 @@ class MinioServer(LocalService):
     """`with MinioServer(buckets=[...]) as s3:` — s3.endpoint, s3.access_key, s3.secret_key."""
 
     buckets: list[str] = field(default_factory=list)
+    locked_buckets: list[str] = field(default_factory=list)  # created with S3 Object Lock enabled
     workdir: Path | None = None
     binary: Path | None = None
     start_timeout: float = 60.0
@@ -64,6 +65,7 @@ class MinioServer(LocalService):
         try:
             self._wait_ready()
             self.create_buckets(self.buckets)
+            self.create_buckets(self.locked_buckets, object_lock=True)
         except BaseException:
             self.stop()
             raise
@@ -85,12 +87,13 @@ class MinioServer(LocalService):
     def client(self) -> Any:
         return make_client(self.endpoint, self.access_key, self.secret_key)
 
-    def create_buckets(self, names: list[str]) -> None:
+    def create_buckets(self, names: list[str], object_lock: bool = False) -> None:
         s3 = self.client()
         existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
         for name in names:
             if name not in existing:
-                s3.create_bucket(Bucket=name)
+                # Object Lock can only be switched on when a bucket is made (it turns on versioning).
+                s3.create_bucket(Bucket=name, **({"ObjectLockEnabledForBucket": True} if object_lock else {}))
 
     def stop(self) -> None:
         if self._proc is not None:

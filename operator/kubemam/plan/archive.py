@@ -14,7 +14,7 @@ def policy_problems(spec: ArchivePolicySpec) -> list[tuple[str, str]]:
     if first.transition is not None and first.transition.after_days > 0:
         problems.append(("InvalidTierOrder", f"tier {first.name!r} is the first (hot) tier and cannot wait "
                                              f"{first.transition.after_days} days for a transition"))
-    previous = 0
+    previous = 0.0
     for tier in later:
         if tier.transition is None:
             problems.append(("InvalidTierOrder", f"tier {tier.name!r} needs a transition (only the first "

@@ -14,7 +14,7 @@ import sys
 from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
 from kubemam.worker.contract import StepError, write_result
 
-STEPS = ("ingest", "transcode", "package", "distribute")
+STEPS = ("ingest", "transcode", "package", "distribute", "archive", "migrate")
 
 
 def main(step: str) -> int:
@@ -36,6 +36,10 @@ def main(step: str) -> int:
             from kubemam.worker import distribute
 
             return distribute.run()
+        if step == "archive":
+            from kubemam.worker import archive
+
+            return archive.run()
         raise StepError(f"unknown step {step!r} (known: {', '.join(STEPS)})")
     except StepError as err:
         print(f"{step}: {err}", file=sys.stderr)

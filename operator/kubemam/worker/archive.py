@@ -1,0 +1,339 @@
+"""`kubemam worker archive`: place an asset's archived set per its policy, check its fixity, or purge it.
+
+place  — every target location ends with a verified copy of every object, at its storage class
+         and under Object Lock where asked; only then are vacated locations emptied (a move).
+fixity — every copy is re-hashed; a missing or changed one is repaired from an intact copy.
+purge  — every version at every location is deleted (the operator asks only after retention).
+
+Each run is repeatable: a copy already verified (its x-amz-meta-sha256 and size match) is kept.
+A site that stops answering is waited for; an outage longer than that fails the run with an
+ordinary exit, the Job controller runs it again, and nothing was deleted before its replacement verified.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from kubemam.plan.archive_inputs import ArchiveInputs, LocationInput, ObjectInput
+from kubemam.storage import transfer
+from kubemam.storage.s3 import TRANSIENT_ERRORS, is_transient, list_entries, make_client, wait_until_reachable
+from kubemam.storage.uri import S3Uri
+from kubemam.worker.contract import StepError, step_input, write_result
+
+log = logging.getLogger(__name__)
+LOCATION_MANIFEST = "archive.json"
+NEEDS_RESTORE = {"GLACIER", "DEEP_ARCHIVE"}
+T = TypeVar("T")
+
+
+def _retry_seconds() -> float:
+    return float(os.environ.get("KUBEMAM_S3_RETRY_SECONDS") or 60)
+
+
+@dataclass(frozen=True)
+class Site:
+    location: LocationInput
+    place: transfer.Place
+    root: S3Uri
+
+    def key(self, name: str) -> S3Uri:
+        return self.root.join(name)
+
+
+def _site(location: LocationInput) -> Site:
+    endpoint = location.endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
+    access = secret = None
+    if location.credentials:
+        access = os.environ.get(f"{location.credentials}_ACCESS_KEY_ID")
+        secret = os.environ.get(f"{location.credentials}_SECRET_ACCESS_KEY")
+        if not access or not secret:
+            raise StepError(f"location {location.name}: its credentials Secret must hold AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY")
+    client = make_client(endpoint, access, secret)
+    server = f"{endpoint or 'aws'}|{location.credentials or 'default'}"
+    return Site(location, transfer.Place(location.name, client, server), S3Uri.parse(location.uri))
+
+
+def _with_retry(site: Site, action: Callable[[], T]) -> T:
+    """Run action; while the site is unreachable, wait for it and run it again (within the retry window)."""
+    deadline = time.monotonic() + _retry_seconds()
+    while True:
+        try:
+            return action()
+        except (ClientError, *TRANSIENT_ERRORS) as err:
+            if not is_transient(err) or time.monotonic() >= deadline:
+                raise
+            log.warning("location %s did not answer (%s); waiting for it", site.location.name, type(err).__name__)
+            wait_until_reachable(site.place.s3, site.root.bucket, max(1.0, deadline - time.monotonic()))
+
+
+def _refusal(site: Site, err: ClientError, doing: str) -> StepError | None:
+    """A location that will never accept this (missing bucket, refused write, unknown class): a clear error."""
+    code = str(err.response.get("Error", {}).get("Code", ""))
+    where = f"location {site.location.name} ({site.root})"
+    if code == "NoSuchBucket":
+        return StepError(f"{where}: bucket {site.root.bucket} does not exist")
+    if code in ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return StepError(f"{where} refuses {doing}: {code}")
+    if code == "InvalidStorageClass":
+        return StepError(f"{where} does not offer the storage class asked for ({doing})")
+    if code in ("InvalidRequest", "ObjectLockConfigurationNotFoundError") and "lock" in str(err).lower():
+        return StepError(f"{where} has no Object Lock configuration but the policy sets objectLock: true "
+                         "(create the bucket with Object Lock enabled)")
+    return None
+
+
+def _verified_copy(site: Site, obj: ObjectInput) -> dict[str, Any] | None:
+    """The copy's HEAD when it is one this worker verified (recorded sha256 and size match), else None."""
+    found = transfer.head(site.place.s3, site.key(obj.key), checksum=True)
+    if found is None or int(found.get("ContentLength", -1)) != obj.size:
+        return None
+    if (found.get("Metadata") or {}).get(transfer.SHA256_METADATA) != obj.sha256:
+        return None
+    return found
+
+
+@dataclass
+class Outcome:
+    copies: list[dict[str, Any]]
+    copied_bytes: dict[str, int]
+    vacated: list[str]
+    kept: list[str]
+    restoring: dict[str, Any] | None = None
+
+
+def _source_for(obj: ObjectInput, sites: dict[str, Site], exclude: str, default: Site) -> list[tuple[Site, S3Uri]]:
+    """Where obj can be read: locations holding a verified copy first, then its original source."""
+    sources: list[tuple[Site, S3Uri]] = []
+    for name, site in sites.items():
+        if name != exclude and _verified_copy(site, obj) is not None:
+            sources.append((site, site.key(obj.key)))
+    if obj.source and obj.source.startswith("s3://"):
+        sources.append((default, S3Uri.parse(obj.source)))
+    return sources
+
+
+def _needs_restore(site: Site, uri: S3Uri) -> dict[str, Any] | None:
+    """A cold copy (GLACIER, DEEP_ARCHIVE) must be restored before it can be read: ask once, report."""
+    found = transfer.head(site.place.s3, uri) or {}
+    if found.get("StorageClass") not in NEEDS_RESTORE:
+        return None
+    restore = str(found.get("Restore") or "")
+    if 'ongoing-request="false"' in restore:
+        return None  # restored and readable now
+    if 'ongoing-request="true"' not in restore:
+        site.place.s3.restore_object(Bucket=uri.bucket, Key=uri.key,
+                                     RestoreRequest={"Days": 7, "GlacierJobParameters": {"Tier": "Standard"}})
+    hours = 12 if found.get("StorageClass") == "DEEP_ARCHIVE" else 5
+    return {"location": site.location.name, "storageClass": found.get("StorageClass"), "estimatedSeconds": hours * 3600}
+
+
+def _put_object(obj: ObjectInput, source_sites: list[tuple[Site, S3Uri]], target: Site, storage_class: str) -> str:
+    """Make target hold a verified copy of obj from the first source that is intact."""
+    dst = target.key(obj.key)
+    if obj.content is not None:
+        return transfer.put_verified(target.place, dst, obj.content.encode(), storage_class, obj.content_type)
+    problems = []
+    for site, uri in source_sites:
+        try:
+            return _with_retry(target, partial(transfer.copy_verified, site.place, uri, target.place, dst,
+                                               sha256=obj.sha256, size=obj.size, storage_class=storage_class))
+        except (transfer.SourceDamaged, transfer.CopyNotVerified) as err:
+            problems.append(str(err))
+            log.warning("%s; trying the next source", err)
+    raise StepError(f"no intact copy of {obj.key} to copy to {target.location.name}"
+                    + (f": {'; '.join(problems)}" if problems else ""))
+
+
+def _lock(inputs: ArchiveInputs, site: Site, obj: ObjectInput) -> None:
+    if site.location.object_lock and obj.lock:
+        transfer.apply_lock(site.place.s3, site.key(obj.key), inputs.retain_until, inputs.retention_mode,
+                            inputs.legal_hold)
+
+
+def _write_location_manifest(inputs: ArchiveInputs, site: Site, now: datetime, verified_by: dict[str, str]) -> None:
+    """Written last at a location: the list of what it holds and how each was verified."""
+    document = {"tier": inputs.tier, "verifiedAt": now.isoformat(),
+                "objects": [{"key": o.key, "sha256": o.sha256, "size": o.size, "verifiedBy": verified_by.get(o.key)}
+                            for o in inputs.objects]}
+    uri = site.key(LOCATION_MANIFEST)
+    site.place.s3.put_object(Bucket=uri.bucket, Key=uri.key, Body=json.dumps(document, indent=2).encode(),
+                             ContentType="application/json")
+
+
+def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Callable[[], datetime]) -> Outcome:
+    outcome = Outcome([], {}, [], [])
+    for target in inputs.targets:
+        site = sites[target.location]
+        verified_by: dict[str, str] = {}
+        for obj in inputs.objects:
+            try:
+                existing = _with_retry(site, partial(_verified_copy, site, obj))
+                if existing is not None and (existing.get("StorageClass") or "STANDARD") == target.storage_class:
+                    # Verified when written; the server's own checksum confirms it where it keeps one.
+                    server_sum = transfer.full_object_checksum(existing)
+                    verified_by[obj.key] = ("s3-checksum" if server_sum == transfer.b64_sha256(obj.sha256)
+                                            else "recorded")
+                elif existing is not None:
+                    verified_by[obj.key] = _with_retry(site, partial(
+                        transfer.set_storage_class, site.place, site.key(obj.key), obj.sha256, obj.size,
+                        target.storage_class))
+                else:
+                    sources = _source_for(obj, sites, target.location, default)
+                    for source_site, uri in sources:
+                        if (pending := _needs_restore(source_site, uri)) is not None:
+                            outcome.restoring = pending
+                            return outcome
+                    verified_by[obj.key] = _put_object(obj, sources, site, target.storage_class)
+                    outcome.copied_bytes[target.location] = outcome.copied_bytes.get(target.location, 0) + obj.size
+                _with_retry(site, partial(_lock, inputs, site, obj))
+            except ClientError as err:
+                refusal = _refusal(site, err, f"writing {obj.key}")
+                if refusal is not None:
+                    raise refusal from err
+                raise
+        _with_retry(site, partial(_write_location_manifest, inputs, site, now(), verified_by))
+        outcome.copies.append({"location": target.location, "uri": str(site.root),
+                               "storageClass": target.storage_class, "verifiedAt": now().isoformat(),
+                               "verifiedBy": _weakest(verified_by.values())})
+    # Every target verified: only now may a move empty the locations it leaves.
+    for name in inputs.vacate:
+        site = sites[name]
+        if inputs.legal_hold:
+            continue  # a held set is not removed from anywhere
+        if not _with_retry(site, partial(_holds_anything, site)):
+            continue
+        # The manifest goes first: a location stops claiming a copy before its objects go.
+        kept = _with_retry(site, partial(_empty, site))
+        outcome.vacated.append(name)
+        outcome.kept += kept
+    return outcome
+
+
+def _holds_anything(site: Site) -> bool:
+    return any(True for _ in list_entries(site.place.s3, site.root))
+
+
+def _empty(site: Site) -> list[str]:
+    manifest = site.key(LOCATION_MANIFEST)
+    site.place.s3.delete_object(Bucket=manifest.bucket, Key=manifest.key)
+    return transfer.delete_everything(site.place.s3, site.root)
+
+
+def _weakest(methods: Any) -> str:
+    values = set(methods)
+    return next((m for m in ("recorded", "read-back") if m in values), "s3-checksum")
+
+
+def fixity(inputs: ArchiveInputs, sites: dict[str, Site], default: Site,
+           now: Callable[[], datetime]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Re-hash every copy; repair the bad ones from an intact copy; return the report and the copies."""
+    checks: list[dict[str, Any]] = []
+    bad: list[tuple[str, ObjectInput]] = []
+    good: dict[str, list[str]] = {}
+    checked_bytes = 0
+    for target in inputs.targets:
+        site = sites[target.location]
+        for obj in inputs.objects:
+            found = _with_retry(site, partial(transfer.hash_object, site.place.s3, site.key(obj.key)))
+            ok = found == (obj.sha256, obj.size)
+            checked_bytes += found[1] if found else 0
+            checks.append({"location": target.location, "key": obj.key, "ok": ok,
+                           "found": found[0] if found else None})
+            if ok:
+                good.setdefault(obj.key, []).append(target.location)
+            else:
+                bad.append((target.location, obj))
+    repaired = []
+    for location, obj in bad:
+        site = sites[location]
+        sources = [(sites[name], sites[name].key(obj.key)) for name in good.get(obj.key, [])]
+        if obj.source and obj.source.startswith("s3://"):
+            sources.append((default, S3Uri.parse(obj.source)))
+        target = next(t for t in inputs.targets if t.location == location)
+        how = _put_object(obj, sources, site, target.storage_class)
+        _with_retry(site, partial(_lock, inputs, site, obj))
+        repaired.append({"location": location, "key": obj.key, "verifiedBy": how})
+        log.warning("fixity: %s at %s did not match its sha256; repaired from an intact copy", obj.key, location)
+    at = now().isoformat()
+    report = {"run": inputs.run, "checkedAt": at, "checks": checks, "repaired": repaired,
+              "checkedBytes": checked_bytes}
+    copies = [{"location": t.location, "uri": str(sites[t.location].root), "storageClass": t.storage_class,
+               "verifiedAt": at, "verifiedBy": "fixity"} for t in inputs.targets]
+    return report, copies
+
+
+def purge(inputs: ArchiveInputs, sites: dict[str, Site]) -> list[str]:
+    """Remove every version at every location; what Object Lock still protects is an error."""
+    kept: list[str] = []
+    for site in sites.values():
+        if not inputs.legal_hold:
+            _with_retry(site, partial(transfer.release_legal_holds, site.place.s3, site.root))
+        kept += [f"{site.location.name}:{k}" for k in _with_retry(site, partial(_empty_all, site))]
+    if kept:
+        raise StepError(f"Object Lock still protects {len(kept)} version(s): {', '.join(kept[:5])}")
+    return sorted(sites)
+
+
+def _empty_all(site: Site) -> list[str]:
+    try:
+        return transfer.delete_everything(site.place.s3, site.root)
+    except ClientError as err:
+        if str(err.response.get("Error", {}).get("Code")) == "NoSuchBucket":
+            return []
+        raise
+
+
+def _write_report(report_uri: str, report: dict[str, Any], default: Site) -> None:
+    uri = S3Uri.parse(report_uri)
+    default.place.s3.put_object(Bucket=uri.bucket, Key=uri.key, Body=json.dumps(report, indent=2).encode(),
+                                ContentType="application/json")
+
+
+def run() -> int:
+    try:
+        inputs = ArchiveInputs.model_validate(step_input())
+    except ValidationError as err:
+        raise StepError(f"archive input does not validate: {err}") from err
+    sites = {loc.name: _site(loc) for loc in inputs.locations}
+    default = _site(LocationInput(name="library", uri="s3://kubemam-library"))
+    now = lambda: datetime.now(UTC)  # noqa: E731
+    for site in sites.values():
+        try:
+            wait_until_reachable(site.place.s3, site.root.bucket, _retry_seconds())
+        except ClientError as err:
+            refusal = _refusal(site, err, "access")
+            if refusal is not None or str(err.response.get("Error", {}).get("Code")) in ("404", "403"):
+                raise refusal or StepError(f"location {site.location.name}: bucket {site.root.bucket} does not "
+                                           f"exist or refuses access") from err
+            raise
+    if inputs.mode == "place":
+        outcome = place(inputs, sites, default, now)
+        result: dict[str, Any] = {"tier": inputs.tier, "copies": outcome.copies, "copiedBytes": outcome.copied_bytes,
+                                  "vacated": outcome.vacated}
+        if outcome.kept:
+            result["keptUnderLock"] = len(outcome.kept)
+        if outcome.restoring is not None:
+            result = {"tier": inputs.tier, "restoring": outcome.restoring}
+    elif inputs.mode == "fixity":
+        report, copies = fixity(inputs, sites, default, now)
+        if inputs.report:
+            _write_report(inputs.report, report, default)
+        result = {"run": inputs.run, "copies": copies, "checked": len(report["checks"]),
+                  "failures": len(report["repaired"]), "checkedBytes": report["checkedBytes"],
+                  "repaired": [f"{r['location']}:{r['key']}" for r in report["repaired"]][:8]}
+    else:
+        result = {"purged": purge(inputs, sites)}
+    write_result(result)
+    return 0

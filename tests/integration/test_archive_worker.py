@@ -1,0 +1,261 @@
+"""`kubemam worker archive` against two real MinIO servers (two sites): what each site holds afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubemam.local.minio import MinioServer
+from kubemam.storage.s3 import make_client
+from kubemam.storage.transfer import Place, copy_verified
+
+pytestmark = pytest.mark.integration
+SITE_B = "KUBEMAM_LOCATION_1"
+
+
+@pytest.fixture(scope="module")
+def site_a(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
+    with MinioServer(buckets=["kubemam-library", "kubemam-nearline", "plain-vault"],
+                     workdir=tmp_path_factory.mktemp("site-a")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def site_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
+    server = MinioServer(locked_buckets=["kubemam-vault"], workdir=tmp_path_factory.mktemp("site-b"))
+    with server:
+        yield server
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _locations(a: MinioServer, b: MinioServer, asset: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "library", "uri": f"s3://kubemam-library/archive/{asset}", "site": "a"},
+        {"name": "nearline", "uri": f"s3://kubemam-nearline/archive/{asset}", "site": "a"},
+        {"name": "vault", "uri": f"s3://kubemam-vault/archive/{asset}", "site": "b", "offsite": True,
+         "objectLock": False, "endpoint": b.endpoint, "credentials": SITE_B},
+    ]
+
+
+def _inputs(a: MinioServer, b: MinioServer, asset: str, objects: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    locations = _locations(a, b, asset)
+    for location in locations:
+        location["object_lock"] = location.pop("objectLock", False)
+    return {"mode": "place", "tier": "hot", "objects": objects, "locations": locations, **extra}
+
+
+def _env(a: MinioServer, b: MinioServer, tmp_path: Path, inputs: dict[str, Any], retry: int = 60) -> dict[str, str]:
+    return {**os.environ, "AWS_ENDPOINT_URL": a.endpoint, "AWS_ACCESS_KEY_ID": a.access_key,
+            "AWS_SECRET_ACCESS_KEY": a.secret_key, f"{SITE_B}_ACCESS_KEY_ID": b.access_key,
+            f"{SITE_B}_SECRET_ACCESS_KEY": b.secret_key, "KUBEMAM_STEP_INPUT": json.dumps(inputs),
+            "KUBEMAM_TERMINATION_MESSAGE_PATH": str(tmp_path / "termination-log"), "TMPDIR": str(tmp_path),
+            "KUBEMAM_S3_RETRY_SECONDS": str(retry)}
+
+
+def _run(a: MinioServer, b: MinioServer, tmp_path: Path, inputs: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
+    done = subprocess.run([sys.executable, "-m", "kubemam", "worker", "archive"], env=_env(a, b, tmp_path, inputs),
+                          capture_output=True, text=True, timeout=600)
+    message = tmp_path / "termination-log"
+    result = json.loads(message.read_text()) if message.exists() else {}
+    return done.returncode, result, done.stderr
+
+
+def _hash_at(server: MinioServer, bucket: str, key: str) -> str | None:
+    s3 = server.client()
+    try:
+        return _sha(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def _keys(server: MinioServer, bucket: str, prefix: str) -> list[str]:
+    listing = server.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"][len(prefix):] for o in listing.get("Contents", []))
+
+
+def _master(site: MinioServer, size: int) -> tuple[str, dict[str, Any]]:
+    data = os.urandom(size)
+    key = f"incoming/{uuid.uuid4().hex}.mxf"
+    site.client().put_object(Bucket="kubemam-library", Key=key, Body=data)
+    return key, {"key": "master.mxf", "sha256": _sha(data), "size": size, "source": f"s3://kubemam-library/{key}",
+                 "lock": True}
+
+
+def _sidecar(text: str = "<ebuCoreMain/>") -> dict[str, Any]:
+    return {"key": "ebucore.xml", "sha256": _sha(text.encode()), "size": len(text.encode()), "content": text,
+            "content_type": "application/xml"}
+
+
+def test_place_makes_verified_copies_on_both_sites_then_a_move_empties_the_old_tier(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    asset = uuid.uuid4().hex[:8]
+    _, master = _master(site_a, 3 * 1024 * 1024 + 17)
+    objects = [master, _sidecar()]
+    hot = _inputs(site_a, site_b, asset, objects, targets=[
+        {"location": "library", "storage_class": "STANDARD", "primary": True},
+        {"location": "vault", "storage_class": "STANDARD"}], vacate=["nearline"])
+    code, result, stderr = _run(site_a, site_b, tmp_path, hot)
+    assert code == 0, stderr
+    assert [c["location"] for c in result["copies"]] == ["library", "vault"]
+    assert {c["verifiedBy"] for c in result["copies"]} == {"s3-checksum"}
+    assert _hash_at(site_a, "kubemam-library", f"archive/{asset}/master.mxf") == master["sha256"]
+    assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
+    assert _keys(site_b, "kubemam-vault", f"archive/{asset}/") == ["archive.json", "ebucore.xml", "master.mxf"]
+    recorded = json.loads(site_b.client().get_object(Bucket="kubemam-vault", Key=f"archive/{asset}/archive.json")
+                          ["Body"].read())
+    assert {o["key"]: o["sha256"] for o in recorded["objects"]}["master.mxf"] == master["sha256"]
+
+    # Again: nothing is copied twice.
+    code, again, stderr = _run(site_a, site_b, tmp_path, hot)
+    assert code == 0, stderr
+    assert again["copiedBytes"] == {}
+
+    # The warm tier: the primary copy moves to nearline at another class; library is emptied.
+    warm = {**hot, "tier": "warm", "targets": [
+        {"location": "nearline", "storage_class": "REDUCED_REDUNDANCY", "primary": True},
+        {"location": "vault", "storage_class": "STANDARD"}], "vacate": ["library"]}
+    code, moved, stderr = _run(site_a, site_b, tmp_path, warm)
+    assert code == 0, stderr
+    assert moved["vacated"] == ["library"]
+    assert _keys(site_a, "kubemam-library", f"archive/{asset}/") == []
+    head = site_a.client().head_object(Bucket="kubemam-nearline", Key=f"archive/{asset}/master.mxf")
+    assert head["StorageClass"] == "REDUCED_REDUNDANCY"
+    assert _hash_at(site_a, "kubemam-nearline", f"archive/{asset}/master.mxf") == master["sha256"]
+
+
+def test_a_site_stopped_in_the_middle_of_a_move_loses_nothing(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    """Site B stops while the master streams to it: the old copy on site A stays, verified, until the
+    copy on B verifies after B returns; only then is A emptied."""
+    asset = uuid.uuid4().hex[:8]
+    size = 200 * 1024 * 1024
+    _, master = _master(site_a, size)
+    first = _inputs(site_a, site_b, asset, [master], targets=[
+        {"location": "library", "storage_class": "STANDARD", "primary": True}])
+    assert _run(site_a, site_b, tmp_path, first)[0] == 0
+    move = {**first, "tier": "cold", "targets": [{"location": "vault", "storage_class": "STANDARD",
+                                                    "primary": True}], "vacate": ["library"]}
+    worker = subprocess.Popen([sys.executable, "-m", "kubemam", "worker", "archive"],
+                              env=_env(site_a, site_b, tmp_path, move, retry=120), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    copies_seen: list[tuple[str | None, str | None]] = []
+    try:
+        # Stop B once the streamed upload to it has begun.
+        deadline = time.monotonic() + 60
+        while not site_b.client().list_multipart_uploads(Bucket="kubemam-vault").get("Uploads"):
+            assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()[1]
+            time.sleep(0.05)
+        site_b.stop()
+        for _ in range(3):  # while B is down, A's copy is there and intact
+            time.sleep(2)
+            copies_seen.append((_hash_at(site_a, "kubemam-library", f"archive/{asset}/master.mxf"), None))
+        assert worker.poll() is None, "the worker gave up during a short outage"
+        site_b.start()
+        _, stderr = worker.communicate(timeout=300)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, stderr
+    assert all(a == master["sha256"] for a, _ in copies_seen)
+    assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
+    assert _keys(site_a, "kubemam-library", f"archive/{asset}/") == []
+    # Object Lock kept nothing behind at B: exactly one version, and no multipart upload left over.
+    versions = site_b.client().list_object_versions(Bucket="kubemam-vault", Prefix=f"archive/{asset}/master.mxf")
+    assert len(versions.get("Versions", [])) == 1
+
+
+def test_fixity_finds_a_rotted_copy_and_repairs_it_from_an_intact_one(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    asset = uuid.uuid4().hex[:8]
+    _, master = _master(site_a, 1024 * 1024)
+    targets = [{"location": "library", "storage_class": "STANDARD", "primary": True},
+               {"location": "vault", "storage_class": "STANDARD"}]
+    assert _run(site_a, site_b, tmp_path, _inputs(site_a, site_b, asset, [master], targets=targets))[0] == 0
+    # Bit rot at site B: same size, other bytes, written behind the archive's back.
+    site_b.client().put_object(Bucket="kubemam-vault", Key=f"archive/{asset}/master.mxf",
+                               Body=os.urandom(master["size"]))
+    report = f"s3://kubemam-library/reports/{asset}/fixity.json"
+    check = _inputs(site_a, site_b, asset, [master], mode="fixity", targets=targets, run="request:1", report=report)
+    code, result, stderr = _run(site_a, site_b, tmp_path, check)
+    assert code == 0, stderr
+    assert result["failures"] == 1 and result["repaired"] == ["vault:master.mxf"]
+    assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
+    recorded = json.loads(site_a.client().get_object(Bucket="kubemam-library", Key=f"reports/{asset}/fixity.json")
+                          ["Body"].read())
+    assert [c["ok"] for c in recorded["checks"]] == [True, False]
+    # A second check finds nothing wrong.
+    code, result, stderr = _run(site_a, site_b, tmp_path, check)
+    assert code == 0 and result["failures"] == 0, stderr
+
+
+def test_locations_that_cannot_hold_the_copy_fail_with_the_location_named(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    asset = uuid.uuid4().hex[:8]
+    _, master = _master(site_a, 1000)
+    glacier = _inputs(site_a, site_b, asset, [master], targets=[
+        {"location": "nearline", "storage_class": "DEEP_ARCHIVE", "primary": True}])
+    code, result, stderr = _run(site_a, site_b, tmp_path, glacier)
+    assert code == 2 and "location nearline" in result["error"] and "storage class" in result["error"], stderr
+    unlockable = _inputs(site_a, site_b, asset, [master], targets=[
+        {"location": "library", "storage_class": "STANDARD", "primary": True}])
+    unlockable["locations"][0]["object_lock"] = True
+    code, result, stderr = _run(site_a, site_b, tmp_path, unlockable)
+    assert code == 2 and "location library" in result["error"] and "Object Lock" in result["error"], stderr
+    missing = _inputs(site_a, site_b, asset, [master], targets=[
+        {"location": "library", "storage_class": "STANDARD", "primary": True}])
+    missing["locations"][0]["uri"] = f"s3://no-such-bucket/archive/{asset}"
+    code, result, stderr = _run(site_a, site_b, tmp_path, missing)
+    assert code == 2 and "does not exist" in result["error"], stderr
+
+
+def test_legal_hold_keeps_copies_until_released_then_purge_removes_every_version(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    asset = uuid.uuid4().hex[:8]
+    _, master = _master(site_a, 2000)
+    held = _inputs(site_a, site_b, asset, [master], targets=[
+        {"location": "vault", "storage_class": "STANDARD", "primary": True}], legal_hold=True)
+    held["locations"][2]["object_lock"] = True
+    assert _run(site_a, site_b, tmp_path, held)[0] == 0
+    hold = site_b.client().get_object_legal_hold(Bucket="kubemam-vault", Key=f"archive/{asset}/master.mxf")
+    assert hold["LegalHold"]["Status"] == "ON"
+    # A purge that still holds refuses and deletes nothing.
+    code, result, _ = _run(site_a, site_b, tmp_path, {**held, "mode": "purge"})
+    assert code == 2 and "Object Lock" in result["error"]
+    assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
+    code, result, stderr = _run(site_a, site_b, tmp_path, {**held, "mode": "purge", "legal_hold": False})
+    assert code == 0, stderr
+    versions = site_b.client().list_object_versions(Bucket="kubemam-vault", Prefix=f"archive/{asset}/")
+    assert not versions.get("Versions") and not versions.get("DeleteMarkers")
+
+
+def test_large_objects_copy_server_side_in_parts_and_verify_by_reading_back(site_a: MinioServer) -> None:
+    s3 = make_client(site_a.endpoint, site_a.access_key, site_a.secret_key)
+    data = os.urandom(70 * 1024 * 1024)
+    s3.put_object(Bucket="kubemam-library", Key="big/source.bin", Body=data)
+    place = Place("a", s3, "a")
+    from kubemam.storage.uri import S3Uri
+
+    how = copy_verified(place, S3Uri("kubemam-library", "big/source.bin"), place,
+                        S3Uri("kubemam-nearline", "big/copy.bin"), sha256=_sha(data), size=len(data),
+                        storage_class="STANDARD", multipart_copy_above=1024 * 1024)
+    assert how == "read-back"
+    assert _hash_at(site_a, "kubemam-nearline", "big/copy.bin") == _sha(data)
+    # A source that does not hash to the recorded value is not copied.
+    with pytest.raises(Exception, match="read back|does not hash"):
+        copy_verified(place, S3Uri("kubemam-library", "big/source.bin"), place,
+                      S3Uri("kubemam-nearline", "big/other.bin"), sha256="0" * 64, size=len(data),
+                      storage_class="STANDARD", multipart_copy_above=1024 * 1024)
+    assert _hash_at(site_a, "kubemam-nearline", "big/other.bin") is None
