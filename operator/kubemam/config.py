@@ -25,6 +25,8 @@ class OperatorConfig(BaseModel):
     job_backoff_limit: int = Field(default=3, ge=0, le=20)
     job_active_deadline_seconds: int = Field(default=6 * 3600, ge=60)
     recheck_seconds: float = Field(default=60.0, gt=0, description="Safety-net re-reconcile of assets not Ready.")
+    archive_check_seconds: float = Field(default=120.0, gt=0, description="How often archived assets are "
+                                         "re-planned: tier transitions and fixity slots are met this closely.")
 
 
 ENV_FIELDS = {
@@ -37,6 +39,7 @@ ENV_FIELDS = {
     "job_backoff_limit": "KUBEMAM_JOB_BACKOFF_LIMIT",
     "job_active_deadline_seconds": "KUBEMAM_JOB_ACTIVE_DEADLINE_SECONDS",
     "recheck_seconds": "KUBEMAM_RECHECK_SECONDS",
+    "archive_check_seconds": "KUBEMAM_ARCHIVE_CHECK_SECONDS",
 }
 
 

@@ -100,6 +100,15 @@ class KubeApi:
             raise
         return dict(body.get("data") or {})
 
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and its pods (a failed one, to run it again); 404 is fine."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background",
+                                             _preload_content=False)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
     def annotate_job(self, namespace: str, name: str, annotations: dict[str, str],
                      ttl_seconds: int | None = None) -> None:
         """Annotate a Job, and (optionally, in the same patch) let it expire that long after it finished."""

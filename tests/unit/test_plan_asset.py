@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import yaml
 
+from kubemam.api.archive import ArchivePolicySpec
 from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
 from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.config import OperatorConfig
@@ -13,6 +14,7 @@ from kubemam.plan.asset import AssetFacts, JobObservation, ingest_request, plan_
 from tests.helpers import EXAMPLES
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+POLICY = ArchivePolicySpec.model_validate(yaml.safe_load((EXAMPLES / "archivepolicy.yaml").read_text())["spec"])
 LADDER = TranscodeLadderSpec.model_validate(yaml.safe_load((EXAMPLES / "transcodeladder.yaml").read_text())["spec"])
 CONFIG = OperatorConfig()
 
@@ -23,7 +25,7 @@ def _facts(jobs: list[JobObservation] | None = None, ladder_found: bool | None =
     spec = yaml.safe_load((EXAMPLES / "mediaasset.yaml").read_text())["spec"]
     spec.update(spec_changes)
     return AssetFacts("ep1", "media", "uid-1", 4, MediaAssetSpec.model_validate(spec), status or MediaAssetStatus(),
-                      ladder_found, True, jobs or [], progress, LADDER if ladder_found else None)
+                      ladder_found, True, jobs or [], progress, LADDER if ladder_found else None, POLICY)
 
 
 def _cond(plan_status: MediaAssetStatus, type_: str) -> tuple[str, str]:

@@ -34,7 +34,8 @@ def _ladder(**changes: Any) -> TranscodeLadderSpec:
 def _facts(ladder: TranscodeLadderSpec, jobs: list[JobObservation] | None = None,
            status: MediaAssetStatus | None = None) -> AssetFacts:
     spec = MediaAssetSpec.model_validate(yaml.safe_load((EXAMPLES / "mediaasset.yaml").read_text())["spec"])
-    facts = AssetFacts("ep1", "media", "uid-1", 2, spec, status or MediaAssetStatus(), True, True, [], None, ladder)
+    # No archive policy here: these tests are about transcoding and packaging alone.
+    facts = AssetFacts("ep1", "media", "uid-1", 2, spec, status or MediaAssetStatus(), True, None, [], None, ladder)
     ingest = JobObservation(ingest_request(facts, CONFIG).name, "ingest", "h", "Succeeded",
                             result={"technical": TECHNICAL.to_wire(), "qc": {"verdict": "Passed"}})
     return replace(facts, jobs=[ingest, *(jobs or [])])

@@ -11,17 +11,25 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kubemam import metrics
+from kubemam.api.archive import ArchivePolicySpec
 from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
-from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, TRANSCODE_LADDER
+from kubemam.api.common import API_VERSION
+from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
 from kubemam.api.ladder import TranscodeLadderSpec
+from kubemam.api.rights import RightsWindowSpec
+from kubemam.archive.ebucore import RightsSummary
 from kubemam.config import OperatorConfig
 from kubemam.controllers.keys import ensure_content_keys
 from kubemam.kubeapi import KubeApi
 from kubemam.media.progress import latest_progress
+from kubemam.plan.archive import policy_problems
+from kubemam.plan.archiving import ArchiveOutcome
 from kubemam.plan.asset import AssetFacts, JobObservation, plan_asset
 from kubemam.plan.conditions import status_patch
 from kubemam.plan.jobs import LABEL_ASSET, MANAGED_SELECTOR
 from kubemam.plan.jobstate import observe_job
+from kubemam.plan.selectors import selected
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +66,15 @@ def gather(api: KubeApi, body: dict[str, Any]) -> AssetFacts:
             # An invalid ladder is reported on the ladder itself; the asset plans without it.
             with contextlib.suppress(ValidationError):
                 ladder = TranscodeLadderSpec.model_validate(ladder_body.get("spec") or {})
-    policy_found = None
+    policy_found, policy = None, None
     if spec.archive_policy_ref:
-        policy_found = api.get(ARCHIVE_POLICY.plural, namespace, spec.archive_policy_ref.name) is not None
+        policy_body = api.get(ARCHIVE_POLICY.plural, namespace, spec.archive_policy_ref.name)
+        policy_found = policy_body is not None
+        if policy_body is not None:
+            # A policy that does not validate, or that its own checks refuse, archives nothing.
+            with contextlib.suppress(ValidationError):
+                candidate = ArchivePolicySpec.model_validate(policy_body.get("spec") or {})
+                policy = None if policy_problems(candidate) else candidate
     jobs = _owned_jobs(api, body)
     running = next((j for j in jobs if j.state == "Running"), None)
     log_tail = api.running_pod_log_tail(namespace, running.name) if running else None
@@ -76,7 +90,24 @@ def gather(api: KubeApi, body: dict[str, Any]) -> AssetFacts:
         jobs=jobs,
         progress=latest_progress(log_tail) if log_tail else None,
         ladder=ladder,
+        archive_policy=policy,
+        annotations=dict(meta.get("annotations") or {}),
+        rights=_rights_summary(api, namespace, meta["name"], meta.get("labels") or {}) if policy else [],
     )
+
+
+def _rights_summary(api: KubeApi, namespace: str, name: str, labels: dict[str, str]) -> list[RightsSummary]:
+    """The licence windows covering the asset, as its EBUCore sidecar records them."""
+    summaries = []
+    for window in api.list_objects(RIGHTS_WINDOW.plural, namespace):
+        try:
+            spec = RightsWindowSpec.model_validate(window.get("spec") or {})
+        except ValidationError:
+            continue  # reported on the window itself
+        if selected(spec.assets, name, labels):
+            summaries.append(RightsSummary(window=window["metadata"]["name"], start=spec.start, end=spec.end,
+                                           territories=list(spec.territories), channels=list(spec.channels)))
+    return sorted(summaries, key=lambda r: r.window)
 
 
 def reconcile(api: KubeApi, config: OperatorConfig, namespace: str, name: str) -> None:
@@ -95,6 +126,35 @@ def reconcile(api: KubeApi, config: OperatorConfig, namespace: str, name: str) -
         patch = status_patch(body.get("status"), plan.status.to_wire())
         if patch:
             api.patch_status(MEDIA_ASSET.plural, namespace, name, patch)
+        if plan.archive is not None:
+            _archive_effects(api, body, plan.archive)
+
+
+def _archive_effects(api: KubeApi, body: dict[str, Any], outcome: ArchiveOutcome) -> None:
+    """Events and metrics for what the archive side saw happen in this reconcile (each seen once)."""
+    namespace = body["metadata"]["namespace"]
+    for tier, copied in outcome.copied.items():
+        if copied:
+            metrics.TIERED_BYTES.labels(namespace, tier).inc(copied)
+    for repaired in outcome.fixity_repaired:
+        metrics.FIXITY_FAILURES.labels(namespace, repaired.partition(":")[0]).inc()
+    if outcome.fixity_failures > len(outcome.fixity_repaired):
+        metrics.FIXITY_FAILURES.labels(namespace, "other").inc(outcome.fixity_failures - len(outcome.fixity_repaired))
+    for type_, reason, message in outcome.events:
+        api.create_event(asset_event(body, type_, reason, message))
+
+
+def asset_event(body: dict[str, Any], type_: str, reason: str, message: str) -> dict[str, Any]:
+    meta = body["metadata"]
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": API_VERSION, "kind": MEDIA_ASSET.kind, "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta["uid"]},
+        "reason": reason, "message": message[:1024], "type": type_, "firstTimestamp": now, "lastTimestamp": now,
+        "count": 1, "source": {"component": "kubemam"},
+    }
 
 
 def assets_referencing(api: KubeApi, namespace: str, field: str, name: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from kubemam import metrics
 from kubemam.api.archive import ArchivePolicySpec, ArchivePolicyStatus
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, TRANSCODE_LADDER
 from kubemam.api.ladder import TranscodeLadderSpec, TranscodeLadderStatus
@@ -37,19 +38,30 @@ def reconcile_ladder(api: KubeApi, namespace: str, name: str) -> None:
     _write(api, TRANSCODE_LADDER.plural, body, status.to_wire())
 
 
+def _missing_copies(asset: dict[str, Any]) -> int:
+    """Verified copies an archived asset still lacks (0 before its first archive: that is not rot)."""
+    storage = (asset.get("status") or {}).get("storage") or {}
+    if not storage.get("archivedAt"):
+        return 0
+    return max(0, int(storage.get("minCopies") or 0) - len(storage.get("copies") or []))
+
+
 def reconcile_policy(api: KubeApi, namespace: str, name: str) -> None:
     body = api.get(ARCHIVE_POLICY.plural, namespace, name)
     if body is None:
         return
-    covered = sum(
-        1 for a in api.list_objects(MEDIA_ASSET.plural, namespace)
-        if ((a.get("spec") or {}).get("archivePolicyRef") or {}).get("name") == name
-    )
+    assets = api.list_objects(MEDIA_ASSET.plural, namespace)
+    covered = [a for a in assets if ((a.get("spec") or {}).get("archivePolicyRef") or {}).get("name") == name]
     status = plan_policy(
         ArchivePolicySpec.model_validate(body["spec"]),
         ArchivePolicyStatus.model_validate(body.get("status") or {}),
         int(body["metadata"].get("generation") or 0),
         datetime.now(UTC),
-        covered,
+        len(covered),
+        sum(1 for a in covered if _missing_copies(a)),
     )
     _write(api, ARCHIVE_POLICY.plural, body, status.to_wire())
+    # The namespace's gauges count every archived asset, whichever policy it follows.
+    missing = [_missing_copies(a) for a in assets]
+    metrics.ARCHIVE_UNDER_REPLICATED.labels(namespace).set(sum(1 for m in missing if m))
+    metrics.ARCHIVE_COPIES_MISSING.labels(namespace).set(sum(missing))

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from kubemam.api.archive import ArchivePolicySpec, ArchivePolicyStatus
 from kubemam.plan.conditions import apply_verdicts, ready_verdict
+from kubemam.plan.schedule import ScheduleError, parse
 
 
 def policy_problems(spec: ArchivePolicySpec) -> list[tuple[str, str]]:
@@ -30,11 +31,16 @@ def policy_problems(spec: ArchivePolicySpec) -> list[tuple[str, str]]:
         if place in places[:index]:
             problems.append(("TierLoop", f"tier {spec.tiers[index].name!r} moves content back to "
                                          f"{place[0]}/{place[1]}, where an earlier tier keeps it"))
+    if spec.fixity is not None:
+        try:
+            parse(spec.fixity.schedule)
+        except ScheduleError as err:
+            problems.append(("InvalidSchedule", f"fixity.schedule: {err}"))
     return problems
 
 
 def plan_policy(spec: ArchivePolicySpec, status: ArchivePolicyStatus, generation: int,
-                now: datetime, assets_covered: int) -> ArchivePolicyStatus:
+                now: datetime, assets_covered: int, under_replicated: int = 0) -> ArchivePolicyStatus:
     problems = policy_problems(spec)
     verdict = ready_verdict(problems, f"{len(spec.tiers)} tiers over {len(spec.locations)} locations")
     return status.model_copy(update={
@@ -42,4 +48,5 @@ def plan_policy(spec: ArchivePolicySpec, status: ArchivePolicyStatus, generation
         "observed_generation": generation,
         "conditions": apply_verdicts(status.conditions, [verdict], generation, now),
         "assets_covered": assets_covered,
+        "under_replicated": under_replicated,
     })

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
+from kubemam.api.archive import ArchivePolicySpec
 from kubemam.api.asset import (
     SUPPORTED_SOURCE_SCHEMES,
     MediaAssetSpec,
@@ -23,8 +24,10 @@ from kubemam.api.asset import (
     TechnicalMetadata,
 )
 from kubemam.api.ladder import TranscodeLadderSpec
+from kubemam.archive.ebucore import RightsSummary
 from kubemam.config import OperatorConfig
 from kubemam.media.timecode import Timecode, TimecodeError
+from kubemam.plan.archiving import ARCHIVE, ArchiveFacts, ArchiveOutcome, plan_archive
 from kubemam.plan.conditions import Verdict, apply_verdicts
 from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
 from kubemam.plan.package import CPIX_TOKEN_ENV, KEYS_DIR_ENV, KEYS_MOUNT, PACKAGE, packaged, plan_package
@@ -66,6 +69,9 @@ class AssetFacts:
     jobs: list[JobObservation] = field(default_factory=list)
     progress: dict[str, Any] | None = None  # the running step's newest progress record
     ladder: TranscodeLadderSpec | None = None  # the named ladder, when it exists and validates
+    archive_policy: ArchivePolicySpec | None = None  # the named policy, when it exists and validates
+    annotations: dict[str, str] = field(default_factory=dict)
+    rights: list[RightsSummary] = field(default_factory=list)  # the windows covering the asset
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class AssetPlan:
     create_jobs: list[dict[str, Any]]
     status: MediaAssetStatus
     key_secret: KeySecret | None = None
+    archive: ArchiveOutcome | None = None  # events, metrics and the next wake-up of the archive side
 
 
 def source_problem(spec: MediaAssetSpec) -> str | None:
@@ -403,6 +410,25 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
             phase = packaging.phase
             done = False
             running_step, running = PACKAGE, packaging.running
+    storage = mirrored.storage
+    archive: ArchiveOutcome | None = None
+    if ingested.status == "True" and facts.archive_policy is not None and mirrored.technical is not None:
+        archive = plan_archive(ArchiveFacts(
+            name=facts.name, namespace=facts.namespace, uid=facts.uid, spec=spec,
+            status=mirrored.model_copy(update={"renditions": renditions, "packages": packages}),
+            policy=facts.archive_policy, annotations=facts.annotations, rights=facts.rights, jobs=facts.jobs,
+            finished=status.jobs or []), config, now)
+        create += archive.create_jobs
+        jobs += archive.jobs
+        verdicts += archive.verdicts
+        storage = archive.storage
+        if archive.failed is not None:
+            phase = "Failed"
+            done = False
+        elif done and archive.holding:
+            phase = "Archiving"
+            done = False
+            running_step, running = ARCHIVE, None
     if done:  # every step finished: the progress names the last one
         running_step = PACKAGE if packages else TRANSCODE if renditions else INGEST
     reported = facts.progress if running is not None else None
@@ -419,12 +445,17 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
         blockers.append(Verdict("Ready", "False", "ArchivePolicyNotFound",
                                 f"ArchivePolicy {spec.archive_policy_ref.name!r} not found in namespace "
                                 f"{facts.namespace}"))
+    elif facts.archive_policy_found and facts.archive_policy is None and spec.archive_policy_ref:
+        blockers.append(Verdict("Ready", "False", "ArchivePolicyInvalid",
+                                f"ArchivePolicy {spec.archive_policy_ref.name!r} is not valid; see its conditions"))
     transcoded = next((v for v in verdicts if v.type == "Transcoded"), None)
     packaged_verdict = next((v for v in verdicts if v.type == "Packaged"), None)
-    latest = packaged_verdict or transcoded
+    archived = next((v for v in verdicts if v.type == "Archived"), None) if phase == "Archiving" else None
+    latest = archived or packaged_verdict or transcoded
     if phase == "Failed":
-        failure = next((v for v in (packaged_verdict, transcoded) if v is not None and v.status == "False"),
-                       ingested)
+        archive_failure = archive.failed if archive is not None else None
+        failure = next((v for v in (packaged_verdict, transcoded, archive_failure)
+                        if v is not None and v.status == "False"), ingested)
         verdicts.append(Verdict("Ready", "False", failure.reason, failure.message))
     elif blockers:
         verdicts.append(blockers[0])
@@ -446,6 +477,7 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
             "jobs": jobs,
             "renditions": renditions or None,
             "packages": packages or None,
+            "storage": storage,
         }
     )
-    return AssetPlan(create, new_status, key_secret)
+    return AssetPlan(create, new_status, key_secret, archive)
