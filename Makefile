@@ -39,6 +39,7 @@ demo: binaries
 bench: binaries
 	$(BIN)/python bench/transcode.py
 	$(BIN)/python bench/takedown.py
+	$(BIN)/python bench/tier_move.py
 
 crds: $(STAMP)
 	$(BIN)/kubemam crds

@@ -179,6 +179,9 @@ def test_a_restore_brings_the_set_back_to_the_hot_tier_with_an_estimate() -> Non
     outcome = plan_archive(asked, CONFIG, old)
     inputs = _inputs(_step(outcome, "archive")[0])
     assert inputs["tier"] == "hot" and [t["location"] for t in inputs["targets"]] == ["library"]
+    # Back in the hot tier later is a new placement: the first archive Job's old result is not reused.
+    first_hot = _step(plan_archive(_facts(policy), CONFIG, NOW), "archive")[0]["metadata"]["name"]
+    assert _step(outcome, "archive")[0]["metadata"]["name"] != first_hot
     assert "vault" in inputs["vacate"]
     restore = outcome.storage.restore
     assert restore.state == "Restoring" and restore.from_location == "vault"

@@ -28,14 +28,18 @@ def _float(value: Any) -> float | None:
         return None
 
 
+def _timecode_tag(tags: dict[str, Any] | None) -> str | None:
+    # Matroska spells it TIMECODE; QuickTime and MXF timecode.
+    return next((str(v) for k, v in (tags or {}).items() if k.lower() == "timecode" and v), None)
+
+
 def _start_timecode(info: dict[str, Any]) -> str | None:
-    """A tmcd track's or the format's `timecode` tag, the master's first frame in SMPTE form."""
+    """A tmcd track's or the format's timecode tag, the master's first frame in SMPTE form."""
     for stream in info.get("streams") or []:
-        tag = (stream.get("tags") or {}).get("timecode")
+        tag = _timecode_tag(stream.get("tags"))
         if tag:
-            return str(tag)
-    tag = ((info.get("format") or {}).get("tags") or {}).get("timecode")
-    return str(tag) if tag else None
+            return tag
+    return _timecode_tag((info.get("format") or {}).get("tags"))
 
 
 def technical_metadata(info: dict[str, Any], sha256: str | None = None) -> TechnicalMetadata:

@@ -49,6 +49,8 @@ class TargetInput(_Input):
 class ArchiveInputs(_Input):
     mode: ArchiveMode
     tier: str | None = None
+    since: datetime | None = Field(default=None, description="place: when the asset entered this tier; "
+                                   "returning to a tier later is a new run, not the old one's result")
     objects: list[ObjectInput] = Field(default_factory=list)
     locations: list[LocationInput] = Field(description="Every location of the policy: where copies may be")
     targets: list[TargetInput] = Field(default_factory=list, description="place: where copies must be; "

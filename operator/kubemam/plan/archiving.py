@@ -36,7 +36,14 @@ from kubemam.media.preserve import at_risk
 from kubemam.plan.archive_inputs import ArchiveInputs, LocationInput, ObjectInput, TargetInput
 from kubemam.plan.conditions import Verdict
 from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
-from kubemam.plan.placement import AssetClock, current_tier, next_transition, placement, vacated_locations
+from kubemam.plan.placement import (
+    AssetClock,
+    current_tier,
+    next_transition,
+    placement,
+    tier_since,
+    vacated_locations,
+)
 from kubemam.plan.schedule import latest_slot
 
 ARCHIVE = "archive"
@@ -231,7 +238,7 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
     retain_until = ingested_at + timedelta(days=retention.days) if retention and retention.days else None
     objects = archive_objects(facts, ingested_at, preservation)
     inputs = ArchiveInputs(
-        mode="place", tier=tier.name, objects=objects, locations=locations,
+        mode="place", tier=tier.name, since=tier_since(policy, clock, index), objects=objects, locations=locations,
         targets=[TargetInput(location=t.location.name, storage_class=t.storage_class, primary=t.primary)
                  for t in targets],
         vacate=[loc.name for loc in vacated_locations(policy, targets)],

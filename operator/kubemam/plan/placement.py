@@ -43,6 +43,15 @@ def current_tier(policy: ArchivePolicySpec, clock: AssetClock, now: datetime) ->
     return index
 
 
+def tier_since(policy: ArchivePolicySpec, clock: AssetClock, index: int) -> datetime:
+    """When the asset entered tier `index`: a placement that becomes due again later is a new one."""
+    if index > 0:
+        moment = transition_time(policy.tiers[index], clock)
+        assert moment is not None
+        return moment
+    return max(m for m in (clock.ingested_at, clock.last_used_at, clock.restored_at) if m is not None)
+
+
 def next_transition(policy: ArchivePolicySpec, clock: AssetClock, now: datetime) -> datetime | None:
     """When the tier will next change, for a timer aimed at it."""
     moments = [m for t in policy.tiers[1:] if (m := transition_time(t, clock)) is not None and m > now]

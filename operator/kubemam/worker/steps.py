@@ -14,7 +14,8 @@ import sys
 from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
 from kubemam.worker.contract import StepError, write_result
 
-STEPS = ("ingest", "transcode", "package", "distribute", "archive", "migrate")
+# fixity and purge are modes of the archive worker; they are steps of their own so their Jobs say what they do.
+STEPS = ("ingest", "transcode", "package", "distribute", "archive", "fixity", "purge", "migrate")
 
 
 def main(step: str) -> int:
@@ -36,10 +37,14 @@ def main(step: str) -> int:
             from kubemam.worker import distribute
 
             return distribute.run()
-        if step == "archive":
+        if step in ("archive", "fixity", "purge"):
             from kubemam.worker import archive
 
             return archive.run()
+        if step == "migrate":
+            from kubemam.worker import migrate
+
+            return migrate.run()
         raise StepError(f"unknown step {step!r} (known: {', '.join(STEPS)})")
     except StepError as err:
         print(f"{step}: {err}", file=sys.stderr)

@@ -1,0 +1,189 @@
+"""The archive on the local cluster with two MinIO sites: an ingested master reaches minCopies verified
+copies (one offsite), moves tier when it ages, a rotted copy is found and repaired, a restore brings it
+back to the hot tier, its EBUCore sidecar parses back, and a legal hold blocks deletion until lifted —
+then deletion removes every copy. Every claim is checked by listing and hashing what each site holds."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from kubemam.archive.ebucore import parse_sidecar
+from kubemam.local.minio import MinioServer
+from kubemam.media.sample import make_sample
+from kubemam.plan.archiving import FIXITY_ANNOTATION, LEGAL_HOLD_ANNOTATION, RESTORE_ANNOTATION
+from tests.helpers import LocalStack, local_stack, metric_value, wait_for
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
+
+NAMESPACE = "archive-e2e"
+WARM_AFTER_SECONDS = 45
+
+
+def _policy(site_b: MinioServer) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubemam.io/v1alpha1", "kind": "ArchivePolicy", "metadata": {"name": "two-sites"},
+        "spec": {
+            "locations": [
+                {"name": "library", "uri": "s3://kubemam-library/archive", "site": "a"},
+                {"name": "nearline", "uri": "s3://kubemam-nearline/archive", "site": "a"},
+                {"name": "vault", "uri": "s3://kubemam-vault/archive", "site": "b", "offsite": True,
+                 "objectLock": True, "endpoint": site_b.endpoint, "credentialsSecretRef": {"name": "site-b-s3"}},
+            ],
+            "tiers": [
+                {"name": "hot", "location": "library", "storageClass": "STANDARD"},
+                {"name": "warm", "location": "nearline", "storageClass": "REDUCED_REDUNDANCY",
+                 "transition": {"afterDays": WARM_AFTER_SECONDS / 86400, "since": "lastUse"}},
+            ],
+            "copies": {"minCopies": 2, "requireOffsite": True},
+            "fixity": {"schedule": "@yearly"},
+            "formatsAtRisk": ["mpeg2video", "dvvideo"],
+        },
+    }
+
+
+ASSET = {
+    "apiVersion": "kubemam.io/v1alpha1", "kind": "MediaAsset", "metadata": {"name": "ep7"},
+    "spec": {"source": {"uri": "s3://kubemam-library/incoming/ep7.mov"},
+             "metadata": {"title": "Café – Épisode 7", "series": "Coastal", "episode": 7},
+             "markers": [{"name": "open", "kind": "segment", "start": "10:00:00:00", "end": "10:00:04:00"}],
+             "archivePolicyRef": {"name": "two-sites"}},
+}
+PREFIX = f"archive/{NAMESPACE}/ep7/"
+
+
+@pytest.fixture
+def site_b(tmp_path: Path) -> Iterator[MinioServer]:
+    with MinioServer(locked_buckets=["kubemam-vault"], workdir=tmp_path / "site-b") as server:
+        yield server
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _hash(s3: Any, bucket: str, key: str) -> str | None:
+    try:
+        return _sha(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def _keys(s3: Any, bucket: str) -> list[str]:
+    return sorted(o["Key"][len(PREFIX):] for o in s3.list_objects_v2(Bucket=bucket, Prefix=PREFIX).get("Contents", []))
+
+
+def _storage(stack: LocalStack) -> dict[str, Any]:
+    status = stack.custom.get("mediaassets", "ep7").get("status") or {}
+    if status.get("phase") == "Failed":
+        raise AssertionError(status.get("conditions"))
+    return dict(status.get("storage") or {})
+
+
+def _annotate(stack: LocalStack, key: str, value: str | None) -> None:
+    stack.custom.patch("mediaassets", "ep7", {"metadata": {"annotations": {key: value}}})
+
+
+def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp_path: Path,
+                                                         site_b: MinioServer) -> None:
+    env = {"KUBEMAM_ARCHIVE_CHECK_SECONDS": "3"}
+    with local_stack(control_plane, tmp_path, NAMESPACE, operator_env=env) as stack:
+        a, b = stack.store, site_b.client()
+        a.create_bucket(Bucket="kubemam-nearline")
+        client.CoreV1Api(stack.api).create_namespaced_secret(NAMESPACE, {
+            "metadata": {"name": "site-b-s3"},
+            "stringData": {"AWS_ACCESS_KEY_ID": site_b.access_key, "AWS_SECRET_ACCESS_KEY": site_b.secret_key}})
+        master = make_sample(tmp_path / "ep7.mov", width=320, height=180, seconds=8)
+        master_sha = _sha(master.read_bytes())
+        a.upload_file(str(master), "kubemam-library", "incoming/ep7.mov")
+        stack.custom.create("archivepolicies", _policy(site_b))
+        stack.custom.create("mediaassets", ASSET)
+
+        # 1. Two verified copies, one offsite, before the asset is Ready.
+        wait_for(lambda: (stack.custom.condition("mediaassets", "ep7", "Ready") or {}).get("status") == "True",
+                 timeout=180, what="the asset archived and Ready")
+        storage = _storage(stack)
+        assert storage["tier"] == "hot" and [c["location"] for c in storage["copies"]] == ["library", "vault"]
+        assert all(c["verifiedBy"] == "s3-checksum" for c in storage["copies"])
+        assert _hash(a, "kubemam-library", PREFIX + "master.mov") == master_sha
+        assert _hash(b, "kubemam-vault", PREFIX + "master.mov") == master_sha
+        assert stack.custom.condition("mediaassets", "ep7", "Replicated")["status"] == "True"
+        assert stack.custom.condition("mediaassets", "ep7", "MigrationRecommended")["reason"] == "NoFormatAtRisk"
+
+        # 2. The EBUCore sidecar beside the master parses back to what the asset says.
+        sidecar = parse_sidecar(b.get_object(Bucket="kubemam-vault", Key=PREFIX + "ebucore.xml")["Body"].read())
+        assert sidecar.descriptive.title == "Café – Épisode 7" and sidecar.name == "ep7"
+        assert {c.name: c.value for c in sidecar.checksums}["master.mov"] == master_sha
+        assert [m.name for m in sidecar.markers] == ["open"]
+        assert sidecar.technical.sha256 == master_sha
+
+        # 3. Aged past the warm tier's transition: the primary copy moved to nearline, library emptied.
+        wait_for(lambda: _storage(stack).get("tier") == "warm", timeout=WARM_AFTER_SECONDS + 90,
+                 what="the move to the warm tier")
+        storage = _storage(stack)
+        assert [c["location"] for c in storage["copies"]] == ["nearline", "vault"]
+        assert _keys(a, "kubemam-library") == []
+        assert a.head_object(Bucket="kubemam-nearline", Key=PREFIX + "master.mov")["StorageClass"] == \
+            "REDUCED_REDUNDANCY"
+        assert _hash(a, "kubemam-nearline", PREFIX + "master.mov") == master_sha
+
+        # 4. Bit rot at site B, then a fixity check: found, repaired from nearline, recorded.
+        b.put_object(Bucket="kubemam-vault", Key=PREFIX + "master.mov", Body=os.urandom(master.stat().st_size))
+        _annotate(stack, FIXITY_ANNOTATION, "1")
+        wait_for(lambda: (stack.custom.condition("mediaassets", "ep7", "FixityVerified") or {}).get("reason")
+                 == "Repaired", timeout=120, what="the fixity run to repair the vault copy")
+        assert _hash(b, "kubemam-vault", PREFIX + "master.mov") == master_sha
+        fixity = _storage(stack)["fixity"]
+        assert fixity["failures"] == 1 and "vault:master.mov" in fixity["lastRepair"]
+        report = a.get_object(Bucket="kubemam-library",
+                              Key=f"assets/{NAMESPACE}/ep7/fixity/request-1.json")["Body"].read()
+        assert b'"ok": false' in report
+        events = client.CoreV1Api(stack.api).list_namespaced_event(NAMESPACE).items
+        assert any(e.reason == "FixityRepaired" and e.involved_object.name == "ep7" for e in events)
+        exposition = stack.metrics()
+        assert (metric_value(exposition, "kubemam_fixity_failures_total", namespace=NAMESPACE, location="vault")
+                or 0) >= 1
+        assert (metric_value(exposition, "kubemam_tiered_bytes_total", namespace=NAMESPACE) or 0) > 0
+
+        # 5. A restore brings the master back to the hot tier, with an estimate while it runs.
+        _annotate(stack, RESTORE_ANNOTATION, "r1")
+        wait_for(lambda: (_storage(stack).get("restore") or {}).get("state") == "Restored", timeout=120,
+                 what="the restore")
+        restore = _storage(stack)["restore"]
+        assert restore["request"] == "r1" and restore["estimatedCompletion"] and restore["completedAt"]
+        assert _hash(a, "kubemam-library", PREFIX + "master.mov") == master_sha
+
+        # 6. A legal hold: deleting the asset deletes nothing until the hold is lifted.
+        _annotate(stack, LEGAL_HOLD_ANNOTATION, "true")
+        wait_for(lambda: b.get_object_legal_hold(Bucket="kubemam-vault", Key=PREFIX + "master.mov")
+                 ["LegalHold"]["Status"] == "ON", timeout=60, what="the Object Lock legal hold on the vault copy")
+        stack.custom.delete("mediaassets", "ep7")
+        wait_for(lambda: (stack.custom.condition("mediaassets", "ep7", "Deletable") or {}).get("reason")
+                 == "LegalHold", timeout=60, what="deletion blocked by the legal hold")
+        time.sleep(5)
+        assert stack.custom.get("mediaassets", "ep7")["status"]["phase"] == "Deleting"
+        assert _hash(b, "kubemam-vault", PREFIX + "master.mov") == master_sha
+        assert _hash(a, "kubemam-library", PREFIX + "master.mov") == master_sha
+        _annotate(stack, LEGAL_HOLD_ANNOTATION, None)
+
+        def gone() -> bool:
+            try:
+                stack.custom.get("mediaassets", "ep7")
+                return False
+            except ApiException as err:
+                return err.status == 404
+
+        wait_for(gone, timeout=120, what="the asset deleted once the hold was lifted")
+        for s3, bucket in ((a, "kubemam-library"), (a, "kubemam-nearline"), (b, "kubemam-vault")):
+            versions = s3.list_object_versions(Bucket=bucket, Prefix=PREFIX)
+            assert not versions.get("Versions") and not versions.get("DeleteMarkers"), bucket
