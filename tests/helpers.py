@@ -32,6 +32,16 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, what: str = "
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
 
 
+def metric_value(exposition: str, name: str, **labels: str) -> float | None:
+    """The sum of the samples called `name` whose labels include `labels`, parsed by prometheus_client's
+    own parser; None when there is no such sample."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = [s.value for family in text_string_to_metric_families(exposition) for s in family.samples
+             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    return sum(found) if found else None
+
+
 def example(name: str) -> dict[str, Any]:
     return dict(yaml.safe_load((EXAMPLES / name).read_text()))
 
@@ -61,13 +71,13 @@ class Custom:
 
 
 def start_operator(kubeconfig: Path, s3_endpoint: str, log: Path,
-                   metrics_port: int = 0) -> subprocess.Popen[bytes]:
+                   metrics_port: int = 0, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`kubemam run` as its own process against a test cluster, its output appended to log."""
     from kubemam.local.cluster import S3_SECRET
 
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBEMAM_S3_ENDPOINT": s3_endpoint,
            "KUBEMAM_S3_CREDENTIALS_SECRET": S3_SECRET, "KUBEMAM_RECHECK_SECONDS": "5",
-           "KUBEMAM_METRICS_PORT": str(metrics_port)}
+           "KUBEMAM_METRICS_PORT": str(metrics_port), **(extra_env or {})}
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "kubemam", "run", "--all-namespaces"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
@@ -85,6 +95,7 @@ class LocalStack:
     s3: Any
     operator: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
+    operator_env: dict[str, str] | None = None
 
     def metrics(self) -> str:
         import urllib.request
@@ -100,11 +111,13 @@ class LocalStack:
 
     def start_operator(self) -> None:
         if self.operator is None:
-            self.operator = start_operator(self.kubeconfig, self.s3.endpoint, self.log, self.metrics_port)
+            self.operator = start_operator(self.kubeconfig, self.s3.endpoint, self.log, self.metrics_port,
+                                           self.operator_env)
 
 
 @contextmanager
-def local_stack(control_plane: Any, tmp_path: Path, namespace: str) -> Iterator[LocalStack]:
+def local_stack(control_plane: Any, tmp_path: Path, namespace: str,
+                operator_env: dict[str, str] | None = None) -> Iterator[LocalStack]:
     """Control plane with a scheduler, MinIO, CRDs, the namespace with its S3 Secret, a process node
     and the operator; all stopped on exit."""
     from kubernetes import config
@@ -124,7 +137,8 @@ def local_stack(control_plane: Any, tmp_path: Path, namespace: str) -> Iterator[
         node = ProcessNode(api, tmp_path / "node")
         node.start()
         stack = LocalStack(api, make_client(s3.endpoint, s3.access_key, s3.secret_key), Custom(api, namespace),
-                           tmp_path / "operator.log", cp.kubeconfig, s3, metrics_port=free_port())
+                           tmp_path / "operator.log", cp.kubeconfig, s3, metrics_port=free_port(),
+                           operator_env=operator_env)
         stack.start_operator()
         try:
             yield stack

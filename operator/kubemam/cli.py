@@ -1,15 +1,23 @@
-"""The `kubemam` command: the operator, CRD generation, the local cluster, the workers and reports."""
+"""The `kubemam` command: the operator, CRD generation, the local cluster, the workers, reports, and
+what people read: `kubemam status` and `kubemam describe ma`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
-from datetime import datetime
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kubemam.worker.steps import STEPS
+
+if TYPE_CHECKING:
+    from kubemam.kubeapi import KubeApi
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -168,6 +176,117 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- what people read: status and describe -------------------------------------------------------------
+
+ASSET_KINDS = ("ma", "mediaasset", "mediaassets")
+WATCH_SECONDS = 2.0
+_SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _people_client() -> tuple[KubeApi, str]:
+    """A client as kubectl would make one: KUBECONFIG (or ~/.kube/config) and its current context's
+    namespace, else the pod's own credentials and namespace."""
+    from kubernetes import client, config
+
+    from kubemam.kubeapi import KubeApi
+
+    try:
+        config.load_kube_config()
+        _, active = config.list_kube_config_contexts()
+        namespace = str(((active or {}).get("context") or {}).get("namespace") or "default")
+    except config.ConfigException:
+        if not os.environ.get("KUBERNETES_SERVICE_HOST"):  # not in a pod: the kubeconfig's error is the one
+            raise
+        config.load_incluster_config()
+        namespace = _SA_NAMESPACE.read_text().strip() if _SA_NAMESPACE.exists() else "default"
+    return KubeApi(client.ApiClient()), namespace
+
+
+def _list_kind(api: KubeApi, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+    """One kind's objects in a namespace, or in all of them (namespace None)."""
+    from kubemam.api.common import GROUP, VERSION
+
+    if namespace is not None:
+        return api.list_objects(plural, namespace)
+    response = api.custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False)
+    return list(json.loads(response.data).get("items") or [])
+
+
+def _status_text(api: KubeApi, namespace: str | None) -> str:
+    from kubernetes.client.exceptions import ApiException
+
+    from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW
+    from kubemam.status_view import render_status
+
+    assets = _list_kind(api, MEDIA_ASSET.plural, namespace)
+    windows = _list_kind(api, RIGHTS_WINDOW.plural, namespace)
+    try:  # only for the archive column's minimum copies: not worth failing for
+        policies = _list_kind(api, ARCHIVE_POLICY.plural, namespace)
+    except ApiException:
+        policies = []
+    scope = f"namespace {namespace}" if namespace is not None else "all namespaces"
+    return render_status(assets, windows, policies, datetime.now(UTC), scope, all_namespaces=namespace is None)
+
+
+def _people(command: str, show: Callable[[], int]) -> int:
+    """Run `show`; a cluster that cannot be reached or refuses is one clear line, not a traceback."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        return int(show())
+    except ApiException as err:
+        print(f"kubemam {command}: the API server answered {err.status} {err.reason}", file=sys.stderr)
+    except ConfigException as err:
+        print(f"kubemam {command}: no cluster to read: {err}", file=sys.stderr)
+    except (HTTPError, OSError) as err:
+        print(f"kubemam {command}: cannot reach the cluster: {err}", file=sys.stderr)
+    return 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    def show() -> int:
+        api, current = _people_client()
+        namespace = None if args.all_namespaces else (args.namespace or current)
+        if not args.watch:
+            sys.stdout.write(_status_text(api, namespace))
+            return 0
+        try:
+            while True:
+                text = _status_text(api, namespace)
+                sys.stdout.write("\x1b[H\x1b[2J" + text)  # home, clear: a redraw, as `watch` does
+                sys.stdout.flush()
+                time.sleep(WATCH_SECONDS)
+        except KeyboardInterrupt:
+            return 0
+
+    return _people("status", show)
+
+
+def _describe(args: argparse.Namespace) -> int:
+    def show() -> int:
+        from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET
+        from kubemam.plan.jobs import LABEL_ASSET, MANAGED_SELECTOR
+        from kubemam.status_view import render_asset
+
+        api, current = _people_client()
+        namespace = args.namespace or current
+        body = api.get(MEDIA_ASSET.plural, namespace, args.name)
+        if body is None:
+            print(f"kubemam describe: mediaasset {args.name!r} not found in namespace {namespace}", file=sys.stderr)
+            return 1
+        uid = body["metadata"].get("uid")
+        jobs = [j for j in api.list_jobs(namespace, {**MANAGED_SELECTOR, LABEL_ASSET: args.name[:63].rstrip("-.")})
+                if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])]
+        policy_ref = ((body.get("spec") or {}).get("archivePolicyRef") or {}).get("name")
+        policy = api.get(ARCHIVE_POLICY.plural, namespace, policy_ref) if policy_ref else None
+        sys.stdout.write(render_asset(body, datetime.now(UTC), jobs, policy))
+        return 0
+
+    return _people("describe", show)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from kubemam import demo
 
@@ -214,6 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the library holding usage/ (default: KUBEMAM_LIBRARY_URI or s3://kubemam-library)")
     usage.add_argument("--namespace", "-n", default=None, help="only this namespace's usage")
     usage.set_defaults(func=_report)
+
+    status = sub.add_parser("status", help="assets with their progress, archive and distribution; windows with "
+                                           "their next transition (the current kubeconfig)")
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("--namespace", "-n", default=None, help="this namespace (default: the context's)")
+    where.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace")
+    status.add_argument("--watch", "-w", action="store_true", help=f"redraw every {WATCH_SECONDS:g} s until Ctrl-C")
+    status.set_defaults(func=_status)
+
+    describe = sub.add_parser("describe", help="one asset's lineage: source, renditions, packages, copies, "
+                                               "distribution; its conditions and Jobs")
+    describe.add_argument("kind", choices=ASSET_KINDS, metavar="ma|mediaasset", help="the kind (MediaAsset)")
+    describe.add_argument("name")
+    describe.add_argument("--namespace", "-n", default=None, help="default: the context's namespace")
+    describe.set_defaults(func=_describe)
 
     demo = sub.add_parser("demo", help="start the local cluster, apply examples/ and show what happens")
     demo.add_argument("--watch", type=float, default=900.0,

@@ -1,12 +1,15 @@
 """An asset transcoded into a 3-rung ladder on the local cluster (real scheduler, Job controller,
-process node, MinIO, ffmpeg); then one rung is edited and only that rung is encoded again."""
+process node, MinIO, ffmpeg); then one rung is edited and only that rung is encoded again. Along the
+way: `kubemam status` and `kubemam describe ma` as people run them, and the operator's /metrics."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from kubernetes import client
 
 from kubemam.media.sample import make_sample
 from kubemam.storage.uri import S3Uri
-from tests.helpers import Custom, local_stack, wait_for
+from tests.helpers import Custom, LocalStack, local_stack, metric_value, wait_for
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
@@ -65,6 +68,26 @@ def _transcoded(custom: Custom, hashes: dict[str, str] | None = None) -> dict[st
     return status
 
 
+def _kubemam(stack: LocalStack, *args: str) -> str:
+    """The CLI as a person runs it: its own process, the cluster from KUBECONFIG."""
+    result = subprocess.run([sys.executable, "-m", "kubemam", *args], env={**os.environ, "KUBECONFIG": str(
+        stack.kubeconfig)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _progress_series(stack: LocalStack, seen: list[tuple[dict[str, str], float]]) -> None:
+    """Keep any running-step progress sample the operator exposes right now (none while it starts)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        exposition = stack.metrics()
+    except OSError:  # the operator is not serving /metrics yet
+        return
+    for family in text_string_to_metric_families(exposition):
+        seen.extend((s.labels, s.value) for s in family.samples if s.name == "kubemam_step_progress_ratio")
+
+
 def _probe(path: Path, *args: str) -> dict[str, Any]:
     return dict(json.loads(subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", *args, str(path)],
                                           check=True, capture_output=True, text=True).stdout))
@@ -77,13 +100,43 @@ def test_transcode_three_rungs_then_reencode_only_the_edited_rung(control_plane:
         store.upload_file(str(master), "kubemam-library", "incoming/clip.mov")
         custom.create("transcodeladders", copy.deepcopy(LADDER))
         custom.create("mediaassets", copy.deepcopy(ASSET))
+        progress_seen: list[tuple[dict[str, str], float]] = []
         try:
-            status = wait_for(lambda: _transcoded(custom), timeout=300, what="the asset to be transcoded")
+            status = wait_for(lambda: _progress_series(stack, progress_seen) or _transcoded(custom), timeout=300,
+                              what="the asset to be transcoded")
         except AssertionError:
             raise AssertionError(log.read_text()[-4000:]) from None
         assert status["phase"] == "Ready"
         renditions = {r["name"]: r for r in status["renditions"]}
         assert set(renditions) == {"h264-360p", "h264-270p", "h265-180p", "stereo"}
+        # Whether a 2 s progress tick lands inside these short steps is timing; when one did, it named
+        # the asset and its step, as a ratio.
+        assert all(labels == {"namespace": NAMESPACE, "asset": "clip", "step": labels["step"]}
+                   and labels["step"] in ("ingest", "transcode") and 0 <= value <= 1
+                   for labels, value in progress_seen), progress_seen
+
+        # What people read: the asset, its phase and progress; then its lineage down to the renditions.
+        overview = _kubemam(stack, "status", "-n", NAMESPACE)
+        line = next(row for row in overview.splitlines() if row.split()[:1] == ["clip"])
+        assert line.split()[1:3] == ["Ready", "done"], overview
+        assert "WINDOWS: none" in overview
+        lineage = _kubemam(stack, "describe", "ma", "clip", "-n", NAMESPACE)
+        assert lineage.startswith(f"MediaAsset {NAMESPACE}/clip\n"), lineage
+        assert "source  s3://kubemam-library/incoming/clip.mov" in lineage
+        assert f"sha256 {status['technical']['sha256']}" in lineage
+        assert "├─ renditions (4)" in lineage
+        for name, rendition in renditions.items():
+            row = next(row for row in lineage.splitlines() if f"─ {name} " in row).split("─ ", 1)[1].split()
+            size = f"{rendition['width']}x{rendition['height']}" if name in EXPECTED else "audio"
+            assert row[:3] == [name, rendition["codec"], size], row
+        assert any(row.split()[:2] == ["Transcoded", "True"] for row in lineage.splitlines()), lineage
+        jobs_section = lineage.split("\nJobs\n", 1)[1].splitlines()[1:]
+        assert sorted((row.split()[0], row.split()[2]) for row in jobs_section) == [
+            ("ingest", "Succeeded"), ("transcode", "Succeeded")], lineage
+        missing = subprocess.run([sys.executable, "-m", "kubemam", "describe", "ma", "no-such-asset", "-n", NAMESPACE],
+                                 env={**os.environ, "KUBECONFIG": str(stack.kubeconfig)}, capture_output=True,
+                                 text=True, timeout=60)
+        assert missing.returncode == 1 and "not found" in missing.stderr
 
         keyframes = {}
         for name, (codec, width, height, profile) in EXPECTED.items():
@@ -124,3 +177,34 @@ def test_transcode_three_rungs_then_reencode_only_the_edited_rung(control_plane:
         # The other renditions' objects were not rewritten.
         assert {name: modified(name) for name in renditions if name != "h264-270p"} == {
             name: stamp for name, stamp in before.items() if name != "h264-270p"}
+
+        # The operator's metrics: every Job counted once with its duration, reconciles per kind, the
+        # inventory (listed every 15 s), QC, and no progress series left once the steps ended.
+        def scraped_ready() -> str | None:
+            text = stack.metrics()
+            return text if (metric_value(text, "kubemam_assets", namespace=NAMESPACE, phase="Ready") or 0) >= 1 \
+                else None
+
+        scraped = wait_for(scraped_ready, timeout=45, what="kubemam_assets{phase=Ready}")
+        assert metric_value(scraped, "kubemam_assets", namespace=NAMESPACE, phase="Failed") == 0
+        assert metric_value(scraped, "kubemam_jobs_total", step="ingest", outcome="succeeded") == 1
+        assert metric_value(scraped, "kubemam_jobs_total", step="transcode", outcome="succeeded") == 2
+        assert metric_value(scraped, "kubemam_jobs_total", outcome="failed") is None
+        assert metric_value(scraped, "kubemam_job_duration_seconds_count", step="transcode",
+                            outcome="succeeded") == 2
+        assert (metric_value(scraped, "kubemam_job_duration_seconds_sum", step="ingest") or 0) > 0
+        assert metric_value(scraped, "kubemam_jobs_queued", step="transcode") == 0
+        for kind in ("MediaAsset", "TranscodeLadder", "Job"):
+            assert (metric_value(scraped, "kubemam_reconcile_total", kind=kind, outcome="success") or 0) > 0, kind
+            assert (metric_value(scraped, "kubemam_reconcile_duration_seconds_count", kind=kind) or 0) > 0, kind
+        qc = after["qc"]
+        assert metric_value(scraped, "kubemam_loudness_deviation_lu_count") == 1
+        deviation = abs(qc["loudness"]["integratedLufs"] - -23.0)
+        assert metric_value(scraped, "kubemam_loudness_deviation_lu_sum") == pytest.approx(deviation, abs=1e-6)
+        failed_checks = {i["check"] for i in qc.get("issues") or [] if i["severity"] == "error"}
+        for check in failed_checks:
+            assert metric_value(scraped, "kubemam_qc_failures_total", namespace=NAMESPACE, check=check) == 1, check
+        if qc["verdict"] != "Failed":
+            assert metric_value(scraped, "kubemam_qc_failures_total", namespace=NAMESPACE) is None
+        assert metric_value(scraped, "kubemam_step_progress_ratio", asset="clip") is None
+        assert metric_value(scraped, "kubemam_step_fps", asset="clip") is None

@@ -13,10 +13,11 @@ from typing import Any
 import kopf
 
 from kubemam import config as config_module
+from kubemam import metrics
 from kubemam.api.common import GROUP, VERSION
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
 from kubemam.config import OperatorConfig
-from kubemam.controllers import asset, policies, rights
+from kubemam.controllers import archive, asset, policies, rights, telemetry
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR
 
@@ -74,12 +75,14 @@ def _reconcile_assets_referencing(namespace: str, field: str, name: str) -> None
 @kopf.on.resume(*ASSETS, id="asset")
 @kopf.on.create(*ASSETS, id="asset")
 @kopf.on.update(*ASSETS, id="asset")
+@metrics.reconciled("MediaAsset")
 def asset_changed(namespace: str | None, name: str, **_: Any) -> None:
     asset.reconcile(api(), settings(), _ns(namespace), name)
 
 
 @kopf.timer(*ASSETS, id="asset-recheck", interval=settings().recheck_seconds,
             initial_delay=settings().recheck_seconds, when=_not_ready)
+@metrics.reconciled("MediaAsset")
 def asset_recheck(namespace: str | None, name: str, **_: Any) -> None:
     """A safety net for an asset that is not Ready: watches can miss what a timer will not."""
     asset.reconcile(api(), settings(), _ns(namespace), name)
@@ -90,12 +93,14 @@ def _step_running(status: Any, **_: Any) -> bool:
 
 
 @kopf.timer(*ASSETS, id="asset-progress", interval=2.0, when=_step_running)
+@metrics.reconciled("MediaAsset")
 def asset_progress(namespace: str | None, name: str, **_: Any) -> None:
     """While a step runs, its newest progress line reaches the status every 2 s."""
     asset.reconcile(api(), settings(), _ns(namespace), name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-mirror")
+@metrics.reconciled("Job")
 def job_changed(body: Any, namespace: str | None, **_: Any) -> None:
     if (body.get("metadata", {}).get("labels") or {}).get(LABEL_STEP) == rights.DISTRIBUTE:
         _rights_now(_ns(namespace))
@@ -112,18 +117,41 @@ def asset_distribution_inputs(namespace: str | None, **_: Any) -> None:
     _rights_now(_ns(namespace))
 
 
+def _archived(spec: Any, **_: Any) -> bool:
+    return bool((spec or {}).get("archivePolicyRef"))
+
+
+@kopf.timer(*ASSETS, id="asset-archive", interval=settings().archive_check_seconds,
+            initial_delay=settings().archive_check_seconds, when=_archived)
+@metrics.reconciled("MediaAsset")
+def asset_archive_clock(namespace: str | None, name: str, **_: Any) -> None:
+    """Tier transitions and fixity slots come with time, not with events: re-plan archived assets."""
+    asset.reconcile(api(), settings(), _ns(namespace), name)
+
+
+@kopf.on.delete(*ASSETS, id="asset-deleted")
+def asset_deleted(body: Any, **_: Any) -> None:
+    """The finalizer stays until a legal hold and retention allow it and every archived copy is purged."""
+    try:
+        archive.delete_archived(api(), settings(), dict(body))
+    except archive.DeletionPending as pending:
+        raise kopf.TemporaryError(str(pending), delay=pending.delay) from None
+
+
 # --- TranscodeLadder -------------------------------------------------------------------------
 
 
 @kopf.on.resume(*LADDERS, id="ladder")
 @kopf.on.create(*LADDERS, id="ladder")
 @kopf.on.update(*LADDERS, id="ladder")
+@metrics.reconciled("TranscodeLadder")
 def ladder_changed(namespace: str | None, name: str, **_: Any) -> None:
     policies.reconcile_ladder(api(), _ns(namespace), name)
     _reconcile_assets_referencing(_ns(namespace), "ladderRef", name)
 
 
 @kopf.on.delete(*LADDERS, id="ladder-deleted", optional=True)
+@metrics.reconciled("TranscodeLadder")
 def ladder_deleted(namespace: str | None, name: str, **_: Any) -> None:
     _reconcile_assets_referencing(_ns(namespace), "ladderRef", name)
 
@@ -133,7 +161,9 @@ def ladder_deleted(namespace: str | None, name: str, **_: Any) -> None:
 
 @cache
 def rights_clock() -> rights.RightsClock:
-    return rights.RightsClock(lambda namespace: rights.reconcile_rights(api(), settings(), namespace))
+    # Window handlers only poke the clock; the reconcile it runs is what kubemam_reconcile_total counts.
+    return rights.RightsClock(metrics.reconciled("RightsWindow")(
+        lambda namespace: rights.reconcile_rights(api(), settings(), namespace)))
 
 
 def _rights_now(namespace: str) -> None:
@@ -164,17 +194,53 @@ def window_deleted(namespace: str | None, **_: Any) -> None:
 @kopf.on.resume(*POLICIES, id="policy")
 @kopf.on.create(*POLICIES, id="policy")
 @kopf.on.update(*POLICIES, id="policy")
+@metrics.reconciled("ArchivePolicy")
 def policy_changed(namespace: str | None, name: str, **_: Any) -> None:
     policies.reconcile_policy(api(), _ns(namespace), name)
     _reconcile_assets_referencing(_ns(namespace), "archivePolicyRef", name)
 
 
 @kopf.timer(*POLICIES, id="policy-recount", interval=60.0, initial_delay=60.0)
+@metrics.reconciled("ArchivePolicy")
 def policy_recount(namespace: str | None, name: str, **_: Any) -> None:
     """Keeps assetsCovered current as assets come and go."""
     policies.reconcile_policy(api(), _ns(namespace), name)
 
 
 @kopf.on.delete(*POLICIES, id="policy-deleted", optional=True)
+@metrics.reconciled("ArchivePolicy")
 def policy_deleted(namespace: str | None, name: str, **_: Any) -> None:
     _reconcile_assets_referencing(_ns(namespace), "archivePolicyRef", name)
+
+
+# --- Metrics ---------------------------------------------------------------------------------
+# Read-only observers (controllers/telemetry.py): they never change an object. New reconciling
+# handlers get `@metrics.reconciled(KIND)` right above `def`.
+
+
+@kopf.on.event(*ASSETS, id="asset-metrics")
+def asset_metrics(event: Any, body: Any, **_: Any) -> None:
+    """Running-step progress gauges, and each new ingest QC result counted once."""
+    telemetry.asset_event(api(), (event or {}).get("type"), body)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-metrics")
+def job_metrics(body: Any, **_: Any) -> None:
+    """Each finished step Job counted once, with its duration."""
+    telemetry.job_event(body)
+
+
+@cache
+def inventory() -> telemetry.InventoryLoop:
+    return telemetry.InventoryLoop(api)
+
+
+@kopf.on.startup(id="metrics-inventory-start")
+def metrics_inventory_start(**_: Any) -> None:
+    """Assets per phase, open windows and queued Jobs: listed every 15 s."""
+    inventory().start()
+
+
+@kopf.on.cleanup(id="metrics-inventory-stop")
+def metrics_inventory_stop(**_: Any) -> None:
+    inventory().stop()
