@@ -215,28 +215,30 @@ def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha2
                                             ChecksumAlgorithm="SHA256", Metadata={SHA256_METADATA: sha256})
     upload_id = upload["UploadId"]
     whole = hashlib.sha256()
-    part_digests: list[bytes] = []
     copied = 0
 
-    def send(number: int, data: bytes, digest: bytes) -> dict[str, Any]:
+    def send(number: int, data: bytes) -> tuple[dict[str, Any], bytes]:
+        # Hashed here, on the upload thread, while the reading thread hashes the whole stream:
+        # hashlib releases the GIL, so the two digests of each byte run on two cores.
+        digest = hashlib.sha256(data).digest()
         checksum = base64.b64encode(digest).decode()
         result = dst.s3.upload_part(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id, PartNumber=number,
                                     Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum)
-        return {"PartNumber": number, "ETag": result["ETag"], "ChecksumSHA256": checksum}
+        return {"PartNumber": number, "ETag": result["ETag"], "ChecksumSHA256": checksum}, digest
 
     try:
-        futures: list[Future[dict[str, Any]]] = []
+        futures: list[Future[tuple[dict[str, Any], bytes]]] = []
         with ThreadPoolExecutor(UPLOADS_IN_FLIGHT) as pool:
             for number, data in enumerate(_parts(read_chunks(src.s3, src_uri)), start=1):
+                futures.append(pool.submit(send, number, data))
                 whole.update(data)
                 copied += len(data)
-                digest = hashlib.sha256(data).digest()
-                part_digests.append(digest)
-                futures.append(pool.submit(send, number, data, digest))
                 # Bound memory: at most UPLOADS_IN_FLIGHT parts wait in this process.
                 while sum(not f.done() for f in futures) >= UPLOADS_IN_FLIGHT:
                     next(f for f in futures if not f.done()).result()
-            parts = [f.result() for f in futures]
+            sent = [f.result() for f in futures]
+        parts = [part for part, _ in sent]
+        part_digests = [digest for _, digest in sent]
         if whole.hexdigest() != sha256 or copied != size:
             raise SourceDamaged(f"{src.name}:{src_uri} does not hash to the recorded sha256")
         done = dst.s3.complete_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id,
