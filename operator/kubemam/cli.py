@@ -20,19 +20,26 @@ if TYPE_CHECKING:
     from kubemam.kubeapi import KubeApi
 
 
+CHART_CRDS = Path("charts/kubemam/files/crds")  # the Helm chart ships the same files
+
+
 def _crds(args: argparse.Namespace) -> int:
     from kubemam.api import crdgen
 
-    out = Path(args.out)
+    outs = [Path(args.out)] + ([CHART_CRDS] if args.out == "crds" and CHART_CRDS.parent.is_dir() else [])
     if args.check:
-        stale = crdgen.stale(out)
-        if stale:
-            print(f"{out} differs from the models: {', '.join(stale)}; run `kubemam crds`", file=sys.stderr)
-            return 1
-        print(f"{out} matches the models")
-        return 0
-    for path in crdgen.write(out):
-        print(path)
+        failed = 0
+        for out in outs:
+            stale = crdgen.stale(out)
+            if stale:
+                print(f"{out} differs from the models: {', '.join(stale)}; run `kubemam crds`", file=sys.stderr)
+                failed = 1
+            else:
+                print(f"{out} matches the models")
+        return failed
+    for out in outs:
+        for path in crdgen.write(out):
+            print(path)
     return 0
 
 

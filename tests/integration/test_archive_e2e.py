@@ -109,6 +109,17 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
         stack.custom.create("archivepolicies", _policy(site_b))
         stack.custom.create("mediaassets", ASSET)
 
+        # A namespace without the S3 Secret the Jobs would name: a clear condition, no Job, no crash.
+        client.CoreV1Api(stack.api).create_namespace({"metadata": {"name": "no-s3-secret"}})
+        stack.custom.api.create_namespaced_custom_object("kubemam.io", "v1alpha1", "no-s3-secret", "mediaassets",
+                                                         {**ASSET, "metadata": {"name": "orphan"}})
+        missing = wait_for(lambda: next((c for c in (stack.custom.api.get_namespaced_custom_object(
+            "kubemam.io", "v1alpha1", "no-s3-secret", "mediaassets", "orphan").get("status") or {}).get(
+            "conditions") or [] if c["type"] == "Ready"), None), timeout=60, what="the orphan's Ready condition")
+        assert missing["reason"] == "S3SecretMissing" and "kubemam-s3" in missing["message"], missing
+        assert not client.BatchV1Api(stack.api).list_namespaced_job("no-s3-secret").items
+        assert stack.operator is not None and stack.operator.poll() is None
+
         # 1. Two verified copies, one offsite, before the asset is Ready.
         wait_for(lambda: (stack.custom.condition("mediaassets", "ep7", "Ready") or {}).get("status") == "True",
                  timeout=180, what="the asset archived and Ready")

@@ -121,3 +121,13 @@ def test_ingest_takes_qc_policy_and_thumbnails_from_the_ladder_unless_the_asset_
     assert "qc" not in ingest_request(_facts(), CONFIG).inputs
     # A different policy is a different input, so a different Job.
     assert ingest_request(own, CONFIG).name != ingest_request(replace(_facts(), ladder=ladder), CONFIG).name
+
+
+def test_a_missing_s3_secret_is_a_condition_and_starts_no_job() -> None:
+    from dataclasses import replace
+
+    facts = replace(_facts(), s3_secret_problem="Secret 'kubemam-s3' (S3 credentials for the step Jobs) is not in "
+                                                "namespace media")
+    plan = plan_asset(facts, CONFIG, NOW)
+    assert plan.create_jobs == [] and plan.status.phase == "Pending"
+    assert _cond(plan.status, "Ready") == ("False", "S3SecretMissing")

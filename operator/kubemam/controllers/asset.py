@@ -53,7 +53,24 @@ def _owned_jobs(api: KubeApi, body: dict[str, Any]) -> list[JobObservation]:
     return observations
 
 
-def gather(api: KubeApi, body: dict[str, Any]) -> AssetFacts:
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def s3_secret_problem(api: KubeApi, config: OperatorConfig, namespace: str) -> str | None:
+    """What is wrong with the S3 credentials Secret the step Jobs name in this namespace, if anything."""
+    if not config.s3_credentials_secret:
+        return None
+    keys = api.secret_keys(namespace, config.s3_credentials_secret)
+    if keys is None:
+        return (f"Secret {config.s3_credentials_secret!r} (S3 credentials for the step Jobs) is not in namespace "
+                f"{namespace}; create it with keys {' and '.join(S3_KEYS)}")
+    missing = [k for k in S3_KEYS if k not in keys]
+    if missing:
+        return f"Secret {config.s3_credentials_secret!r} in namespace {namespace} lacks {', '.join(missing)}"
+    return None
+
+
+def gather(api: KubeApi, body: dict[str, Any], config: OperatorConfig | None = None) -> AssetFacts:
     meta = body["metadata"]
     namespace = meta["namespace"]
     spec = MediaAssetSpec.model_validate(body.get("spec") or {})
@@ -93,6 +110,7 @@ def gather(api: KubeApi, body: dict[str, Any]) -> AssetFacts:
         archive_policy=policy,
         annotations=dict(meta.get("annotations") or {}),
         rights=_rights_summary(api, namespace, meta["name"], meta.get("labels") or {}) if policy else [],
+        s3_secret_problem=s3_secret_problem(api, config, namespace) if config is not None else None,
     )
 
 
@@ -116,7 +134,7 @@ def reconcile(api: KubeApi, config: OperatorConfig, namespace: str, name: str) -
         body = api.get(MEDIA_ASSET.plural, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
-        facts = gather(api, body)
+        facts = gather(api, body, config)
         plan = plan_asset(facts, config, datetime.now(UTC))
         if plan.key_secret is not None and plan.create_jobs:
             ensure_content_keys(api, namespace, plan.key_secret, body)  # before the Job that mounts it

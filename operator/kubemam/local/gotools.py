@@ -1,4 +1,4 @@
-"""Go-built tools the project runs (MinIO, mp4ff's CENC encryptor): found or built, then cached.
+"""Go-built tools the project runs (MinIO, mp4ff's CENC encryptor, Helm): found or built, then cached.
 
 Lookup order for each tool: its environment override (e.g. MINIO_BINARY) → PATH → the
 per-version cache → `go install PACKAGE@VERSION` from the Go module proxy into that cache.
@@ -30,6 +30,7 @@ class GoTool:
     cache_name: str  # the cache folder: tools of one module share it
     # A wrapper module (go.mod + go.sum in local/gobuild/) to `go build` in; else `go install pkg@version`.
     module_dir: Path | None = None
+    ldflags: str = ""  # added to "-s -w", e.g. -X for the version a tool reports
 
     @property
     def cache_dir(self) -> Path:
@@ -44,7 +45,17 @@ MP4FF_VERSION = "v0.56.0"
 # in a wrapper module whose go.sum pins it.
 MP4FF_ENCRYPT = GoTool("mp4ff-encrypt", "github.com/Eyevinn/mp4ff/cmd/mp4ff-encrypt", MP4FF_VERSION,
                        "MP4FF_ENCRYPT_BINARY", "mp4ff", GOBUILD_DIR / "mp4ff")
-TOOLS = {tool.name: tool for tool in (MINIO, MP4FF_ENCRYPT)}
+# Helm renders, lints and tests the chart (charts/kubemam). The checksum database is not reachable
+# here, so `go install pkg@version` cannot verify it: a wrapper module's go.sum pins it instead.
+HELM_VERSION = "v3.22.0"
+# As Helm's Makefile does: its version, and the Kubernetes version `helm template` and `helm lint` assume
+# (1.x for client-go v0.x, v0.37.0 in v3.22.0's go.mod); unset, they would assume 1.20.
+HELM_LDFLAGS = " ".join([f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"] + [
+    f"-X helm.sh/helm/v3/pkg/{pkg}.k8sVersion{part}={value}"
+    for pkg in ("chartutil", "lint/rules") for part, value in (("Major", "1"), ("Minor", "37"))])
+HELM = GoTool("helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION, "HELM_BINARY", "helm", GOBUILD_DIR / "helm",
+              ldflags=HELM_LDFLAGS)
+TOOLS = {tool.name: tool for tool in (MINIO, MP4FF_ENCRYPT, HELM)}
 
 
 def _executable(path: Path) -> bool:
@@ -83,12 +94,13 @@ def _build(tool: GoTool, cached: Path) -> Path:
         with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
             env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": tmp,
                    "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "auto")}
+            ldflags = f"-s -w {tool.ldflags}".strip()
             if tool.module_dir is not None:
-                command = [go, "build", "-mod=readonly", "-trimpath", "-ldflags", "-s -w", "-o",
+                command = [go, "build", "-mod=readonly", "-trimpath", "-ldflags", ldflags, "-o",
                            str(Path(tmp) / tool.name), tool.package]
                 cwd = str(tool.module_dir)
             else:
-                command = [go, "install", "-trimpath", "-ldflags", "-s -w", f"{tool.package}@{tool.version}"]
+                command = [go, "install", "-trimpath", "-ldflags", ldflags, f"{tool.package}@{tool.version}"]
                 cwd = tmp
             result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
             if result.returncode != 0:

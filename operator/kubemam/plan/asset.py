@@ -72,6 +72,7 @@ class AssetFacts:
     archive_policy: ArchivePolicySpec | None = None  # the named policy, when it exists and validates
     annotations: dict[str, str] = field(default_factory=dict)
     rights: list[RightsSummary] = field(default_factory=list)  # the windows covering the asset
+    s3_secret_problem: str | None = None  # the S3 credentials Secret the Jobs name is missing or incomplete
 
 
 @dataclass(frozen=True)
@@ -359,6 +360,12 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
             update={"phase": "Failed", "conditions": conditions, "observed_generation": facts.generation}
         )
         return AssetPlan([], new_status)
+    if facts.s3_secret_problem:
+        # A Job naming a missing Secret would sit in CreateContainerConfigError: say why, start nothing.
+        verdicts.append(Verdict("Ready", "False", "S3SecretMissing", facts.s3_secret_problem))
+        conditions = apply_verdicts(status.conditions, verdicts, facts.generation, now)
+        return AssetPlan([], status.model_copy(update={"phase": status.phase or "Pending", "conditions": conditions,
+                                                       "observed_generation": facts.generation}))
 
     request = ingest_request(facts, config)
     observed = next((j for j in facts.jobs if j.name == request.name), None)

@@ -1,0 +1,450 @@
+"""The Helm chart (charts/kubemam): lint, render, snapshots, refusals by values.schema.json, a
+server-side dry-run apply to the real API server, Pod Security "restricted" judged by the real
+admission plugin, and the operator running under exactly the chart's RBAC.
+
+Snapshots are tests/golden/chart/<value set>.yaml; after an intended change, regenerate them with
+KUBEMAM_UPDATE_GOLDEN=1 .venv/bin/pytest tests/integration/test_chart.py -k golden
+and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from kubemam import __version__
+from kubemam import config as operator_config
+from tests.helpers import Custom, example, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "kubemam"
+GOLDEN = REPO / "tests" / "golden" / "chart"
+UPDATE_GOLDEN = os.environ.get("KUBEMAM_UPDATE_GOLDEN") == "1"
+RELEASE = "kubemam"
+NAMESPACE = "kubemam-system"
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # Every optional object on, every setting the operator reads set.
+    "everything": {
+        "workerServiceAccount": {"name": "kubemam-worker", "namespaces": ["media-a", "media-b"],
+                                 "annotations": {"iam.example.com/role": "kubemam-worker"}},
+        "s3": {"endpoint": "https://minio.storage.svc:9000", "credentialsSecret": "kubemam-s3"},
+        "library": {"uri": "s3://media-library/kubemam"},
+        "jobs": {"backoffLimit": 5, "activeDeadlineSeconds": 7200},
+        "recheckSeconds": 30,
+        "archiveCheckSeconds": 600,
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+        "dashboard": {"enabled": True, "namespace": "monitoring"},
+        "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.96.0.1/32"]},
+                          "metricsFrom": [{"namespaceSelector": {"matchLabels": {
+                              "kubernetes.io/metadata.name": "monitoring"}}}]},
+        "podDisruptionBudget": {"enabled": True},
+        "priorityClassName": "system-cluster-critical",
+        "imagePullSecrets": [{"name": "ghcr"}],
+    },
+    # CRDs managed elsewhere (GitOps), S3 by a custom Secret, images pinned by digest.
+    "external-crds": {
+        "crds": {"enabled": False},
+        "s3": {"endpoint": "http://ceph-rgw.storage.svc:7480", "credentialsSecret": "media-s3-credentials"},
+        "image": {"repository": "registry.example.com/kubemam/operator", "digest": "sha256:" + "a" * 64},
+        "workerImage": {"repository": "registry.example.com/kubemam/worker", "digest": "sha256:" + "b" * 64,
+                        "pullPolicy": "Always"},
+    },
+}
+# Namespaces the value sets render into: the release's, the worker accounts', the dashboard's.
+NAMESPACES = (NAMESPACE, "media-a", "media-b", "monitoring")
+RESTRICTED = {f"pod-security.kubernetes.io/{mode}{suffix}": value for mode in ("enforce", "warn")
+              for suffix, value in (("", "restricted"), ("-version", "latest"))}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Refuses duplicate keys, which the API server would silently collapse (a template bug)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+    duplicates = {k for k in keys if keys.count(k) > 1}
+    if duplicates:
+        raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {sorted(duplicates)}", node.start_mark)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    from kubemam.local.gotools import resolve_tool
+
+    return str(resolve_tool("helm"))  # built from the Go module proxy on first use, then cached
+
+
+def _helm(helm: str, *args: str, values: dict[str, Any] | None = None,
+          check: bool = True) -> subprocess.CompletedProcess[str]:
+    command = [helm, *args]
+    if values is not None:
+        command += ["--values", "-"]
+    result = subprocess.run(command, input=yaml.safe_dump(values) if values is not None else None,
+                            capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def render(helm: str, values: dict[str, Any]) -> str:
+    return _helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, values=values).stdout
+
+
+def objects(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.load_all(text, Loader=_StrictLoader) if doc]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def deployment_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    (deployment,) = find(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_helm_lint(helm: str, value_set: str) -> None:
+    result = _helm(helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, values=VALUE_SETS[value_set])
+    assert "0 chart(s) failed" in result.stdout, result.stdout
+
+
+def snapshot(text: str) -> str:
+    """The rendering with each CRD cut to its name: test_chart_crds_are_the_repository_crds compares
+    them with crds/, so a schema change does not touch the snapshots."""
+    documents = text.split("\n---\n")
+    for i, document in enumerate(documents):
+        if document.startswith("# Source: kubemam/templates/crds.yaml"):
+            name = yaml.safe_load(document)["metadata"]["name"]
+            documents[i] = f"# Source: kubemam/templates/crds.yaml\n# CustomResourceDefinition {name}: files/crds\n"
+    return "\n---\n".join(documents)
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_render_matches_golden(helm: str, value_set: str) -> None:
+    rendered = render(helm, VALUE_SETS[value_set])
+    objects(rendered)  # parses, without duplicate keys
+    text = snapshot(rendered)
+    golden = GOLDEN / f"{value_set}.yaml"
+    if UPDATE_GOLDEN:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert golden.exists(), f"no snapshot {golden}: run with KUBEMAM_UPDATE_GOLDEN=1"
+    assert text == golden.read_text(), (f"the chart renders {value_set} differently from {golden}; if intended, "
+                                        "regenerate with KUBEMAM_UPDATE_GOLDEN=1 and review the diff")
+
+
+def test_the_value_sets_render_what_they_ask_for(helm: str) -> None:
+    kinds = {name: sorted(d["kind"] for d in objects(render(helm, values))) for name, values in VALUE_SETS.items()}
+    assert kinds["default"] == sorted(["CustomResourceDefinition"] * 4 + [
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"])
+    assert {"NetworkPolicy", "ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "ConfigMap"} <= set(
+        kinds["everything"])
+    assert kinds["everything"].count("ServiceAccount") == 3  # the operator's, and the worker's in two namespaces
+    assert "CustomResourceDefinition" not in kinds["external-crds"]
+
+
+def test_chart_crds_are_the_repository_crds(helm: str) -> None:
+    copies = sorted(p.name for p in (CHART / "files" / "crds").glob("*.yaml"))
+    assert copies == sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    for name in copies:
+        assert (CHART / "files" / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), (
+            f"charts/kubemam/files/crds/{name} differs from crds/{name}: cp crds/*.yaml charts/kubemam/files/crds/")
+    rendered = {d["metadata"]["name"]: d for d in find(objects(render(helm, {})), "CustomResourceDefinition")}
+    for name in copies:
+        source = yaml.safe_load((REPO / "crds" / name).read_text())
+        crd = rendered[source["metadata"]["name"]]
+        assert crd["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}
+        assert crd == source
+
+
+def test_app_version_and_default_images_match_the_operator(helm: str) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
+    docs = objects(render(helm, {}))
+    (deployment,) = find(docs, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"ghcr.io/kubemam/operator:{__version__}"
+    settings = operator_config.load(deployment_env(docs))
+    assert settings.worker_image == operator_config.OperatorConfig().worker_image
+
+
+def test_every_operator_setting_can_be_set_and_validates(helm: str) -> None:
+    for name, values in VALUE_SETS.items():
+        env = deployment_env(objects(render(helm, values)))
+        operator_config.load(env)  # the operator accepts what the chart renders
+        if name == "everything":
+            assert set(operator_config.ENV_FIELDS.values()) <= env.keys()
+            assert env["KUBEMAM_METRICS_PORT"] == "8080"
+            assert env["KUBEMAM_S3_CREDENTIALS_SECRET"] == "kubemam-s3"  # a name, never a value
+            assert not any(k.startswith("AWS_") for k in env)
+
+
+@pytest.mark.parametrize(("setting", "field"), [
+    ("replicaCount=2", "/replicaCount"),
+    ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+    ("s3.credentialsSecret=Not_A_Name", "/s3/credentialsSecret"),
+    ("library.uri=http://bucket", "/library/uri"),
+    ("jobs.backoffLimit=-1", "/jobs/backoffLimit"),
+    ("crds.enable=false", "/crds"),  # a typo is refused rather than ignored
+    ("workerImage.digest=latest", "/workerImage/digest"),
+])
+def test_invalid_values_are_refused_by_name(helm: str, setting: str, field: str) -> None:
+    result = _helm(helm, "template", RELEASE, str(CHART), "--set", setting, check=False)
+    assert result.returncode != 0
+    assert f"at '{field}'" in result.stderr, result.stderr
+
+
+def _pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        template = (doc.get("spec") or {}).get("template")
+        if template:
+            yield f"{doc['kind']}/{doc['metadata']['name']}", template["spec"]
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_pod_spec_is_restricted(helm: str, value_set: str) -> None:
+    specs = list(_pod_specs(objects(render(helm, VALUE_SETS[value_set]))))
+    assert specs
+    for where, spec in specs:
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 65532, where
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")), where
+        for container in spec["containers"] + spec.get("initContainers", []):
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}, where
+
+
+# --- the real API server -----------------------------------------------------------------------
+
+
+MONITORING_CRDS = [  # the Prometheus Operator's kinds, reduced to what lets the API server accept them
+    {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+     "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+     "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+              "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+              "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                  "type": "object", "properties": {"spec": {"type": "object",
+                                                            "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
+    for kind, plural in (("ServiceMonitor", "servicemonitors"), ("PrometheusRule", "prometheusrules"))
+]
+
+
+@pytest.fixture(scope="module")
+def chart_cluster(api_client: Any) -> Iterator[Any]:
+    """The namespaces the value sets render into (enforcing and warning "restricted"), and minimal
+    ServiceMonitor/PrometheusRule CRDs (the local cluster has no Prometheus Operator)."""
+    core = client.CoreV1Api(api_client)
+    ext = client.ApiextensionsV1Api(api_client)
+    for name in NAMESPACES:
+        try:
+            core.create_namespace({"metadata": {"name": name, "labels": RESTRICTED}})
+        except ApiException as err:
+            if err.status != 409:
+                raise
+    for crd in MONITORING_CRDS:
+        try:
+            ext.create_custom_resource_definition(crd)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        wait_for(lambda name=crd["metadata"]["name"]: any(
+            c.type == "Established" and c.status == "True"
+            for c in ext.read_custom_resource_definition(name).status.conditions or []), what=f"{name} Established")
+    # The default ServiceAccount is what tells a new namespace is ready for pods.
+    for name in NAMESPACES:
+        wait_for(lambda name=name: _exists(lambda: core.read_namespaced_service_account("default", name)))
+    yield api_client
+    for name in NAMESPACES:
+        core.delete_namespace(name)
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):  # applied by the RBAC test
+        try:
+            delete(RELEASE)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+
+def _exists(read: Any) -> bool:
+    try:
+        read()
+        return True
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_server_side_dry_run_apply(helm: str, kubectl: Any, chart_cluster: Any, value_set: str) -> None:
+    text = render(helm, VALUE_SETS[value_set])
+    result = kubectl("apply", "--server-side", "--dry-run=server", "--field-manager=helm", "-f", "-", input=text)
+    applied = [line for line in result.stdout.splitlines() if "serverside-applied" in line]
+    assert len(applied) == len(objects(text)), result.stdout
+    # The namespaces warn on "restricted": the Deployment's pod template would show a warning.
+    assert "Warning" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_pod_security_admission_admits_the_operator_pod(helm: str, chart_cluster: Any, value_set: str) -> None:
+    """A Pod made from the Deployment's template, judged by the real PodSecurity admission of a
+    namespace that enforces "restricted" (dry run: nothing is created)."""
+    core = client.CoreV1Api(chart_cluster)
+    for where, spec in _pod_specs(objects(render(helm, VALUE_SETS[value_set]))):
+        spec = {**spec, "serviceAccountName": "default"}  # the chart's account is not applied in a dry run
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"dry-run-{uuid.uuid4().hex[:8]}"},
+               "spec": spec}
+        try:
+            core.create_namespaced_pod(NAMESPACE, pod, dry_run="All")
+        except ApiException as err:
+            raise AssertionError(f"{where}: {err.body}") from err
+    # The admission is really judging: the same pod with a privilege escalation is refused.
+    spec["containers"][0]["securityContext"] = {**spec["containers"][0]["securityContext"],
+                                                "allowPrivilegeEscalation": True}
+    with pytest.raises(ApiException) as refused:
+        core.create_namespaced_pod(NAMESPACE, pod, dry_run="All")
+    assert refused.value.status == 403 and "restricted" in str(refused.value.body)
+
+
+# --- the operator under the chart's RBAC ---------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _can_i(kubectl: Any, subject: str, *args: str) -> bool:
+    return kubectl("auth", "can-i", *args, f"--as={subject}", check=False).stdout.strip() == "yes"
+
+
+def test_the_operator_works_under_the_chart_rbac(helm: str, kubectl: Any, chart_cluster: Any,
+                                                 control_plane: Any, tmp_path: Path) -> None:
+    """Apply the chart (every option on) for real, run `kubemam run` as its ServiceAccount with the
+    Deployment's command and environment, and let it reconcile one object of each kind: any
+    permission the chart lacks is a 403 in its log. Then check what it must not be able to do.
+
+    The session's admin operator (the `operator` fixture) must not be running at the same time, or it
+    would do part of the work; this module runs first in tests/integration."""
+    api = chart_cluster
+    core = client.CoreV1Api(api)
+    docs = objects(render(helm, VALUE_SETS["everything"]))
+    # The CRDs are the session's already; the operator runs here as a process, not as the Deployment.
+    kubectl("apply", "--server-side", "--field-manager=helm", "-f", "-", input=yaml.safe_dump_all(
+        [d for d in docs if d["kind"] not in ("CustomResourceDefinition", "Deployment")]))
+    (deployment,) = find(docs, "Deployment")
+    pod_spec = deployment["spec"]["template"]["spec"]
+    account = pod_spec["serviceAccountName"]
+    subject = f"system:serviceaccount:{NAMESPACE}:{account}"
+    token = core.create_namespaced_service_account_token(
+        account, NAMESPACE, {"spec": {"expirationSeconds": 3600}}).status.token
+    kubeconfig = yaml.safe_load(Path(control_plane.kubeconfig).read_text())
+    for user in kubeconfig["users"]:
+        user["user"] = {"token": token}
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+
+    container = pod_spec["containers"][0]
+    health = _free_port()
+    command = [sys.executable, "-m", "kubemam", *[
+        f"--liveness=http://127.0.0.1:{health}/healthz" if arg.startswith("--liveness=") else arg
+        for arg in container["command"][1:]]]
+    env = {**os.environ, **deployment_env(docs), "KUBECONFIG": str(tmp_path / "kubeconfig"),
+           "KUBEMAM_METRICS_PORT": "0", "KUBEMAM_RECHECK_SECONDS": "2", "HOME": str(tmp_path)}
+    namespace = f"t-rbac-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace, "labels": RESTRICTED}})
+    log_path = tmp_path / "operator.log"
+    custom = Custom(api, namespace)
+    try:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                wait_for(lambda: proc.poll() is not None or _healthy(health), timeout=60, what="/healthz")
+                assert proc.poll() is None, log_path.read_text()
+                core.create_namespaced_config_map(namespace, example("distribution-targets.yaml"))
+                for file, plural in (("transcodeladder.yaml", "transcodeladders"),
+                                     ("archivepolicy.yaml", "archivepolicies"),
+                                     ("mediaasset.yaml", "mediaassets"), ("rightswindow.yaml", "rightswindows")):
+                    custom.create(plural, example(file))
+                asset = example("mediaasset.yaml")["metadata"]["name"]
+                for file, plural in (("transcodeladder.yaml", "transcodeladders"),
+                                     ("archivepolicy.yaml", "archivepolicies"),
+                                     ("mediaasset.yaml", "mediaassets"), ("rightswindow.yaml", "rightswindows")):
+                    name = example(file)["metadata"]["name"]
+                    wait_for(lambda p=plural, n=name: custom.condition(p, n, "Ready"), timeout=60,
+                             what=f"{plural}/{name} Ready condition (operator log: {log_path})")
+                jobs = wait_for(lambda: client.BatchV1Api(api).list_namespaced_job(
+                    namespace, label_selector=f"kubemam.io/asset={asset}").items, timeout=60, what="the ingest Job")
+                assert jobs[0].metadata.labels["kubemam.io/step"] == "ingest"
+                assert "kubemam.io/finalizer" in custom.get("mediaassets", asset)["metadata"]["finalizers"]
+                # Deleting goes through the operator too (Kopf removes its finalizer).
+                for file, plural in (("rightswindow.yaml", "rightswindows"), ("mediaasset.yaml", "mediaassets"),
+                                     ("transcodeladder.yaml", "transcodeladders"),
+                                     ("archivepolicy.yaml", "archivepolicies")):
+                    name = example(file)["metadata"]["name"]
+                    custom.delete(plural, name)
+                    wait_for(lambda p=plural, n=name: not _exists(lambda: custom.get(p, n)), timeout=60,
+                             what=f"{plural}/{name} deleted")
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        text = log_path.read_text()
+        # Kopf: APIForbiddenError, "Not enough permissions"; the API client: "Reason: Forbidden".
+        for sign in ("Forbidden", "forbidden", "Not enough permissions"):
+            assert sign not in text, f"the operator lacked a permission ({sign!r}):\n{text[-6000:]}"
+    finally:
+        core.delete_namespace(namespace)
+
+    # Least privilege: what the operator must not be able to do.
+    assert _can_i(kubectl, subject, "create", "secrets", "-n", namespace)
+    assert _can_i(kubectl, subject, "delete", "jobs", "-n", namespace)  # a failed purge Job is run again
+    assert _can_i(kubectl, subject, "get", "configmaps/kubemam-distribution", "-n", namespace)
+    for verb, resource in (("list", "secrets"), ("watch", "secrets"), ("get", "configmaps/other"),
+                           ("create", "pods"), ("create", "deployments"),
+                           ("delete", "mediaassets.kubemam.io"), ("create", "leases.coordination.k8s.io"),
+                           ("create", "rolebindings.rbac.authorization.k8s.io"), ("update", "nodes")):
+        assert not _can_i(kubectl, subject, verb, resource, "-n", namespace), f"the operator may {verb} {resource}"
+    # Step pods mount no token, and the worker account is bound to nothing.
+    (worker,) = [sa for sa in find(docs, "ServiceAccount") if sa["metadata"]["namespace"] == "media-a"]
+    assert worker["automountServiceAccountToken"] is False
+    worker_subject = f"system:serviceaccount:media-a:{worker['metadata']['name']}"
+    for verb, resource in (("get", "pods"), ("get", "secrets"), ("get", "configmaps"),
+                           ("list", "mediaassets.kubemam.io"), ("create", "events")):
+        assert not _can_i(kubectl, worker_subject, verb, resource, "-n", "media-a"), f"the worker may {verb} {resource}"
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
