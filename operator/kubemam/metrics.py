@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import logging
 import os
 import threading
@@ -30,6 +29,7 @@ from kubemam.api.asset import AssetPhase
 from kubemam.api.qc import QCCheck
 from kubemam.plan.jobs import LABEL_STEP
 from kubemam.plan.jobstate import job_state
+from kubemam.timestamps import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +115,6 @@ CLOSING_WITHIN = timedelta(hours=24)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def parse_time(value: Any) -> datetime | None:
-    """A Kubernetes timestamp (RFC 3339, `Z`) as an aware datetime; None for anything else."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # --- namespaces the operator has seen (the inventory lists these) -------------------------------------
@@ -157,8 +146,8 @@ def reconciled(kind: str) -> Callable[[F], F]:
     (kubemam_reconcile_total{kind,outcome=success|error}, kubemam_reconcile_duration_seconds{kind}).
 
     Put it directly above `def`, below the Kopf decorators, so Kopf registers the wrapped function;
-    ids and arguments are unchanged, an exception is counted and re-raised. Works for sync and async
-    handlers and for plain callbacks whose first argument is the namespace.
+    ids and arguments are unchanged, an exception is counted and re-raised. Works for handlers
+    and for plain callbacks whose first argument is the namespace.
     """
 
     def note(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -167,23 +156,6 @@ def reconciled(kind: str) -> Callable[[F], F]:
             note_namespace(namespace)
 
     def wrap(fn: F) -> F:
-        if inspect.iscoroutinefunction(fn):
-            @functools.wraps(fn)
-            async def run_async(*args: Any, **kwargs: Any) -> Any:
-                note(args, kwargs)
-                started = time.monotonic()
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException:
-                    RECONCILE_TOTAL.labels(kind=kind, outcome="error").inc()
-                    raise
-                finally:
-                    RECONCILE_DURATION.labels(kind=kind).observe(time.monotonic() - started)
-                RECONCILE_TOTAL.labels(kind=kind, outcome="success").inc()
-                return result
-
-            return cast(F, run_async)
-
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
             note(args, kwargs)

@@ -13,6 +13,7 @@ from typing import Any
 
 from kubemam.plan.jobs import LABEL_STEP
 from kubemam.plan.jobstate import job_state
+from kubemam.timestamps import parse_time
 
 BAR_WIDTH = 10
 MAX_TERRITORIES = 6
@@ -22,16 +23,6 @@ NONE = "-"
 # --- small pieces ---------------------------------------------------------------------------------------
 
 
-def parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def stamp(moment: datetime) -> str:

@@ -381,6 +381,11 @@ def test_the_operator_works_under_the_chart_rbac(helm: str, kubectl: Any, chart_
            "KUBEMAM_METRICS_PORT": "0", "KUBEMAM_RECHECK_SECONDS": "2", "HOME": str(tmp_path)}
     namespace = f"t-rbac-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace, "labels": RESTRICTED}})
+    if env.get("KUBEMAM_S3_CREDENTIALS_SECRET"):
+        # The step Jobs name this Secret; without it the operator (rightly) starts no Job.
+        core.create_namespaced_secret(namespace, {
+            "metadata": {"name": env["KUBEMAM_S3_CREDENTIALS_SECRET"]},
+            "stringData": {"AWS_ACCESS_KEY_ID": "rbac-test", "AWS_SECRET_ACCESS_KEY": "rbac-test"}})
     log_path = tmp_path / "operator.log"
     custom = Custom(api, namespace)
     try:

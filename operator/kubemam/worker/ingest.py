@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +30,8 @@ from kubemam.media.thumbnails import make_thumbnails, sheet_name
 from kubemam.media.timecode import Timecode, TimecodeError
 from kubemam.storage.s3 import commit, make_client, read_committed, wait_until_reachable
 from kubemam.storage.uri import S3Uri
-from kubemam.worker.contract import StepError, digest, step_input, work_dir, write_result
-from kubemam.worker.source import check_checksum, fetch
+from kubemam.worker.contract import StepError, digest, step_input, write_result
+from kubemam.worker.source import check_checksum, fetch_master
 
 log = logging.getLogger("kubemam.worker.ingest")
 
@@ -99,12 +98,7 @@ def run() -> int:
         write_result(summary(done.result))
         return 0
 
-    scratch = work_dir()
-    out_dir = scratch / "out"
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    master = scratch / "master"
-    sha256 = fetch(source["uri"], master, s3)
+    out_dir, master, sha256 = fetch_master(source["uri"], s3)
     check_checksum(checksum, master, sha256)
     log.info("fetched %s: %d bytes, sha256 %s", source["uri"], master.stat().st_size, sha256)
 

@@ -25,8 +25,8 @@ from kubemam.media.progress import FfmpegProgress, progress_line
 from kubemam.storage.manifest import sha256_file
 from kubemam.storage.s3 import commit, make_client, read_committed, wait_until_reachable
 from kubemam.storage.uri import S3Uri, S3UriError
-from kubemam.worker.contract import StepError, digest, step_input, work_dir, write_result
-from kubemam.worker.source import fetch
+from kubemam.worker.contract import StepError, digest, step_input, write_result
+from kubemam.worker.source import fetch_master
 
 log = logging.getLogger("kubemam.worker.migrate")
 
@@ -76,12 +76,7 @@ def run() -> int:
         write_result(done.result)
         return 0
 
-    scratch = work_dir()
-    out_dir = scratch / "out"
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    master = scratch / "master"
-    sha256 = fetch(source, master, s3)
+    out_dir, master, sha256 = fetch_master(source, s3)
     if expected is not None and sha256 != expected:
         raise StepError(f"source sha256 is {sha256}, the input expects {expected}")
     log.info("fetched %s: %d bytes, sha256 %s", source, master.stat().st_size, sha256)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -44,3 +45,15 @@ def check_checksum(expected: Checksum | None, path: Path, sha256: str) -> None:
         actual = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
     if actual != expected.value:
         raise StepError(f"source {expected.algorithm} is {actual}, the asset declares {expected.value}")
+
+
+def fetch_master(uri: str, s3: Any) -> tuple[Path, Path, str]:
+    """A fresh output folder and the master fetched beside it in the step's scratch: (out_dir, master, sha256)."""
+    from kubemam.worker.contract import work_dir
+
+    scratch = work_dir()
+    out_dir = scratch / "out"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    master = scratch / "master"
+    return out_dir, master, fetch(uri, master, s3)
