@@ -201,3 +201,12 @@ def test_deletion_waits_for_a_legal_hold_and_for_retention() -> None:
     assert deletion_blocker(_policy(), {}, storage, NOW).reason == "RetentionActive"
     expired = storage.model_copy(update={"retain_until": NOW - timedelta(seconds=1)})
     assert deletion_blocker(_policy(), {}, expired, NOW) is None
+
+
+def test_two_locations_over_the_same_storage_are_refused() -> None:
+    locations = copy.deepcopy(POLICY_DOC["locations"])
+    locations[1]["uri"] = locations[0]["uri"] + "/"  # nearline is library under another name
+    problems = policy_problems(_policy(locations=locations))
+    assert [p[0] for p in problems] == ["OverlappingLocations"]
+    locations[1]["endpoint"] = "http://other-site:9000"  # the same bucket name on another server is fine
+    assert policy_problems(_policy(locations=locations)) == []

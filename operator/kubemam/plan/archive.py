@@ -31,6 +31,14 @@ def policy_problems(spec: ArchivePolicySpec) -> list[tuple[str, str]]:
         if place in places[:index]:
             problems.append(("TierLoop", f"tier {spec.tiers[index].name!r} moves content back to "
                                          f"{place[0]}/{place[1]}, where an earlier tier keeps it"))
+    # Two names for one place would let a move "vacate" the very copy it keeps.
+    for index, loc in enumerate(spec.locations):
+        for other in spec.locations[:index]:
+            same_server = (loc.endpoint or "") == (other.endpoint or "")
+            a, b = loc.uri.rstrip("/") + "/", other.uri.rstrip("/") + "/"
+            if same_server and (a.startswith(b) or b.startswith(a)):
+                problems.append(("OverlappingLocations", f"locations {other.name!r} and {loc.name!r} share storage "
+                                                         f"({other.uri} and {loc.uri})"))
     if spec.fixity is not None:
         try:
             parse(spec.fixity.schedule)
