@@ -259,3 +259,23 @@ def test_large_objects_copy_server_side_in_parts_and_verify_by_reading_back(site
                       S3Uri("kubemam-nearline", "big/other.bin"), sha256="0" * 64, size=len(data),
                       storage_class="STANDARD", multipart_copy_above=1024 * 1024)
     assert _hash_at(site_a, "kubemam-nearline", "big/other.bin") is None
+
+
+def test_a_move_rereads_a_kept_copy_before_it_empties_the_last_other_one(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    """A copy at the target that rotted silently (its recorded sha256 metadata intact) is found by
+    reading it back before the move deletes the only good copy, and replaced from it first."""
+    asset = uuid.uuid4().hex[:8]
+    _, master = _master(site_a, 3 * 1024 * 1024)
+    both = _inputs(site_a, site_b, asset, [master], targets=[
+        {"location": "library", "storage_class": "STANDARD", "primary": True},
+        {"location": "vault", "storage_class": "STANDARD"}])
+    assert _run(site_a, site_b, tmp_path, both)[0] == 0
+    site_b.client().put_object(Bucket="kubemam-vault", Key=f"archive/{asset}/master.mxf",
+                               Body=os.urandom(master["size"]), Metadata={"sha256": master["sha256"]})
+    move = {**both, "tier": "cold", "targets": [{"location": "vault", "storage_class": "STANDARD",
+                                                   "primary": True}], "vacate": ["library"]}
+    code, result, stderr = _run(site_a, site_b, tmp_path, move)
+    assert code == 0, stderr
+    assert result["vacated"] == ["library"] and _keys(site_a, "kubemam-library", f"archive/{asset}/") == []
+    assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]

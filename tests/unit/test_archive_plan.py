@@ -210,3 +210,27 @@ def test_two_locations_over_the_same_storage_are_refused() -> None:
     assert [p[0] for p in problems] == ["OverlappingLocations"]
     locations[1]["endpoint"] = "http://other-site:9000"  # the same bucket name on another server is fine
     assert policy_problems(_policy(locations=locations)) == []
+
+
+def test_one_archive_or_fixity_job_at_a_time_and_a_failed_fixity_is_reported_once() -> None:
+    facts, _ = _archived()
+    # A move comes due while a fixity run is still running: the move waits for it.
+    running = JobObservation("ep1-fixity-0000aaaa", "fixity", "h", "Running")
+    moved = plan_archive(ArchiveFacts(**{**facts.__dict__, "jobs": [running]}), CONFIG, NOW + timedelta(days=200))
+    assert _step(moved, "archive") == [] and moved.jobs[0].state == "Pending"
+    asked = ArchiveFacts(**{**facts.__dict__, "annotations": {FIXITY_ANNOTATION: "x"}})
+    job = _step(plan_archive(asked, CONFIG, NOW), "fixity")[0]["metadata"]["name"]
+    failed = plan_archive(ArchiveFacts(**{**asked.__dict__, "jobs": [JobObservation(job, "fixity", "h", "Failed",
+                                                                                    "no intact copy")]}), CONFIG, NOW)
+    assert _cond(failed, "FixityVerified") == ("False", "FixityFailed") and len(failed.events) == 1
+    later = plan_archive(ArchiveFacts(**{**asked.__dict__, "status": asked.status.model_copy(
+        update={"storage": failed.storage})}), CONFIG, NOW)
+    assert later.events == [] and _step(later, "fixity") == []
+
+
+def test_a_master_not_in_s3_is_refused_with_a_reason() -> None:
+    doc = {**ASSET_DOC, "source": {"uri": "https://cdn.example.net/ep1.mov"}}
+    facts = ArchiveFacts(**{**_facts().__dict__, "spec": MediaAssetSpec.model_validate(doc)})
+    outcome = plan_archive(facts, CONFIG, NOW)
+    assert outcome.create_jobs == [] and outcome.failed is not None
+    assert _cond(outcome, "Archived") == ("False", "SourceNotInS3")

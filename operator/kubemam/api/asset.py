@@ -233,6 +233,8 @@ class StorageCopy(KubeModel):
 
     location: str
     uri: str
+    endpoint: str | None = Field(default=None, description="The location's S3 endpoint (None: the default)")
+    credentials_secret: str | None = Field(default=None, description="Name of the Secret with its credentials")
     storage_class: str | None = None
     site: str | None = None
     offsite: bool = False
@@ -277,8 +279,8 @@ class StorageStatus(KubeModel):
     min_copies: int | None = Field(default=None, ge=0)
     ingested_at: datetime | None = None
     last_used_at: datetime | None = Field(default=None, description="Last publish or restore")
-    archived_at: datetime | None = Field(default=None, description="First verified archive; retention counts from it")
-    retain_until: datetime | None = None
+    archived_at: datetime | None = Field(default=None, description="First verified archive")
+    retain_until: datetime | None = Field(default=None, description="Ingest time + the policy's retention.days")
     sidecar_uri: str | None = None
     restore: RestoreStatus | None = None
     fixity: FixityStatus | None = None

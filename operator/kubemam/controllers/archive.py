@@ -18,7 +18,7 @@ from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET
 from kubemam.config import OperatorConfig
 from kubemam.controllers.asset import asset_event
 from kubemam.kubeapi import KubeApi
-from kubemam.plan.archiving import deletion_blocker, purge_request
+from kubemam.plan.archiving import deletion_blocker, deletion_blocker_without_policy, purge_request
 from kubemam.plan.conditions import Verdict, apply_verdicts
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR, build_step_job
 from kubemam.plan.jobstate import observe_job
@@ -51,25 +51,37 @@ def delete_archived(api: KubeApi, config: OperatorConfig, body: dict[str, Any]) 
     storage_raw = (body.get("status") or {}).get("storage")
     if not ref or not storage_raw or not storage_raw.get("copies"):
         return  # nothing was archived
-    policy_body = api.get(ARCHIVE_POLICY.plural, namespace, ref)
-    if policy_body is None:
-        # Without the policy the locations are unknown: keep the asset (and its record) until it is back.
-        raise DeletionPending(f"ArchivePolicy {ref} is gone; its copies cannot be found to delete them", 60)
-    try:
-        policy = ArchivePolicySpec.model_validate(policy_body.get("spec") or {})
-    except ValidationError as err:
-        raise DeletionPending(f"ArchivePolicy {ref} does not validate: {err}", 60) from err
     now = datetime.now(UTC)
     storage = StorageStatus.model_validate(storage_raw)
-    blocker = deletion_blocker(policy, dict(meta.get("annotations") or {}), storage, now)
+    policy_body = api.get(ARCHIVE_POLICY.plural, namespace, ref)
+    policy = None
+    if policy_body is not None:
+        try:
+            policy = ArchivePolicySpec.model_validate(policy_body.get("spec") or {})
+        except ValidationError:
+            policy = None  # the copies recorded in status are purged instead
+    annotations = dict(meta.get("annotations") or {})
+    blocker = deletion_blocker(policy, annotations, storage, now) if policy is not None else \
+        deletion_blocker_without_policy(annotations, storage, now)
     if blocker is not None:
         _say(api, body, blocker, now)
-        raise DeletionPending(blocker.message, 10)
-    request = purge_request(name, namespace, meta["uid"], policy, config)
+        until = storage.retain_until
+        # Retention waits until it ends (re-checked at least hourly); a hold is re-checked every 10 s.
+        delay = 10.0 if blocker.reason == "LegalHold" or until is None else \
+            min(3600.0, max(10.0, (until - now).total_seconds()))
+        raise DeletionPending(blocker.message, delay)
+    request = purge_request(name, namespace, meta["uid"], policy, storage.copies or [], config)
     selector = {**MANAGED_SELECTOR, LABEL_STEP: request.step}
     jobs = [observe_job(j) for j in api.list_jobs(namespace, selector) if j["metadata"]["name"] == request.name]
     if not jobs:
-        api.create_job(build_step_job(request, config))
+        if not api.create_job(build_step_job(request, config)):
+            if api.list_jobs(namespace, selector):
+                raise DeletionPending("purging the archived copies", 3)
+            # The namespace is being deleted: no Job can run. The copies stay where they are (nothing is
+            # lost) and the asset goes, or it would hold the namespace forever.
+            log.warning("namespace %s is terminating: the archived copies of %s are kept, not purged", namespace,
+                        name)
+            return
         _say(api, body, Verdict("Deletable", "True", "Purging", f"Job {request.name} deletes every copy"), now)
         raise DeletionPending("purging the archived copies", 3)
     job = jobs[0]

@@ -39,7 +39,6 @@ from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
 from kubemam.plan.placement import (
     AssetClock,
     current_tier,
-    next_transition,
     placement,
     tier_since,
     vacated_locations,
@@ -53,6 +52,10 @@ MIGRATE = "migrate"
 RESTORE_ANNOTATION = f"archive.{GROUP}/restore"
 FIXITY_ANNOTATION = f"archive.{GROUP}/fixity-check"
 LEGAL_HOLD_ANNOTATION = f"archive.{GROUP}/legal-hold"
+RETRY_ANNOTATION = f"archive.{GROUP}/retry"
+# Archive Jobs ride out site outages: with the Job controller's pod backoff (10 s doubling to 6 min)
+# twelve attempts span about an hour before the Job fails.
+ARCHIVE_BACKOFF_LIMIT = 12
 SIDECAR_KEY = "ebucore.xml"
 PRESERVATION_KEY = "preservation.mkv"
 ONLINE_BYTES_PER_SECOND = 50 * 1024 * 1024  # a conservative estimate of one copy's throughput
@@ -86,7 +89,6 @@ class ArchiveOutcome:
     fixity_failures: int = 0  # bad copies found by a fixity run whose result is first seen now
     fixity_repaired: list[str] = field(default_factory=list)  # their "location:key" (the first few)
     copied: dict[str, int] = field(default_factory=dict)  # tier -> bytes, from a place run first seen now
-    wake_at: datetime | None = None  # the next tier transition or fixity slot
 
 
 def legal_hold(policy: ArchivePolicySpec, annotations: dict[str, str]) -> bool:
@@ -117,6 +119,11 @@ def location_inputs(policy: ArchivePolicySpec, namespace: str, name: str,
                                     endpoint=loc.endpoint or config.s3_endpoint, credentials=prefix, site=loc.site,
                                     offsite=loc.offsite, object_lock=loc.object_lock))
     return inputs, tuple(secret_env)
+
+
+def _secret_name(location: Location | None) -> str | None:
+    ref = location.credentials_secret_ref if location is not None else None
+    return ref.name if ref is not None else None
 
 
 def master_key(source_uri: str) -> str:
@@ -176,7 +183,15 @@ def _record(request: StepJobRequest, observed: Any) -> StepJob:
 def _request(facts: ArchiveFacts, step: str, inputs: dict[str, Any],
              secret_env: tuple[tuple[str, str, str], ...] = ()) -> StepJobRequest:
     return StepJobRequest(owner=Owner("MediaAsset", facts.name, facts.uid, facts.namespace), step=step,
-                          inputs=inputs, secret_env=secret_env)
+                          inputs=inputs, secret_env=secret_env,
+                          backoff_limit=ARCHIVE_BACKOFF_LIMIT if step in (ARCHIVE, FIXITY) else None)
+
+
+def _busy(facts: ArchiveFacts, planned: str) -> Any:
+    """Another archive or fixity Job of the asset still pending or running: one at a time, or a move
+    could empty a location another run is still copying into."""
+    return next((j for j in facts.jobs if j.step in (ARCHIVE, FIXITY) and j.state in ("Pending", "Running")
+                 and j.name != planned), None)
 
 
 def _last_used(status: MediaAssetStatus, storage: StorageStatus) -> datetime | None:
@@ -223,6 +238,13 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
         return out
     ingested_at = storage.ingested_at or now
     min_copies = policy.copies.min_copies if policy.copies else 1
+    if not facts.spec.source.uri.startswith("s3://") and not storage.copies:
+        out.failed = Verdict("Archived", "False", "SourceNotInS3",
+                             "the archive copies the master from S3; this master's source is "
+                             f"{urlparse(facts.spec.source.uri).scheme}://, which the archive worker does not read")
+        out.verdicts.append(out.failed)
+        out.storage = storage
+        return out
     preservation = _plan_migration(facts, storage, config, out)
 
     restore = _restore(facts, storage, now)
@@ -242,7 +264,8 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
         targets=[TargetInput(location=t.location.name, storage_class=t.storage_class, primary=t.primary)
                  for t in targets],
         vacate=[loc.name for loc in vacated_locations(policy, targets)],
-        retain_until=retain_until, retention_mode=retention.mode if retention else "GOVERNANCE", legal_hold=held)
+        retain_until=retain_until, retention_mode=retention.mode if retention else "GOVERNANCE", legal_hold=held,
+        run=f"retry:{facts.annotations[RETRY_ANNOTATION]}" if facts.annotations.get(RETRY_ANNOTATION) else None)
     request = _request(facts, ARCHIVE, inputs.to_wire(), secret_env)
     observed = _observe(facts, request.name)
     result = getattr(observed, "result", None) if observed is not None else None
@@ -252,7 +275,7 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
         request = _request(facts, ARCHIVE, {**inputs.to_wire(), "run": f"poll-{poll}"}, secret_env)
         observed = _observe(facts, request.name)
         result = getattr(observed, "result", None) if observed is not None else None
-    if observed is None:
+    if observed is None and _busy(facts, request.name) is None:
         out.create_jobs.append(build_step_job(request, config))
     out.jobs.append(_record(request, observed))
 
@@ -262,6 +285,9 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
     if observed is not None and observed.state == "Succeeded" and result and "copies" in result:
         by_name = {loc.name: loc for loc in policy.locations}
         fresh = [StorageCopy(location=c["location"], uri=c["uri"], storage_class=c.get("storageClass"),
+                             endpoint=by_name[c["location"]].endpoint or config.s3_endpoint
+                             if c["location"] in by_name else None,
+                             credentials_secret=_secret_name(by_name.get(c["location"])),
                              site=by_name[c["location"]].site if c["location"] in by_name else None,
                              offsite=by_name[c["location"]].offsite if c["location"] in by_name else False,
                              verified_at=c.get("verifiedAt"), verified_by=c.get("verifiedBy"))
@@ -314,8 +340,6 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
         "sidecar_uri": f"{copies[0].uri}/{SIDECAR_KEY}" if copies else None,
         "restore": restore, "fixity": fixity, "preservation_master": preservation,
     })
-    moments = [m for m in (next_transition(policy, clock, now),) if m is not None]
-    out.wake_at = min(moments, default=None)
     return out
 
 
@@ -347,16 +371,20 @@ def _plan_fixity(facts: ArchiveFacts, storage: StorageStatus, copies: list[Stora
                            legal_hold=legal_hold(facts.policy, facts.annotations))
     request = _request(facts, FIXITY, inputs.to_wire(), secret_env)
     observed = _observe(facts, request.name)
-    if observed is None:
+    if observed is None and _busy(facts, request.name) is None:
         out.create_jobs.append(build_step_job(request, config))
     out.jobs.append(_record(request, observed))
     if observed is None or observed.state in ("Pending", "Running"):
         return current
+    base = current or FixityStatus()
+    answered = {"last_slot": slot or base.last_slot,
+                "last_request": token if run.startswith("request:") else base.last_request}
     if observed.state == "Failed":
+        # Recorded as answered, so the failure is reported once and the schedule goes on.
         out.verdicts.append(Verdict("FixityVerified", "False", "FixityFailed",
                                     f"Job {observed.name} failed: {observed.message or 'see its log'}"))
         out.events.append(("Warning", "FixityFailed", f"fixity run {run} failed: {observed.message or ''}"[:1024]))
-        return current
+        return base.model_copy(update={"last_run": now, **answered})
     result = getattr(observed, "result", None) or {}
     failures = int(result.get("failures") or 0)
     repaired = ", ".join(result.get("repaired") or [])
@@ -368,14 +396,11 @@ def _plan_fixity(facts: ArchiveFacts, storage: StorageStatus, copies: list[Stora
     out.verdicts.append(Verdict("FixityVerified", "True", "Repaired" if failures else "AllCopiesIntact",
                                 f"{result.get('checked', 0)} object copies re-hashed at {now.isoformat()}"
                                 + (f"; repaired {repaired}" if failures else "")))
-    base = current or FixityStatus()
     return base.model_copy(update={
         "last_run": now, "copies_checked": int(result.get("checked") or 0),
         "failures": (base.failures or 0) + failures,
         "last_repair": f"{now.isoformat()} {repaired}" if failures else base.last_repair,
-        "last_slot": slot or base.last_slot,
-        "last_request": token if run.startswith("request:") else base.last_request,
-        "report_uri": report})
+        "report_uri": report, **answered})
 
 
 def _plan_migration(facts: ArchiveFacts, storage: StorageStatus, config: OperatorConfig,
@@ -432,9 +457,34 @@ def deletion_blocker(policy: ArchivePolicySpec, annotations: dict[str, str], sto
     return None
 
 
-def purge_request(name: str, namespace: str, uid: str, policy: ArchivePolicySpec,
-                  config: OperatorConfig) -> StepJobRequest:
-    locations, secret_env = location_inputs(policy, namespace, name, config)
+def deletion_blocker_without_policy(annotations: dict[str, str], storage: StorageStatus | None,
+                                    now: datetime) -> Verdict | None:
+    """The asset's own hold and the retention recorded in its status still apply when its policy is gone."""
+    if annotations.get(LEGAL_HOLD_ANNOTATION, "").lower() == "true":
+        return Verdict("Deletable", "False", "LegalHold",
+                       f"a legal hold keeps every copy; remove the {LEGAL_HOLD_ANNOTATION} annotation to delete")
+    until = storage.retain_until if storage else None
+    if until is not None and until > now:
+        return Verdict("Deletable", "False", "RetentionActive",
+                       f"the policy retains every copy until {until.isoformat()}")
+    return None
+
+
+def purge_request(name: str, namespace: str, uid: str, policy: ArchivePolicySpec | None,
+                  copies: list[StorageCopy], config: OperatorConfig) -> StepJobRequest:
+    """Every policy location; without the policy, the locations the asset's status records copies at."""
+    if policy is not None:
+        locations, secret_env = location_inputs(policy, namespace, name, config)
+    else:
+        locations, env = [], []
+        for index, copy in enumerate(copies):
+            prefix = credentials_env(index) if copy.credentials_secret else None
+            if prefix and copy.credentials_secret:
+                env += [(f"{prefix}_ACCESS_KEY_ID", copy.credentials_secret, "AWS_ACCESS_KEY_ID"),
+                        (f"{prefix}_SECRET_ACCESS_KEY", copy.credentials_secret, "AWS_SECRET_ACCESS_KEY")]
+            locations.append(LocationInput(name=copy.location, uri=copy.uri, endpoint=copy.endpoint,
+                                           credentials=prefix))
+        secret_env = tuple(env)
     inputs = ArchiveInputs(mode="purge", locations=locations)
     return StepJobRequest(owner=Owner("MediaAsset", name, uid, namespace), step=PURGE, inputs=inputs.to_wire(),
-                          secret_env=secret_env)
+                          secret_env=secret_env, backoff_limit=ARCHIVE_BACKOFF_LIMIT)

@@ -57,6 +57,7 @@ class StepJobRequest:
     secret_mounts: tuple[tuple[str, str], ...] = ()
     secret_env: tuple[tuple[str, str, str], ...] = ()
     env: tuple[tuple[str, str], ...] = ()  # plain variables, e.g. where a mount is (the process node maps paths)
+    backoff_limit: int | None = None  # None: the operator's default
 
     @property
     def digest(self) -> str:
@@ -169,7 +170,7 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
         pod_spec["priorityClassName"] = request.priority_class_name
 
     spec: dict[str, Any] = {
-        "backoffLimit": config.job_backoff_limit,
+        "backoffLimit": config.job_backoff_limit if request.backoff_limit is None else request.backoff_limit,
         "podFailurePolicy": {"rules": [
             {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "In",
                                                   "values": [PERMANENT_FAILURE_EXIT_CODE]}},

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -248,7 +248,8 @@ def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha2
         raise
     composite = base64.b64encode(hashlib.sha256(b"".join(part_digests)).digest()).decode() + f"-{len(parts)}"
     if done.get("ChecksumSHA256") not in (None, composite):
-        _remove_bad_copy(dst.s3, dst_uri)
+        if not (src.same_server(dst) and src_uri == dst_uri):
+            _remove_bad_copy(dst.s3, dst_uri)
         raise CopyNotVerified(f"{dst.name}:{dst_uri} holds checksum {done.get('ChecksumSHA256')}, sent {composite}")
     return "s3-checksum"
 
@@ -260,7 +261,7 @@ def set_storage_class(place: Place, uri: S3Uri, sha256: str, size: int, storage_
 
 def apply_lock(s3: Any, uri: S3Uri, retain_until: datetime | None, mode: str, legal_hold: bool) -> None:
     """Object Lock on one object: retention only ever extended, the legal hold set either way."""
-    if retain_until is not None:
+    if retain_until is not None and retain_until > datetime.now(UTC):  # S3 refuses a date in the past
         current = None
         try:
             current = s3.get_object_retention(Bucket=uri.bucket, Key=uri.key).get("Retention")

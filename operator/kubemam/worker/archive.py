@@ -114,10 +114,20 @@ class Outcome:
 
 
 def _source_for(obj: ObjectInput, sites: dict[str, Site], exclude: str, default: Site) -> list[tuple[Site, S3Uri]]:
-    """Where obj can be read: locations holding a verified copy first, then its original source."""
+    """Where obj can be read: locations holding a verified copy first, then its original source.
+    A site that does not answer is passed over: another may hold the copy."""
     sources: list[tuple[Site, S3Uri]] = []
     for name, site in sites.items():
-        if name != exclude and _verified_copy(site, obj) is not None:
+        if name == exclude:
+            continue
+        try:
+            held = _verified_copy(site, obj) is not None
+        except (ClientError, *TRANSIENT_ERRORS) as err:
+            if not is_transient(err):
+                raise
+            log.warning("location %s does not answer; not reading %s from it", name, obj.key)
+            continue
+        if held:
             sources.append((site, site.key(obj.key)))
     if obj.source and obj.source.startswith("s3://"):
         sources.append((default, S3Uri.parse(obj.source)))
@@ -174,6 +184,7 @@ def _write_location_manifest(inputs: ArchiveInputs, site: Site, now: datetime, v
 
 def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Callable[[], datetime]) -> Outcome:
     outcome = Outcome([], {}, [], [])
+    written: set[tuple[str, str]] = set()  # (location, key) copied and verified by this run
     for target in inputs.targets:
         site = sites[target.location]
         verified_by: dict[str, str] = {}
@@ -196,6 +207,7 @@ def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Cal
                             outcome.restoring = pending
                             return outcome
                     verified_by[obj.key] = _put_object(obj, sources, site, target.storage_class)
+                    written.add((target.location, obj.key))
                     outcome.copied_bytes[target.location] = outcome.copied_bytes.get(target.location, 0) + obj.size
                 _with_retry(site, partial(_lock, inputs, site, obj))
             except ClientError as err:
@@ -208,10 +220,15 @@ def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Cal
                                "storageClass": target.storage_class, "verifiedAt": now().isoformat(),
                                "verifiedBy": _weakest(verified_by.values())})
     # Every target verified: only now may a move empty the locations it leaves.
-    for name in inputs.vacate:
+    leaving = [name for name in inputs.vacate if not inputs.legal_hold]  # a held set stays everywhere
+    if leaving and any(_with_retry(sites[n], partial(_holds_anything, sites[n])) for n in leaving):
+        _reverify_targets(inputs, sites, default, written)
+    for name in leaving:
         site = sites[name]
-        if inputs.legal_hold:
-            continue  # a held set is not removed from anywhere
+        overlap = next((t.location for t in inputs.targets if _overlaps(site, sites[t.location])), None)
+        if overlap is not None:
+            log.error("location %s is the same storage as target %s: not emptied", name, overlap)
+            continue
         if not _with_retry(site, partial(_holds_anything, site)):
             continue
         # The manifest goes first: a location stops claiming a copy before its objects go.
@@ -219,6 +236,31 @@ def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Cal
         outcome.vacated.append(name)
         outcome.kept += kept
     return outcome
+
+
+def _overlaps(a: Site, b: Site) -> bool:
+    """Two locations over the same storage (same server, one prefix inside the other)."""
+    first, second = a.root.prefix, b.root.prefix
+    return a.place.same_server(b.place) and a.root.bucket == b.root.bucket and (
+        first.startswith(second) or second.startswith(first))
+
+
+def _reverify_targets(inputs: ArchiveInputs, sites: dict[str, Site], default: Site,
+                      written: set[tuple[str, str]]) -> None:
+    """Before the last other copies go: every target copy this run did not write itself is read back
+    and hashed (its recorded checksum says what it was, not what it is); a bad one is replaced now."""
+    for target in inputs.targets:
+        site = sites[target.location]
+        for obj in inputs.objects:
+            if (target.location, obj.key) in written or obj.content is not None:
+                continue
+            found = _with_retry(site, partial(transfer.hash_object, site.place.s3, site.key(obj.key)))
+            if found == (obj.sha256, obj.size):
+                continue
+            log.warning("%s at %s no longer matches its sha256; copying it again before the move", obj.key,
+                        target.location)
+            _put_object(obj, _source_for(obj, sites, target.location, default), site, target.storage_class)
+            _with_retry(site, partial(_lock, inputs, site, obj))
 
 
 def _holds_anything(site: Site) -> bool:
@@ -309,7 +351,8 @@ def run() -> int:
     sites = {loc.name: _site(loc) for loc in inputs.locations}
     default = _site(LocationInput(name="library", uri="s3://kubemam-library"))
     now = lambda: datetime.now(UTC)  # noqa: E731
-    for site in sites.values():
+    touched = {t.location for t in inputs.targets} | set(inputs.vacate if inputs.mode == "place" else [])
+    for site in (sites[name] for name in sorted(touched)):
         try:
             wait_until_reachable(site.place.s3, site.root.bucket, _retry_seconds())
         except ClientError as err:
