@@ -130,6 +130,8 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
         assert _hash(b, "kubemam-vault", PREFIX + "master.mov") == master_sha
         assert stack.custom.condition("mediaassets", "ep7", "Replicated")["status"] == "True"
         assert stack.custom.condition("mediaassets", "ep7", "MigrationRecommended")["reason"] == "NoFormatAtRisk"
+        first_job = next(j["name"] for j in stack.custom.get("mediaassets", "ep7")["status"]["jobs"]
+                         if j["step"] == "archive")
 
         # 2. The EBUCore sidecar beside the master parses back to what the asset says.
         sidecar = parse_sidecar(b.get_object(Bucket="kubemam-vault", Key=PREFIX + "ebucore.xml")["Body"].read())
@@ -147,6 +149,18 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
         assert a.head_object(Bucket="kubemam-nearline", Key=PREFIX + "master.mov")["StorageClass"] == \
             "REDUCED_REDUNDANCY"
         assert _hash(a, "kubemam-nearline", PREFIX + "master.mov") == master_sha
+        # The first placement's Job is superseded: it is let go (TTL) instead of piling up.
+        batch = client.BatchV1Api(stack.api)
+
+        def let_go() -> bool:
+            try:
+                job = batch.read_namespaced_job(first_job, NAMESPACE)
+            except ApiException as err:
+                return err.status == 404
+            return bool(job.spec.ttl_seconds_after_finished is not None
+                        and (job.metadata.annotations or {}).get("kubemam.io/superseded"))
+
+        wait_for(let_go, timeout=60, what="the superseded hot-tier archive Job let go")
 
         # 4. Bit rot at site B, then a fixity check: found, repaired from nearline, recorded.
         b.put_object(Bucket="kubemam-vault", Key=PREFIX + "master.mov", Body=os.urandom(master.stat().st_size))

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from kubemam import metrics
 from kubemam.api.archive import ArchivePolicySpec
 from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
-from kubemam.api.common import API_VERSION
+from kubemam.api.common import API_VERSION, GROUP
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
 from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.api.rights import RightsWindowSpec
@@ -24,7 +24,7 @@ from kubemam.controllers.keys import ensure_content_keys
 from kubemam.kubeapi import KubeApi
 from kubemam.media.progress import latest_progress
 from kubemam.plan.archive import policy_problems
-from kubemam.plan.archiving import ArchiveOutcome
+from kubemam.plan.archiving import ARCHIVE, FIXITY, ArchiveOutcome
 from kubemam.plan.asset import AssetFacts, JobObservation, plan_asset
 from kubemam.plan.conditions import status_patch
 from kubemam.plan.jobs import LABEL_ASSET, MANAGED_SELECTOR
@@ -146,6 +146,21 @@ def reconcile(api: KubeApi, config: OperatorConfig, namespace: str, name: str) -
             api.patch_status(MEDIA_ASSET.plural, namespace, name, patch)
         if plan.archive is not None:
             _archive_effects(api, body, plan.archive)
+            _expire_superseded(api, namespace, facts.jobs, plan.status.jobs or [])
+
+
+SUPERSEDED_TTL_SECONDS = 600
+
+
+def _expire_superseded(api: KubeApi, namespace: str, jobs: list[JobObservation], current: list[Any]) -> None:
+    """Finished archive and fixity Jobs the plan no longer names (an earlier placement, an answered fixity
+    run) are let go: their outcome is in the status already, and a schedule would pile them up forever."""
+    planned = {j.name for j in current}
+    for job in jobs:
+        thawing = bool((job.result or {}).get("restoring"))  # the poll rounds still start from this one
+        if job.step in (ARCHIVE, FIXITY) and job.state in ("Succeeded", "Failed") and job.name not in planned \
+                and not thawing:
+            api.annotate_job(namespace, job.name, {f"{GROUP}/superseded": "true"}, ttl_seconds=SUPERSEDED_TTL_SECONDS)
 
 
 def _archive_effects(api: KubeApi, body: dict[str, Any], outcome: ArchiveOutcome) -> None:
