@@ -234,3 +234,11 @@ def test_a_master_not_in_s3_is_refused_with_a_reason() -> None:
     outcome = plan_archive(facts, CONFIG, NOW)
     assert outcome.create_jobs == [] and outcome.failed is not None
     assert _cond(outcome, "Archived") == ("False", "SourceNotInS3")
+
+
+def test_without_its_policy_the_assets_own_hold_and_recorded_retention_still_block_deletion() -> None:
+    _, outcome = _archived()
+    storage = outcome.storage
+    assert deletion_blocker(None, {LEGAL_HOLD_ANNOTATION: "true"}, storage, NOW).reason == "LegalHold"
+    assert deletion_blocker(None, {}, storage, NOW).reason == "RetentionActive"
+    assert deletion_blocker(None, {}, storage, storage.retain_until + timedelta(seconds=1)) is None

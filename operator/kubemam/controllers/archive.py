@@ -18,7 +18,7 @@ from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET
 from kubemam.config import OperatorConfig
 from kubemam.controllers.asset import asset_event
 from kubemam.kubeapi import KubeApi
-from kubemam.plan.archiving import deletion_blocker, deletion_blocker_without_policy, purge_request
+from kubemam.plan.archiving import deletion_blocker, purge_request
 from kubemam.plan.conditions import Verdict, apply_verdicts
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR, build_step_job
 from kubemam.plan.jobstate import observe_job
@@ -61,8 +61,7 @@ def delete_archived(api: KubeApi, config: OperatorConfig, body: dict[str, Any]) 
         except ValidationError:
             policy = None  # the copies recorded in status are purged instead
     annotations = dict(meta.get("annotations") or {})
-    blocker = deletion_blocker(policy, annotations, storage, now) if policy is not None else \
-        deletion_blocker_without_policy(annotations, storage, now)
+    blocker = deletion_blocker(policy, annotations, storage, now)
     if blocker is not None:
         _say(api, body, blocker, now)
         until = storage.retain_until

@@ -91,8 +91,8 @@ class ArchiveOutcome:
     copied: dict[str, int] = field(default_factory=dict)  # tier -> bytes, from a place run first seen now
 
 
-def legal_hold(policy: ArchivePolicySpec, annotations: dict[str, str]) -> bool:
-    held = policy.retention.legal_hold if policy.retention else False
+def legal_hold(policy: ArchivePolicySpec | None, annotations: dict[str, str]) -> bool:
+    held = policy.retention.legal_hold if policy is not None and policy.retention else False
     return held or annotations.get(LEGAL_HOLD_ANNOTATION, "").lower() == "true"
 
 
@@ -443,26 +443,14 @@ def _plan_migration(facts: ArchiveFacts, storage: StorageStatus, config: Operato
     return storage.preservation_master
 
 
-def deletion_blocker(policy: ArchivePolicySpec, annotations: dict[str, str], storage: StorageStatus | None,
+def deletion_blocker(policy: ArchivePolicySpec | None, annotations: dict[str, str], storage: StorageStatus | None,
                      now: datetime) -> Verdict | None:
-    """Why the asset's copies may not be deleted yet (legal hold, retention), or None."""
+    """Why the asset's copies may not be deleted yet (legal hold, retention), or None. Without its policy
+    (deleted first) the asset's own hold and the retention recorded in its status still apply."""
     if legal_hold(policy, annotations):
         return Verdict("Deletable", "False", "LegalHold",
                        "a legal hold keeps every copy; lift it (policy retention.legalHold or the "
                        f"{LEGAL_HOLD_ANNOTATION} annotation) to delete")
-    until = storage.retain_until if storage else None
-    if until is not None and until > now:
-        return Verdict("Deletable", "False", "RetentionActive",
-                       f"the policy retains every copy until {until.isoformat()}")
-    return None
-
-
-def deletion_blocker_without_policy(annotations: dict[str, str], storage: StorageStatus | None,
-                                    now: datetime) -> Verdict | None:
-    """The asset's own hold and the retention recorded in its status still apply when its policy is gone."""
-    if annotations.get(LEGAL_HOLD_ANNOTATION, "").lower() == "true":
-        return Verdict("Deletable", "False", "LegalHold",
-                       f"a legal hold keeps every copy; remove the {LEGAL_HOLD_ANNOTATION} annotation to delete")
     until = storage.retain_until if storage else None
     if until is not None and until > now:
         return Verdict("Deletable", "False", "RetentionActive",
