@@ -9,8 +9,6 @@ original's (`verify_lossless`); the framemd5 files of both are kept as the recor
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 
 from kubemam.api.asset import TechnicalMetadata
 from kubemam.media.probe import probe
-from kubemam.media.progress import FfmpegProgress, parse_ffmpeg_progress
+from kubemam.media.progress import FfmpegProgress, run_ffmpeg_with_progress
 
 AUDIO_BLOCK = 1024  # samples per hashed audio block: decoders cut audio into different frame sizes
 FIELD_ORDERS = ("progressive", "tt", "bb", "tb", "bt")
@@ -94,19 +92,9 @@ def ffv1_command(source: Path | str, output: Path, info: dict[str, Any]) -> list
 
 
 def _run(command: list[str], what: str, report: Callable[[FfmpegProgress], None] | None) -> None:
-    """Run ffmpeg; its -progress stream goes to report. stderr goes to a file: a master full of decode
-    errors must not fill a pipe nobody reads while progress is being read."""
-    command = command[:-1] + ["-progress", "pipe:1", "-stats_period", "1"] + command[-1:]
-    with tempfile.TemporaryFile(mode="w+") as errors:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
-        assert proc.stdout is not None
-        for update in parse_ffmpeg_progress(proc.stdout):
-            if report is not None:
-                report(update)
-        code = proc.wait()
-        errors.seek(0)
-        if code != 0:
-            raise RuntimeError(f"ffmpeg {what} failed: {errors.read().strip()[-800:]}")
+    code, errors = run_ffmpeg_with_progress(command, report)
+    if code != 0:
+        raise RuntimeError(f"ffmpeg {what} failed: {errors.strip()[-800:]}")
 
 
 def encode_ffv1(source: Path | str, output: Path, info: dict[str, Any] | None = None,

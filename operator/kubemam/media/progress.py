@@ -7,7 +7,9 @@ and mirrors the newest into the asset's status. Step pods need no API access for
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 MARKER = "KUBEMAM_PROGRESS "
@@ -38,6 +40,26 @@ def parse_ffmpeg_progress(lines: Iterable[str]) -> Iterator[FfmpegProgress]:
             yield FfmpegProgress(out_seconds, _number(block.get("fps")), _number(block.get("speed", "").rstrip("x")),
                                  value == "end")
             block = {}
+
+
+def run_ffmpeg_with_progress(command: list[str], report: Callable[[FfmpegProgress], None] | None,
+                             stats_period: str = "1") -> tuple[int, str]:
+    """Run ffmpeg with its -progress stream on stdout, each update to report; (exit code, stderr text).
+
+    stderr goes to a file, not a pipe: a master full of decode errors must not fill a pipe nobody
+    reads while progress is being read. -progress and -stats_period are global options, so they go
+    to the front of the command.
+    """
+    command = [command[0], "-progress", "pipe:1", "-stats_period", stats_period, *command[1:]]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+        assert proc.stdout is not None
+        for update in parse_ffmpeg_progress(proc.stdout):
+            if report is not None:
+                report(update)
+        code = proc.wait()
+        errors.seek(0)
+        return code, errors.read().decode(errors="replace")
 
 
 def _number(text: str | None) -> float | None:

@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +17,7 @@ import ffmpeg
 
 from kubemam.api.asset import Loudness, Marker, QCIssue, QCResult, Timeline
 from kubemam.api.qc import QCCheck, QCPolicy
-from kubemam.media.progress import FfmpegProgress, parse_ffmpeg_progress
+from kubemam.media.progress import FfmpegProgress, run_ffmpeg_with_progress
 from kubemam.media.timecode import Timecode, TimecodeError, seconds_to_timecode
 
 _BLACK = re.compile(r"black_start:\s*([\d.]+)\s+black_end:\s*([\d.]+)")
@@ -139,16 +137,7 @@ def verdict(findings: list[Finding], measured: QCMeasurements, policy: QCPolicy,
 def run_qc(source: Path, has_audio: bool, policy: QCPolicy,
            report: Callable[[FfmpegProgress], None] | None = None) -> QCMeasurements:
     """The QC decode; ffmpeg's -progress stream (stdout) goes to report as it runs."""
-    command = qc_command(source, has_audio, policy) + ["-progress", "pipe:1", "-stats_period", "0.5"]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-        assert proc.stdout is not None
-        for update in parse_ffmpeg_progress(proc.stdout):
-            if report is not None:
-                report(update)
-        returncode = proc.wait()
-        log.seek(0)
-        text = log.read().decode(errors="replace")
+    returncode, text = run_ffmpeg_with_progress(qc_command(source, has_audio, policy), report, stats_period="0.5")
     if returncode != 0:
         raise QCError(f"ffmpeg QC pass failed: {text.strip()[-500:]}")
     return parse_qc_log(text)

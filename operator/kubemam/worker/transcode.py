@@ -41,7 +41,7 @@ from kubemam.media.encode import (
     loudness_measure_command,
 )
 from kubemam.media.probe import probe
-from kubemam.media.progress import parse_ffmpeg_progress, progress_line
+from kubemam.media.progress import FfmpegProgress, progress_line, run_ffmpeg_with_progress
 from kubemam.storage.manifest import Manifest
 from kubemam.storage.s3 import (
     commit,
@@ -125,16 +125,14 @@ def _measure_loudness(master: Path, rendition: AudioRendition) -> LoudnessMeasur
 
 def _run_ffmpeg(command: list[str], duration: float, start_percent: int, end_percent: int) -> None:
     """Run an encode, printing progress lines (percent within [start, end], fps, ETA) as it goes."""
-    command = command[:-1] + ["-progress", "pipe:1", "-stats_period", "1"] + command[-1:]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stderr is not None
-    for update in parse_ffmpeg_progress(proc.stdout):
+    def report(update: FfmpegProgress) -> None:
         share = min(1.0, update.out_seconds / duration) if duration else 0.0
         eta = int((duration - update.out_seconds) / update.speed) if update.speed and duration else None
         percent = start_percent + int(share * (end_percent - start_percent))
         print(progress_line("transcode", percent, update.fps, eta), flush=True)
-    stderr = proc.stderr.read()
-    if proc.wait() != 0:
+
+    code, stderr = run_ffmpeg_with_progress(command, report)
+    if code != 0:
         raise RuntimeError(f"ffmpeg encode failed: {stderr.strip()[-800:]}")
 
 
