@@ -159,7 +159,7 @@ def _expire_superseded(api: KubeApi, namespace: str, jobs: list[JobObservation],
     for job in jobs:
         thawing = bool((job.result or {}).get("restoring"))  # the poll rounds still start from this one
         if job.step in (ARCHIVE, FIXITY) and job.state in ("Succeeded", "Failed") and job.name not in planned \
-                and not thawing:
+                and not thawing and not job.expiring:  # annotated once, not on every reconcile
             api.annotate_job(namespace, job.name, {f"{GROUP}/superseded": "true"}, ttl_seconds=SUPERSEDED_TTL_SECONDS)
 
 

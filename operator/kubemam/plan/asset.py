@@ -54,6 +54,7 @@ class JobObservation:
     state: str  # Pending | Running | Succeeded | Failed
     message: str | None = None
     result: dict[str, Any] | None = None  # the worker's termination message, parsed
+    expiring: bool = False  # the Job already has a ttlSecondsAfterFinished: it is being let go
 
 
 @dataclass(frozen=True)

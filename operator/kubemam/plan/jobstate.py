@@ -55,4 +55,5 @@ def observe_job(job: dict[str, Any], termination_message: str | None = None) -> 
         state=state,
         message=message,
         result=parse_result(termination_message) if state == "Succeeded" else None,
+        expiring=(job.get("spec") or {}).get("ttlSecondsAfterFinished") is not None,
     )
