@@ -42,6 +42,21 @@ def metric_value(exposition: str, name: str, **labels: str) -> float | None:
     return sum(found) if found else None
 
 
+def run_step(step: str, minio: Any, tmp_path: Path, inputs: dict[str, Any]) -> tuple[
+        subprocess.CompletedProcess[str], Path]:
+    """`kubemam worker <step>` as its Job runs it (input and S3 credentials from the environment) against
+    a MinIO; the process and where its termination message lands."""
+    import json
+
+    message = tmp_path / "termination-log"
+    env = {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
+           "AWS_SECRET_ACCESS_KEY": minio.secret_key, "KUBEMAM_STEP_INPUT": json.dumps(inputs),
+           "KUBEMAM_TERMINATION_MESSAGE_PATH": str(message), "TMPDIR": str(tmp_path), "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "kubemam", "worker", step], env=env, capture_output=True,
+                            text=True, timeout=300)
+    return result, message
+
+
 def example(name: str) -> dict[str, Any]:
     return dict(yaml.safe_load((EXAMPLES / name).read_text()))
 

@@ -17,6 +17,7 @@ import pytest
 
 from kubemam.storage.s3 import list_objects, make_client, read_manifest
 from kubemam.storage.uri import S3Uri
+from tests.helpers import run_step
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
@@ -36,13 +37,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(minio: Any, tmp_path: Path, inputs: dict[str, Any]) -> tuple[subprocess.CompletedProcess[str], Path]:
-    message = tmp_path / "termination-log"
-    env = {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
-           "AWS_SECRET_ACCESS_KEY": minio.secret_key, "KUBEMAM_STEP_INPUT": json.dumps(inputs),
-           "KUBEMAM_TERMINATION_MESSAGE_PATH": str(message), "TMPDIR": str(tmp_path), "HOME": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "kubemam", "worker", "ingest"], env=env, capture_output=True,
-                            text=True, timeout=300)
-    return result, message
+    return run_step("ingest", minio, tmp_path, inputs)
 
 
 def test_ingest_commits_proxy_probe_and_qc_and_reports_them(minio: Any, sample: Path, tmp_path: Path) -> None:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from kubemam.media.preserve import (
 )
 from kubemam.storage.s3 import list_objects, make_client, read_manifest, verify
 from kubemam.storage.uri import S3Uri
+from tests.helpers import run_step
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 
@@ -92,13 +91,7 @@ def mpeg2_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(minio: Any, tmp_path: Path, inputs: dict[str, Any]) -> tuple[subprocess.CompletedProcess[str], Path]:
-    message = tmp_path / "termination-log"
-    env = {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
-           "AWS_SECRET_ACCESS_KEY": minio.secret_key, "KUBEMAM_STEP_INPUT": json.dumps(inputs),
-           "KUBEMAM_TERMINATION_MESSAGE_PATH": str(message), "TMPDIR": str(tmp_path), "HOME": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "kubemam", "worker", "migrate"], env=env, capture_output=True,
-                            text=True, timeout=300)
-    return result, message
+    return run_step("migrate", minio, tmp_path, inputs)
 
 
 def _upload(minio: Any, master: Path) -> tuple[Any, str, str]:
