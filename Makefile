@@ -6,11 +6,13 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test unit integration lint crds binaries up down env bench clean
 
-$(STAMP): pyproject.toml
+# Two distributions: kubemam (the product) and kubemam-local (operator/local: the development cluster,
+# `kubemam local` and `kubemam demo`), both editable.
+$(STAMP): pyproject.toml operator/local/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kubemam needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e operator/local
 	@touch $@
 
 # The control-plane binaries: KUBEBUILDER_ASSETS, else the per-version cache, else built with Go.
@@ -21,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/kubemam crds --check
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/mypy
-	PYTHONPATH=operator $(BIN)/lint-imports
+	PYTHONPATH=operator:operator/local $(BIN)/lint-imports
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q

@@ -26,10 +26,10 @@ from typing import Any
 import yaml
 
 from kubemam import __version__
-from kubemam.demo import DEMO_NAMESPACE, s3_client
-from kubemam.local import cluster
 from kubemam.storage.s3 import commit
 from kubemam.storage.uri import S3Uri
+from kubemam_local import cluster
+from kubemam_local.demo import DEMO_NAMESPACE, s3_client
 
 ORIGIN = "kubemam-origin"
 PACKAGE_FILES = {"manifest.mpd": b"<MPD/>", "master.m3u8": b"#EXTM3U\n", "v/init.mp4": b"\0" * 800,

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubemam.local.minio import MinioServer
+from kubemam_local.minio import MinioServer
 
 MiB = 1024 * 1024
 SEED = "seed/master.mxf"

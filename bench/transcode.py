@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from kubemam.api.ladder import TranscodeLadderSpec
-from kubemam.local.minio import MinioServer
 from kubemam.media.probe import probe, technical_metadata
 from kubemam.media.sample import make_sample
 from kubemam.plan.transcode import chunking, fit_ladder, master_facts, transcode_inputs
 from kubemam.storage.manifest import sha256_file
 from kubemam.storage.s3 import make_client
 from kubemam.storage.uri import S3Uri
+from kubemam_local.minio import MinioServer
 
 RUNGS = [(1920, 1080, 5000), (1280, 720, 3000), (960, 540, 1600), (640, 360, 800)]
 LADDER = TranscodeLadderSpec.model_validate({

@@ -16,10 +16,26 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def worker_tools(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Workers that tests run as host processes (`kubemam worker package` with os.environ) find
+    mp4ff-encrypt as in the worker image: KUBEMAM_MP4FF_ENCRYPT, set here for the session to the one
+    the local cluster builds. Only when integration tests are selected (building it needs Go)."""
+    if not any(item.get_closest_marker("integration") for item in request.session.items):
+        yield
+        return
+    from tests.helpers import worker_tools_env
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in worker_tools_env().items():
+            patch.setenv(name, value)
+        yield
+
+
 @pytest.fixture(scope="session")
 def control_plane(request: pytest.FixtureRequest) -> Iterator[object]:
-    from kubemam.local.binaries import resolve
-    from kubemam.local.controlplane import ControlPlane
+    from kubemam_local.binaries import resolve
+    from kubemam_local.controlplane import ControlPlane
 
     binaries = resolve(("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"))
     with ControlPlane(binaries=binaries, scheduler=True) as cp:
@@ -35,7 +51,7 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[object]:
 def api_client(control_plane: object):  # type: ignore[no-untyped-def]
     from kubernetes import config
 
-    from kubemam.local.crdinstall import install_crds
+    from kubemam_local.crdinstall import install_crds
 
     client = config.new_client_from_config(str(control_plane.kubeconfig))  # type: ignore[attr-defined]
     install_crds(client)
@@ -106,7 +122,7 @@ def operator(control_plane: object, api_client: object, tmp_path_factory: pytest
 @pytest.fixture(scope="session")
 def minio() -> Iterator[object]:
     """A real MinIO server on loopback with generated credentials."""
-    from kubemam.local.minio import MinioServer
+    from kubemam_local.minio import MinioServer
 
     with MinioServer(buckets=["kubemam-library"]) as server:
         yield server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -42,6 +43,18 @@ def metric_value(exposition: str, name: str, **labels: str) -> float | None:
     return sum(found) if found else None
 
 
+@functools.cache
+def worker_tools_env() -> dict[str, str]:
+    """What the worker image gives its steps beside the package, for workers run here as host processes:
+    KUBEMAM_MP4FF_ENCRYPT, as the image sets it, to the mp4ff-encrypt the local cluster builds (its cache,
+    or built with Go once). The product never builds it: it looks at that variable, then PATH."""
+    if os.environ.get("KUBEMAM_MP4FF_ENCRYPT"):
+        return {"KUBEMAM_MP4FF_ENCRYPT": os.environ["KUBEMAM_MP4FF_ENCRYPT"]}
+    from kubemam_local.gotools import resolve_tool
+
+    return {"KUBEMAM_MP4FF_ENCRYPT": str(resolve_tool("mp4ff-encrypt"))}
+
+
 def run_step(step: str, minio: Any, tmp_path: Path, inputs: dict[str, Any]) -> tuple[
         subprocess.CompletedProcess[str], Path]:
     """`kubemam worker <step>` as its Job runs it (input and S3 credentials from the environment) against
@@ -49,9 +62,10 @@ def run_step(step: str, minio: Any, tmp_path: Path, inputs: dict[str, Any]) -> t
     import json
 
     message = tmp_path / "termination-log"
-    env = {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
-           "AWS_SECRET_ACCESS_KEY": minio.secret_key, "KUBEMAM_STEP_INPUT": json.dumps(inputs),
-           "KUBEMAM_TERMINATION_MESSAGE_PATH": str(message), "TMPDIR": str(tmp_path), "HOME": str(tmp_path)}
+    env = {**os.environ, **worker_tools_env(), "AWS_ENDPOINT_URL": minio.endpoint,
+           "AWS_ACCESS_KEY_ID": minio.access_key, "AWS_SECRET_ACCESS_KEY": minio.secret_key,
+           "KUBEMAM_STEP_INPUT": json.dumps(inputs), "KUBEMAM_TERMINATION_MESSAGE_PATH": str(message),
+           "TMPDIR": str(tmp_path), "HOME": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "kubemam", "worker", step], env=env, capture_output=True,
                             text=True, timeout=300)
     return result, message
@@ -88,7 +102,7 @@ class Custom:
 def start_operator(kubeconfig: Path, s3_endpoint: str, log: Path,
                    metrics_port: int = 0, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`kubemam run` as its own process against a test cluster, its output appended to log."""
-    from kubemam.local.cluster import S3_SECRET
+    from kubemam_local.cluster import S3_SECRET
 
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBEMAM_S3_ENDPOINT": s3_endpoint,
            "KUBEMAM_S3_CREDENTIALS_SECRET": S3_SECRET, "KUBEMAM_RECHECK_SECONDS": "5",
@@ -137,12 +151,12 @@ def local_stack(control_plane: Any, tmp_path: Path, namespace: str,
     and the operator; all stopped on exit."""
     from kubernetes import config
 
-    from kubemam.local.cluster import provision_namespaces
-    from kubemam.local.controlplane import ControlPlane, free_port
-    from kubemam.local.crdinstall import install_crds
-    from kubemam.local.minio import MinioServer
-    from kubemam.local.node import ProcessNode
     from kubemam.storage.s3 import make_client
+    from kubemam_local.cluster import provision_namespaces
+    from kubemam_local.controlplane import ControlPlane, free_port
+    from kubemam_local.crdinstall import install_crds
+    from kubemam_local.minio import MinioServer
+    from kubemam_local.node import ProcessNode
 
     with ControlPlane(binaries=control_plane.binaries, scheduler=True) as cp, \
             MinioServer(buckets=["kubemam-library"]) as s3:

@@ -1,5 +1,6 @@
-"""The `kubemam` command: the operator, CRD generation, the local cluster, the workers, reports, and
-what people read: `kubemam status` and `kubemam describe ma`."""
+"""The `kubemam` command: the operator, CRD generation, the workers, reports, and what people read:
+`kubemam status` and `kubemam describe ma`. Other distributions add subcommands through the
+`kubemam.commands` entry-point group: kubemam-local (operator/local) adds `local` and `demo`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubemam.worker.steps import STEPS
+from kubemam.steps.registry import STEPS
 
 if TYPE_CHECKING:
     from kubemam.kubeapi import KubeApi
@@ -57,99 +58,6 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
     )
-    return 0
-
-
-def _node(directory: Path) -> int:
-    """Run the process node in the foreground until SIGTERM or SIGINT (KUBECONFIG names the cluster)."""
-    import signal
-    import threading
-
-    from kubernetes import client
-
-    from kubemam.kubeapi import load_config
-    from kubemam.local.node import ProcessNode
-
-    load_config()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    taint = os.environ.get("KUBEMAM_NODE_TAINT")  # key=value:Effect
-    taints = []
-    if taint:
-        key_value, effect = taint.rsplit(":", 1)
-        key, _, value = key_value.partition("=")
-        taints.append({"key": key, "value": value, "effect": effect})
-    name = os.environ.get("KUBEMAM_NODE_NAME", "kubemam-local")
-    node = ProcessNode(client.ApiClient(), directory / "node", name=name, taints=taints)
-    node.start()
-    stop.wait()
-    node.stop()
-    return 0
-
-
-def _logs(directory: Path, pod: str | None) -> int:
-    """A finished or running pod's stdout and stderr, kept by the process node in its sandbox."""
-    if not pod:
-        print("usage: kubemam local logs POD", file=sys.stderr)
-        return 2
-    from kubemam.local.node import CONTAINER_LOG
-
-    sandboxes = sorted((directory / "node" / "pods").glob(f"*_{pod}_*/{CONTAINER_LOG}"))
-    if not sandboxes:
-        print(f"no pod {pod!r} has run on the process node (state: {directory})", file=sys.stderr)
-        return 1
-    sys.stdout.write(sandboxes[-1].read_text(errors="replace"))
-    return 0
-
-
-def _local(args: argparse.Namespace) -> int:
-    from kubemam.local import cluster
-    from kubemam.local.binaries import resolve
-
-    directory = Path(args.state_dir) if args.state_dir else cluster.state_dir()
-    if args.action == "serve":
-        return cluster.serve(directory)
-    if args.action == "node":
-        return _node(directory)
-    if args.action == "logs":
-        return _logs(directory, args.target)
-    if args.action == "pin-kube":
-        from kubemam.local.pinning import pin
-
-        if not args.target:
-            print("usage: kubemam local pin-kube VERSION (e.g. v1.36.3)", file=sys.stderr)
-            return 2
-        for module in pin(args.target):
-            print(f"pinned {module}")
-        return 0
-    if args.action == "build":
-        from kubemam.local.gotools import TOOLS, resolve_tool
-
-        binaries = resolve(cluster.TOOLS + ("kube-scheduler",))
-        for name, path in sorted(binaries.paths.items()):
-            print(f"{name}\t{path}")
-        for tool in TOOLS:
-            print(f"{tool}\t{resolve_tool(tool)}")
-        return 0
-    if args.action == "up":
-        state = cluster.up(directory)
-        print(f"kubemam local cluster {state['version']} at {state['server']} "
-              f"(control plane started in {state['startedInSeconds']}s)")
-        print(f"logs: {state['logs']}")
-        print("to use it:")
-        for line in cluster.env_lines(state):
-            print(f"  {line}")
-        return 0
-    if args.action == "down":
-        print("stopped" if cluster.down(directory) else "not running")
-        return 0
-    running = cluster.read_state(directory)
-    if running is None:
-        print("the local cluster is not running: kubemam local up", file=sys.stderr)
-        return 1
-    for line in cluster.env_lines(running):
-        print(line)
     return 0
 
 
@@ -294,10 +202,45 @@ def _describe(args: argparse.Namespace) -> int:
     return _people("describe", show)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from kubemam import demo
+# --- subcommands of other distributions ----------------------------------------------------------------
 
-    return demo.run(watch_seconds=args.watch)
+# Other distributions add subcommands through this entry-point group: each entry point, named after its
+# subcommand, is a function that adds its parser to the subparsers and sets `func` (kubemam-local adds
+# `local` and `demo`). The product never imports them.
+COMMAND_GROUP = "kubemam.commands"
+# The development cluster's subcommands, named even when kubemam-local is not installed, to say so.
+DEV_COMMANDS = {
+    "local": "the local cluster for tests and the demo (needs kubemam-local)",
+    "demo": "start the local cluster, apply examples/ and follow the asset to Ready (needs kubemam-local)",
+}
+DEV_DISTRIBUTION = ("the development cluster is a separate distribution, kubemam-local, and it is not installed. "
+                    "From a kubemam checkout: pip install -e operator/local (`make up` and `make demo` install it).")
+
+
+def _not_installed(args: argparse.Namespace) -> int:
+    print(f"kubemam {args.command}: {getattr(args, 'broken', None) or DEV_DISTRIBUTION}", file=sys.stderr)
+    return 2
+
+
+def _add_plugins(sub: argparse._SubParsersAction[Any]) -> None:
+    """The subcommands other installed distributions register; a name a built-in command has is skipped.
+    The development cluster's commands that nobody registered get a parser that says how to install it."""
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        if entry.name in sub.choices:
+            continue
+        try:
+            entry.load()(sub)
+        except Exception as err:  # a broken plugin costs its own subcommand, not the whole CLI (nor a worker)
+            broken = f"{entry.value} (from {entry.dist.name if entry.dist else '?'}) failed to load: {err}"
+            stub = sub.choices.get(entry.name) or sub.add_parser(entry.name, help=f"unavailable: {broken}",
+                                                                 add_help=False)
+            stub.set_defaults(func=_not_installed, broken=broken)
+    for name, help_text in DEV_COMMANDS.items():
+        if name not in sub.choices:
+            stub = sub.add_parser(name, help=help_text, add_help=False)
+            stub.set_defaults(func=_not_installed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,15 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(func=_run)
 
-    local = sub.add_parser("local", help="the local cluster for tests and the demo")
-    local.add_argument("action", choices=["up", "down", "env", "build", "serve", "node", "logs", "pin-kube"])
-    local.add_argument("target", nargs="?", metavar="POD|VERSION",
-                       help="logs: the pod whose stdout/stderr to show; pin-kube: the release, e.g. v1.36.3")
-    local.add_argument("--state-dir", default=None, help="where state and logs live (default: ~/.cache/kubemam/local)")
-    local.set_defaults(func=_local)
-
     worker = sub.add_parser("worker", help="run one step of a Job (reads KUBEMAM_STEP_INPUT)")
-    worker.add_argument("step", choices=list(STEPS))
+    # Not argparse choices: an unknown step must reach the asset in words, as a termination message.
+    worker.add_argument("step", metavar="STEP", help="one of: " + ", ".join(STEPS))
     worker.set_defaults(func=_worker)
 
     report = sub.add_parser("report", help="reports from what the workers recorded in the library")
@@ -356,15 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--namespace", "-n", default=None, help="default: the context's namespace")
     describe.set_defaults(func=_describe)
 
-    demo = sub.add_parser("demo", help="start the local cluster, apply examples/ and show what happens")
-    demo.add_argument("--watch", type=float, default=900.0,
-                      help="longest wait for ingest and transcode, in seconds (default: 900)")
-    demo.set_defaults(func=_demo)
+    _add_plugins(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.func is not _not_installed:  # after `kubemam local` anything gets the same answer
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.func is not _run:  # Kopf configures logging for the operator itself
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

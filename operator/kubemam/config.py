@@ -23,7 +23,8 @@ class OperatorConfig(BaseModel):
     library_uri: str = Field(default="s3://kubemam-library", pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
                              description="Where step outputs are committed: <library>/assets/<ns>/<asset>/<step>/")
     job_backoff_limit: int = Field(default=3, ge=0, le=20)
-    job_active_deadline_seconds: int = Field(default=6 * 3600, ge=60)
+    job_active_deadline_seconds: int | None = Field(
+        default=None, ge=60, description="Overrides every step's own deadline (steps/registry.py) when set.")
     recheck_seconds: float = Field(default=60.0, gt=0, description="Safety-net re-reconcile of assets not Ready.")
     archive_check_seconds: float = Field(default=120.0, gt=0, description="How often archived assets are "
                                          "re-planned: tier transitions and fixity slots are met this closely.")

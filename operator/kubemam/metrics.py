@@ -29,6 +29,7 @@ from kubemam.api.asset import AssetPhase
 from kubemam.api.qc import QCCheck
 from kubemam.plan.jobs import LABEL_STEP
 from kubemam.plan.jobstate import job_state
+from kubemam.steps.registry import INGEST, STEPS
 from kubemam.timestamps import parse_time
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,9 @@ def _true_condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | N
 
 
 def job_step(job: Mapping[str, Any]) -> str:
-    return str(((job.get("metadata") or {}).get("labels") or {}).get(LABEL_STEP) or "unknown")
+    """The Job's registered step; anything else is "unknown", so the label's values stay the registry's."""
+    step = str(((job.get("metadata") or {}).get("labels") or {}).get(LABEL_STEP) or "")
+    return step if step in STEPS else "unknown"
 
 
 def job_finish(job: Mapping[str, Any]) -> JobFinish | None:
@@ -312,7 +315,7 @@ def qc_key(namespace: str, asset: str, status: Mapping[str, Any],
     checked = parse_time(qc.get("checkedAt"))
     if checked is None or checked < since:
         return None
-    ingest = [j for j in status.get("jobs") or [] if isinstance(j, Mapping) and j.get("step") == "ingest"]
+    ingest = [j for j in status.get("jobs") or [] if isinstance(j, Mapping) and j.get("step") == INGEST]
     job = str(ingest[-1].get("name") or "") if ingest else ""
     return namespace, asset, job, str(qc.get("checkedAt"))
 

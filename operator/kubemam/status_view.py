@@ -13,6 +13,7 @@ from typing import Any
 
 from kubemam.plan.jobs import LABEL_STEP
 from kubemam.plan.jobstate import job_state
+from kubemam.steps.registry import STEPS
 from kubemam.timestamps import parse_time
 
 BAR_WIDTH = 10
@@ -382,6 +383,7 @@ def _job_rows(status: Mapping[str, Any], jobs: Sequence[Mapping[str, Any]], now:
              if c.get("type") == "Failed" and c.get("status") == "True"), None)
         took = span(((ended or now) - started).total_seconds()) if started else NONE
         step = record.get("step") or ((job.get("metadata") or {}).get("labels") or {}).get(LABEL_STEP) or "?"
+        step = step if step in STEPS else f"{step} (unknown step)"
         state = record.get("state") or (_live_state(job) if job else "?")
         message = " ".join(str(record.get("message") or "").split())
         rows.append([str(step), name, str(state), took, message[:100] + ("…" if len(message) > 100 else "")])

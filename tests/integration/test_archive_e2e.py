@@ -18,9 +18,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from kubemam.archive.ebucore import parse_sidecar
-from kubemam.local.minio import MinioServer
 from kubemam.media.sample import make_sample
 from kubemam.plan.archiving import FIXITY_ANNOTATION, LEGAL_HOLD_ANNOTATION, RESTORE_ANNOTATION
+from kubemam_local.minio import MinioServer
 from tests.helpers import LocalStack, local_stack, metric_value, wait_for
 
 pytestmark = [pytest.mark.integration,

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from kubemam.local.minio import MinioServer
 from kubemam.storage.s3 import make_client
 from kubemam.storage.transfer import Place, copy_verified
+from kubemam_local.minio import MinioServer
 
 pytestmark = pytest.mark.integration
 SITE_B = "KUBEMAM_LOCATION_1"

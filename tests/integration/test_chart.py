@@ -90,7 +90,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _n
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    from kubemam.local.gotools import resolve_tool
+    from kubemam_local.gotools import resolve_tool
 
     return str(resolve_tool("helm"))  # built from the Go module proxy on first use, then cached
 

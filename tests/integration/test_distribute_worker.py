@@ -129,6 +129,10 @@ def test_usage_rows_pair_publish_with_next_takedown_and_clip() -> None:
     (lambda i: i["actions"][1].update(origin="s3://kubemam-origin/feeds"), "holds feed"),
     (lambda i: i["actions"][1].update(origin=i["actions"][0]["origin"]), "another action of the batch"),
     (lambda i: i.update(batch="not hex"), "input.batch"),
+    (lambda i: i["actions"][0].update(channel="tv"), "actions[0].channel 'tv' is unknown (known: svod, avod"),
+    (lambda i: i.update(feeds=i["feeds"] * 2), "input.feeds names the same feed twice"),
+    (lambda i: i.update(attempt=-1), "input.attempt"),
+    (lambda i: i.update(surprise=1), "input.surprise"),
 ])
 def test_bad_input_is_refused_naming_the_problem(change: Any, message: str) -> None:
     inputs = _example()
@@ -152,6 +156,34 @@ def _example() -> dict[str, Any]:
 def test_the_briefs_example_input_parses() -> None:
     batch = parse_input(_example())
     assert [a.action for a in batch.actions] == ["publish", "takedown"] and batch.feeds[0].uri.key == "feeds/svod.json"
+
+
+def test_what_the_rights_planner_writes_is_what_the_worker_reads() -> None:
+    from kubemam.api.asset import MediaAssetStatus
+    from kubemam.api.distribution import DistributionTarget
+    from kubemam.api.rights import RightsWindowSpec
+    from kubemam.config import OperatorConfig
+    from kubemam.plan.distribution import AssetFacts, DistributionFacts, WindowFacts, plan_distribution
+    from kubemam.plan.jobs import STEP_INPUT_ENV
+
+    now = datetime(2027, 1, 1, tzinfo=UTC)
+    spec = RightsWindowSpec.model_validate({"assets": {"names": ["ep1"]}, "territories": ["NO", "SE"],
+                                            "channels": ["svod"], "start": now, "end": now + timedelta(hours=1)})
+    target = DistributionTarget(name="svod-nordics", channel="svod", origin=f"s3://{ORIGIN}/svod-nordics",
+                                territories=["NO", "SE"], purge_webhook="http://cdn.local/purge")
+    status = MediaAssetStatus.model_validate({"packages": [
+        {"format": "dash", "manifestUri": f"s3://{LIBRARY}/assets/media/ep1/packages/0123abcd/manifest.mpd"}]})
+    facts = DistributionFacts("media", [WindowFacts("w1", 1, spec)], [AssetFacts("ep1", {}, status)], [], [target])
+    job = plan_distribution(facts, OperatorConfig(library_uri=f"s3://{LIBRARY}"), now).job
+    assert job is not None
+    env = job.job["spec"]["template"]["spec"]["containers"][0]["env"]
+    batch = parse_input(json.loads(next(e["value"] for e in env if e["name"] == STEP_INPUT_ENV)))
+    [action] = batch.actions
+    assert (action.action, str(action.package), str(action.origin), action.purge_webhook) == (
+        "publish", f"s3://{LIBRARY}/assets/media/ep1/packages/0123abcd", f"s3://{ORIGIN}/svod-nordics/media/ep1",
+        "http://cdn.local/purge")
+    assert str(batch.usage) == f"s3://{LIBRARY}/usage/media/{batch.batch}.json"
+    assert [str(f.uri) for f in batch.feeds] == [f"s3://{ORIGIN}/feeds/svod.json"]
 
 
 class RefusingS3:
@@ -378,7 +410,8 @@ def test_a_bad_package_fails_its_publish_for_good_and_holds_up_nothing_else(mini
     inputs = _inputs(ns, [_action("publish", ns, "ep1", empty), taken, _action("publish", ns, "ep2", good)],
                      [{"uri": feed, "entries": entries}])
     result, lines, stderr = _run(minio, tmp_path, inputs, expect=2)
-    assert result["error"] == f"1 of 3 actions failed: publish ep1 on svod-nordics: package {empty} holds nothing"
+    assert result["error"] == (f"distribute: 1 of 3 actions failed: publish ep1 on svod-nordics: package {empty} "
+                               "holds nothing")
     assert "holds nothing" in stderr
     assert [line["verified"] for line in lines] == [False, True, True]
     assert _listing(s3, taken["origin"]) == {}  # the takedown was not held up
@@ -398,13 +431,13 @@ def test_bad_input_exits_2_with_a_message_before_touching_storage(minio: Any, s3
     s3.put_object(Bucket=ORIGIN, Key=f"svod-nordics/{ns}/ep2/seg.m4s", Body=b"x")
     inputs = _inputs(ns, [_action("takedown", ns, "ep2"), {**_action("publish", ns, "ep3"), "action": "unpublish"}])
     result, _, _ = _run(minio, tmp_path, inputs, expect=2)
-    assert result["error"] == "actions[1].action 'unpublish' is unknown (known: publish, takedown)"
+    assert result["error"] == "distribute: actions[1].action 'unpublish' is unknown (known: publish, takedown)"
     assert _listing(s3, f"s3://{ORIGIN}/svod-nordics/{ns}/ep2") == {"seg.m4s": 1}
     result, _, _ = _run(minio, tmp_path, {**inputs, "actions": inputs["actions"][:1], "usage": "s3:/nope"}, expect=2)
     assert "input.usage" in result["error"]
     missing = _inputs(ns, [{**_action("takedown", ns, "ep2"), "origin": f"s3://no-such-bucket-{ns}/x"}])
     result, _, _ = _run(minio, tmp_path, missing, expect=2)
-    assert result["error"] == f"bucket no-such-bucket-{ns} does not exist"
+    assert result["error"] == f"distribute: bucket no-such-bucket-{ns} does not exist"
 
 
 def _fill_origin(s3: Any, namespace: str, asset: str, count: int = 5) -> list[str]:

@@ -155,7 +155,7 @@ def test_a_non_media_file_fails_permanently_and_commits_nothing(minio: Any, tmp_
 def test_s3_briefly_unreachable_is_retried_not_failed(minio: Any, sample: Path, tmp_path: Path) -> None:
     """S3 down when the worker starts and back a few seconds later: the step retries and succeeds.
     Down for good: the step fails with an ordinary exit code (the Job retries), never the permanent one."""
-    from kubemam.local.minio import MinioServer
+    from kubemam_local.minio import MinioServer
 
     late = MinioServer(buckets=["kubemam-library"], workdir=tmp_path / "late-minio")
     inputs = {"source": {"uri": "s3://kubemam-library/incoming/late.mov"},

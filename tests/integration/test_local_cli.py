@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from kubemam.demo import s3_client, upload_sources
 from kubemam.media.timecode import Timecode
 from kubemam.storage.uri import S3Uri
+from kubemam_local.demo import s3_client, upload_sources
 from tests.helpers import EXAMPLES
 
 pytestmark = pytest.mark.integration

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from kubemam.demo import upload_sources
-from kubemam.local.cluster import S3_SECRET, provision_namespaces
-from kubemam.local.controlplane import ControlPlane
-from kubemam.local.crdinstall import install_crds
-from kubemam.local.minio import MinioServer
-from kubemam.local.node import ProcessNode
 from kubemam.storage.s3 import list_objects, make_client
 from kubemam.storage.uri import S3Uri
+from kubemam_local.cluster import S3_SECRET, provision_namespaces
+from kubemam_local.controlplane import ControlPlane
+from kubemam_local.crdinstall import install_crds
+from kubemam_local.demo import upload_sources
+from kubemam_local.minio import MinioServer
+from kubemam_local.node import ProcessNode
 from tests.helpers import EXAMPLES, Custom, example, start_operator, wait_for
 
 pytestmark = [pytest.mark.integration,

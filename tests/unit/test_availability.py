@@ -137,3 +137,14 @@ def test_a_window_time_without_a_zone_is_refused() -> None:
     with pytest.raises(ValidationError):
         RightsWindowSpec.model_validate({"assets": {"names": ["ep1"]}, "territories": ["NO"], "channels": ["svod"],
                                          "start": "2027-01-01T00:00:00", "end": "2027-02-01T00:00:00Z"})
+
+
+def test_a_target_removed_from_the_configmap_is_taken_down_where_it_was_published() -> None:
+    window = _window("nordic-svod", 0, 100, ["NO", "SE", "DK"])
+    published = Asset("ep1", {"series": "coastal"}, "s3://lib/assets/media/ep1/packages/abc", [DistributionStatus(
+        target="svod-old", window="nordic-svod", channel="svod", territories=["NO"], state="Published",
+        origin="s3://old-origin/svod/media/ep1")])
+    plan = plan_rights("media", [window], [published], [NORWAY], T0 + timedelta(seconds=5))
+    takedowns = [a.to_input() for a in plan.actions if a.action == "takedown"]
+    assert [(a.target, a.origin, a.package, a.channel, a.territories) for a in takedowns] == [
+        ("svod-old", "s3://old-origin/svod/media/ep1", None, "svod", ["NO"])]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from kubemam.local.binaries import KUBE_MODULE_DIR, KUBE_PACKAGES, etcd_version, kube_version, version_ldflags
-from kubemam.local.pinning import render_gomod, staging_modules
+from kubemam_local.binaries import KUBE_MODULE_DIR, KUBE_PACKAGES, etcd_version, kube_version, version_ldflags
+from kubemam_local.pinning import render_gomod, staging_modules
 
 RELEASE_GOMOD = """\
 module k8s.io/kubernetes

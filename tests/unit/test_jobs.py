@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from kubemam.config import OperatorConfig
 from kubemam.plan.hashing import MAX_JOB_NAME, step_job_name
 from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
+from kubemam.steps.registry import STEPS, UnknownStep
 
 GOLDEN = Path(__file__).parent / "golden"
 CONFIG = OperatorConfig(worker_image="registry.example/kubemam/worker:0.1.0", s3_endpoint="http://minio:9000",
@@ -18,7 +21,8 @@ OWNER = Owner("MediaAsset", "coastal-s01e01", "0b6e7c1e-0000-4000-8000-000000000
 
 
 def _request(**inputs: object) -> StepJobRequest:
-    return StepJobRequest(OWNER, "ingest", {"source": {"uri": "s3://lib/a.mov"}, **inputs})
+    return StepJobRequest(OWNER, "ingest", {"source": {"uri": "s3://lib/a.mov"},
+                                            "output": "s3://lib/assets/media/coastal-s01e01/ingest", **inputs})
 
 
 def test_ingest_job_matches_golden_file() -> None:
@@ -66,8 +70,25 @@ def test_permanent_failures_fail_the_job_without_retries() -> None:
 
 
 def test_kueue_queue_suspends_the_job() -> None:
-    request = StepJobRequest(OWNER, "transcode", {"x": 1}, queue_name="media-batch", priority_class_name="bulk")
+    inputs = {"source": {"uri": "s3://lib/a.mov"}, "master": {"frameRate": "25", "durationSeconds": 10, "frames": 250},
+              "segmentDurationSeconds": 4}
+    request = StepJobRequest(OWNER, "transcode", inputs, queue_name="media-batch", priority_class_name="bulk")
     job = build_step_job(request, CONFIG)
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "media-batch"
     assert job["spec"]["template"]["spec"]["priorityClassName"] == "bulk"
+
+
+def test_every_step_gets_its_own_resources_and_deadline() -> None:
+    ingest = build_step_job(_request(), CONFIG)["spec"]
+    assert ingest["activeDeadlineSeconds"] == STEPS["ingest"].deadline_seconds
+    assert ingest["template"]["spec"]["containers"][0]["resources"] == STEPS["ingest"].resources.to_wire()
+    overridden = build_step_job(_request(), CONFIG.model_copy(update={"job_active_deadline_seconds": 600}))
+    assert overridden["spec"]["activeDeadlineSeconds"] == 600
+
+
+def test_an_unregistered_step_or_an_input_its_model_refuses_is_never_a_job() -> None:
+    with pytest.raises(UnknownStep, match="transcode-chunkz"):
+        build_step_job(StepJobRequest(OWNER, "transcode-chunkz", {}), CONFIG)
+    with pytest.raises(ValidationError, match="output"):
+        build_step_job(StepJobRequest(OWNER, "ingest", {"source": {"uri": "s3://lib/a.mov"}}), CONFIG)

@@ -48,15 +48,17 @@ def test_a_finished_job_runs_from_its_start_to_its_completion_or_failure() -> No
 
 def test_each_job_is_counted_once_and_not_when_it_finished_before_the_operator_started() -> None:
     counter = metrics.JobCounter(since=T0 + timedelta(seconds=10))
-    before = _value("kubemam_jobs_total", step="unit-step", outcome="succeeded")
-    histogram = _value("kubemam_job_duration_seconds_count", step="unit-step", outcome="succeeded")
-    assert counter.observe(_job("a", step="unit-step")) is not None
-    assert counter.observe(_job("a", step="unit-step")) is None  # the same Job again (another event, a resume)
-    assert counter.observe(_job("old", step="unit-step", finished=T0 + timedelta(seconds=5))) is None  # before start
-    assert counter.observe(_job("b", step="unit-step", state="Running", finished=None, active=1)) is None
-    assert _value("kubemam_jobs_total", step="unit-step", outcome="succeeded") == before + 1
-    assert _value("kubemam_job_duration_seconds_count", step="unit-step", outcome="succeeded") == histogram + 1
-    assert _value("kubemam_job_duration_seconds_sum", step="unit-step", outcome="succeeded") >= 42
+    before = _value("kubemam_jobs_total", step="migrate", outcome="succeeded")
+    histogram = _value("kubemam_job_duration_seconds_count", step="migrate", outcome="succeeded")
+    assert counter.observe(_job("a", step="migrate")) is not None
+    assert counter.observe(_job("a", step="migrate")) is None  # the same Job again (another event, a resume)
+    assert counter.observe(_job("old", step="migrate", finished=T0 + timedelta(seconds=5))) is None  # before start
+    assert counter.observe(_job("b", step="migrate", state="Running", finished=None, active=1)) is None
+    assert _value("kubemam_jobs_total", step="migrate", outcome="succeeded") == before + 1
+    assert _value("kubemam_job_duration_seconds_count", step="migrate", outcome="succeeded") == histogram + 1
+    assert _value("kubemam_job_duration_seconds_sum", step="migrate", outcome="succeeded") >= 42
+    # A step label the registry does not know is counted as "unknown": the label's values stay bounded.
+    assert metrics.job_step(_job("c", step="no-such-step")) == "unknown"
 
 
 def test_remembered_uids_are_bounded() -> None:
@@ -177,16 +179,16 @@ def test_the_inventory_removes_namespaces_that_vanish() -> None:
     ready = {"metadata": {"name": "a"}, "status": {"phase": "Ready"}}
     inventory.publish({"unit-a": [ready], "unit-b": [ready]},
                       {"unit-a": [_window(T0 - timedelta(hours=1), T0 + timedelta(hours=1))]},
-                      [_job(step="unit-queued", state="Pending", finished=None, started=None)], T0)
+                      [_job(step="purge", state="Pending", finished=None, started=None)], T0)
     assert REGISTRY.get_sample_value("kubemam_assets", {"namespace": "unit-b", "phase": "Ready"}) == 1
     assert REGISTRY.get_sample_value("kubemam_assets", {"namespace": "unit-b", "phase": "Failed"}) == 0
     assert REGISTRY.get_sample_value("kubemam_rights_windows_open", {"namespace": "unit-a"}) == 1
     assert REGISTRY.get_sample_value("kubemam_rights_windows_closing_24h", {"namespace": "unit-a"}) == 1
-    assert REGISTRY.get_sample_value("kubemam_jobs_queued", {"step": "unit-queued"}) == 1
+    assert REGISTRY.get_sample_value("kubemam_jobs_queued", {"step": "purge"}) == 1
     inventory.publish({"unit-a": [ready], "unit-b": []}, {"unit-a": []}, [], T0)
     assert REGISTRY.get_sample_value("kubemam_assets", {"namespace": "unit-b", "phase": "Ready"}) is None
     assert REGISTRY.get_sample_value("kubemam_rights_windows_open", {"namespace": "unit-a"}) is None
-    assert REGISTRY.get_sample_value("kubemam_jobs_queued", {"step": "unit-queued"}) is None
+    assert REGISTRY.get_sample_value("kubemam_jobs_queued", {"step": "purge"}) is None
     assert REGISTRY.get_sample_value("kubemam_assets", {"namespace": "unit-a", "phase": "Ready"}) == 1
 
 
@@ -239,12 +241,12 @@ def test_the_sweep_lists_seen_namespaces_and_forgets_empty_ones() -> None:
     metrics.note_namespace("unit-sweep-empty")
     api = _FakeApi({("mediaassets", "unit-sweep-full"): [{"metadata": {"name": "a"}, "status": {"phase": "Ready"}}],
                     ("rightswindows", "unit-sweep-full"): [_window(T0 - timedelta(hours=1), T0 + timedelta(days=2))]},
-                   {"unit-sweep-full": [_job(step="unit-sweep", state="Pending", finished=None, started=None)]})
+                   {"unit-sweep-full": [_job(step="fixity", state="Pending", finished=None, started=None)]})
     telemetry.sweep(api, T0)  # type: ignore[arg-type]
     assert REGISTRY.get_sample_value("kubemam_assets", {"namespace": "unit-sweep-full", "phase": "Ready"}) == 1
     assert REGISTRY.get_sample_value("kubemam_rights_windows_open", {"namespace": "unit-sweep-full"}) == 1
     assert REGISTRY.get_sample_value("kubemam_rights_windows_closing_24h", {"namespace": "unit-sweep-full"}) == 0
-    assert REGISTRY.get_sample_value("kubemam_jobs_queued", {"step": "unit-sweep"}) == 1
+    assert REGISTRY.get_sample_value("kubemam_jobs_queued", {"step": "fixity"}) == 1
     assert "unit-sweep-empty" not in metrics.seen_namespaces()
     assert "unit-sweep-full" in metrics.seen_namespaces()
 

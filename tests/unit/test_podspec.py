@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from kubemam.local.podspec import (
+from kubemam.worker.contract import TERMINATION_PATH_ENV
+from kubemam_local.podspec import (
     PodSpecError,
     cpu_millis,
     expand,
     pod_cpu_request,
     process_spec,
 )
-from kubemam.worker.contract import TERMINATION_PATH_ENV
 
 POD: dict[str, Any] = {"metadata": {"name": "p1", "namespace": "media", "uid": "u1", "labels": {"tier": "gold"}},
                        "spec": {"nodeName": "n1"}}

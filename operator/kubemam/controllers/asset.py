@@ -24,12 +24,14 @@ from kubemam.controllers.keys import ensure_content_keys
 from kubemam.kubeapi import KubeApi
 from kubemam.media.progress import latest_progress
 from kubemam.plan.archive import policy_problems
-from kubemam.plan.archiving import ARCHIVE, FIXITY, ArchiveOutcome
-from kubemam.plan.asset import AssetFacts, JobObservation, plan_asset
+from kubemam.plan.archiving import ArchiveOutcome
+from kubemam.plan.asset import plan_asset
 from kubemam.plan.conditions import status_patch
+from kubemam.plan.facts import AssetFacts
 from kubemam.plan.jobs import LABEL_ASSET, MANAGED_SELECTOR
-from kubemam.plan.jobstate import observe_job
+from kubemam.plan.jobstate import JobObservation, observe_job
 from kubemam.plan.selectors import selected
+from kubemam.steps.registry import ARCHIVE
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,10 @@ def reconcile(api: KubeApi, config: OperatorConfig, namespace: str, name: str) -
         plan = plan_asset(facts, config, datetime.now(UTC))
         if plan.key_secret is not None and plan.create_jobs:
             ensure_content_keys(api, namespace, plan.key_secret, body)  # before the Job that mounts it
+        for superseded in plan.delete_jobs:
+            # Its inputs changed (a marker, QC or ladder edit): one Job per step runs, the newest.
+            api.delete_job(namespace, superseded)
+            log.info("deleted superseded Job %s/%s", namespace, superseded)
         for job in plan.create_jobs:
             if api.create_job(job):
                 log.info("created Job %s/%s", namespace, job["metadata"]["name"])
@@ -146,19 +152,20 @@ def reconcile(api: KubeApi, config: OperatorConfig, namespace: str, name: str) -
             api.patch_status(MEDIA_ASSET.plural, namespace, name, patch)
         if plan.archive is not None:
             _archive_effects(api, body, plan.archive)
-            _expire_superseded(api, namespace, facts.jobs, plan.status.jobs or [])
+        _expire_superseded(api, namespace, facts.jobs, plan.status.jobs or [])
 
 
 SUPERSEDED_TTL_SECONDS = 600
 
 
 def _expire_superseded(api: KubeApi, namespace: str, jobs: list[JobObservation], current: list[Any]) -> None:
-    """Finished archive and fixity Jobs the plan no longer names (an earlier placement, an answered fixity
-    run) are let go: their outcome is in the status already, and a schedule would pile them up forever."""
+    """Finished Jobs the plan no longer names (an earlier input, placement or fixity run; a transcode whose
+    renditions are in status) are let go: their outcome is in the status already, and a schedule or a
+    stream of edits would pile them up forever."""
     planned = {j.name for j in current}
     for job in jobs:
-        thawing = bool((job.result or {}).get("restoring"))  # the poll rounds still start from this one
-        if job.step in (ARCHIVE, FIXITY) and job.state in ("Succeeded", "Failed") and job.name not in planned \
+        thawing = job.step == ARCHIVE and bool((job.result or {}).get("restoring"))  # polls start from this one
+        if job.state in ("Succeeded", "Failed") and job.name not in planned \
                 and not thawing and not job.expiring:  # annotated once, not on every reconcile
             api.annotate_job(namespace, job.name, {f"{GROUP}/superseded": "true"}, ttl_seconds=SUPERSEDED_TTL_SECONDS)
 

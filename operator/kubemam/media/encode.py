@@ -17,6 +17,7 @@ from typing import Any
 import ffmpeg
 
 from kubemam.api.ladder import AudioRendition, VideoRendition
+from kubemam.media.gop import gop_frames
 
 ENCODERS = {"h264": "libx264", "h265": "libx265", "av1": "libsvtav1"}
 # SVT-AV1 has no x264-style presets; map the ladder's preset names onto its 0 (slow) – 13 scale.
@@ -72,11 +73,6 @@ class Window:
 class EncodePlan:
     video: list[VideoOutput] = field(default_factory=list)
     audio: list[AudioOutput] = field(default_factory=list)
-
-
-def gop_frames(frame_rate: str, segment_seconds: int) -> int:
-    """Frames per GOP: one closed GOP per segment."""
-    return max(1, round(Fraction(frame_rate) * segment_seconds))
 
 
 def _rate_control(rendition: VideoRendition) -> dict[str, Any]:

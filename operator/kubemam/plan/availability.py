@@ -19,6 +19,7 @@ from kubemam.api.asset import DistributionStatus
 from kubemam.api.distribution import DistributionTarget
 from kubemam.api.rights import RightsWindowSpec
 from kubemam.plan.selectors import selected
+from kubemam.steps.distribute import ActionKind, DistributeAction
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,19 @@ class Asset:
 
 @dataclass(frozen=True)
 class Action:
-    action: str  # publish | takedown
+    action: ActionKind
     asset: str
     target: DistributionTarget
     window: str
     package: str | None
     origin: str
 
-    def to_input(self) -> dict[str, Any]:
-        return {"action": self.action, "asset": self.asset, "target": self.target.name,
-                "channel": self.target.channel, "territories": sorted(self.target.territories),
-                "window": self.window, "package": self.package, "origin": self.origin,
-                "purgeWebhook": self.target.purge_webhook}
+    def to_input(self) -> DistributeAction:
+        """The action as the distribute step's input carries it."""
+        return DistributeAction(action=self.action, asset=self.asset, target=self.target.name,
+                                channel=self.target.channel, territories=sorted(self.target.territories),
+                                window=self.window, package=self.package, origin=self.origin,
+                                purge_webhook=self.target.purge_webhook)
 
 
 @dataclass

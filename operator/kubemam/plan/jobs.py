@@ -14,6 +14,7 @@ from kubemam import __version__
 from kubemam.api.common import API_VERSION, GROUP
 from kubemam.config import OperatorConfig
 from kubemam.plan.hashing import input_hash, step_job_name
+from kubemam.steps.registry import step as registered_step
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -116,7 +117,10 @@ def _env(request: StepJobRequest, config: OperatorConfig) -> list[dict[str, Any]
 
 
 def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str, Any]:
-    """The Job manifest for one step of one owner."""
+    """The Job manifest for one step of one owner. The step must be registered and its input must
+    validate against the step's model: a planner bug fails here, not in a pod."""
+    step = registered_step(request.step)
+    step.validate_input(request.inputs)
     labels = {
         LABEL_NAME: "kubemam",
         LABEL_MANAGED_BY: "kubemam",
@@ -136,7 +140,7 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
         "name": "worker",
         "image": config.worker_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["kubemam", "worker", request.step],
+        "command": ["kubemam", "worker", step.name],
         "env": _env(request, config),
         "workingDir": "/work",
         "securityContext": restricted_container_security(),
@@ -146,8 +150,7 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    if request.resources:
-        container["resources"] = request.resources
+    container["resources"] = request.resources or step.resources.to_wire()
     secret_volumes = []
     for index, (secret, mount_path) in enumerate(request.secret_mounts):
         secret_volumes.append({"name": f"secret-{index}", "secret": {"secretName": secret, "defaultMode": 0o440}})
@@ -170,14 +173,15 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
         pod_spec["priorityClassName"] = request.priority_class_name
 
     spec: dict[str, Any] = {
-        "backoffLimit": config.job_backoff_limit if request.backoff_limit is None else request.backoff_limit,
+        "backoffLimit": next(limit for limit in (request.backoff_limit, step.backoff_limit, config.job_backoff_limit)
+                             if limit is not None),
         "podFailurePolicy": {"rules": [
             {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "In",
                                                   "values": [PERMANENT_FAILURE_EXIT_CODE]}},
             # A pod evicted or preempted did nothing wrong: not counted against backoffLimit.
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
         ]},
-        "activeDeadlineSeconds": config.job_active_deadline_seconds,
+        "activeDeadlineSeconds": config.job_active_deadline_seconds or step.deadline_seconds,
         "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod_spec},
     }
     if request.completions is not None:

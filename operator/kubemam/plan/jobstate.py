@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from kubemam.plan.asset import JobObservation
 from kubemam.plan.jobs import ANNOTATION_INPUT_HASH, LABEL_STEP
+
+MAX_CRASH_LINE = 500
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """What the API server says about one of an owner's Jobs."""
+
+    name: str
+    step: str
+    input_hash: str
+    state: str  # Pending | Running | Succeeded | Failed
+    message: str | None = None
+    result: dict[str, Any] | None = None  # the worker's termination message, parsed
+    expiring: bool = False  # the Job already has a ttlSecondsAfterFinished: it is being let go
 
 
 def _condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -40,14 +55,25 @@ def parse_result(termination_message: str | None) -> dict[str, Any] | None:
     return result if isinstance(result, dict) else None
 
 
+def worker_error(termination_message: str | None) -> str | None:
+    """The worker's own words for a failure: the `error` of its JSON result, else (a process that died
+    before it could write one; the kubelet kept its log tail) the last line of that tail."""
+    error = (parse_result(termination_message) or {}).get("error")
+    if isinstance(error, str) and error:
+        return error
+    if termination_message and parse_result(termination_message) is None:
+        lines = [line.strip() for line in termination_message.strip().splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:MAX_CRASH_LINE]
+    return None
+
+
 def observe_job(job: dict[str, Any], termination_message: str | None = None) -> JobObservation:
     meta = job.get("metadata") or {}
     state, message = job_state(job)
     if state == "Failed":
-        # The worker's own words (a StepError's message) say more than the Job controller's.
-        error = (parse_result(termination_message) or {}).get("error")
-        if isinstance(error, str) and error:
-            message = error
+        # The worker's own words (a StepError's message, a crash's exception) say more than the Job controller's.
+        message = worker_error(termination_message) or message
     return JobObservation(
         name=meta.get("name", ""),
         step=(meta.get("labels") or {}).get(LABEL_STEP, ""),

@@ -15,12 +15,17 @@ from typing import Any
 from kubemam import __version__
 from kubemam.api.asset import MediaAssetSpec, PackageStatus, Previews, RenditionStatus
 from kubemam.api.ladder import KeyTiers, Thumbnails, TranscodeLadderSpec
+from kubemam.config import OperatorConfig
 from kubemam.drm.keys import KEYS_DIR_ENV
+from kubemam.plan.conditions import Verdict
+from kubemam.plan.facts import AssetFacts
 from kubemam.plan.hashing import input_hash
+from kubemam.plan.jobs import StepJobRequest
+from kubemam.plan.stepjob import StepOutcome
+from kubemam.steps.registry import PACKAGE
 
-__all__ = ["KEYS_DIR_ENV", "KEYS_MOUNT", "PACKAGE", "packaged", "plan_package"]
+__all__ = ["KEYS_DIR_ENV", "KEYS_MOUNT", "KeySecret", "packaged", "plan_package", "plan_packaging"]
 
-PACKAGE = "package"
 KEYS_MOUNT = "/var/run/kubemam/keys"
 CPIX_TOKEN_ENV = "KUBEMAM_CPIX_TOKEN"
 # KIDs asked of a CPIX server are derived, so a retried or re-planned request asks for the same ones.
@@ -139,3 +144,58 @@ def packaged(plan: PackagePlan, status: list[PackageStatus] | None,
 def _status_entry(package: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     tracks = [t for t in result.get("tracks") or [] if isinstance(t, dict)]
     return {**package, "tracks": tracks}
+
+
+@dataclass(frozen=True)
+class KeySecret:
+    """Content keys the operator must hold (generated once per tier) before the package Job runs."""
+
+    name: str
+    tiers: list[str]
+
+
+@dataclass
+class PackageOutcome(StepOutcome):
+    packages: list[PackageStatus] | None = None
+    key_secret: KeySecret | None = None
+
+
+def plan_packaging(facts: AssetFacts, ladder: TranscodeLadderSpec, renditions: list[RenditionStatus],
+                   previews: Previews | None, config: OperatorConfig) -> PackageOutcome:
+    """One package Job over every rendition; a package already made for the same inputs is kept."""
+    outcome = PackageOutcome()
+    plan = plan_package(facts.name, facts.uid, facts.spec, ladder, renditions, previews, facts.root(config))
+    if plan is None:
+        return outcome
+    results = [j.result for j in facts.jobs if j.step == PACKAGE and j.state == "Succeeded" and j.result]
+    done = packaged(plan, facts.status.packages, results)
+    if done is not None:
+        outcome.packages = done
+        outcome.verdicts.append(Verdict("Packaged", "True", "PackagesReady",
+                                        ", ".join(sorted({p.format for p in done})) + " packaged"))
+        return outcome
+    request = StepJobRequest(
+        owner=facts.owner, step=PACKAGE, inputs=plan.inputs,
+        priority_class_name=ladder.priority_class_name, queue_name=ladder.queue_name,
+        secret_mounts=((plan.key_secret, KEYS_MOUNT),) if plan.key_secret else (),
+        env=((KEYS_DIR_ENV, KEYS_MOUNT),) if plan.key_secret else (),
+        secret_env=((CPIX_TOKEN_ENV, *plan.token_secret),) if plan.token_secret else ())
+    if plan.key_secret:
+        outcome.key_secret = KeySecret(plan.key_secret, plan.tiers)
+    run = outcome.add(facts.run(request, config))
+    if run.state == "Failed":
+        message = (run.observed.message if run.observed else None) or ""
+        reason = "KeyProviderFailed" if "key provider" in message else "PackageFailed"
+        outcome.verdicts.append(Verdict("Packaged", "False", reason, run.failure()))
+        outcome.phase = "Failed"
+    elif run.state == "Succeeded":
+        outcome.verdicts.append(Verdict("Packaged", "False", "ResultUnreadable",
+                                        f"Job {run.request.name} succeeded but reported no package"))
+        outcome.phase = "Failed"
+    else:
+        outcome.running = run.observed if run.state == "Running" else None
+        reason = "PackageRunning" if outcome.running else "PackagePending"
+        outcome.verdicts.append(Verdict("Packaged", "Unknown", reason,
+                                        f"packaging {', '.join(plan.inputs['formats'])} into {plan.output}"))
+        outcome.phase = "Packaging"
+    return outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from kubemam.api.distribution import TARGETS_CONFIGMAP
 from kubemam.api.rights import HistoryEntry, RightsWindowSpec, RightsWindowStatus
 from kubemam.plan.conditions import Verdict, apply_verdicts
 
@@ -19,9 +20,27 @@ def window_phase(spec: RightsWindowSpec, now: datetime) -> tuple[str, datetime |
     return "Closed", None
 
 
+def targets_verdict(problem: str | None, targets: int) -> Verdict:
+    """TargetsValid: the namespace's distribution targets, judged once for all its windows."""
+    if problem:
+        return Verdict("TargetsValid", "False", "InvalidTargets", problem)
+    if targets == 0:
+        return Verdict("TargetsValid", "True", "NoTargets",
+                       f"no distribution targets (ConfigMap {TARGETS_CONFIGMAP} is absent or lists none)")
+    plural = "" if targets == 1 else "s"
+    return Verdict("TargetsValid", "True", "Valid", f"{targets} distribution target{plural} in ConfigMap "
+                   f"{TARGETS_CONFIGMAP}")
+
+
+def _key(entry: HistoryEntry) -> tuple[object, ...]:
+    return entry.at, entry.action, entry.asset, entry.target, entry.channel, tuple(entry.territories)
+
+
 def plan_window(spec: RightsWindowSpec, status: RightsWindowStatus, generation: int, now: datetime,
                 matched_assets: int, conflicts: list[str] | None = None,
-                history: list[HistoryEntry] | None = None) -> RightsWindowStatus:
+                history: list[HistoryEntry] | None = None, targets: Verdict | None = None) -> RightsWindowStatus:
+    """The window's whole desired status. `history` is what finished since; an entry already in the
+    status is not added again (a Job recorded twice, after a crash before it was marked, adds nothing)."""
     phase, next_transition = window_phase(spec, now)
     verdicts = []
     if conflicts:
@@ -36,8 +55,16 @@ def plan_window(spec: RightsWindowSpec, status: RightsWindowStatus, generation: 
                                     "the window's asset names and selector match no MediaAsset in this namespace"))
         else:
             verdicts.append(Verdict("Ready", "True", phase, f"{phase.lower()}; covers {matched_assets} assets"))
+    if targets is not None:
+        verdicts.append(targets)
     # History is an audit trail: appended, never rewritten; the newest MAX_HISTORY are kept.
-    kept = [*(status.history or []), *(history or [])][-MAX_HISTORY:]
+    kept = list(status.history or [])
+    seen = {_key(h) for h in kept}
+    for entry in history or []:
+        if _key(entry) not in seen:
+            seen.add(_key(entry))
+            kept.append(entry)
+    kept = kept[-MAX_HISTORY:]
     return status.model_copy(update={
         "phase": phase,
         "observed_generation": generation,

@@ -16,11 +16,14 @@ from typing import Any
 from kubemam import __version__
 from kubemam.api.asset import RenditionStatus, TechnicalMetadata
 from kubemam.api.ladder import TranscodeLadderSpec
-from kubemam.media.encode import gop_frames
+from kubemam.config import OperatorConfig
+from kubemam.media.gop import gop_frames
+from kubemam.plan.conditions import Verdict
+from kubemam.plan.facts import AssetFacts
 from kubemam.plan.hashing import input_hash
-
-TRANSCODE = "transcode"
-TRANSCODE_CHUNKS = "transcode-chunks"
+from kubemam.plan.jobs import StepJobRequest
+from kubemam.plan.stepjob import StepOutcome, StepRun
+from kubemam.steps.registry import TRANSCODE, TRANSCODE_CHUNKS
 
 
 @dataclass(frozen=True)
@@ -141,3 +144,75 @@ def transcode_inputs(source_uri: str, technical: TechnicalMetadata, ladder: Tran
         inputs["chunks"] = {"prefix": f"{chunks_root}/{digest[:16]}", "frames": plan.frames, "count": plan.count,
                             "hash": digest}
     return inputs
+
+
+@dataclass
+class TranscodeOutcome(StepOutcome):
+    renditions: list[RenditionStatus] | None = None
+
+
+def _ladder_request(facts: AssetFacts, ladder: TranscodeLadderSpec, step: str, inputs: dict[str, Any],
+                    completions: int | None = None, parallelism: int | None = None) -> StepJobRequest:
+    return StepJobRequest(owner=facts.owner, step=step, inputs=inputs,
+                          resources=ladder.resources.to_wire() if ladder.resources else None,
+                          priority_class_name=ladder.priority_class_name, queue_name=ladder.queue_name,
+                          completions=completions, parallelism=parallelism)
+
+
+def plan_transcode(facts: AssetFacts, ladder: TranscodeLadderSpec, technical: TechnicalMetadata,
+                   config: OperatorConfig) -> TranscodeOutcome:
+    """The renditions the ladder asks of this master: done ones kept, missing ones encoded by one Job
+    (one decode), or by an Indexed Job of chunks and a stitch Job when the ladder chunks."""
+    outcome = TranscodeOutcome()
+    root = facts.root(config)
+    fit = fit_ladder(ladder, technical, f"{root}/renditions")
+    if fit.skipped:
+        outcome.verdicts.append(Verdict("LadderFit", "False", "UpscaleRefused",
+                                        "rungs above the source are skipped (the ladder does not allowUpscale): "
+                                        + ", ".join(fit.skipped)))
+    else:
+        outcome.verdicts.append(Verdict("LadderFit", "True", "AllRungsFit", "every rung fits the source"))
+    results = [j.result for j in facts.jobs if j.step == TRANSCODE and j.state == "Succeeded" and j.result]
+    done = completed(fit.targets, facts.status.renditions, results)
+    outcome.renditions = [done[t.name] for t in fit.targets if t.name in done]
+    missing = [t for t in fit.targets if t.name not in done]
+    if not missing:
+        outcome.verdicts.append(Verdict("Transcoded", "True", "RenditionsReady", f"{len(done)} rendition(s) encoded"))
+        return outcome
+
+    chunks = chunking(ladder, master_facts(technical)) if any(t.kind == "video" for t in missing) else None
+    source = facts.spec.source.uri
+    runs: list[StepRun] = []
+    if chunks is None:
+        request = _ladder_request(facts, ladder, TRANSCODE, transcode_inputs(source, technical, ladder, missing,
+                                                                              "single"))
+        runs.append(outcome.add(facts.run(request, config)))
+    else:
+        assert ladder.chunking is not None
+        video = [t for t in missing if t.kind == "video"]
+        chunk_inputs = transcode_inputs(source, technical, ladder, video, "chunk", f"{root}/chunks", chunks)
+        chunk_request = _ladder_request(facts, ladder, TRANSCODE_CHUNKS, chunk_inputs, completions=chunks.count,
+                                        parallelism=min(ladder.chunking.max_parallel, chunks.count))
+        runs.append(outcome.add(facts.run(chunk_request, config)))
+        if runs[0].state == "Succeeded":
+            stitch_inputs = transcode_inputs(source, technical, ladder, missing, "stitch", f"{root}/chunks", chunks)
+            runs.append(outcome.add(facts.run(_ladder_request(facts, ladder, TRANSCODE, stitch_inputs), config)))
+
+    names = ", ".join(t.name for t in missing)
+    failed = next((r for r in runs if r.state == "Failed"), None)
+    if failed is not None:
+        outcome.verdicts.append(Verdict("Transcoded", "False", "TranscodeFailed", failed.failure()))
+        outcome.phase = "Failed"
+    elif runs[-1].state == "Succeeded":
+        # Succeeded, yet its result names none of the missing renditions: the result was lost.
+        outcome.verdicts.append(Verdict("Transcoded", "False", "ResultUnreadable",
+                                        f"Job {runs[-1].request.name} succeeded but reported no rendition for "
+                                        f"{names}"))
+        outcome.phase = "Failed"
+    else:
+        running = next((r.observed for r in runs if r.state == "Running"), None)
+        outcome.running = running
+        reason = "TranscodeRunning" if running else "TranscodePending"
+        outcome.verdicts.append(Verdict("Transcoded", "Unknown", reason, f"encoding {names}"))
+        outcome.phase = "Transcoding"
+    return outcome

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from kubemam.plan.archive_inputs import ArchiveInputs, LocationInput, ObjectInput
+from kubemam.steps.archive import ArchiveInputs, LocationInput, ObjectInput
 from kubemam.storage import transfer
 from kubemam.storage.s3 import TRANSIENT_ERRORS, is_transient, list_entries, make_client, wait_until_reachable
 from kubemam.storage.uri import S3Uri

@@ -23,12 +23,13 @@ Job per batch. Every action is idempotent, so a re-run after a crash at any poin
 Work is batched across the actions of the batch (each wave is one set of parallel calls on one
 pool), so a hundred takedowns cost a few DeleteObjects calls, not a hundred sequences.
 
-Exit codes: a bad input is a StepError before anything touches storage (exit 2: the Job fails at
-once). Every action then runs even when others fail, so one bad package never holds up a
-takedown. A package that is empty, uncommitted (no manifest.json) or damaged fails its publish
-for good; anything else (a copy, a verify, a takedown that does not empty, a purge webhook) is
-worth retrying. After feeds and usage: exit 2 when every failure is permanent, else exit 1 (the
-Job retries the pod and the re-run converges).
+Exit codes: an input that `steps.distribute.DistributeInput` refuses, or whose origins overlap, is a
+StepError naming the field before anything touches storage (exit 2: the Job fails at once). Every
+action then runs even when others fail, so one bad package never holds up a takedown. A package
+that is empty, uncommitted (no manifest.json) or damaged fails its publish for good; anything else
+(a copy, a verify, a takedown that does not empty, a purge webhook) is worth retrying. After feeds
+and usage: exit 2 when every failure is permanent, else exit 1 (the Job retries the pod and the
+re-run converges).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 import urllib.error
 import urllib.request
@@ -49,8 +49,10 @@ from pathlib import PurePosixPath
 from typing import Any, TypeVar, get_args
 
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from kubemam.api.rights import Channel
+from kubemam.steps.distribute import DistributeInput, DistributeResult, input_problem
 from kubemam.storage.s3 import list_entries, make_client, read_json, read_manifest, wait_until_reachable
 from kubemam.storage.uri import S3Uri, S3UriError
 from kubemam.worker.contract import StepError, step_input, write_result
@@ -65,12 +67,8 @@ COPY_OBJECT_LIMIT = 5 * 1024**3  # CopyObject's limit; larger objects take a mul
 WEBHOOK_TIMEOUT = 5.0
 WEBHOOK_ATTEMPTS = 3
 PLAYLIST_SUFFIXES = (".mpd", ".m3u8")
-ACTIONS = ("publish", "takedown")
 CHANNELS = frozenset(get_args(Channel))
 PURGE_LEDGER_DIR = "distribute/pending-purges"
-
-_BATCH = re.compile(r"^[0-9a-f]{8,128}$")
-_TERRITORY = re.compile(r"^[A-Z]{2}$")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -111,55 +109,11 @@ class Batch:
     usage: S3Uri
 
 
-def _text(obj: Mapping[str, Any], key: str, where: str) -> str:
-    if key not in obj:
-        raise StepError(f"{where} needs {key}")
-    value = obj[key]
-    if not isinstance(value, str) or not value.strip():
-        raise StepError(f"{where}.{key} must be a non-empty string, not {value!r}"[:300])
-    return value
-
-
-def _uri(obj: Mapping[str, Any], key: str, where: str) -> S3Uri:
-    text = _text(obj, key, where)
+def _uri(text: str, where: str) -> S3Uri:
     try:
-        uri = S3Uri.parse(text)
-    except S3UriError as err:
-        raise StepError(f"{where}.{key}: {err}") from err
-    if not uri.key.strip("/"):
-        raise StepError(f"{where}.{key}: {text!r} names a whole bucket; give a key or prefix inside it")
-    return uri
-
-
-def _action(raw: Any, index: int) -> Action:
-    where = f"actions[{index}]"
-    if not isinstance(raw, dict):
-        raise StepError(f"{where} must be an object")
-    kind = _text(raw, "action", where)
-    if kind not in ACTIONS:
-        raise StepError(f"{where}.action {kind!r} is unknown (known: {', '.join(ACTIONS)})")
-    territories = raw.get("territories")
-    if not isinstance(territories, list) or not territories or not all(
-            isinstance(t, str) and _TERRITORY.match(t) for t in territories):
-        raise StepError(f"{where}.territories must be a non-empty list of ISO 3166-1 alpha-2 codes")
-    package = _uri(raw, "package", where) if kind == "publish" else None
-    webhook = raw.get("purgeWebhook")
-    if webhook is not None and (not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))):
-        raise StepError(f"{where}.purgeWebhook must be an http(s) URL or null, not {webhook!r}"[:300])
-    return Action(index=index, action=kind, asset=_text(raw, "asset", where), target=_text(raw, "target", where),
-                  channel=_text(raw, "channel", where), territories=tuple(territories),
-                  window=_text(raw, "window", where), package=package, origin=_uri(raw, "origin", where),
-                  purge_webhook=webhook)
-
-
-def _feed(raw: Any, index: int) -> Feed:
-    where = f"feeds[{index}]"
-    if not isinstance(raw, dict):
-        raise StepError(f"{where} must be an object")
-    entries = raw.get("entries")
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise StepError(f"{where}.entries must be a list of objects")
-    return Feed(_uri(raw, "uri", where), tuple(entries))
+        return S3Uri.parse(text)
+    except S3UriError as err:  # the model checked the same rule; kept in case the two drift apart
+        raise StepError(f"{where}: {err}") from err
 
 
 def _check_overlaps(actions: Sequence[Action], feeds: Sequence[Feed], usage: S3Uri) -> None:
@@ -191,23 +145,20 @@ def _check_overlaps(actions: Sequence[Action], feeds: Sequence[Feed], usage: S3U
 
 def parse_input(raw: Mapping[str, Any]) -> Batch:
     """The batch from KUBEMAM_STEP_INPUT, checked before anything touches storage."""
-    namespace = _text(raw, "namespace", "input")
-    batch = _text(raw, "batch", "input")
-    if not _BATCH.match(batch):
-        raise StepError(f"input.batch must be a lowercase hex digest, not {batch!r}"[:300])
-    actions_raw = raw.get("actions")
-    if not isinstance(actions_raw, list):
-        raise StepError("input needs actions (a list)")
-    feeds_raw = raw.get("feeds", [])
-    if not isinstance(feeds_raw, list):
-        raise StepError("input.feeds must be a list")
-    actions = tuple(_action(a, i) for i, a in enumerate(actions_raw))
-    feeds = tuple(_feed(f, i) for i, f in enumerate(feeds_raw))
-    usage = _uri(raw, "usage", "input")
-    if len({f.uri for f in feeds}) != len(feeds):
-        raise StepError("input.feeds names the same feed twice")
+    try:
+        model = DistributeInput.model_validate(raw)
+    except ValidationError as err:
+        raise StepError(input_problem(err)) from err
+    actions = tuple(
+        Action(index=i, action=a.action, asset=a.asset, target=a.target, channel=a.channel,
+               territories=tuple(a.territories), window=a.window,
+               package=_uri(a.package, f"actions[{i}].package") if a.action == "publish" and a.package else None,
+               origin=_uri(a.origin, f"actions[{i}].origin"), purge_webhook=a.purge_webhook)
+        for i, a in enumerate(model.actions))
+    feeds = tuple(Feed(_uri(f.uri, f"feeds[{i}].uri"), tuple(f.entries)) for i, f in enumerate(model.feeds))
+    usage = _uri(model.usage, "input.usage")
     _check_overlaps(actions, feeds, usage)
-    return Batch(namespace, batch, actions, feeds, usage)
+    return Batch(model.namespace, model.batch, actions, feeds, usage)
 
 
 # --- pure decisions ----------------------------------------------------------------------------
@@ -646,7 +597,7 @@ def _check_buckets(s3: Any, batch: Batch) -> None:
             raise
 
 
-def distribute(s3: Any, batch: Batch, clock: Callable[[], datetime]) -> dict[str, Any]:
+def distribute(s3: Any, batch: Batch, clock: Callable[[], datetime]) -> DistributeResult:
     """Run the batch; the small result for the termination message.
 
     Every action runs even when others fail, so a bad package never holds up a takedown. Then the
@@ -678,13 +629,13 @@ def distribute(s3: Any, batch: Batch, clock: Callable[[], datetime]) -> dict[str
         if all(permanent for _, _, permanent in failures):
             raise StepError(summary)
         raise RuntimeError(summary)
-    return {"published": len(publishes), "takenDown": len(takedowns), "usage": str(batch.usage)}
+    return DistributeResult(published=len(publishes), taken_down=len(takedowns), usage=str(batch.usage))
 
 
 def run() -> int:
     batch = parse_input(step_input())
     s3 = make_client()
     _check_buckets(s3, batch)
-    write_result(distribute(s3, batch, lambda: datetime.now(UTC)))
+    write_result(distribute(s3, batch, lambda: datetime.now(UTC)).to_wire())
     return 0
 

@@ -5,8 +5,10 @@ Order matters for "nothing published on failure": keys come first (a refused key
 the step before a byte is written), then every file is built locally, then everything is
 committed under the content-addressed package prefix with its manifest written last.
 
-Encryption is mp4ff's (github.com/Eyevinn/mp4ff, built by local.gotools): one call per track
-over the whole fragmented file, so the CTR counter runs on across segments and never repeats.
+Encryption is mp4ff's (github.com/Eyevinn/mp4ff): one call per track over the whole fragmented
+file, so the CTR counter runs on across segments and never repeats. The worker finds
+`mp4ff-encrypt` by configuration only — KUBEMAM_MP4FF_ENCRYPT, else PATH: the worker image
+carries it; the local cluster (kubemam-local) builds it and puts it on its process node's PATH.
 """
 
 from __future__ import annotations
@@ -55,19 +57,22 @@ from kubemam.worker.source import fetch
 log = logging.getLogger("kubemam.worker.package")
 
 S3_RETRY_SECONDS = float(os.environ.get("KUBEMAM_S3_RETRY_SECONDS") or 60)
-ENCRYPTOR_ENV = "KUBEMAM_MP4FF_ENCRYPT"  # set in tests and images; else the tool is resolved/built
+ENCRYPTOR_ENV = "KUBEMAM_MP4FF_ENCRYPT"  # a path; the worker image sets it
+ENCRYPTOR = "mp4ff-encrypt"
 
 
 def _encryptor() -> str:
+    """mp4ff-encrypt: KUBEMAM_MP4FF_ENCRYPT (a path), else the first on PATH; never built here."""
     explicit = os.environ.get(ENCRYPTOR_ENV)
     if explicit:
+        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+            raise StepError(f"{ENCRYPTOR_ENV}={explicit} is not an executable file")
         return explicit
-    on_path = shutil.which("mp4ff-encrypt")
+    on_path = shutil.which(ENCRYPTOR)
     if on_path:
         return on_path
-    from kubemam.local.gotools import resolve_tool  # a developer machine: build it once, cached
-
-    return str(resolve_tool("mp4ff-encrypt"))
+    raise StepError(f"DRM packaging needs {ENCRYPTOR} (github.com/Eyevinn/mp4ff v0.56.0): set {ENCRYPTOR_ENV} "
+                    f"to its path or put it on PATH (the worker image carries it)")
 
 
 def _encrypt(source: Path, target: Path, key: ContentKey, scheme: str, pssh: bytes, scratch: Path) -> None:
@@ -221,6 +226,8 @@ def package(s3: Any, inputs: dict[str, Any], scratch: Path) -> dict[str, Any]:
         if err.transient:
             raise RuntimeError(f"key provider: {err.message}") from err  # the Job retries the pod
         raise StepError(f"key provider: {err.message}") from err
+    if protection is not None:
+        _encryptor()  # no encryptor is a StepError now, before any track is fetched
     out = scratch / "package"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

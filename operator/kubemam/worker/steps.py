@@ -1,8 +1,10 @@
-"""`kubemam worker <step>`: run one step; a StepError becomes a clear message and the permanent-failure
-exit code (the Job fails at once, see plan/jobs.py).
+"""`kubemam worker <step>`: run one registered step (steps/registry.py).
 
-Any other exception propagates: its traceback on stderr becomes the termination message
-(terminationMessagePolicy FallbackToLogsOnError) and the Job controller retries the pod.
+Every failure reaches the asset in the worker's own words, as a JSON termination message:
+- a StepError (bad input, wrong checksum, not media), an unknown step or an input the step's model
+  refuses: permanent, exit 2 (the Job's podFailurePolicy fails the Job at once);
+- any other exception: its traceback goes to stderr and `{"error": "...", "retryable": true}` to the
+  termination message, exit 1, and the Job controller retries the pod.
 """
 
 from __future__ import annotations
@@ -10,44 +12,44 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import traceback
+
+from pydantic import ValidationError
 
 from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
-from kubemam.worker.contract import StepError, write_result
+from kubemam.steps.base import input_problem
+from kubemam.steps.registry import STEPS, UnknownStep, step
+from kubemam.worker.contract import StepError, step_input, write_result
 
-# fixity and purge are modes of the archive worker; they are steps of their own so their Jobs say what they do.
-STEPS = ("ingest", "transcode", "package", "distribute", "archive", "fixity", "purge", "migrate")
+RETRYABLE_FAILURE_EXIT_CODE = 1
+MAX_ERROR = 3500  # leaves room in the 4 KiB termination message for the JSON around it
 
 
-def main(step: str) -> int:
+def _report(error: str, retryable: bool) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        write_result({"error": error[:MAX_ERROR], **({"retryable": True} if retryable else {})})
+
+
+def main(name: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if step == "ingest":
-            from kubemam.worker import ingest
-
-            return ingest.run()
-        if step == "transcode":
-            from kubemam.worker import transcode
-
-            return transcode.run()
-        if step == "package":
-            from kubemam.worker import package
-
-            return package.run()
-        if step == "distribute":
-            from kubemam.worker import distribute
-
-            return distribute.run()
-        if step in ("archive", "fixity", "purge"):
-            from kubemam.worker import archive
-
-            return archive.run()
-        if step == "migrate":
-            from kubemam.worker import migrate
-
-            return migrate.run()
-        raise StepError(f"unknown step {step!r} (known: {', '.join(STEPS)})")
+        try:
+            registered = step(name)
+        except UnknownStep as err:
+            raise StepError(str(err)) from None
+        try:
+            registered.validate_input(step_input())
+        except ValidationError as err:
+            raise StepError(input_problem(err)) from err
+        return registered.load_entry()()
     except StepError as err:
-        print(f"{step}: {err}", file=sys.stderr)
-        with contextlib.suppress(OSError):
-            write_result({"error": str(err)[:3500]})
+        print(f"{name}: {err}", file=sys.stderr)
+        _report(f"{name}: {err}", retryable=False)
         return PERMANENT_FAILURE_EXIT_CODE
+    except Exception as err:  # noqa: BLE001 - a crash is reported in words, then retried by the Job controller
+        traceback.print_exc()
+        _report(f"{name} failed (the Job retries it): {type(err).__name__}: {err}", retryable=True)
+        return RETRYABLE_FAILURE_EXIT_CODE
+
+
+__all__ = ["STEPS", "main"]

@@ -23,9 +23,9 @@ from typing import IO, Any
 
 import yaml
 
-from kubemam.local import pki as pki_module
-from kubemam.local.binaries import Binaries, resolve
-from kubemam.local.processes import LocalService, stop_process_group
+from kubemam_local import pki as pki_module
+from kubemam_local.binaries import Binaries, resolve
+from kubemam_local.processes import LocalService, stop_process_group
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from kubemam.local.binaries import KUBE_MODULE_DIR, KUBE_PACKAGES, BinaryError
+from kubemam_local.binaries import KUBE_MODULE_DIR, KUBE_PACKAGES, BinaryError
 
 HEADER = """\
 // Wrapper module that builds the local control plane of a pinned Kubernetes release.

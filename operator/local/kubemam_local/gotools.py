@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubemam.local.binaries import GOBUILD_DIR, BinaryError, cache_root
+from kubemam_local.binaries import GOBUILD_DIR, BinaryError, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class GoTool:
     version: str
     env_var: str
     cache_name: str  # the cache folder: tools of one module share it
-    # A wrapper module (go.mod + go.sum in local/gobuild/) to `go build` in; else `go install pkg@version`.
+    # A wrapper module (go.mod + go.sum in kubemam_local/gobuild/) to `go build` in; else `go install pkg@version`.
     module_dir: Path | None = None
     ldflags: str = ""  # added to "-s -w", e.g. -X for the version a tool reports
 
@@ -78,6 +78,23 @@ def resolve_tool(name: str, allow_build: bool = True) -> Path:
     if not allow_build:
         raise BinaryError(f"no {tool.name}: set {tool.env_var}, put it on PATH, or build it into {cached.parent}")
     return _build(tool, cached)
+
+
+# The tools the worker image carries beside the package (images/worker/Dockerfile): the process node
+# puts them on its pods' PATH, as the image puts them on its own.
+WORKER_TOOLS = ("mp4ff-encrypt",)
+
+
+def worker_tools(allow_build: bool = True) -> dict[str, Path]:
+    """The worker image's tools, found or built; a tool that cannot be had is left out with a warning
+    (the step that needs it then fails in words: the package worker's StepError)."""
+    found: dict[str, Path] = {}
+    for name in WORKER_TOOLS:
+        try:
+            found[name] = resolve_tool(name, allow_build=allow_build)
+        except BinaryError as err:
+            log.warning("step pods will have no %s: %s", name, err)
+    return found
 
 
 def _build(tool: GoTool, cached: Path) -> Path:

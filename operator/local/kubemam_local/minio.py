@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from kubemam.local.binaries import BinaryError
-from kubemam.local.controlplane import free_port
-from kubemam.local.gotools import resolve_tool
-from kubemam.local.processes import LocalService, stop_process_group
 from kubemam.storage.s3 import make_client
+from kubemam_local.binaries import BinaryError
+from kubemam_local.controlplane import free_port
+from kubemam_local.gotools import resolve_tool
+from kubemam_local.processes import LocalService, stop_process_group
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,8 +31,8 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from kubemam.local.podspec import PodSpecError, field_value, pod_cpu_request, process_spec
 from kubemam.worker.contract import MAX_MESSAGE
+from kubemam_local.podspec import PodSpecError, field_value, pod_cpu_request, process_spec
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class RunningPod:
 class ProcessNode:
     def __init__(self, api_client: client.ApiClient, root: Path, name: str = NODE_NAME,
                  cpu_millis: int | None = None, memory_bytes: int | None = None,
-                 taints: list[dict[str, str]] | None = None) -> None:
+                 taints: list[dict[str, str]] | None = None, tool_dirs: Sequence[Path] | None = None) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
@@ -110,11 +111,16 @@ class ProcessNode:
         self.threads: list[threading.Thread] = []
         # A taint keeps pods that do not tolerate it off this node (tests share a cluster).
         self.taints = taints or []
+        # The node's "image": directories put on every pod's PATH after the node's Python bin directory —
+        # by default <root>/bin, links to the worker image's tools (mp4ff-encrypt) found or built at start.
+        self.tool_dirs: list[Path] | None = list(tool_dirs) if tool_dirs is not None else None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.tool_dirs is None:
+            self.tool_dirs = [self._link_worker_tools(self.root / "bin")]
         self._serve_logs()
         self._register()
         for target in (self._heartbeat_loop, self._watch_loop):
@@ -122,10 +128,22 @@ class ProcessNode:
             thread.start()
             self.threads.append(thread)
 
+    @staticmethod
+    def _link_worker_tools(bin_dir: Path) -> Path:
+        """A directory of links to the worker image's tools (found or built), under their own names."""
+        from kubemam_local.gotools import worker_tools
+
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        for name, path in worker_tools().items():
+            link = bin_dir / name
+            link.unlink(missing_ok=True)
+            link.symlink_to(path.resolve())
+        return bin_dir
+
     def _serve_logs(self) -> None:
         """HTTPS on loopback for the API server's log requests (it does not verify kubelet certs
         unless --kubelet-certificate-authority is set, and the local cluster does not set it)."""
-        from kubemam.local.pki import self_signed
+        from kubemam_local.pki import self_signed
 
         cert, key = self_signed(self.root / "kubelet", "kubemam-process-node")
         handler = type("LogHandler", (_LogHandler,), {"root": self.root})
@@ -318,6 +336,11 @@ class ProcessNode:
                     files[item["path"]] = field_value(raw, item["fieldRef"]["fieldPath"]).encode()
         return files
 
+    def pod_path(self) -> str:
+        """PATH of every pod: the node's Python bin directory (`kubemam`), its tool directories, the host's."""
+        dirs = [os.path.dirname(sys.executable), *(str(d) for d in self.tool_dirs or ())]
+        return os.pathsep.join(dict.fromkeys([*dirs, os.environ.get("PATH", "")]))
+
     def _run(self, raw: dict[str, Any]) -> None:
         meta = raw["metadata"]
         uid = meta["uid"]
@@ -328,8 +351,7 @@ class ProcessNode:
         try:
             sandbox.mkdir(parents=True, exist_ok=True)
             volume_dirs = self._volumes(raw, sandbox)
-            base_env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-                        "LANG": os.environ.get("LANG", "C.UTF-8")}
+            base_env = {"PATH": self.pod_path(), "LANG": os.environ.get("LANG", "C.UTF-8")}
             spec = process_spec(raw, container, sandbox, volume_dirs, self._lookup, base_env)
             # stdout and stderr interleaved in one file, as a container runtime keeps them.
             with open(sandbox / CONTAINER_LOG, "wb") as out:
@@ -384,8 +406,10 @@ class ProcessNode:
 
     def _finish_deletion(self, namespace: str, name: str, uid: str) -> None:
         with contextlib.suppress(ApiException):
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0,
-                                            body=client.V1DeleteOptions(preconditions={"uid": uid}))
+            # With a body the API server ignores the query's gracePeriodSeconds: it must be in the body,
+            # or the pod stays Terminating for the whole grace period again.
+            self.core.delete_namespaced_pod(name, namespace, body=client.V1DeleteOptions(
+                grace_period_seconds=0, preconditions={"uid": uid}))
 
     def _forget(self, uid: str) -> None:
         with self.lock:

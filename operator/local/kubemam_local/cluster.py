@@ -21,11 +21,11 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from kubemam.local.binaries import cache_root, resolve
-from kubemam.local.controlplane import ControlPlane
-from kubemam.local.crdinstall import install_crds
-from kubemam.local.minio import MinioServer
-from kubemam.local.node import ProcessNode
+from kubemam_local.binaries import cache_root, resolve
+from kubemam_local.controlplane import ControlPlane
+from kubemam_local.crdinstall import install_crds
+from kubemam_local.minio import MinioServer
+from kubemam_local.node import ProcessNode
 
 TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 # The buckets the examples use: the library (masters and step outputs), nearline, vault, and the

@@ -1,0 +1,125 @@
+"""The distribute step's input and result: one batch of publishes and takedowns, as the rights planner
+(plan/distribution.py) writes it and `kubemam worker distribute` reads it. One model on both sides of
+the Job, so the planner and the worker cannot disagree on a field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+
+from kubemam.api.rights import Channel
+from kubemam.api.territories import known_territories
+from kubemam.steps.base import StepInput, StepResult, input_problem
+
+__all__ = ["DistributeAction", "DistributeFeed", "DistributeInput", "DistributeResult", "input_problem"]
+
+ActionKind = Literal["publish", "takedown"]
+ACTIONS: tuple[str, ...] = get_args(ActionKind)
+
+# storage/uri.py's bucket rule, repeated: the step contract stays free of storage code.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BATCH = re.compile(r"^[0-9a-f]{8,128}$")
+
+
+# Validator messages read after the field's name: "actions[0].origin 's3://x' names a whole bucket".
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError(f"must be a non-empty string, not {value!r}")
+    return value
+
+
+def _s3_location(value: str) -> str:
+    """An s3:// URI with a key or prefix inside the bucket: a takedown deletes everything below it."""
+    if not value.startswith("s3://"):
+        raise ValueError(f"{value!r} is not an s3:// URI")
+    bucket, _, key = value.removeprefix("s3://").partition("/")
+    if not _BUCKET.match(bucket):
+        raise ValueError(f"{value!r}: {bucket!r} is not a valid bucket name")
+    if ".." in key.split("/"):
+        raise ValueError(f"{value!r}: '..' is not allowed in a key")
+    if not key.strip("/"):
+        raise ValueError(f"{value!r} names a whole bucket; give a key or prefix inside it")
+    return value
+
+
+def _territories(value: list[str]) -> list[str]:
+    try:
+        if value:
+            return known_territories(value)
+    except ValueError:
+        pass
+    raise ValueError(f"must be a non-empty list of ISO 3166-1 alpha-2 codes, not {value!r}"[:300])
+
+
+def _webhook(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError(f"must be an http(s) URL or null, not {value!r}"[:300])
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+S3Location = Annotated[str, AfterValidator(_text), AfterValidator(_s3_location)]
+
+
+class _Wire(StepInput):
+    def to_wire(self) -> dict[str, Any]:
+        """The planner's wire shape: camelCase, and nulls kept (`package: null` on a takedown)."""
+        return self.model_dump(by_alias=True, mode="json")
+
+
+class DistributeAction(_Wire):
+    action: ActionKind
+    asset: Text
+    target: Text
+    channel: Channel
+    territories: Annotated[list[str], AfterValidator(_territories)]
+    window: Text
+    package: S3Location | None = Field(default=None, validate_default=True,
+                                       description="publish: the committed package prefix it copies")
+    origin: S3Location = Field(description="<target origin>/<namespace>/<asset>: what a takedown empties")
+    purge_webhook: Annotated[str | None, AfterValidator(_webhook)] = None
+
+    @field_validator("package")
+    @classmethod
+    def _publish_needs_package(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("action") == "publish":
+            raise ValueError("must be a non-empty string, not None")
+        return value
+
+
+class DistributeFeed(_Wire):
+    uri: S3Location
+    entries: list[dict[str, Any]]
+
+
+class DistributeInput(_Wire):
+    namespace: Text
+    batch: str = Field(description="The batch's id: names its usage object and its pending-purge ledger")
+    actions: list[DistributeAction]
+    actions_hash: str | None = Field(default=None, description="What a retry of the same actions shares")
+    attempt: int = Field(default=0, ge=0, description="Failed Jobs before this one for the same actions")
+    feeds: list[DistributeFeed] = Field(default_factory=list)
+    usage: S3Location
+
+    @field_validator("batch")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not _BATCH.match(value):
+            raise ValueError(f"must be a lowercase hex digest, not {value!r}"[:300])
+        return value
+
+    @field_validator("feeds")
+    @classmethod
+    def _distinct_feeds(cls, value: list[DistributeFeed]) -> list[DistributeFeed]:
+        if len({f.uri for f in value}) != len(value):
+            raise ValueError("names the same feed twice")
+        return value
+
+
+class DistributeResult(StepResult):
+    published: int = Field(ge=0)
+    taken_down: int = Field(ge=0)
+    usage: str

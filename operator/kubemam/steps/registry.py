@@ -1,0 +1,121 @@
+"""Every step a Job can run, declared once: its name, input and result models, the worker entry point,
+and the pod defaults. The planners, the Job builder, `kubemam worker <step>`, the status view and the
+metrics read this table; nothing else spells a step's name.
+
+Pure: the entry point is a dotted name, so planning never imports ffmpeg, boto3 or a worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubemam.steps.archive import ArchiveInputs
+from kubemam.steps.base import StepResult
+from kubemam.steps.distribute import DistributeInput, DistributeResult
+from kubemam.steps.ingest import IngestInput, IngestResult
+from kubemam.steps.migrate import MigrateInput, MigrateResult
+from kubemam.steps.package import PackageInput, PackageResult
+from kubemam.steps.transcode import TranscodeInput, TranscodeResult
+
+INGEST = "ingest"
+TRANSCODE = "transcode"
+TRANSCODE_CHUNKS = "transcode-chunks"
+PACKAGE = "package"
+DISTRIBUTE = "distribute"
+ARCHIVE = "archive"
+FIXITY = "fixity"
+PURGE = "purge"
+MIGRATE = "migrate"
+
+HOUR = 3600
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Pod defaults when the owner (a ladder) names none: requests that let the scheduler place the pod,
+    and a memory limit so one bad master cannot take the node. No CPU limit: encoders use what is idle."""
+
+    cpu: str
+    memory: str
+    memory_limit: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"requests": {"cpu": self.cpu, "memory": self.memory}, "limits": {"memory": self.memory_limit}}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    summary: str
+    entry: str  # "module:function" returning the exit code; reads KUBEMAM_STEP_INPUT itself
+    input_model: type[Any] | None  # a pydantic model the planner's input must validate against, before the Job exists
+    result_model: type[StepResult] | None
+    resources: Resources
+    deadline_seconds: int  # activeDeadlineSeconds: a step past it is stuck, not slow
+    backoff_limit: int | None = None  # None: the operator's default
+    by_alias: bool = True  # ArchiveInputs travel in snake_case (its own wire shape since issue 7)
+
+    def validate_input(self, inputs: dict[str, Any]) -> Any:
+        """The input as the model reads it; a ValidationError names the field."""
+        return inputs if self.input_model is None else self.input_model.model_validate(inputs)
+
+    def parse_result(self, result: dict[str, Any] | None) -> StepResult | None:
+        """The worker's result as its model, or None when there is none or it does not validate."""
+        if result is None or self.result_model is None:
+            return None
+        try:
+            return self.result_model.model_validate(result)
+        except ValidationError:
+            return None
+
+    def load_entry(self) -> Callable[[], int]:
+        module, _, function = self.entry.partition(":")
+        entry: Callable[[], int] = getattr(importlib.import_module(module), function)
+        return entry
+
+
+# Archive Jobs ride out site outages: with the Job controller's pod backoff (10 s doubling to 6 min)
+# twelve attempts span about an hour before the Job fails.
+ARCHIVE_BACKOFF_LIMIT = 12
+
+_SMALL = Resources(cpu="100m", memory="256Mi", memory_limit="1Gi")
+_MEDIA = Resources(cpu="500m", memory="512Mi", memory_limit="4Gi")
+_ENCODE = Resources(cpu="1", memory="1Gi", memory_limit="8Gi")
+
+STEPS: dict[str, Step] = {step.name: step for step in (
+    Step(INGEST, "fetch and verify the master, probe, QC, proxy and thumbnails", "kubemam.worker.ingest:run",
+         IngestInput, IngestResult, _MEDIA, 6 * HOUR),
+    Step(TRANSCODE, "encode the ladder's missing renditions in one decode, or stitch encoded chunks",
+         "kubemam.worker.transcode:run", TranscodeInput, TranscodeResult, _ENCODE, 24 * HOUR),
+    Step(TRANSCODE_CHUNKS, "one index of an Indexed Job: encode one GOP-aligned chunk of every video rendition",
+         "kubemam.worker.transcode:run", TranscodeInput, None, _ENCODE, 6 * HOUR),
+    Step(PACKAGE, "CMAF segments, DASH and HLS manifests, CENC encryption", "kubemam.worker.package:run",
+         PackageInput, PackageResult, _MEDIA, 6 * HOUR),
+    Step(DISTRIBUTE, "publish to and take down from distribution origins", "kubemam.worker.distribute:run",
+         DistributeInput, DistributeResult, _SMALL, 1 * HOUR),
+    Step(ARCHIVE, "verified copies at the tier's locations, then vacate the others", "kubemam.worker.archive:run",
+         ArchiveInputs, None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT, by_alias=False),
+    Step(FIXITY, "re-hash every archived copy and repair from an intact one", "kubemam.worker.archive:run",
+         ArchiveInputs, None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT, by_alias=False),
+    Step(PURGE, "lift legal holds and delete every version at every location", "kubemam.worker.archive:run",
+         ArchiveInputs, None, _SMALL, 1 * HOUR, ARCHIVE_BACKOFF_LIMIT, by_alias=False),
+    Step(MIGRATE, "an FFV1/Matroska preservation master, verified frame by frame", "kubemam.worker.migrate:run",
+         MigrateInput, MigrateResult, _ENCODE, 48 * HOUR),
+)}
+
+
+class UnknownStep(KeyError):
+    def __str__(self) -> str:
+        return f"unknown step {self.args[0]!r} (known: {', '.join(STEPS)})"
+
+
+def step(name: str) -> Step:
+    try:
+        return STEPS[name]
+    except KeyError:
+        raise UnknownStep(name) from None
