@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubemam.steps.registry import STEPS
+from kubemam.views import OUTPUTS
 
 if TYPE_CHECKING:
     from kubemam.kubeapi import KubeApi
@@ -93,54 +94,74 @@ def _report(args: argparse.Namespace) -> int:
 
 # --- what people read: status and describe -------------------------------------------------------------
 
-ASSET_KINDS = ("ma", "mediaasset", "mediaassets")
 WATCH_SECONDS = 2.0
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-def _people_client() -> tuple[KubeApi, str]:
-    """A client as kubectl would make one: KUBECONFIG (or ~/.kube/config) and its current context's
-    namespace, else the pod's own credentials and namespace."""
+def _kinds() -> dict[str, Any]:
+    """Every name kubectl accepts for a kubemam kind: short name, singular, plural."""
+    from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
+
+    return {name: kind for kind in (MEDIA_ASSET, TRANSCODE_LADDER, RIGHTS_WINDOW, ARCHIVE_POLICY)
+            for name in (kind.short_name, kind.singular, kind.plural, kind.kind.lower())}
+
+
+def _people_client(kubeconfig: str | None = None, context: str | None = None) -> tuple[KubeApi, str]:
+    """A client as kubectl would make one: --kubeconfig or KUBECONFIG (or ~/.kube/config), --context or the
+    current context, and that context's namespace; else the pod's own credentials and namespace."""
     from kubernetes import client, config
 
     from kubemam.kubeapi import KubeApi
 
     try:
-        config.load_kube_config()
-        _, active = config.list_kube_config_contexts()
-        namespace = str(((active or {}).get("context") or {}).get("namespace") or "default")
+        api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+        namespace = str(((chosen or {}).get("context") or {}).get("namespace") or "default")
     except config.ConfigException:
-        if not os.environ.get("KUBERNETES_SERVICE_HOST"):  # not in a pod: the kubeconfig's error is the one
+        # Not in a pod, or a kubeconfig or context was named: the kubeconfig's error is the one to show.
+        if kubeconfig or context or not os.environ.get("KUBERNETES_SERVICE_HOST"):
             raise
         config.load_incluster_config()
+        api_client = client.ApiClient()
         namespace = _SA_NAMESPACE.read_text().strip() if _SA_NAMESPACE.exists() else "default"
-    return KubeApi(client.ApiClient()), namespace
+    return KubeApi(api_client), namespace
 
 
-def _list_kind(api: KubeApi, plural: str, namespace: str | None) -> list[dict[str, Any]]:
-    """One kind's objects in a namespace, or in all of them (namespace None)."""
+def _list_kind(api: KubeApi, plural: str, namespace: str | None, selector: str | None = None
+               ) -> list[dict[str, Any]]:
+    """One kind's objects in a namespace, or in all of them (namespace None), optionally by label selector."""
     from kubemam.api.common import GROUP, VERSION
 
+    extra = {"label_selector": selector} if selector else {}
     if namespace is not None:
-        return api.list_objects(plural, namespace)
-    response = api.custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False)
+        response = api.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural,
+                                                            _preload_content=False, **extra)
+    else:
+        response = api.custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False, **extra)
     return list(json.loads(response.data).get("items") or [])
 
 
-def _status_text(api: KubeApi, namespace: str | None) -> str:
+def _status_text(api: KubeApi, namespace: str | None, output: str = "table", selector: str | None = None) -> str:
     from kubernetes.client.exceptions import ApiException
 
     from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW
     from kubemam.status_view import render_status
+    from kubemam.views import dump, status_document
 
-    assets = _list_kind(api, MEDIA_ASSET.plural, namespace)
-    windows = _list_kind(api, RIGHTS_WINDOW.plural, namespace)
+    assets = _list_kind(api, MEDIA_ASSET.plural, namespace, selector)
+    windows = _list_kind(api, RIGHTS_WINDOW.plural, namespace, selector)
     try:  # only for the archive column's minimum copies: not worth failing for
         policies = _list_kind(api, ARCHIVE_POLICY.plural, namespace)
     except ApiException:
         policies = []
     scope = f"namespace {namespace}" if namespace is not None else "all namespaces"
-    return render_status(assets, windows, policies, datetime.now(UTC), scope, all_namespaces=namespace is None)
+    if selector:
+        scope += f", labels {selector}"
+    now = datetime.now(UTC)
+    if output != "table":
+        return dump(status_document(assets, windows, policies, now, scope), output)
+    return render_status(assets, windows, policies, now, scope, all_namespaces=namespace is None)
 
 
 def _people(command: str, show: Callable[[], int]) -> int:
@@ -162,15 +183,17 @@ def _people(command: str, show: Callable[[], int]) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     def show() -> int:
-        api, current = _people_client()
+        api, current = _people_client(args.kubeconfig, args.context)
         namespace = None if args.all_namespaces else (args.namespace or current)
         if not args.watch:
-            sys.stdout.write(_status_text(api, namespace))
+            sys.stdout.write(_status_text(api, namespace, args.output, args.selector))
             return 0
         try:
             while True:
-                text = _status_text(api, namespace)
-                sys.stdout.write("\x1b[H\x1b[2J" + text)  # home, clear: a redraw, as `watch` does
+                text = _status_text(api, namespace, args.output, args.selector)
+                # A table is redrawn in place, as `watch` does; documents follow one another, as kubectl -w.
+                sys.stdout.write(("\x1b[H\x1b[2J" + text) if args.output == "table" else
+                                 (text if args.output == "json" else "---\n" + text))
                 sys.stdout.flush()
                 time.sleep(WATCH_SECONDS)
         except KeyboardInterrupt:
@@ -179,24 +202,48 @@ def _status(args: argparse.Namespace) -> int:
     return _people("status", show)
 
 
+def _owned_jobs(api: KubeApi, body: dict[str, Any]) -> list[dict[str, Any]]:
+    from kubemam.plan.jobs import LABEL_ASSET, MANAGED_SELECTOR
+
+    meta = body["metadata"]
+    selector = {**MANAGED_SELECTOR, LABEL_ASSET: meta["name"][:63].rstrip("-.")}
+    return [j for j in api.list_jobs(meta["namespace"], selector)
+            if any(o.get("uid") == meta.get("uid") for o in j["metadata"].get("ownerReferences") or [])]
+
+
 def _describe(args: argparse.Namespace) -> int:
     def show() -> int:
-        from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET
-        from kubemam.plan.jobs import LABEL_ASSET, MANAGED_SELECTOR
+        from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
         from kubemam.status_view import render_asset
+        from kubemam.views import describe_document, dump, job_summary, render_ladder, render_policy, render_window
 
-        api, current = _people_client()
+        kind = _kinds()[args.kind]
+        api, current = _people_client(args.kubeconfig, args.context)
         namespace = args.namespace or current
-        body = api.get(MEDIA_ASSET.plural, namespace, args.name)
+        body = api.get(kind.plural, namespace, args.name)
         if body is None:
-            print(f"kubemam describe: mediaasset {args.name!r} not found in namespace {namespace}", file=sys.stderr)
+            print(f"kubemam describe: {kind.singular} {args.name!r} not found in namespace {namespace}",
+                  file=sys.stderr)
             return 1
-        uid = body["metadata"].get("uid")
-        jobs = [j for j in api.list_jobs(namespace, {**MANAGED_SELECTOR, LABEL_ASSET: args.name[:63].rstrip("-.")})
-                if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])]
-        policy_ref = ((body.get("spec") or {}).get("archivePolicyRef") or {}).get("name")
-        policy = api.get(ARCHIVE_POLICY.plural, namespace, policy_ref) if policy_ref else None
-        sys.stdout.write(render_asset(body, datetime.now(UTC), jobs, policy))
+        now = datetime.now(UTC)
+        spec = body.get("spec") or {}
+        related: dict[str, Any] = {}
+        if kind is MEDIA_ASSET:
+            jobs = _owned_jobs(api, body)
+            policy_ref = (spec.get("archivePolicyRef") or {}).get("name")
+            policy = api.get(ARCHIVE_POLICY.plural, namespace, policy_ref) if policy_ref else None
+            related = {"jobs": [job_summary(j) for j in jobs]}
+            text = render_asset(body, now, jobs, policy)
+        elif kind is RIGHTS_WINDOW:
+            text = render_window(body, now)
+        else:
+            field = "ladderRef" if kind is TRANSCODE_LADDER else "archivePolicyRef"
+            assets = [a for a in api.list_objects(MEDIA_ASSET.plural, namespace)
+                      if ((a.get("spec") or {}).get(field) or {}).get("name") == args.name]
+            related = {"assets": sorted(a["metadata"]["name"] for a in assets)}
+            text = (render_ladder(body, related["assets"], now) if kind is TRANSCODE_LADDER
+                    else render_policy(body, assets, now))
+        sys.stdout.write(text if args.output == "table" else dump(describe_document(body, related), args.output))
         return 0
 
     return _people("describe", show)
@@ -272,23 +319,31 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--from", dest="start", type=_time, required=True, help="ISO 8601 start (inclusive; UTC "
                        "without a zone)")
     usage.add_argument("--to", dest="end", type=_time, required=True, help="ISO 8601 end (exclusive)")
-    usage.add_argument("--format", choices=["csv", "json"], default="csv", help="default: csv")
+    usage.add_argument("--output", "-o", "--format", dest="format", choices=["csv", "json"], default="csv",
+                       help="csv (default) or json")
     usage.add_argument("--library", default=os.environ.get("KUBEMAM_LIBRARY_URI") or "s3://kubemam-library",
                        help="the library holding usage/ (default: KUBEMAM_LIBRARY_URI or s3://kubemam-library)")
     usage.add_argument("--namespace", "-n", default=None, help="only this namespace's usage")
     usage.set_defaults(func=_report)
 
-    status = sub.add_parser("status", help="assets with their progress, archive and distribution; windows with "
-                                           "their next transition (the current kubeconfig)")
+    people = argparse.ArgumentParser(add_help=False)  # what kubectl users expect on commands that read the cluster
+    people.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG, ~/.kube/config)")
+    people.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
+    people.add_argument("--output", "-o", choices=OUTPUTS, default="table", help="table (default), json or yaml")
+
+    status = sub.add_parser("status", parents=[people], help="assets with their progress, archive and distribution; "
+                            "windows with their next transition")
     where = status.add_mutually_exclusive_group()
     where.add_argument("--namespace", "-n", default=None, help="this namespace (default: the context's)")
     where.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace")
+    status.add_argument("--selector", "-l", default=None,
+                        help="label selector for assets and windows, e.g. series=coastal")
     status.add_argument("--watch", "-w", action="store_true", help=f"redraw every {WATCH_SECONDS:g} s until Ctrl-C")
     status.set_defaults(func=_status)
 
-    describe = sub.add_parser("describe", help="one asset's lineage: source, renditions, packages, copies, "
-                                               "distribution; its conditions and Jobs")
-    describe.add_argument("kind", choices=ASSET_KINDS, metavar="ma|mediaasset", help="the kind (MediaAsset)")
+    describe = sub.add_parser("describe", parents=[people], help="one object: an asset's lineage (source, renditions, "
+                              "packages, copies, distribution) and Jobs; a ladder, window or policy and what it covers")
+    describe.add_argument("kind", choices=sorted(_kinds()), metavar="KIND", help="ma|tl|rw|ap (or the full names)")
     describe.add_argument("name")
     describe.add_argument("--namespace", "-n", default=None, help="default: the context's namespace")
     describe.set_defaults(func=_describe)
