@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit integration lint crds binaries up down env bench clean
+.PHONY: demo test unit integration faults lint crds binaries up down env bench clean images test-containers
 
 # Two distributions: kubemam (the product) and kubemam-local (operator/local: the development cluster,
 # `kubemam local` and `kubemam demo`), both editable.
@@ -34,6 +34,10 @@ integration: binaries
 test: lint binaries
 	$(BIN)/python -m pytest tests -q
 
+# The fault suite alone (it is part of `make test` too): API server, S3, pods, targets and holds.
+faults: binaries
+	$(BIN)/python -m pytest tests/faults -q
+
 demo: binaries
 	$(BIN)/kubemam demo
 
@@ -43,8 +47,24 @@ bench: binaries
 	$(BIN)/python bench/takedown.py
 	$(BIN)/python bench/tier_move.py
 
+# The operator and worker images, tagged as the chart's defaults (ghcr.io/kubemam/{operator,worker}:<version>),
+# with no registry: installs docker.io when missing, starts dockerd when none answers, makes a local Debian
+# bookworm base with mmdebstrap (cached in ~/.cache/kubemam/images). See docs/containers.md.
+images: $(STAMP)
+	nice -n 19 $(BIN)/kubemam local images
+
+# The images in containers: the worker image under docker with the pods' securityContext, then the chart on a
+# real kubelet node (containerd, runc, CNI) with every step in the worker image. Root; long (docs/containers.md).
+test-containers: images binaries
+	$(BIN)/python -m pytest tests/containers -q -p no:cacheprovider
+
 crds: $(STAMP)
 	$(BIN)/kubemam crds
+
+# The chart's generated text: README.md's values table (values.schema.json, values.yaml) and Chart.yaml's
+# Artifact Hub CRD annotations (files/crds, examples/). tests/unit/test_chart_readme.py fails when stale.
+chart-readme: $(STAMP)
+	$(BIN)/python -m tests.chart_readme
 
 up: binaries
 	$(BIN)/kubemam local up

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,16 +100,30 @@ class Custom:
 
 
 def start_operator(kubeconfig: Path, s3_endpoint: str, log: Path,
-                   metrics_port: int = 0, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`kubemam run` as its own process against a test cluster, its output appended to log."""
+                   metrics_port: int = 0, extra_env: dict[str, str] | None = None,
+                   liveness_port: int = 0) -> subprocess.Popen[bytes]:
+    """`kubemam run` as its own process against a test cluster, its output appended to log; with a
+    liveness port, Kopf's /healthz on it (as the chart's Deployment runs it)."""
     from kubemam_local.cluster import S3_SECRET
 
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBEMAM_S3_ENDPOINT": s3_endpoint,
            "KUBEMAM_S3_CREDENTIALS_SECRET": S3_SECRET, "KUBEMAM_RECHECK_SECONDS": "5",
            "KUBEMAM_METRICS_PORT": str(metrics_port), **(extra_env or {})}
+    liveness = [f"--liveness=http://127.0.0.1:{liveness_port}/healthz"] if liveness_port else []
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "kubemam", "run", "--all-namespaces"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "kubemam", "run", "--all-namespaces", *liveness], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def kubeconfig_via(kubeconfig: Path, port: int, out: Path) -> Path:
+    """A copy of `kubeconfig` whose server is https://127.0.0.1:<port> (a proxy in front of the API server;
+    the serving certificate names 127.0.0.1, so TLS still verifies)."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    out.write_text(yaml.safe_dump(config))
+    out.chmod(0o600)
+    return out
 
 
 @dataclass
@@ -125,12 +139,29 @@ class LocalStack:
     operator: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
     operator_env: dict[str, str] | None = None
+    # The operator's own kubeconfig (default: `kubeconfig`); through `api_proxy` when local_stack made one.
+    operator_kubeconfig: Path | None = None
+    api_proxy: Any = None
+    liveness_port: int = 0
 
     def metrics(self) -> str:
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
             return str(response.read().decode())
+
+    def healthz(self) -> tuple[int, str]:
+        """The operator's /healthz: (HTTP status, body); (0, reason) when it does not answer in 5 s."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=5) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as err:
+            return int(err.code), err.read().decode(errors="replace")
+        except OSError as err:
+            return 0, str(err)
 
     def stop_operator(self) -> None:
         if self.operator is not None:
@@ -140,15 +171,23 @@ class LocalStack:
 
     def start_operator(self) -> None:
         if self.operator is None:
-            self.operator = start_operator(self.kubeconfig, self.s3.endpoint, self.log, self.metrics_port,
-                                           self.operator_env)
+            self.operator = start_operator(self.operator_kubeconfig or self.kubeconfig, self.s3.endpoint, self.log,
+                                           self.metrics_port, self.operator_env, self.liveness_port)
 
 
 @contextmanager
 def local_stack(control_plane: Any, tmp_path: Path, namespace: str,
-                operator_env: dict[str, str] | None = None) -> Iterator[LocalStack]:
+                operator_env: dict[str, str] | None = None,
+                api_proxy: Callable[[Any], AbstractContextManager[Any]] | None = None,
+                liveness: bool = False) -> Iterator[LocalStack]:
     """Control plane with a scheduler, MinIO, CRDs, the namespace with its S3 Secret, a process node
-    and the operator; all stopped on exit."""
+    and the operator; all stopped on exit.
+
+    api_proxy: given the ControlPlane, a proxy to put between the operator and the API server (e.g.
+    `lambda cp: FaultProxy(cp.api_port)` from tests/faults/proxy.py): it is entered before the operator
+    starts and the operator's kubeconfig points at its `port`; the node and the test's own client talk
+    to the API server directly. `stack.api_proxy` is the entered proxy. liveness: serve the operator's
+    /healthz on `stack.liveness_port` (`stack.healthz()`)."""
     from kubernetes import config
 
     from kubemam.storage.s3 import make_client
@@ -159,7 +198,8 @@ def local_stack(control_plane: Any, tmp_path: Path, namespace: str,
     from kubemam_local.node import ProcessNode
 
     with ControlPlane(binaries=control_plane.binaries, scheduler=True) as cp, \
-            MinioServer(buckets=["kubemam-library"]) as s3:
+            MinioServer(buckets=["kubemam-library"]) as s3, \
+            (api_proxy(cp) if api_proxy is not None else nullcontext()) as proxy:
         api = config.new_client_from_config(str(cp.kubeconfig))
         install_crds(api)
         provision_namespaces(api, s3.access_key, s3.secret_key, (namespace,))
@@ -167,7 +207,10 @@ def local_stack(control_plane: Any, tmp_path: Path, namespace: str,
         node.start()
         stack = LocalStack(api, make_client(s3.endpoint, s3.access_key, s3.secret_key), Custom(api, namespace),
                            tmp_path / "operator.log", cp.kubeconfig, s3, metrics_port=free_port(),
-                           operator_env=operator_env)
+                           operator_env=operator_env, api_proxy=proxy,
+                           liveness_port=free_port() if liveness else 0)
+        if proxy is not None:
+            stack.operator_kubeconfig = kubeconfig_via(cp.kubeconfig, proxy.port, tmp_path / "operator-kubeconfig")
         stack.start_operator()
         try:
             yield stack

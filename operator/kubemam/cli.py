@@ -52,7 +52,10 @@ def _run(args: argparse.Namespace) -> int:
     from kubemam import metrics
 
     metrics.serve()
-    kopf.configure(verbose=args.verbose)
+    # Kopf's own logging: text is its full format; json is one JSON object a line (python-json-logger), with
+    # the object a message is about under "object" and a "severity", for log collectors.
+    log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=args.verbose, log_format=log_format)
     kopf.run(
         standalone=True,  # one replica, no peering: see docs/architecture.md
         clusterwide=not args.namespace,
@@ -133,7 +136,9 @@ def _list_kind(api: KubeApi, plural: str, namespace: str | None, selector: str |
     """One kind's objects in a namespace, or in all of them (namespace None), optionally by label selector."""
     from kubemam.api.common import GROUP, VERSION
 
-    extra = {"label_selector": selector} if selector else {}
+    extra: dict[str, Any] = {"_request_timeout": api.timeout}  # a hung API server ends the command, in words
+    if selector:
+        extra["label_selector"] = selector
     if namespace is not None:
         response = api.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural,
                                                             _preload_content=False, **extra)
@@ -305,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
     run.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", action="store_true")
+    run.add_argument("--log-format", choices=["text", "json"], default="text",
+                     help="text (default) or json: one JSON object a line, Kopf's JSON logging")
     run.set_defaults(func=_run)
 
     worker = sub.add_parser("worker", help="run one step of a Job (reads KUBEMAM_STEP_INPUT)")

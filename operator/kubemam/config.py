@@ -26,8 +26,31 @@ class OperatorConfig(BaseModel):
     job_active_deadline_seconds: int | None = Field(
         default=None, ge=60, description="Overrides every step's own deadline (steps/registry.py) when set.")
     recheck_seconds: float = Field(default=60.0, gt=0, description="Safety-net re-reconcile of assets not Ready.")
+    step_retry_seconds: float = Field(default=30.0, gt=0, description="Backoff before the first re-run of a step "
+                                      "Job that failed for a transient reason; it doubles with every attempt.")
+    step_retry_max_seconds: float = Field(default=1800.0, gt=0, description="The longest backoff between attempts.")
+    s3_retry_seconds: float | None = Field(default=None, ge=0, description="How long a step pod waits for S3 to "
+                                           "answer before it fails (the workers' default is 60 s); passed on to "
+                                           "every step Job when set.")
     archive_check_seconds: float = Field(default=120.0, gt=0, description="How often archived assets are "
                                          "re-planned: tier transitions and fixity slots are met this closely.")
+    api_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Every Kubernetes API call: connecting (and the TLS handshake) must take "
+        "no longer; a call that does fails, and its handler or reconcile is retried with backoff.")
+    api_read_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Every Kubernetes API call: the longest wait for an answer (a connection "
+        "accepted but never answered fails here instead of hanging forever).")
+    rights_workers: int = Field(default=4, ge=1, le=64, description="Threads that run namespaces' rights "
+                                "reconciles: one namespace's blocked reconcile leaves the others to these.")
+    rights_retry_max_seconds: float = Field(
+        default=30.0, ge=1, description="A failed rights reconcile is retried after 1 s, doubling up to this "
+        "(per namespace, reset by a success); 30 keeps recovery after an outage inside 60 s.")
+    distribution_retry_max_seconds: float = Field(
+        default=60.0, ge=1, description="Longest wait before a failed distribution action is tried again (a "
+        "quarantined (asset, target) pair, or a batch that failed whole): 2, 4, 8 … seconds up to this.")
+    stuck_seconds: float = Field(
+        default=300.0, gt=0, description="Liveness: a rights reconcile, a metrics sweep or a Kopf handler "
+        "thread busy longer than this (or a clock thread silent as long) fails /healthz, so the pod restarts.")
 
 
 ENV_FIELDS = {
@@ -40,7 +63,16 @@ ENV_FIELDS = {
     "job_backoff_limit": "KUBEMAM_JOB_BACKOFF_LIMIT",
     "job_active_deadline_seconds": "KUBEMAM_JOB_ACTIVE_DEADLINE_SECONDS",
     "recheck_seconds": "KUBEMAM_RECHECK_SECONDS",
+    "step_retry_seconds": "KUBEMAM_STEP_RETRY_SECONDS",
+    "step_retry_max_seconds": "KUBEMAM_STEP_RETRY_MAX_SECONDS",
+    "s3_retry_seconds": "KUBEMAM_S3_RETRY_SECONDS",
     "archive_check_seconds": "KUBEMAM_ARCHIVE_CHECK_SECONDS",
+    "api_connect_timeout_seconds": "KUBEMAM_API_CONNECT_TIMEOUT_SECONDS",
+    "api_read_timeout_seconds": "KUBEMAM_API_READ_TIMEOUT_SECONDS",
+    "rights_workers": "KUBEMAM_RIGHTS_WORKERS",
+    "rights_retry_max_seconds": "KUBEMAM_RIGHTS_RETRY_MAX_SECONDS",
+    "stuck_seconds": "KUBEMAM_STUCK_SECONDS",
+    "distribution_retry_max_seconds": "KUBEMAM_DISTRIBUTION_RETRY_MAX_SECONDS",
 }
 
 

@@ -1,6 +1,12 @@
 """The operator's side effects on the API server: plain dicts in and out.
 
 Creates tolerate 409 and deletes tolerate 404, so every caller can run twice.
+
+Every call carries a (connect, read) timeout: a connection the API server (or a dead path to it)
+accepts but never answers fails the call after `read` seconds instead of blocking its thread for
+ever. A timed-out call raises urllib3's timeout error; the caller's handler or reconcile fails and is
+retried with backoff, like any transient error. tests/unit/test_kubeapi_timeout.py calls every
+public method against a server that never answers.
 """
 
 from __future__ import annotations
@@ -10,10 +16,18 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import TimeoutError as CallTimeout
+from urllib3.util.retry import Retry
 
 from kubemam.api.common import GROUP, VERSION
 
 _loaded = False
+
+Timeout = tuple[float, float]
+DEFAULT_TIMEOUT: Timeout = (5.0, 30.0)  # (connect, read) seconds; the operator's come from OperatorConfig
+# urllib3 would retry a timed-out GET three more times (4 x the read timeout); a read error surfaces
+# at once and the caller's backoff decides. Connection failures are still retried (a stale keep-alive).
+_RETRIES = Retry(total=3, read=False)
 
 
 def load_config() -> None:
@@ -28,15 +42,25 @@ def load_config() -> None:
     _loaded = True
 
 
+def new_api_client(configuration: client.Configuration | None = None) -> client.ApiClient:
+    """An API client with the operator's retry policy (set on `configuration`; default: a copy of the
+    loaded one)."""
+    if configuration is None:
+        load_config()
+        configuration = client.Configuration.get_default_copy()
+    configuration.retries = _RETRIES
+    return client.ApiClient(configuration)
+
+
 def _raw(response: Any) -> Any:
     return json.loads(response.data)
 
 
 class KubeApi:
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None, timeout: Timeout = DEFAULT_TIMEOUT) -> None:
         if api_client is None:
-            load_config()
-            api_client = client.ApiClient()
+            api_client = new_api_client()
+        self.timeout = timeout
         self.custom = client.CustomObjectsApi(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -46,7 +70,7 @@ class KubeApi:
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             body: dict[str, Any] = _raw(self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, _preload_content=False))
+                GROUP, VERSION, namespace, plural, name, _preload_content=False, _request_timeout=self.timeout))
             return body
         except ApiException as err:
             if err.status == 404:
@@ -55,36 +79,46 @@ class KubeApi:
 
     def list_objects(self, plural: str, namespace: str) -> list[dict[str, Any]]:
         body = _raw(self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, _preload_content=False))
+            GROUP, VERSION, namespace, plural, _preload_content=False, _request_timeout=self.timeout))
         return list(body.get("items") or [])
 
-    def patch_status(self, plural: str, namespace: str, name: str, status_patch: dict[str, Any]) -> None:
-        """Merge-patch the status subresource; a vanished object is not an error."""
+    def patch_status(self, plural: str, namespace: str, name: str, status_patch: dict[str, Any],
+                     resource_version: str | None = None) -> bool:
+        """Merge-patch the status subresource; a vanished object is not an error (False). With
+        `resource_version`, the API server refuses the patch (409) if the object changed since."""
+        body: dict[str, Any] = {"status": status_patch}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             self.custom.api_client.call_api(
                 f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
                 "PATCH",
-                body={"status": status_patch},
+                body=body,
                 header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
                 auth_settings=["BearerToken"],
                 _preload_content=False,
+                _request_timeout=self.timeout,
             )
         except ApiException as err:
             if err.status != 404:
                 raise
+            return False
+        return True
 
     # --- Jobs and pods -----------------------------------------------------------------------
 
     def list_jobs(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        body = _raw(self.batch.list_namespaced_job(namespace, label_selector=label_selector, _preload_content=False))
+        body = _raw(self.batch.list_namespaced_job(namespace, label_selector=label_selector, _preload_content=False,
+                                                 _request_timeout=self.timeout))
         return list(body.get("items") or [])
 
     def create_job(self, job: dict[str, Any]) -> bool:
         """Create a Job; False when it already exists (the same inputs, so nothing to do) or when
         its namespace is being deleted (nothing will ever need it)."""
         try:
-            self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)
+            self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False,
+                                             _request_timeout=self.timeout)
             return True
         except ApiException as err:
             if err.status == 409 or (err.status == 403 and "NamespaceTerminating" in str(err.body)):
@@ -93,7 +127,8 @@ class KubeApi:
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
-            body = _raw(self.core.read_namespaced_config_map(name, namespace, _preload_content=False))
+            body = _raw(self.core.read_namespaced_config_map(name, namespace, _preload_content=False,
+                                                                  _request_timeout=self.timeout))
         except ApiException as err:
             if err.status == 404:
                 return None
@@ -104,7 +139,7 @@ class KubeApi:
         """Delete a Job and its pods (a failed one, to run it again); 404 is fine."""
         try:
             self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background",
-                                             _preload_content=False)
+                                             _preload_content=False, _request_timeout=self.timeout)
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -116,7 +151,8 @@ class KubeApi:
         if ttl_seconds is not None:
             body["spec"] = {"ttlSecondsAfterFinished": ttl_seconds}
         try:
-            self.batch.patch_namespaced_job(name, namespace, body, _preload_content=False)
+            self.batch.patch_namespaced_job(name, namespace, body, _preload_content=False,
+                                            _request_timeout=self.timeout)
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -124,7 +160,8 @@ class KubeApi:
     def create_event(self, event: dict[str, Any]) -> None:
         """Record an Event; a lost one (the namespace is going away) is not worth failing for."""
         try:
-            self.core.create_namespaced_event(event["metadata"]["namespace"], event, _preload_content=False)
+            self.core.create_namespaced_event(event["metadata"]["namespace"], event, _preload_content=False,
+                                              _request_timeout=self.timeout)
         except ApiException as err:
             if err.status not in (403, 404, 409):
                 raise
@@ -132,7 +169,8 @@ class KubeApi:
     def secret_keys(self, namespace: str, name: str) -> set[str] | None:
         """The data keys a Secret holds (never their values, which stay in the API server), or None."""
         try:
-            body = _raw(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
+            body = _raw(self.core.read_namespaced_secret(name, namespace, _preload_content=False,
+                                                              _request_timeout=self.timeout))
         except ApiException as err:
             if err.status == 404:
                 return None
@@ -142,7 +180,8 @@ class KubeApi:
     def create_secret(self, secret: dict[str, Any]) -> bool:
         """Create a Secret; False when one of that name exists already (409)."""
         try:
-            self.core.create_namespaced_secret(secret["metadata"]["namespace"], secret, _preload_content=False)
+            self.core.create_namespaced_secret(secret["metadata"]["namespace"], secret, _preload_content=False,
+                                               _request_timeout=self.timeout)
             return True
         except ApiException as err:
             if err.status == 409:
@@ -151,11 +190,13 @@ class KubeApi:
 
     def add_secret_data(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
         """Add entries to a Secret (a strategic merge: entries already there are kept)."""
-        self.core.patch_namespaced_secret(name, namespace, {"stringData": string_data}, _preload_content=False)
+        self.core.patch_namespaced_secret(name, namespace, {"stringData": string_data}, _preload_content=False,
+                                          _request_timeout=self.timeout)
 
     def _job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         body = _raw(self.core.list_namespaced_pod(
-            namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}", _preload_content=False))
+            namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}", _preload_content=False,
+            _request_timeout=self.timeout))
         return list(body.get("items") or [])
 
     def running_pod_log_tail(self, namespace: str, job_name: str, lines: int = 20) -> str | None:
@@ -166,9 +207,10 @@ class KubeApi:
             try:
                 # Raw bytes, decoded here: the client's own deserialisation of a text body varies by version.
                 response = self.core.read_namespaced_pod_log(pod["metadata"]["name"], namespace, tail_lines=lines,
-                                                             _preload_content=False)
+                                                             _preload_content=False,
+                                                             _request_timeout=self.timeout)
                 return str(response.data.decode("utf-8", errors="replace"))
-            except ApiException:
+            except (ApiException, CallTimeout):
                 return None  # logs not reachable (node gone, kubelet down): progress is best effort
         return None
 

@@ -15,16 +15,19 @@ import contextlib
 import functools
 import logging
 import os
+import platform
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from typing import Any, TypeVar, cast, get_args
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from kubemam import __version__
 from kubemam.api.asset import AssetPhase
 from kubemam.api.qc import QCCheck
 from kubemam.plan.jobs import LABEL_STEP
@@ -33,6 +36,21 @@ from kubemam.steps.registry import INGEST, STEPS
 from kubemam.timestamps import parse_time
 
 log = logging.getLogger(__name__)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# Always 1 while the operator runs, labelled with what runs: the KubemamOperatorDown alert fires when
+# Prometheus has none for 5 minutes (absent(kubemam_build_info)), and version upgrades show on dashboards.
+# Kopf's version is read from its distribution's metadata: metrics.py does not import Kopf.
+BUILD_INFO = Gauge("kubemam_build_info", "Always 1: the kubemam, Python and Kopf versions of the running operator",
+                   ["version", "python", "kopf"])
+BUILD_INFO.labels(version=__version__, python=platform.python_version(), kopf=_version("kopf")).set(1)
 
 DISTRIBUTION_ACTIONS = Counter("kubemam_distribution_actions_total", "Verified publishes and takedowns",
                                ["namespace", "channel", "action"])
@@ -43,6 +61,11 @@ TAKEDOWN_LATENCY = Histogram("kubemam_takedown_latency_seconds",
 DISTRIBUTION_FAILED_ATTEMPTS = Gauge("kubemam_distribution_failed_attempts",
                                      "Consecutive failed distribute Jobs for a namespace's pending actions",
                                      ["namespace"])
+# Alert on this too: (asset, target) pairs whose publish or takedown failed and is held back (retried
+# with backoff) while the rest of the namespace's distribution goes on: a broken target.
+DISTRIBUTION_QUARANTINED = Gauge("kubemam_distribution_quarantined",
+                                 "(asset, target) pairs whose publish or takedown keeps failing: held back and "
+                                 "retried with backoff while the namespace's other actions go on", ["namespace"])
 
 
 def serve() -> None:

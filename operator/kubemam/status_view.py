@@ -353,6 +353,12 @@ def _distribution(status: Mapping[str, Any], now: datetime) -> list[tuple[str, l
         details = [f"{d.get('channel', '?')}; {_territories(d.get('territories'))}; window {d.get('window', '?')}"]
         if d.get("origin"):
             details.append(str(d["origin"]))
+        held = d.get("quarantine")
+        if isinstance(held, Mapping):
+            retry = parse_time(held.get("retryAt"))
+            head += f"  QUARANTINED ({held.get('action', '?')}, {held.get('attempts', '?')} attempts)"
+            details.append(f"retry {relative(retry, now) if retry else '?'}: "
+                           + " ".join(str(held.get("error") or "").split())[:120])
         items.append((head, details))
     return items
 

@@ -1,6 +1,7 @@
 """The archive on the local cluster with two MinIO sites: an ingested master reaches minCopies verified
 copies (one offsite), moves tier when it ages, a rotted copy is found and repaired, a restore brings it
-back to the hot tier, its EBUCore sidecar parses back, and a legal hold blocks deletion until lifted —
+back to the hot tier, its EBUCore sidecar parses back, and a legal hold blocks deletion until lifted; a
+legal hold set directly in S3 stops the purge (Deletable=False ForeignLegalHold) until it is lifted there —
 then deletion removes every copy. Every claim is checked by listing and hashing what each site holds."""
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ ASSET = {
              "archivePolicyRef": {"name": "two-sites"}},
 }
 PREFIX = f"archive/{NAMESPACE}/ep7/"
+HOLD_TAG = {"Key": "kubemam-legal-hold", "Value": "on"}
 
 
 @pytest.fixture
@@ -77,6 +79,17 @@ def _hash(s3: Any, bucket: str, key: str) -> str | None:
         return _sha(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except s3.exceptions.NoSuchKey:
         return None
+
+
+def _hold(s3: Any, key: str, version: str | None = None) -> str:
+    """The legal hold of a vault version: a version no one ever held has no Object Lock record (OFF)."""
+    try:
+        return str(s3.get_object_legal_hold(Bucket="kubemam-vault", Key=key,
+                                            **({"VersionId": version} if version else {}))["LegalHold"]["Status"])
+    except s3.exceptions.ClientError as err:
+        if err.response["Error"]["Code"] != "NoSuchObjectLockConfiguration":
+            raise
+        return "OFF"
 
 
 def _keys(s3: Any, bucket: str) -> list[str]:
@@ -145,7 +158,8 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
                  what="the move to the warm tier")
         storage = _storage(stack)
         assert [c["location"] for c in storage["copies"]] == ["nearline", "vault"]
-        assert _keys(a, "kubemam-library") == []
+        # The place run deletes nothing; the vacate run after it empties library.
+        wait_for(lambda: _keys(a, "kubemam-library") == [], timeout=60, what="library vacated after the move")
         assert a.head_object(Bucket="kubemam-nearline", Key=PREFIX + "master.mov")["StorageClass"] == \
             "REDUCED_REDUNDANCY"
         assert _hash(a, "kubemam-nearline", PREFIX + "master.mov") == master_sha
@@ -188,10 +202,17 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
         assert restore["request"] == "r1" and restore["estimatedCompletion"] and restore["completedAt"]
         assert _hash(a, "kubemam-library", PREFIX + "master.mov") == master_sha
 
-        # 6. A legal hold: deleting the asset deletes nothing until the hold is lifted.
+        # 6. A legal hold: deleting the asset deletes nothing until the hold is lifted. kubemam's hold is
+        #    marked as kubemam's on the very version it holds.
         _annotate(stack, LEGAL_HOLD_ANNOTATION, "true")
-        wait_for(lambda: b.get_object_legal_hold(Bucket="kubemam-vault", Key=PREFIX + "master.mov")
-                 ["LegalHold"]["Status"] == "ON", timeout=60, what="the Object Lock legal hold on the vault copy")
+        wait_for(lambda: _hold(b, PREFIX + "master.mov") == "ON", timeout=60,
+                 what="the Object Lock legal hold on the vault copy")
+        assert HOLD_TAG in b.get_object_tagging(Bucket="kubemam-vault", Key=PREFIX + "master.mov")["TagSet"]
+        # Someone also holds an older version of the vault's master directly in S3 (not through kubemam).
+        older = [v for v in b.list_object_versions(Bucket="kubemam-vault", Prefix=PREFIX + "master.mov")["Versions"]
+                 if not v["IsLatest"]][-1]["VersionId"]
+        b.put_object_legal_hold(Bucket="kubemam-vault", Key=PREFIX + "master.mov", VersionId=older,
+                                LegalHold={"Status": "ON"})
         stack.custom.delete("mediaassets", "ep7")
         wait_for(lambda: (stack.custom.condition("mediaassets", "ep7", "Deletable") or {}).get("reason")
                  == "LegalHold", timeout=60, what="deletion blocked by the legal hold")
@@ -200,6 +221,17 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
         assert _hash(b, "kubemam-vault", PREFIX + "master.mov") == master_sha
         assert _hash(a, "kubemam-library", PREFIX + "master.mov") == master_sha
         _annotate(stack, LEGAL_HOLD_ANNOTATION, None)
+        # kubemam's hold is lifted, the other is not: the purge refuses, names the version, deletes nothing.
+        refused = wait_for(lambda: (lambda c: c if c and c.get("reason") == "ForeignLegalHold" else None)(
+            stack.custom.condition("mediaassets", "ep7", "Deletable")), timeout=90,
+            what="the purge stopped by the legal hold kubemam did not set")
+        assert older in refused["message"] and "kubemam did not set" in refused["message"]
+        assert _hash(b, "kubemam-vault", PREFIX + "master.mov") == master_sha
+        assert _hash(a, "kubemam-library", PREFIX + "master.mov") == master_sha
+        assert _hold(b, PREFIX + "master.mov", older) == "ON"
+        lifted = time.monotonic()
+        b.put_object_legal_hold(Bucket="kubemam-vault", Key=PREFIX + "master.mov", VersionId=older,
+                                LegalHold={"Status": "OFF"})
 
         def gone() -> bool:
             try:
@@ -208,7 +240,8 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
             except ApiException as err:
                 return err.status == 404
 
-        wait_for(gone, timeout=120, what="the asset deleted once the hold was lifted")
+        wait_for(gone, timeout=150, what="the asset deleted once the holds were lifted")
+        print(f"\npurged {time.monotonic() - lifted:.0f} s after the hold kubemam did not set was lifted in S3")
         for s3, bucket in ((a, "kubemam-library"), (a, "kubemam-nearline"), (b, "kubemam-vault")):
             versions = s3.list_object_versions(Bucket=bucket, Prefix=PREFIX)
             assert not versions.get("Versions") and not versions.get("DeleteMarkers"), bucket

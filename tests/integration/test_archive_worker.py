@@ -123,11 +123,15 @@ def test_place_makes_verified_copies_on_both_sites_then_a_move_empties_the_old_t
     assert code == 0, stderr
     assert again["copiedBytes"] == {}
 
-    # The warm tier: the primary copy moves to nearline at another class; library is emptied.
+    # The warm tier: the primary copy moves to nearline at another class; the place run deletes nothing,
+    # the vacate run after it empties library.
     warm = {**hot, "tier": "warm", "targets": [
         {"location": "nearline", "storage_class": "REDUCED_REDUNDANCY", "primary": True},
-        {"location": "vault", "storage_class": "STANDARD"}], "vacate": ["library"]}
+        {"location": "vault", "storage_class": "STANDARD"}], "vacate": []}
     code, moved, stderr = _run(site_a, site_b, tmp_path, warm)
+    assert code == 0, stderr
+    assert "vacated" not in moved and _keys(site_a, "kubemam-library", f"archive/{asset}/") != []
+    code, moved, stderr = _run(site_a, site_b, tmp_path, {**warm, "mode": "vacate", "vacate": ["library"]})
     assert code == 0, stderr
     assert moved["vacated"] == ["library"]
     assert _keys(site_a, "kubemam-library", f"archive/{asset}/") == []
@@ -147,7 +151,7 @@ def test_a_site_stopped_in_the_middle_of_a_move_loses_nothing(
         {"location": "library", "storage_class": "STANDARD", "primary": True}])
     assert _run(site_a, site_b, tmp_path, first)[0] == 0
     move = {**first, "tier": "cold", "targets": [{"location": "vault", "storage_class": "STANDARD",
-                                                    "primary": True}], "vacate": ["library"]}
+                                                    "primary": True}]}
     worker = subprocess.Popen([sys.executable, "-m", "kubemam", "worker", "archive"],
                               env=_env(site_a, site_b, tmp_path, move, retry=120), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
@@ -171,6 +175,9 @@ def test_a_site_stopped_in_the_middle_of_a_move_loses_nothing(
     assert worker.returncode == 0, stderr
     assert all(a == master["sha256"] for a, _ in copies_seen)
     assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
+    assert _hash_at(site_a, "kubemam-library", f"archive/{asset}/master.mxf") == master["sha256"]
+    code, result, stderr = _run(site_a, site_b, tmp_path, {**move, "mode": "vacate", "vacate": ["library"]})
+    assert code == 0 and result["vacated"] == ["library"], stderr
     assert _keys(site_a, "kubemam-library", f"archive/{asset}/") == []
     # Object Lock kept nothing behind at B: exactly one version, and no multipart upload left over.
     versions = site_b.client().list_object_versions(Bucket="kubemam-vault", Prefix=f"archive/{asset}/master.mxf")
@@ -274,8 +281,107 @@ def test_a_move_rereads_a_kept_copy_before_it_empties_the_last_other_one(
     site_b.client().put_object(Bucket="kubemam-vault", Key=f"archive/{asset}/master.mxf",
                                Body=os.urandom(master["size"]), Metadata={"sha256": master["sha256"]})
     move = {**both, "tier": "cold", "targets": [{"location": "vault", "storage_class": "STANDARD",
-                                                   "primary": True}], "vacate": ["library"]}
+                                                   "primary": True}]}
     code, result, stderr = _run(site_a, site_b, tmp_path, move)
+    assert code == 0, stderr
+    code, result, stderr = _run(site_a, site_b, tmp_path, {**move, "mode": "vacate", "vacate": ["library"]})
     assert code == 0, stderr
     assert result["vacated"] == ["library"] and _keys(site_a, "kubemam-library", f"archive/{asset}/") == []
     assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
+
+
+def _hold_at(server: MinioServer, bucket: str, key: str, version: str | None = None) -> tuple[str, bool]:
+    """(legal hold status, tagged as kubemam's) of one version (the latest when version is None)."""
+    s3 = server.client()
+    ref = {"VersionId": version} if version else {}
+    try:
+        status = s3.get_object_legal_hold(Bucket=bucket, Key=key, **ref)["LegalHold"]["Status"]
+    except s3.exceptions.ClientError as err:
+        if err.response["Error"]["Code"] != "NoSuchObjectLockConfiguration":
+            raise
+        status = "OFF"
+    tags = s3.get_object_tagging(Bucket=bucket, Key=key, **ref)["TagSet"]
+    return status, {"Key": "kubemam-legal-hold", "Value": "on"} in tags
+
+
+def _versions(server: MinioServer, bucket: str, prefix: str) -> list[tuple[str, str]]:
+    listing = server.client().list_object_versions(Bucket=bucket, Prefix=prefix)
+    return sorted((v["Key"][len(prefix):], v["VersionId"]) for v in listing.get("Versions", []))
+
+
+def test_kubemam_lifts_only_the_legal_holds_it_set(site_a: MinioServer, site_b: MinioServer,
+                                                  tmp_path: Path) -> None:
+    """One location under Object Lock holds two locked objects: the master, which only kubemam holds, and a
+    preservation master someone held directly in S3. Lifting the asset's hold releases the first only; a
+    vacate keeps the second and says so; the purge refuses, deleting nothing, until the hold is lifted in S3."""
+    asset = uuid.uuid4().hex[:8]
+    prefix = f"archive/{asset}/"
+    _, master = _master(site_a, 4000)
+    _, preservation = _master(site_a, 3000)
+    preservation["key"] = "preservation.mkv"
+    vault = {"location": "vault", "storage_class": "STANDARD", "primary": True}
+    base = _inputs(site_a, site_b, asset, [master, preservation, _sidecar()], targets=[vault])
+    base["locations"][2]["object_lock"] = True
+    assert _run(site_a, site_b, tmp_path, base)[0] == 0
+    assert _hold_at(site_b, "kubemam-vault", prefix + "master.mxf") == ("OFF", False)
+    b = site_b.client()
+    b.put_object_legal_hold(Bucket="kubemam-vault", Key=prefix + "preservation.mkv", LegalHold={"Status": "ON"})
+
+    held = {**base, "legal_hold": True, "hold_since": "2026-11-23T12:00:00Z"}
+    code, result, stderr = _run(site_a, site_b, tmp_path, held)
+    assert code == 0, stderr
+    assert _hold_at(site_b, "kubemam-vault", prefix + "master.mxf") == ("ON", True)  # kubemam's, tagged
+    assert _hold_at(site_b, "kubemam-vault", prefix + "preservation.mkv") == ("ON", False)  # not claimed
+    assert result["foreignHolds"][0].startswith("vault:archive/" + asset + "/preservation.mkv@")
+
+    lifted = {**base, "legal_hold": False, "hold_since": "2026-11-23T13:00:00Z"}
+    code, result, stderr = _run(site_a, site_b, tmp_path, lifted)
+    assert code == 0, stderr
+    assert _hold_at(site_b, "kubemam-vault", prefix + "master.mxf") == ("OFF", False)
+    assert _hold_at(site_b, "kubemam-vault", prefix + "preservation.mkv") == ("ON", False)
+
+    # The set moves to library: the vacate run deletes the vault's unheld versions and keeps the held one.
+    library = {"location": "library", "storage_class": "STANDARD", "primary": True}
+    moved = {**lifted, "tier": "hot", "targets": [library]}
+    assert _run(site_a, site_b, tmp_path, moved)[0] == 0
+    code, result, stderr = _run(site_a, site_b, tmp_path, {**moved, "mode": "vacate", "vacate": ["vault"]})
+    assert code == 0, stderr
+    assert result["vacated"] == ["vault"] and len(result["foreignHolds"]) == 1
+    assert [k for k, _ in _versions(site_b, "kubemam-vault", prefix)] == ["preservation.mkv"]
+    assert _hash_at(site_b, "kubemam-vault", prefix + "preservation.mkv") == preservation["sha256"]
+
+    # Purge: refused before anything is deleted, naming the version; kubemam never lifts it.
+    everywhere = {**moved, "mode": "purge", "targets": []}
+    code, result, stderr = _run(site_a, site_b, tmp_path, everywhere)
+    assert code == 2 and "a legal hold kubemam did not set" in result["error"], stderr
+    [(_, version)] = _versions(site_b, "kubemam-vault", prefix)
+    assert version in result["error"]
+    assert _hold_at(site_b, "kubemam-vault", prefix + "preservation.mkv") == ("ON", False)
+    assert _hash_at(site_a, "kubemam-library", prefix + "master.mxf") == master["sha256"]
+    # Whoever set it lifts it in S3: the purge goes through.
+    b.put_object_legal_hold(Bucket="kubemam-vault", Key=prefix + "preservation.mkv", LegalHold={"Status": "OFF"})
+    code, result, stderr = _run(site_a, site_b, tmp_path, everywhere)
+    assert code == 0, stderr
+    assert _versions(site_b, "kubemam-vault", prefix) == [] and _keys(site_a, "kubemam-library", prefix) == []
+
+
+def test_a_version_held_after_the_check_is_not_deleted(site_a: MinioServer, site_b: MinioServer,
+                                                      tmp_path: Path) -> None:
+    """A vacate reads each version's hold right before its delete: a hold set in S3 between the place run and
+    the vacate run keeps that version, even at a location the policy does not mark objectLock."""
+    asset = uuid.uuid4().hex[:8]
+    prefix = f"archive/{asset}/"
+    _, master = _master(site_a, 5000)
+    both = _inputs(site_a, site_b, asset, [master], targets=[
+        {"location": "library", "storage_class": "STANDARD", "primary": True},
+        {"location": "vault", "storage_class": "STANDARD"}])
+    assert _run(site_a, site_b, tmp_path, both)[0] == 0
+    site_b.client().put_object_legal_hold(Bucket="kubemam-vault", Key=prefix + "master.mxf",
+                                          LegalHold={"Status": "ON"})
+    only_library = {**both, "targets": [{"location": "library", "storage_class": "STANDARD", "primary": True}]}
+    code, result, stderr = _run(site_a, site_b, tmp_path, {**only_library, "mode": "vacate", "vacate": ["vault"]})
+    assert code == 0, stderr
+    assert [k for k, _ in _versions(site_b, "kubemam-vault", prefix)] == ["master.mxf"]
+    assert result["foreignHolds"] and "master.mxf" in result["foreignHolds"][0]
+    site_b.client().put_object_legal_hold(Bucket="kubemam-vault", Key=prefix + "master.mxf",
+                                          LegalHold={"Status": "OFF"})

@@ -2,13 +2,15 @@
 server-side dry-run apply to the real API server, Pod Security "restricted" judged by the real
 admission plugin, and the operator running under exactly the chart's RBAC.
 
-Snapshots are tests/golden/chart/<value set>.yaml; after an intended change, regenerate them with
-KUBEMAM_UPDATE_GOLDEN=1 .venv/bin/pytest tests/integration/test_chart.py -k golden
+Snapshots are tests/golden/chart/<value set>.yaml, and NOTES-<value set>.txt for the install notes;
+after an intended change, regenerate them with
+KUBEMAM_UPDATE_GOLDEN=1 .venv/bin/pytest tests/integration/test_chart.py -k "golden or notes"
 and review the diff.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -43,11 +45,16 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "everything": {
         "workerServiceAccount": {"name": "kubemam-worker", "namespaces": ["media-a", "media-b"],
                                  "annotations": {"iam.example.com/role": "kubemam-worker"}},
-        "s3": {"endpoint": "https://minio.storage.svc:9000", "credentialsSecret": "kubemam-s3"},
+        "s3": {"endpoint": "https://minio.storage.svc:9000", "credentialsSecret": "kubemam-s3", "retrySeconds": 120},
         "library": {"uri": "s3://media-library/kubemam"},
-        "jobs": {"backoffLimit": 5, "activeDeadlineSeconds": 7200},
+        "jobs": {"backoffLimit": 5, "activeDeadlineSeconds": 7200, "retrySeconds": 15, "retryMaxSeconds": 900},
         "recheckSeconds": 30,
         "archiveCheckSeconds": 600,
+        "kubeApi": {"connectTimeoutSeconds": 3, "readTimeoutSeconds": 20},
+        "rights": {"workers": 8, "retryMaxSeconds": 20},
+        "distribution": {"retryMaxSeconds": 120},
+        "liveness": {"stuckSeconds": 240},
+        "logFormat": "json",  # the RBAC test runs the operator with it and reads its log as JSON
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
         "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
         "dashboard": {"enabled": True, "namespace": "monitoring"},
@@ -65,6 +72,16 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "image": {"repository": "registry.example.com/kubemam/operator", "digest": "sha256:" + "a" * 64},
         "workerImage": {"repository": "registry.example.com/kubemam/worker", "digest": "sha256:" + "b" * 64,
                         "pullPolicy": "Always"},
+    },
+    # The conventions of other charts: names, more environment, security contexts merged over the defaults.
+    "overrides": {
+        "nameOverride": "media-operator",
+        "fullnameOverride": "mam",
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.example.com:3128"},
+                     {"name": "NO_PROXY", "value": "10.96.0.1,.svc,.cluster.local"},
+                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "podSecurityContext": {"supplementalGroups": [4000], "fsGroupChangePolicy": "OnRootMismatch"},
+        "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/kubemam.json"}},
     },
 }
 # Namespaces the value sets render into: the release's, the worker accounts', the dashboard's.
@@ -120,9 +137,16 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list
 
 
 def deployment_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The operator container's environment with values (not those from valueFrom)."""
     (deployment,) = find(docs, "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e["value"] for e in container["env"]}
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = find(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -167,6 +191,7 @@ def test_the_value_sets_render_what_they_ask_for(helm: str) -> None:
         kinds["everything"])
     assert kinds["everything"].count("ServiceAccount") == 3  # the operator's, and the worker's in two namespaces
     assert "CustomResourceDefinition" not in kinds["external-crds"]
+    assert kinds["overrides"] == kinds["default"]
 
 
 def test_chart_crds_are_the_repository_crds(helm: str) -> None:
@@ -191,6 +216,7 @@ def test_app_version_and_default_images_match_the_operator(helm: str) -> None:
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"ghcr.io/kubemam/operator:{__version__}"
     settings = operator_config.load(deployment_env(docs))
     assert settings.worker_image == operator_config.OperatorConfig().worker_image
+    assert settings == operator_config.OperatorConfig()  # the chart's defaults are the operator's own
 
 
 def test_every_operator_setting_can_be_set_and_validates(helm: str) -> None:
@@ -212,6 +238,9 @@ def test_every_operator_setting_can_be_set_and_validates(helm: str) -> None:
     ("jobs.backoffLimit=-1", "/jobs/backoffLimit"),
     ("crds.enable=false", "/crds"),  # a typo is refused rather than ignored
     ("workerImage.digest=latest", "/workerImage/digest"),
+    ("logFormat=xml", "/logFormat"),
+    ("fullnameOverride=Not_A_Name", "/fullnameOverride"),
+    ("s3.retrySeconds=-1", "/s3/retrySeconds"),
 ])
 def test_invalid_values_are_refused_by_name(helm: str, setting: str, field: str) -> None:
     result = _helm(helm, "template", RELEASE, str(CHART), "--set", setting, check=False)
@@ -240,6 +269,70 @@ def test_every_pod_spec_is_restricted(helm: str, value_set: str) -> None:
             assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, where
             assert sc["capabilities"] == {"drop": ["ALL"]}, where
             assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}, where
+
+
+def test_name_overrides_name_every_object_and_keep_selectors_matching(helm: str) -> None:
+    docs = objects(render(helm, VALUE_SETS["overrides"]))
+    named = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+    assert {d["metadata"]["name"] for d in named} == {"mam", "mam-metrics"}
+    for doc in named:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "media-operator", doc["kind"]
+    (deployment,) = find(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector["app.kubernetes.io/name"] == "media-operator"
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (service,) = find(docs, "Service")
+    assert service["spec"]["selector"] == selector
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "mam"
+    (binding,) = find(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == "mam" and binding["subjects"][0]["name"] == "mam"
+    # nameOverride alone: <release>-<name>, the release name kept when it contains the name.
+    only_name = objects(render(helm, {"nameOverride": "mam"}))
+    assert find(only_name, "Deployment")[0]["metadata"]["name"] == "kubemam"
+    only_name = objects(render(helm, {"nameOverride": "media"}))
+    assert find(only_name, "Deployment")[0]["metadata"]["name"] == "kubemam-media"
+
+
+def test_extra_env_is_appended_and_never_replaces_a_setting(helm: str) -> None:
+    env = operator_container(objects(render(helm, VALUE_SETS["overrides"])))["env"]
+    default_env = operator_container(objects(render(helm, {})))["env"]
+    assert env[:len(default_env)] == default_env
+    assert env[len(default_env):] == VALUE_SETS["overrides"]["extraEnv"]
+    for name, why in (("KUBEMAM_RECHECK_SECONDS", "is an operator setting: set it by its value"),
+                      ("KUBEMAM_S3_RETRY_SECONDS", "is an operator setting: set it by its value"),
+                      ("HOME", "is set by the chart itself")):
+        result = _helm(helm, "template", RELEASE, str(CHART), values={"extraEnv": [{"name": name, "value": "1"}]},
+                       check=False)
+        assert result.returncode != 0 and f"extraEnv: {name} {why}" in result.stderr, result.stderr
+
+
+def test_security_context_overrides_merge_over_the_restricted_defaults(helm: str) -> None:
+    defaults = objects(render(helm, {}))
+    docs = objects(render(helm, VALUE_SETS["overrides"]))
+    pod = find(docs, "Deployment")[0]["spec"]["template"]["spec"]["securityContext"]
+    default_pod = find(defaults, "Deployment")[0]["spec"]["template"]["spec"]["securityContext"]
+    assert pod == {**default_pod, "supplementalGroups": [4000], "fsGroupChangePolicy": "OnRootMismatch"}
+    container = operator_container(docs)["securityContext"]
+    default_container = operator_container(defaults)["securityContext"]
+    assert container == {**default_container,
+                         "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/kubemam.json"}}
+    # A key given wins; maps merge key by key (the capabilities' drop stays when add is given).
+    merged = operator_container(objects(render(helm, {
+        "podSecurityContext": {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
+        "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}})))
+    assert merged["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+    assert merged["securityContext"]["readOnlyRootFilesystem"] is True
+    pod = find(objects(render(helm, {"podSecurityContext": {"runAsUser": 10001}})), "Deployment")[0]
+    assert pod["spec"]["template"]["spec"]["securityContext"] == {**default_pod, "runAsUser": 10001}
+
+
+def test_log_format_reaches_the_operator_command(helm: str) -> None:
+    from kubemam.cli import build_parser
+
+    for values, expected in (({}, "text"), ({"logFormat": "json"}, "json")):
+        command = operator_container(objects(render(helm, values)))["command"]
+        assert command[:2] == ["kubemam", "run"] and f"--log-format={expected}" in command
+        assert build_parser().parse_args(command[1:]).log_format == expected  # the operator takes it
 
 
 # --- the real API server -----------------------------------------------------------------------
@@ -422,6 +515,12 @@ def test_the_operator_works_under_the_chart_rbac(helm: str, kubectl: Any, chart_
                 proc.terminate()
                 proc.wait(timeout=30)
         text = log_path.read_text()
+        if "--log-format=json" in container["command"]:  # Kopf's JSON logging: every line one JSON object
+            lines = [line for line in text.splitlines() if line.strip()]
+            records = [json.loads(line) for line in lines if line.startswith("{")]
+            assert lines and len(records) == len(lines), f"lines of the log that are not JSON:\n{text[-6000:]}"
+            assert all({"message", "severity", "timestamp"} <= r.keys() for r in records), records[:3]
+            assert any(r.get("object", {}).get("kind") == "MediaAsset" for r in records), records[:20]
         # Kopf: APIForbiddenError, "Not enough permissions"; the API client: "Reason: Forbidden".
         for sign in ("Forbidden", "forbidden", "Not enough permissions"):
             assert sign not in text, f"the operator lacked a permission ({sign!r}):\n{text[-6000:]}"
@@ -453,3 +552,34 @@ def _healthy(port: int) -> bool:
     except OSError:
         return False
 
+
+# --- NOTES.txt (helm template does not render it; helm install --dry-run does, with a cluster to ask) ----
+
+
+def install_notes(helm: str, kubeconfig: str, values: dict[str, Any]) -> str:
+    """The notes `helm install` prints. A dry run creates nothing; --take-ownership only skips the check of
+    objects other tests applied (the session's CRDs, the RBAC test's objects), since nothing is installed."""
+    result = _helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                   "--take-ownership", "--kubeconfig", kubeconfig, values=values)
+    assert "\nNOTES:\n" in result.stdout, result.stdout[-2000:]
+    return result.stdout.split("\nNOTES:\n", 1)[1]
+
+
+@pytest.mark.parametrize("value_set", ["default", "everything"])
+def test_install_notes(helm: str, control_plane: Any, value_set: str) -> None:
+    notes = install_notes(helm, str(control_plane.kubeconfig), VALUE_SETS[value_set])
+    golden = GOLDEN / f"NOTES-{value_set}.txt"
+    if UPDATE_GOLDEN:
+        golden.write_text(notes)
+    home = yaml.safe_load((CHART / "Chart.yaml").read_text())["home"]
+    for line in (f"kubemam {__version__} is installed: release {RELEASE} in namespace {NAMESPACE}.",
+                 f"kubectl -n {NAMESPACE} get deploy kubemam", f"kubectl -n {NAMESPACE} logs deploy/kubemam",
+                 f"{home}/tree/main/examples", f"{home}/blob/main/docs/runbooks.md"):
+        assert line in notes, f"{line!r} not in the notes:\n{notes}"
+    secret = VALUE_SETS[value_set].get("s3", {}).get("credentialsSecret")
+    if secret:
+        assert f"read the Secret {secret}" in notes and "WARNING" not in notes
+        assert "PrometheusRule kubemam" in notes and "ConfigMap kubemam-dashboard in monitoring" in notes
+    else:
+        assert "WARNING: s3.credentialsSecret is empty" in notes
+    assert notes == golden.read_text(), f"the notes differ from {golden}: regenerate with KUBEMAM_UPDATE_GOLDEN=1"

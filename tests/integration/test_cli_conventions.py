@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import Custom, example
+from tests.helpers import Custom, example, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +114,18 @@ def test_kubectl_finds_the_plugin(control_plane: Any, api_client: Any, namespace
     plugins = subprocess.run([kubectl, "plugin", "list"], env={**os.environ, **env}, capture_output=True, text=True,
                              timeout=60)
     assert "kubectl-kubemam" in plugins.stdout
+
+
+def test_kubectl_explain_teaches_the_api(control_plane: Any, kubectl: Any) -> None:
+    """Every spec field carries a description, so `kubectl explain` reads like a reference."""
+    # The API server publishes a new CRD's OpenAPI a few seconds after it is established.
+    markers = wait_for(lambda: kubectl("explain", "mediaasset.spec.markers", check=False).stdout, timeout=60,
+                       what="the CRDs' OpenAPI")
+    assert "Frame-accurate points and ranges" in markers
+    for field, words in (("start", "SMPTE timecode"), ("kind", "adBreak"), ("end", "not before start")):
+        assert field in markers and words.lower() in markers.lower(), (field, markers)
+    assert "When it closes" in kubectl("explain", "rightswindow.spec.end").stdout
+    assert "GOP-aligned chunks" in kubectl("explain", "transcodeladder.spec.chunking").stdout
+    assert "re-hashed" in kubectl("explain", "archivepolicy.spec.fixity").stdout
+    conditions = kubectl("explain", "mediaasset.status.conditions").stdout
+    assert "one per type" in conditions

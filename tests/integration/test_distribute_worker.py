@@ -124,10 +124,6 @@ def test_usage_rows_pair_publish_with_next_takedown_and_clip() -> None:
     (lambda i: i["actions"][0].update(package=None), "actions[0].package must be a non-empty string, not None"),
     (lambda i: i["actions"][0].update(territories=["Norway"]), "territories"),
     (lambda i: i["actions"][1].update(purgeWebhook="ftp://x"), "purgeWebhook"),
-    (lambda i: i["actions"][1].update(origin="s3://kubemam-origin/svod-nordics"), "lies inside origin"),
-    (lambda i: i["actions"][1].update(origin="s3://kubemam-library/assets/media"), "holds package"),
-    (lambda i: i["actions"][1].update(origin="s3://kubemam-origin/feeds"), "holds feed"),
-    (lambda i: i["actions"][1].update(origin=i["actions"][0]["origin"]), "another action of the batch"),
     (lambda i: i.update(batch="not hex"), "input.batch"),
     (lambda i: i["actions"][0].update(channel="tv"), "actions[0].channel 'tv' is unknown (known: svod, avod"),
     (lambda i: i.update(feeds=i["feeds"] * 2), "input.feeds names the same feed twice"),
@@ -151,6 +147,27 @@ def _example() -> dict[str, Any]:
          "origin": "s3://kubemam-origin/svod-nordics/media/ep2", "purgeWebhook": "http://127.0.0.1:8123/purge"}],
         "feeds": [{"uri": "s3://kubemam-origin/feeds/svod.json", "entries": []}],
         "usage": f"s3://kubemam-library/usage/media/{BATCH}.json"}
+
+
+@pytest.mark.parametrize(("change", "refused"), [
+    (lambda i: i["actions"][1].update(origin="s3://kubemam-origin/svod-nordics"), {
+        0: "lies inside origin s3://kubemam-origin/svod-nordics", 1: "holds origin"}),
+    (lambda i: i["actions"][1].update(origin="s3://kubemam-library/assets/media"), {1: "holds package"}),
+    (lambda i: i["actions"][1].update(origin="s3://kubemam-origin/feeds"), {1: "holds feed"}),
+    (lambda i: i["actions"][1].update(origin=i["actions"][0]["origin"]), {
+        1: "another action of the batch (actions[0]) has the origin"}),
+])
+def test_an_overlapping_origin_refuses_only_its_actions(change: Any, refused: dict[int, str]) -> None:
+    """A takedown deletes everything under its origin: an action whose origin overlaps another's, a
+    package, a feed or the usage object may not run — and only it; the batch's other actions do."""
+    inputs = _example()
+    inputs["actions"].append({**inputs["actions"][1], "asset": "ep3",
+                              "origin": "s3://kubemam-origin/svod-nordics-2/media/ep3"})
+    change(inputs)
+    batch = parse_input(inputs)
+    assert set(batch.refused) == set(refused) and 2 not in batch.refused
+    for index, words in refused.items():
+        assert words in batch.refused[index]
 
 
 def test_the_briefs_example_input_parses() -> None:
@@ -183,7 +200,7 @@ def test_what_the_rights_planner_writes_is_what_the_worker_reads() -> None:
         "publish", f"s3://{LIBRARY}/assets/media/ep1/packages/0123abcd", f"s3://{ORIGIN}/svod-nordics/media/ep1",
         "http://cdn.local/purge")
     assert str(batch.usage) == f"s3://{LIBRARY}/usage/media/{batch.batch}.json"
-    assert [str(f.uri) for f in batch.feeds] == [f"s3://{ORIGIN}/feeds/svod.json"]
+    assert [str(f.uri) for f in batch.feeds] == [f"s3://{ORIGIN}/feeds/media/svod.json"]  # the namespace's own
 
 
 class RefusingS3:
@@ -412,6 +429,9 @@ def test_a_bad_package_fails_its_publish_for_good_and_holds_up_nothing_else(mini
     result, lines, stderr = _run(minio, tmp_path, inputs, expect=2)
     assert result["error"] == (f"distribute: 1 of 3 actions failed: publish ep1 on svod-nordics: package {empty} "
                                "holds nothing")
+    # Which actions failed, for the rights planner: it records the others as done.
+    assert result["failed"] == [[0, 0]] and result["errors"] == [f"package {empty} holds nothing"]
+    assert result["usage"] == inputs["usage"]
     assert "holds nothing" in stderr
     assert [line["verified"] for line in lines] == [False, True, True]
     assert _listing(s3, taken["origin"]) == {}  # the takedown was not held up
@@ -424,6 +444,7 @@ def test_a_bad_package_fails_its_publish_for_good_and_holds_up_nothing_else(mini
     half = f"s3://{LIBRARY}/assets/{ns}/half/packages/00"
     result, _, _ = _run(minio, tmp_path, _inputs(ns, [_action("publish", ns, "ep1", half)]), expect=2)
     assert "has no manifest.json" in result["error"]
+    assert result["failed"] == [[0, 0]] and "has no manifest.json" in result["errors"][0]
 
 
 def test_bad_input_exits_2_with_a_message_before_touching_storage(minio: Any, s3: Any, tmp_path: Path) -> None:
@@ -435,9 +456,15 @@ def test_bad_input_exits_2_with_a_message_before_touching_storage(minio: Any, s3
     assert _listing(s3, f"s3://{ORIGIN}/svod-nordics/{ns}/ep2") == {"seg.m4s": 1}
     result, _, _ = _run(minio, tmp_path, {**inputs, "actions": inputs["actions"][:1], "usage": "s3:/nope"}, expect=2)
     assert "input.usage" in result["error"]
+    # A missing origin bucket fails its actions (not the batch): see the broken-target test below.
     missing = _inputs(ns, [{**_action("takedown", ns, "ep2"), "origin": f"s3://no-such-bucket-{ns}/x"}])
     result, _, _ = _run(minio, tmp_path, missing, expect=2)
-    assert result["error"] == f"distribute: bucket no-such-bucket-{ns} does not exist"
+    assert result["failed"] == [[0, 0]] and result["errors"] == [f"bucket no-such-bucket-{ns} does not exist"]
+    # A missing library (where the batch records what it did) stops the batch before anything runs.
+    nowhere = {**_inputs(ns, [_action("takedown", ns, "ep2")]), "usage": f"s3://no-library-{ns}/usage/x.json"}
+    result, _, _ = _run(minio, tmp_path, nowhere, expect=2)
+    assert result == {"error": f"distribute: bucket no-library-{ns} does not exist"}
+    assert _listing(s3, f"s3://{ORIGIN}/svod-nordics/{ns}/ep2") == {"seg.m4s": 1}
 
 
 def _fill_origin(s3: Any, namespace: str, asset: str, count: int = 5) -> list[str]:
@@ -472,20 +499,23 @@ def test_takedown_empties_the_origin_and_purges_the_removed_paths(minio: Any, s3
     assert _get_or_none(s3, purge_ledger(S3Uri.parse(inputs["usage"]), inputs["batch"])) is None  # purged: no ledger
 
 
-def test_a_failing_purge_webhook_exits_1_with_the_objects_gone_and_the_rerun_purges_them(
+def test_a_failing_purge_webhook_fails_the_action_with_the_objects_gone_and_the_rerun_purges_them(
         minio: Any, s3: Any, tmp_path: Path, webhook: PurgeServer) -> None:
     ns = f"wh-{uuid.uuid4().hex[:6]}"
     keys = _fill_origin(s3, ns, "ep2")
     action = _action("takedown", ns, "ep2", webhook=webhook.url)
     webhook.status = 500
     inputs = _inputs(ns, [action])
-    _, lines, stderr = _run(minio, tmp_path, inputs, expect=1)
+    result, lines, stderr = _run(minio, tmp_path, inputs, expect=2)
+    assert result["failed"] == [[0, 0]] and "HTTP 500" in result["errors"][0]
     assert _listing(s3, action["origin"]) == {}
     assert len(webhook.requests) == 3 and webhook.requests[0]["body"]["paths"] == keys
     assert lines[0]["verified"] is False and "HTTP 500" in lines[0]["error"]
     assert "1 of 1 actions failed: takedown ep2 on svod-nordics: purge webhook" in stderr.splitlines()[-1]
-    assert _get(s3, inputs["usage"])[0] == {"namespace": ns, "batch": inputs["batch"], "complete": False,
-                                           "records": []}
+    usage = _get(s3, inputs["usage"])[0]
+    assert {k: v for k, v in usage.items() if k != "failures"} == {"namespace": ns, "batch": inputs["batch"],
+                                                                   "complete": False, "records": []}
+    assert [(f["index"], f["asset"], f["permanent"]) for f in usage["failures"]] == [(0, "ep2", False)]
     webhook.status = 204
     webhook.requests.clear()
     result, lines, _ = _run(minio, tmp_path, inputs)
@@ -502,7 +532,7 @@ def test_a_later_batch_purges_what_a_failed_batch_removed(minio: Any, s3: Any, t
     keys = _fill_origin(s3, ns, "ep3")
     webhook.status = 503
     first = _inputs(ns, [_action("takedown", ns, "ep3", webhook=webhook.url)])
-    _run(minio, tmp_path, first, expect=1)
+    _run(minio, tmp_path, first, expect=2)
     ledger = purge_ledger(S3Uri.parse(first["usage"]), first["batch"])
     assert _get_or_none(s3, ledger) == {"purges": {first["actions"][0]["origin"]: keys}}
     webhook.status = 200
@@ -576,3 +606,60 @@ def test_report_usage_end_to_end_on_what_the_worker_wrote(minio: Any, s3: Any, t
     assert before == ",".join(["namespace", "asset", "territory", "channel", "target", "window", "from", "to"]) + "\n"
     bad = subprocess.run([*command[:6], "2020-02-01", "--to", "2020-01-01"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "--from must be before --to" in bad.stderr
+
+
+def test_a_broken_target_fails_its_actions_and_feed_and_nothing_else(minio: Any, s3: Any, tmp_path: Path) -> None:
+    """One target's bucket is gone: its publish and takedown fail (without being tried), its feed is not
+    written; the good target's publish, takedown and feed are done; the report names the failed actions."""
+    ns = f"brk-{uuid.uuid4().hex[:6]}"
+    broken = f"gone-{ns}"
+    package, files = _package(s3, tmp_path, ns, "ep1")
+    keys = _fill_origin(s3, ns, "ep2")
+
+    def on(kind: str, asset: str, bucket: str, package: str | None = None) -> dict[str, Any]:
+        return {**_action(kind, ns, asset, package), "origin": f"s3://{bucket}/svod-nordics/{ns}/{asset}"}
+
+    actions = [on("takedown", "ep2", ORIGIN), on("takedown", "ep2", broken), on("publish", "ep1", ORIGIN, package),
+               on("publish", "ep1", broken, package)]
+    actions[1]["target"] = actions[3]["target"] = "svod-broken"
+    good_feed, bad_feed = f"s3://{ORIGIN}/feeds/{ns}/svod.json", f"s3://{broken}/feeds/{ns}/svod.json"
+    feeds = [{"uri": good_feed, "entries": [{"asset": "ep1", "target": "svod-nordics"}]},
+             {"uri": bad_feed, "entries": [{"asset": "ep1", "target": "svod-broken"}]}]
+    result, lines, _ = _run(minio, tmp_path, _inputs(ns, actions, feeds, batch=uuid.uuid4().hex), expect=2)
+    assert [line["verified"] for line in lines] == [True, False, True, False]
+    assert [i for i, _ in result["failed"]] == [1, 3]
+    assert result["errors"] == [f"bucket {broken} does not exist"]
+    assert _listing(s3, actions[0]["origin"]) == {} and len(keys) == 5
+    assert _listing(s3, actions[2]["origin"]) == files
+    assert _get(s3, good_feed)[0]["entries"] == feeds[0]["entries"]
+    usage = _get(s3, result["usage"])[0]
+    assert [(r["action"], r["asset"], r["target"]) for r in usage["records"]] == [
+        ("takedown", "ep2", "svod-nordics"), ("publish", "ep1", "svod-nordics")]
+    assert [f["index"] for f in usage["failures"]] == [1, 3]
+
+    # The bucket is back (empty): the retried pair verifies at once and its feed is written.
+    s3.create_bucket(Bucket=broken)
+    result, lines, _ = _run(minio, tmp_path, _inputs(ns, [actions[1], actions[3]], feeds[1:]))
+    assert result["takenDown"] == 1 and result["published"] == 1 and all(line["verified"] for line in lines)
+    assert _listing(s3, actions[3]["origin"]) == files
+    assert _get(s3, bad_feed)[0]["entries"] == feeds[1]["entries"]
+
+
+def test_the_failure_report_fits_the_termination_message() -> None:
+    """200 failed actions with long, distinct errors: every index is in the 4 KiB message, the errors as
+    far as they fit, the rest pointing at the usage object that holds them all."""
+    from kubemam.steps.distribute import DistributeFailure
+    from kubemam.worker.contract import MAX_MESSAGE
+    from kubemam.worker.distribute import failure_report
+
+    usage = f"s3://{LIBRARY}/usage/media/{BATCH}.json"
+    small = failure_report([(3, "bucket x does not exist"), (7, "bucket x does not exist")], "2 of 9 failed", usage)
+    assert small.failed == [(3, 0), (7, 0)] and small.errors == ["bucket x does not exist"]
+    failed = [(i, f"listing s3://origin/svod/media/asset-{i:03d}: AccessDenied: " + "x" * 300) for i in range(200)]
+    report = failure_report(failed, "200 of 200 actions failed: " + "y" * 2000, usage)
+    text = json.dumps(report.to_wire(), separators=(",", ":"), sort_keys=True)
+    assert len(text.encode()) <= MAX_MESSAGE
+    assert [i for i, _ in report.failed] == list(range(200))
+    assert report.errors[0].endswith(f"see {usage} (failures)") and len(report.errors) > 1
+    by_action = DistributeFailure.model_validate(json.loads(text)).errors_by_action()
+    assert by_action[0].startswith("listing s3://origin/svod/media/asset-000") and usage in by_action[199]

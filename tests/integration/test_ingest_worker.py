@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,13 @@ def test_ingest_commits_proxy_probe_and_qc_and_reports_them(minio: Any, sample: 
     stored = dict(list_objects(s3, prefix))
     assert {"manifest.json", "probe.json", "qc.json", "proxy.mp4", "poster.jpg", "sprite-001.jpg", "sprite-002.jpg",
             "sprite.vtt", "thumbs/0001.jpg", "thumbs/0003.jpg"} <= set(stored)
+    # The loudness series beside the report, one point a second: the sample's steady tone reads at its
+    # integrated loudness throughout (momentary, 400 ms, from the first second on).
+    assert reported["qc"]["loudnessUri"] == str(prefix.join("loudness.json"))
+    series = json.loads(s3.get_object(Bucket=prefix.bucket, Key=prefix.join("loudness.json").key)["Body"].read())
+    assert series["targetLufs"] == -23 and [p[0] for p in series["points"]] == [float(s) for s in range(6)]
+    integrated = reported["qc"]["loudness"]["integratedLufs"]
+    assert all(abs(p[1] - integrated) < 1.5 for p in series["points"][1:]), (integrated, series)
     previews = reported["previews"]
     assert (previews["thumbnails"], previews["spriteSheets"]) == (3, 2)
     assert previews["spriteUri"].endswith("/sprite-001.jpg")
@@ -96,6 +106,11 @@ def test_ingest_commits_proxy_probe_and_qc_and_reports_them(minio: Any, sample: 
     assert again.returncode == 0, again.stderr
     assert s3.head_object(Bucket=prefix.bucket, Key=prefix.join("manifest.json").key)["ETag"] == etag
     assert json.loads(message2.read_text()) == reported
+    # So does another attempt (the planner's retry or recover run: a new Job name, the same work).
+    recover, message3 = _run(minio, tmp_path, {**inputs, "attempt": {"number": 2, "recover": True}})
+    assert recover.returncode == 0, recover.stderr
+    assert s3.head_object(Bucket=prefix.bucket, Key=prefix.join("manifest.json").key)["ETag"] == etag
+    assert json.loads(message3.read_text()) == reported
 
 
 def test_checksum_mismatch_fails_clearly_and_commits_nothing(minio: Any, sample: Path, tmp_path: Path) -> None:
@@ -185,3 +200,108 @@ def test_s3_briefly_unreachable_is_retried_not_failed(minio: Any, sample: Path, 
     gave_up = subprocess.run([sys.executable, "-m", "kubemam", "worker", "ingest"], env=down, capture_output=True,
                              text=True, timeout=120)
     assert gave_up.returncode not in (0, 2), gave_up.stderr
+
+
+class _Master(http.server.BaseHTTPRequestHandler):
+    """Serves `body`; while `cut` is set, declares the whole length but closes after `cut` bytes."""
+
+    body = b""
+    cut: int | None = None
+    served: list[int] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+        self.send_response(200)
+        self.send_header("Content-Type", "video/quicktime")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        sent = self.body if self.cut is None else self.body[:self.cut]
+        self.wfile.write(sent)
+        self.wfile.flush()
+        type(self).served.append(len(sent))
+        self.close_connection = True
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def http_master(sample: Path) -> Iterator[tuple[str, type[_Master]]]:
+    handler = type("Master", (_Master,), {"body": sample.read_bytes(), "cut": None, "served": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/master.mov", handler
+    server.shutdown()
+
+
+def test_a_truncated_http_master_is_a_transient_failure_then_ingested_whole(
+        minio: Any, sample: Path, tmp_path: Path, http_master: tuple[str, type[_Master]]) -> None:
+    """A server that closes the connection early (a clean EOF before Content-Length): never a partial master;
+    exit 1 (retried), not the permanent exit 2 — even with a declared checksum, which a short body cannot
+    match. Served whole, the same input ingests."""
+    uri, server = http_master
+    s3 = make_client(minio.endpoint, minio.access_key, minio.secret_key)
+    sha = hashlib.sha256(sample.read_bytes()).hexdigest()
+    output = f"s3://kubemam-library/assets/{uuid.uuid4().hex}/ingest"
+    server.cut = len(server.body) // 3
+    for source in ({"uri": uri}, {"uri": uri, "checksum": {"algorithm": "sha256", "value": sha}}):
+        result, message = _run(minio, tmp_path, {"source": source, "output": output})
+        assert result.returncode == 1, result.stderr
+        error = json.loads(message.read_text())
+        assert error["retryable"] is True and f"ended after {server.cut} of {len(server.body)} bytes" in error["error"]
+        assert list(list_objects(s3, S3Uri.parse(output))) == []  # nothing committed from a partial master
+    assert server.served == [server.cut, server.cut]
+
+    server.cut = None
+    result, message = _run(minio, tmp_path, {"source": {"uri": uri, "checksum": {"algorithm": "sha256", "value": sha}},
+                                             "output": output})
+    assert result.returncode == 0, result.stderr
+    reported = json.loads(message.read_text())
+    assert reported["technical"]["sha256"] == sha and reported["technical"]["sizeBytes"] == len(server.body)
+
+
+def test_a_whole_download_with_the_wrong_checksum_is_still_permanent(
+        minio: Any, tmp_path: Path, http_master: tuple[str, type[_Master]]) -> None:
+    uri, _ = http_master
+    result, message = _run(minio, tmp_path, {"source": {"uri": uri, "checksum": {"algorithm": "md5",
+                                                                                 "value": "0" * 32}},
+                                             "output": f"s3://kubemam-library/assets/{uuid.uuid4().hex}/ingest"})
+    assert result.returncode == 2 and "the asset declares 0000" in json.loads(message.read_text())["error"]
+
+
+def test_a_32_track_master_reports_a_compact_result_that_holds_every_track(minio: Any, tmp_path: Path) -> None:
+    """32 mono tracks under a long namespace and asset name (every preview URI is long): the whole result
+    (over 4 KiB) is in the manifest, the termination message carries the compact form with resultUri, and the
+    planner's reading of it lists every track."""
+    from kubemam.steps.ingest import IngestResult
+
+    master = tmp_path / "32-track.mov"
+    tracks = 32
+    command = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=1"]
+    for n in range(tracks):
+        command += ["-f", "lavfi", "-i", f"sine=f={200 + 20 * n}:sample_rate=48000:d=1"]
+    command += ["-map", "0:v"] + [x for n in range(tracks) for x in ("-map", f"{n + 1}:a")]
+    command += [x for n in range(tracks) for x in (f"-metadata:s:a:{n}", f"language={'eng' if n < 16 else 'fra'}",
+                                                   f"-metadata:s:a:{n}", f"title=Stem {n:02d} " + "x" * 60)]
+    command += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s24le", "-shortest", str(master)]
+    subprocess.run(command, check=True)
+    s3 = make_client(minio.endpoint, minio.access_key, minio.secret_key)
+    key = f"incoming/{uuid.uuid4().hex}.mov"
+    s3.upload_file(str(master), "kubemam-library", key)
+    namespace, asset = "broadcast-operations-" + "n" * 42, "the-long-running-series-s01e01-" + "a" * 200
+    output = f"s3://kubemam-library/assets/{namespace}/{asset}-{uuid.uuid4().hex[:8]}/ingest"
+    result, message = _run(minio, tmp_path, {"source": {"uri": f"s3://kubemam-library/{key}"}, "output": output})
+    assert result.returncode == 0, result.stderr
+    assert len(message.read_bytes()) <= 4096
+    reported = json.loads(message.read_text())
+    assert reported["audioTracks"] == tracks and reported["resultUri"] == reported["manifest"]
+    manifest = read_manifest(s3, S3Uri.parse(reported["resultUri"].removesuffix("/manifest.json")))
+    assert manifest is not None and len(manifest.result["technical"]["audio"]) == tracks
+    full = manifest.result["technical"]["audio"]
+    assert len(json.dumps(manifest.result)) > 4096
+    technical = IngestResult.model_validate(reported).full_technical()
+    assert technical is not None and technical.audio is not None
+    assert [a.to_wire() for a in technical.audio] == full
+    # Run again: the manifest is found and the same compact message is repeated.
+    again, message2 = _run(minio, tmp_path, {"source": {"uri": f"s3://kubemam-library/{key}"}, "output": output})
+    assert again.returncode == 0 and json.loads(message2.read_text()) == reported

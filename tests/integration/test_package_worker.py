@@ -200,9 +200,12 @@ def test_clear_package_is_valid_dash_and_hls(minio: Any, renditions: dict[str, s
     frames = _framemd5(first)
     assert len(frames) == 1
 
-    # Running the step again changes nothing: the committed package is found and reported.
+    # Running the step again changes nothing: the committed package is found and reported — also as another
+    # attempt (the planner's retry or recover run: a new Job name, the same work hash and output).
     again, _ = _run(minio, tmp_path, inputs)
     assert again["packages"] == result["packages"]
+    recovered, _ = _run(minio, tmp_path, {**inputs, "attempt": {"number": 2, "recover": True}})
+    assert recovered["packages"] == result["packages"] and recovered["tracks"] == result["tracks"]
 
 
 def test_drm_package_decrypts_with_the_right_key_only(minio: Any, renditions: dict[str, str],

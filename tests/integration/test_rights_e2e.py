@@ -112,7 +112,8 @@ def test_windows_publish_and_take_down_on_time(control_plane: Any, tmp_path: Pat
         published = _keys(stack, nordics)
         assert any(k.endswith(".m4s") for k in published) and any(k.endswith("master.m3u8") for k in published)
         assert _keys(stack, europe) == []  # GB is not licensed
-        feed = json.loads(stack.store.get_object(Bucket=ORIGIN, Key="feeds/svod.json")["Body"].read())
+        # The namespace's own feed: another namespace on the same origin bucket has its own.
+        feed = json.loads(stack.store.get_object(Bucket=ORIGIN, Key=f"feeds/{NAMESPACE}/svod.json")["Body"].read())
         assert [(e["asset"], e["target"], e["window"]) for e in feed["entries"]] == [("ep1", "svod-nordics",
                                                                                       "nordics")]
 
@@ -124,11 +125,15 @@ def test_windows_publish_and_take_down_on_time(control_plane: Any, tmp_path: Pat
                           and len(s.get("history") or []) == 2 and s, what="the takedown in the window's history")
         assert [(h["action"], h["asset"], h["target"], h["verified"]) for h in status["history"]] == [
             ("Published", "ep1", "svod-nordics", True), ("TakenDown", "ep1", "svod-nordics", True)]
-        events = client.CoreV1Api(stack.api).list_namespaced_event(
-            NAMESPACE, field_selector="involvedObject.name=nordics").items
-        assert {"Published", "TakenDown"} <= {e.reason for e in events}
+        # Events are written right after the history (same reconcile): wait for them, not for luck.
+        wait_for(lambda: {"Published", "TakenDown"} <= {e.reason for e in client.CoreV1Api(stack.api)
+                                                        .list_namespaced_event(
+                                                            NAMESPACE, field_selector="involvedObject.name=nordics")
+                                                        .items}, timeout=10, what="the Published and TakenDown Events")
         asset = stack.custom.get("mediaassets", "ep1")["status"]["distribution"]
         assert [(d["target"], d["state"]) for d in asset] == [("svod-nordics", "TakenDown")]
+        distributed = stack.custom.condition("mediaassets", "ep1", "Distributed")
+        assert distributed is not None and distributed["status"] == "True", distributed
 
         # A window that ends while the operator is down is taken down as soon as it is back.
         start2 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
@@ -164,6 +169,7 @@ def test_windows_publish_and_take_down_on_time(control_plane: Any, tmp_path: Pat
                              namespace=NAMESPACE) or 0) >= 1
         assert (metric_value(scraped, "kubemam_takedown_latency_seconds_count", channel="svod") or 0) >= 1
         assert metric_value(scraped, "kubemam_distribution_failed_attempts", namespace=NAMESPACE) == 0
+        assert metric_value(scraped, "kubemam_distribution_quarantined", namespace=NAMESPACE) == 0
         # The catch-up takedown's distribute Job finished after the restart: counted; those before it are not.
         assert (metric_value(scraped, "kubemam_jobs_total", step="distribute", outcome="succeeded") or 0) >= 1
         assert metric_value(scraped, "kubemam_jobs_total", step="ingest") is None

@@ -140,6 +140,8 @@ def test_one_decode_makes_every_rendition_as_asked(minio: Any, master: tuple[Pat
     before = {k: s3.head_object(Bucket="kubemam-library", Key=S3Uri.parse(f"{root}/renditions").join(k).key)["ETag"]
               for k in manifests}
     assert _run(minio, tmp_path, inputs)["renditions"] == reported
+    # Another attempt (a retry or recover run of the planner) is the same work: it too finds them.
+    assert _run(minio, tmp_path, {**inputs, "attempt": {"number": 3}})["renditions"] == reported
     assert {k: s3.head_object(Bucket="kubemam-library", Key=S3Uri.parse(f"{root}/renditions").join(k).key)["ETag"]
             for k in manifests} == before
 

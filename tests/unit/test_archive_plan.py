@@ -14,16 +14,19 @@ from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus, StorageCopy, Sto
 from kubemam.config import OperatorConfig
 from kubemam.plan.archive import policy_problems
 from kubemam.plan.archiving import (
+    CONFIRM_VACATE_ANNOTATION,
     FIXITY_ANNOTATION,
     LEGAL_HOLD_ANNOTATION,
     RESTORE_ANNOTATION,
     ArchiveFacts,
     deletion_blocker,
     plan_archive,
+    purge_request,
 )
 from kubemam.plan.asset import JobObservation
 from kubemam.plan.placement import AssetClock, current_tier, placement
 from kubemam.plan.schedule import ScheduleError, latest_slot, next_slot
+from kubemam.plan.stepjob import superseded
 from tests.helpers import EXAMPLES
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -129,6 +132,17 @@ def test_an_ingested_asset_gets_one_place_job_whose_inputs_name_locations_and_cr
     assert [j["metadata"]["name"] for j in again.create_jobs] == [j["metadata"]["name"] for j in outcome.create_jobs]
 
 
+def _copy(location: str) -> dict[str, Any]:
+    return {"location": location, "uri": f"s3://x/{location}", "storageClass": "STANDARD",
+            "verifiedAt": NOW.isoformat(), "verifiedBy": "s3-checksum"}
+
+
+def _succeeded(outcome: Any, step: str, result: dict[str, Any], mode: str | None = None) -> JobObservation:
+    """The outcome's Job of step (of that mode) as it looks once it succeeded with result."""
+    job = next(j for j in _step(outcome, step) if mode is None or _inputs(j)["mode"] == mode)
+    return JobObservation(job["metadata"]["name"], step, "h", "Succeeded", result=result)
+
+
 def _archived(policy: ArchivePolicySpec | None = None, **extra: Any) -> tuple[ArchiveFacts, Any]:
     """An asset whose place Job succeeded with three copies."""
     first = plan_archive(_facts(policy), CONFIG, NOW)
@@ -182,7 +196,12 @@ def test_a_restore_brings_the_set_back_to_the_hot_tier_with_an_estimate() -> Non
     # Back in the hot tier later is a new placement: the first archive Job's old result is not reused.
     first_hot = _step(plan_archive(_facts(policy), CONFIG, NOW), "archive")[0]["metadata"]["name"]
     assert _step(outcome, "archive")[0]["metadata"]["name"] != first_hot
-    assert "vault" in inputs["vacate"]
+    # The place run deletes nothing; once it verified, a vacate run of its own empties the vault.
+    assert inputs["vacate"] == []
+    back = _succeeded(outcome, "archive", {"tier": "hot", "copies": [_copy("library")]})
+    vacate = _inputs(_step(plan_archive(ArchiveFacts(**{**asked.__dict__, "jobs": [back]}), CONFIG, old),
+                           "archive")[0])
+    assert vacate["mode"] == "vacate" and vacate["vacate"] == ["nearline", "vault"]
     restore = outcome.storage.restore
     assert restore.state == "Restoring" and restore.from_location == "vault"
     assert old < restore.estimated_completion < old + timedelta(minutes=5)
@@ -242,3 +261,186 @@ def test_without_its_policy_the_assets_own_hold_and_recorded_retention_still_blo
     assert deletion_blocker(None, {LEGAL_HOLD_ANNOTATION: "true"}, storage, NOW).reason == "LegalHold"
     assert deletion_blocker(None, {}, storage, NOW).reason == "RetentionActive"
     assert deletion_blocker(None, {}, storage, storage.retain_until + timedelta(seconds=1)) is None
+
+
+def _with(facts: ArchiveFacts, **changes: Any) -> ArchiveFacts:
+    return ArchiveFacts(**{**facts.__dict__, **changes})
+
+
+def _settled(facts: ArchiveFacts, outcome: Any) -> ArchiveFacts:
+    """The facts once the outcome's status was written (its Jobs kept as the facts had them)."""
+    return _with(facts, status=facts.status.model_copy(update={"storage": outcome.storage}))
+
+
+def test_a_move_copies_first_and_vacates_in_a_run_of_its_own_right_after_it_verified() -> None:
+    policy = _policy(copies={"minCopies": 2, "requireOffsite": True})
+    facts, _ = _archived(policy)
+    aged = NOW + timedelta(days=40)  # unused for 40 days: the warm tier
+    moving = plan_archive(facts, CONFIG, aged)
+    [place] = _step(moving, "archive")
+    assert _inputs(place)["mode"] == "place" and _inputs(place)["vacate"] == []
+    done = _succeeded(moving, "archive", {"tier": "warm", "copies": [_copy("nearline"), _copy("vault")]})
+    placed = plan_archive(_with(facts, jobs=[done]), CONFIG, aged)
+    [vacate] = _step(placed, "archive")
+    inputs = _inputs(vacate)
+    # The same placement, plus what to empty: no grace for a tier move.
+    assert inputs["mode"] == "vacate" and inputs["vacate"] == ["library"]
+    assert {k: v for k, v in inputs.items() if k not in ("mode", "vacate")} == \
+        {k: v for k, v in _inputs(place).items() if k not in ("mode", "vacate")}
+    assert [c.location for c in placed.storage.copies] == ["nearline", "vault"]
+    assert _cond(placed, "Archived") == ("True", "Archived") and placed.storage.extra_copies is None
+    # Planned again: the same vacate Job, not a second one; once it succeeded nothing more runs.
+    again = plan_archive(_with(facts, jobs=[done]), CONFIG, aged)
+    assert [j["metadata"]["name"] for j in _step(again, "archive")] == [vacate["metadata"]["name"]]
+    emptied = JobObservation(vacate["metadata"]["name"], "archive", "h", "Succeeded",
+                             result={"tier": "warm", "vacated": ["library"]})
+    assert _step(plan_archive(_with(facts, jobs=[done, emptied]), CONFIG, aged), "archive") == []
+
+
+def test_no_vacate_runs_while_a_hold_is_asked_and_a_hold_asked_mid_run_replaces_the_run() -> None:
+    policy = _policy(copies={"minCopies": 2, "requireOffsite": True})
+    facts, _ = _archived(policy)
+    aged = NOW + timedelta(days=40)
+    held = _with(facts, annotations={LEGAL_HOLD_ANNOTATION: "true"})
+    moving = plan_archive(held, CONFIG, aged)
+    [place] = _step(moving, "archive")
+    assert _inputs(place)["legal_hold"] is True and _inputs(place)["hold_since"]
+    done = _succeeded(moving, "archive", {"tier": "warm", "copies": [_copy("nearline"), _copy("vault")]})
+    placed = plan_archive(_with(held, jobs=[done]), CONFIG, aged)
+    assert _step(placed, "archive") == []  # the held set stays everywhere: no vacate Job
+    assert placed.storage.legal_hold is not None and placed.storage.legal_hold.held
+
+    # The hold is asked while the vacate run of an unheld move is running: the held place run starts at
+    # once, and the vacate Job is deleted as superseded (before it deletes anything more).
+    free_place = _succeeded(plan_archive(facts, CONFIG, aged), "archive",
+                            {"tier": "warm", "copies": [_copy("nearline"), _copy("vault")]})
+    vacate_job = _step(plan_archive(_with(facts, jobs=[free_place]), CONFIG, aged), "archive")[0]
+    running = JobObservation(vacate_job["metadata"]["name"], "archive", "h", "Running")
+    cut = plan_archive(_with(held, jobs=[free_place, running]), CONFIG, aged)
+    [held_place] = _step(cut, "archive")
+    assert _inputs(held_place)["legal_hold"] is True and _inputs(held_place)["mode"] == "place"
+    assert superseded([free_place, running], cut.create_jobs) == [running.name]
+    # A fixity run deletes nothing: the held place run waits for it instead.
+    fixity = JobObservation("ep1-fixity-0000aaaa", "fixity", "h", "Running")
+    assert _step(plan_archive(_with(held, jobs=[free_place, fixity]), CONFIG, aged), "archive") == []
+
+
+def test_a_lifted_hold_is_a_new_place_run_so_kubemams_holds_are_released() -> None:
+    facts, outcome = _archived()
+    never = _inputs(_step(plan_archive(_with(facts, jobs=[]), CONFIG, NOW), "archive")[0])
+    assert "hold_since" not in never  # an asset never held keeps the inputs it had
+    held = plan_archive(_with(facts, annotations={LEGAL_HOLD_ANNOTATION: "true"}), CONFIG, NOW)
+    held_inputs = _inputs(_step(held, "archive")[0])
+    assert held_inputs["legal_hold"] is True
+    later = NOW + timedelta(minutes=5)
+    lifted = plan_archive(_settled(facts, held), CONFIG, later)
+    lifted_inputs = _inputs(_step(lifted, "archive")[0])
+    assert lifted_inputs["legal_hold"] is False and lifted_inputs["hold_since"] == later.isoformat().replace(
+        "+00:00", "Z")
+    assert lifted_inputs != never  # not the first placement's Job, which ran already
+    assert lifted.storage.legal_hold.held is False
+
+
+def test_a_lowered_min_copies_keeps_the_extra_copy_for_the_grace_then_vacates_it() -> None:
+    facts, archived = _archived()  # minCopies 3: library, nearline, vault
+    assert [c.location for c in archived.storage.copies] == ["library", "nearline", "vault"]
+    lowered = _policy(copies={"minCopies": 2, "requireOffsite": True, "vacateAfterHours": 24})
+    facts = _with(facts, policy=lowered)
+    first = plan_archive(facts, CONFIG, NOW)
+    [place] = _step(first, "archive")
+    assert [t["location"] for t in _inputs(place)["targets"]] == ["library", "vault"]
+    extra = first.storage.extra_copies
+    assert extra is not None and extra.locations == ["nearline"] and extra.vacate_after == NOW + timedelta(hours=24)
+    assert [e[1] for e in first.events] == ["ExtraCopiesKept"]
+    status, reason = _cond(first, "Replicated")
+    assert (status, reason) == ("True", "ExtraCopies")
+    message = next(v.message for v in first.verdicts if v.type == "Replicated")
+    assert "kept until 2026-11-24T12:00:00+00:00" in message and f"confirm-vacate={extra.token}" in message
+
+    facts = _settled(facts, first)
+    done = _succeeded(first, "archive", {"tier": "hot", "copies": [_copy("library"), _copy("vault")]})
+    placed = plan_archive(_with(facts, jobs=[done]), CONFIG, NOW + timedelta(hours=1))
+    assert _step(placed, "archive") == []  # nothing else to vacate, and nearline is within its grace
+    assert [c.location for c in placed.storage.copies] == ["library", "vault", "nearline"]
+    assert placed.storage.extra_copies == extra and placed.events == []  # the grace did not restart
+    facts = _settled(facts, placed)
+
+    # A wrong token changes nothing; the token the condition shows deletes them now.
+    wrong = plan_archive(_with(facts, jobs=[done], annotations={CONFIRM_VACATE_ANNOTATION: "nope"}), CONFIG,
+                         NOW + timedelta(hours=2))
+    assert _step(wrong, "archive") == []
+    confirmed = plan_archive(_with(facts, jobs=[done], annotations={CONFIRM_VACATE_ANNOTATION: extra.token}), CONFIG,
+                             NOW + timedelta(hours=2))
+    assert _inputs(_step(confirmed, "archive")[0])["vacate"] == ["nearline"]
+
+    # Without the annotation: kept until the grace ends, then vacated; once vacated, the record goes.
+    assert _step(plan_archive(_with(facts, jobs=[done]), CONFIG, NOW + timedelta(hours=23)), "archive") == []
+    after = NOW + timedelta(hours=24, minutes=1)
+    due = plan_archive(_with(facts, jobs=[done]), CONFIG, after)
+    [vacate] = _step(due, "archive")
+    assert _inputs(vacate)["mode"] == "vacate" and _inputs(vacate)["vacate"] == ["nearline"]
+    assert "deleting" in next(v.message for v in due.verdicts if v.type == "Replicated")
+    emptied = JobObservation(vacate["metadata"]["name"], "archive", "h", "Succeeded",
+                             result={"tier": "hot", "vacated": ["nearline"]})
+    gone = plan_archive(_with(facts, jobs=[done, emptied]), CONFIG, after)
+    assert [c.location for c in gone.storage.copies] == ["library", "vault"] and gone.storage.extra_copies is None
+    assert _cond(gone, "Replicated") == ("True", "MinCopiesMet")
+
+
+def test_the_grace_is_the_policys_and_a_tier_move_does_not_wait_for_it() -> None:
+    facts, _ = _archived()
+    short = _policy(copies={"minCopies": 2, "requireOffsite": True, "vacateAfterHours": 0.01})  # 36 s
+    facts = _with(facts, policy=short)
+    first = plan_archive(facts, CONFIG, NOW)
+    assert first.storage.extra_copies.vacate_after == NOW + timedelta(seconds=36)
+    done = _succeeded(first, "archive", {"tier": "hot", "copies": [_copy("library"), _copy("vault")]})
+    facts = _settled(facts, first)
+    assert _step(plan_archive(_with(facts, jobs=[done]), CONFIG, NOW + timedelta(seconds=30)), "archive") == []
+    assert _inputs(_step(plan_archive(_with(facts, jobs=[done]), CONFIG, NOW + timedelta(seconds=40)),
+                         "archive")[0])["vacate"] == ["nearline"]
+    # The asset ages into the warm tier during the grace: the move vacates what it leaves at once.
+    aged = NOW + timedelta(days=40)
+    moving = plan_archive(_with(facts, jobs=[done]), CONFIG, aged)
+    moved = _succeeded(moving, "archive", {"tier": "warm", "copies": [_copy("nearline"), _copy("vault")]},
+                       mode="place")
+    vacate = _inputs(_step(plan_archive(_with(facts, jobs=[done, moved]), CONFIG, aged), "archive")[0])
+    assert vacate["mode"] == "vacate" and vacate["vacate"] == ["library"]
+
+
+def test_a_removed_location_keeps_its_copy_for_the_grace_and_is_reached_as_status_recorded_it() -> None:
+    locations = copy.deepcopy(POLICY_DOC["locations"])
+    locations[2]["endpoint"] = "http://site-b:9000"
+    locations[2]["credentialsSecretRef"] = {"name": "site-b-s3"}
+    facts, archived = _archived(_policy(locations=locations))
+    assert [c.location for c in archived.storage.copies] == ["library", "nearline", "vault"]
+    assert archived.storage.extra_copies is None
+    # nearline is gone from the policy, and the vault is now the only other location
+    fewer = _policy(locations=[locations[0], locations[2]], tiers=[POLICY_DOC["tiers"][0], POLICY_DOC["tiers"][2]],
+                    copies={"minCopies": 2, "requireOffsite": True, "vacateAfterHours": 1})
+    facts = _with(facts, policy=fewer)
+    first = plan_archive(facts, CONFIG, NOW)
+    assert first.storage.extra_copies.locations == ["nearline"]
+    done = _succeeded(first, "archive", {"tier": "hot", "copies": [_copy("library"), _copy("vault")]})
+    facts = _settled(facts, first)
+    later = NOW + timedelta(hours=2)
+    [vacate] = _step(plan_archive(_with(facts, jobs=[done]), CONFIG, later), "archive")
+    inputs = _inputs(vacate)
+    assert inputs["vacate"] == ["nearline"]
+    nearline = next(loc for loc in inputs["locations"] if loc["name"] == "nearline")
+    assert nearline["uri"] == "s3://x/nearline"  # as the status recorded the copy
+    # Purged with the asset while still kept: the purge reaches it too.
+    request = purge_request("ep1", "media", "uid-1", fewer, facts.status.storage.copies, CONFIG)
+    assert [loc["name"] for loc in request.inputs["locations"]] == ["library", "vault", "nearline"]
+
+
+def test_holds_someone_else_set_are_recorded_and_reported_once() -> None:
+    facts, _ = _archived()
+    place = _step(plan_archive(_with(facts, jobs=[]), CONFIG, NOW), "archive")[0]
+    seen = {"tier": "hot", "copies": [_copy("library"), _copy("nearline"), _copy("vault")],
+            "foreignHolds": ["vault:master.mov@v1"]}
+    done = JobObservation(place["metadata"]["name"], "archive", "h", "Succeeded", result=seen)
+    first = plan_archive(_with(facts, jobs=[done]), CONFIG, NOW)
+    assert first.storage.legal_hold.foreign == ["vault:master.mov@v1"] and first.storage.legal_hold.held is False
+    assert [(e[0], e[1]) for e in first.events] == [("Warning", "ForeignLegalHold")]
+    again = plan_archive(_settled(_with(facts, jobs=[done]), first), CONFIG, NOW)
+    assert again.events == [] and again.storage.legal_hold == first.storage.legal_hold

@@ -8,7 +8,7 @@ from typing import Any
 from kubemam.api.asset import DistributionStatus
 from kubemam.api.distribution import DistributionTarget, parse_targets
 from kubemam.api.rights import RightsWindowSpec
-from kubemam.plan.availability import Asset, Window, plan_rights
+from kubemam.plan.availability import Asset, Window, feeds_for, plan_rights, recorded_targets
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 NORDICS = DistributionTarget(name="svod-nordics", channel="svod", origin="s3://origin/svod-nordics",
@@ -40,7 +40,11 @@ def test_an_open_window_publishes_only_where_every_territory_is_licensed() -> No
         ("publish", "svod-nordics", "s3://origin/svod-nordics/media/ep1"),
         ("publish", "svod-no", "s3://origin/svod-no/media/ep1")]
     assert plan.next_transition == T0 + timedelta(seconds=100)
-    entry = next(e for e in plan.feeds["s3://origin/feeds/svod.json"] if e["target"] == "svod-nordics")
+    # Feeds are per namespace (two namespaces may share an origin bucket) and carry only the pairs asked
+    # for (those on the origin or being published now).
+    feeds = feeds_for("media", plan, windows, {("ep1", "svod-nordics")})
+    assert set(feeds) == {"s3://origin/feeds/media/svod.json", "s3://origin/feeds/media/avod.json"}
+    entry, = feeds["s3://origin/feeds/media/svod.json"]
     assert entry == {"asset": "ep1", "target": "svod-nordics", "channel": "svod", "territories": ["DK", "NO", "SE"],
                      "window": "nordic-svod", "start": "2027-01-01T00:00:00Z", "end": "2027-01-01T00:01:40Z"}
     # Sweden missing from the licence: the Nordic origin gets nothing, Norway's still does.
@@ -55,7 +59,8 @@ def test_closing_takes_down_what_was_published_and_waits_for_a_package() -> None
                         T0 + timedelta(seconds=100))
     assert [(a.action, a.target.name) for a in after.actions] == [("takedown", "svod-nordics"),
                                                                   ("takedown", "svod-no")]
-    assert after.next_transition is None and after.feeds["s3://origin/feeds/svod.json"] == []
+    assert after.next_transition is None
+    assert feeds_for("media", after, windows, {("ep1", "svod-nordics")})["s3://origin/feeds/media/svod.json"] == []
     before = plan_rights("media", windows, [_asset()], TARGETS, T0 - timedelta(seconds=1))
     assert before.actions == [] and before.next_transition == T0
     unpackaged = Asset("ep2", {"series": "coastal"}, None)
@@ -148,3 +153,44 @@ def test_a_target_removed_from_the_configmap_is_taken_down_where_it_was_publishe
     takedowns = [a.to_input() for a in plan.actions if a.action == "takedown"]
     assert [(a.target, a.origin, a.package, a.channel, a.territories) for a in takedowns] == [
         ("svod-old", "s3://old-origin/svod/media/ep1", None, "svod", ["NO"])]
+
+
+def test_overlapping_origins_are_refused_naming_both_targets() -> None:
+    def target(name: str, origin: str) -> dict[str, Any]:
+        return {"name": name, "channel": "svod", "origin": origin, "territories": ["NO"]}
+
+    for first, second in (("s3://origin/svod", "s3://origin/svod/"), ("s3://origin/svod", "s3://origin/svod/kids"),
+                          ("s3://origin", "s3://origin/anything")):
+        try:
+            parse_targets([target("a", first), target("b", second), target("c", "s3://other/c")])
+        except ValueError as err:
+            assert f"a ({first}) and b ({second})" in str(err) and "c (" not in str(err)
+        else:
+            raise AssertionError(f"{first} and {second} were accepted")
+    # Prefixes that only share letters do not overlap: svod is not inside svod-kids.
+    assert len(parse_targets([target("a", "s3://origin/svod"), target("b", "s3://origin/svod-kids"),
+                              target("c", "s3://origin2/svod")])) == 3
+
+
+def test_an_asset_being_deleted_is_taken_down_and_never_published() -> None:
+    windows = [_window("nordic-svod", 0, 100, ["NO", "SE", "DK"])]
+    deleting = Asset("ep1", {"series": "coastal"}, "s3://lib/assets/media/ep1/packages/abc", _asset(
+        published=["svod-no"]).distribution, deleting=True)
+    plan = plan_rights("media", windows, [deleting], TARGETS, T0 + timedelta(seconds=10))
+    assert plan.open == {}
+    assert [(a.action, a.target.name) for a in plan.actions] == [("takedown", "svod-no")]  # not svod-nordics
+
+
+def test_without_readable_targets_the_records_stand_in_for_takedowns_only() -> None:
+    windows = [_window("nordic-svod", 0, 100, ["NO", "SE", "DK"])]
+    published = _asset("ep1", published=["svod-no"])
+    fresh = _asset("ep2")
+    stand_ins = recorded_targets([published, fresh])
+    assert [(t.name, t.origin, t.territories, t.purge_webhook) for t in stand_ins] == [
+        ("svod-no", "s3://origin/svod-no", ["NO"], None)]
+    # Still licensed: nothing; closed: taken down from the origin in the record; ep2 is never published.
+    assert plan_rights("media", windows, [published, fresh], stand_ins, T0 + timedelta(seconds=5),
+                       publish=False).actions == []
+    after = plan_rights("media", windows, [published, fresh], stand_ins, T0 + timedelta(seconds=100), publish=False)
+    assert [(a.action, a.asset, a.origin) for a in after.actions] == [
+        ("takedown", "ep1", "s3://origin/svod-no/media/ep1")]

@@ -1,11 +1,14 @@
 """Every metric the Grafana dashboard or an alert queries is one the operator exports, with the
-labels and histogram buckets it queries (charts/kubemam/dashboards, charts/kubemam/rules)."""
+labels and histogram buckets it queries (charts/kubemam/dashboards, charts/kubemam/rules); every alert
+has a runbook in docs/runbooks.md."""
 
 from __future__ import annotations
 
 import json
+import platform
 import re
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,13 @@ from prometheus_client import REGISTRY
 from prometheus_client.utils import floatToGoString
 
 import kubemam.metrics  # noqa: F401 - registers the operator's metrics in REGISTRY
+from kubemam import __version__
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "kubemam"
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "kubemam"
 DASHBOARD = CHART / "dashboards" / "kubemam.json"
 RULES = CHART / "rules" / "kubemam.rules.yaml"
+RUNBOOKS = REPO / "docs" / "runbooks.md"
 
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
             "summary": ("_sum", "_count", ""), "info": ("_info",)}
@@ -71,8 +77,8 @@ EXPRS = [*_dashboard_exprs(), *_rule_exprs()]
 def test_the_dashboard_and_the_rules_query_something() -> None:
     assert sum(1 for where, _ in EXPRS if where.startswith("panel")) >= 20
     alerts = {where for where, _ in EXPRS if where.startswith("alert")}
-    assert {"alert KubemamTakedownOverdue", "alert KubemamJobsFailing", "alert KubemamArchiveUnderReplicated",
-            "alert KubemamFixityFailure"} <= alerts
+    assert {"alert KubemamOperatorDown", "alert KubemamTakedownOverdue", "alert KubemamJobsFailing",
+            "alert KubemamArchiveUnderReplicated", "alert KubemamFixityFailure"} <= alerts
 
 
 @pytest.mark.parametrize(("where", "expr"), EXPRS, ids=[where for where, _ in EXPRS])
@@ -104,3 +110,35 @@ def test_the_alerts_carry_a_severity_and_a_summary() -> None:
         for rule in group["rules"]:
             assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
             assert rule["annotations"]["summary"], rule["alert"]
+
+
+def _alerts() -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_alert_has_a_runbook_whose_anchor_exists() -> None:
+    home = yaml.safe_load((CHART / "Chart.yaml").read_text())["home"]
+    base = f"{home}/blob/main/docs/runbooks.md#"
+    anchors = {_github_anchor(line.lstrip("#")) for line in RUNBOOKS.read_text().splitlines()
+               if re.match(r"#{1,6} ", line)}
+    for rule in _alerts():
+        url = rule["annotations"].get("runbook_url", "")
+        assert url.startswith(base), f"{rule['alert']}: runbook_url {url!r} is not under {base}"
+        anchor = url.removeprefix(base)
+        assert anchor in anchors, f"{rule['alert']}: docs/runbooks.md has no heading with the anchor #{anchor}"
+        assert anchor == rule["alert"].lower(), f"{rule['alert']}: its runbook is its own heading, not #{anchor}"
+
+
+def test_the_operator_down_alert_reads_build_info_which_is_always_1() -> None:
+    (down,) = [rule for rule in _alerts() if rule["alert"] == "KubemamOperatorDown"]
+    assert down["expr"].strip() == "absent(kubemam_build_info)" and down["labels"]["severity"] == "critical"
+    (family,) = [f for f in REGISTRY.collect() if f.name == "kubemam_build_info"]
+    (sample,) = family.samples
+    assert sample.value == 1
+    assert sample.labels == {"version": __version__, "python": platform.python_version(),
+                             "kopf": metadata.version("kopf")}

@@ -18,6 +18,7 @@ from kubemam.config import OperatorConfig
 from kubemam.plan.conditions import find
 from kubemam.plan.distribution import (
     APPLIED,
+    ISOLATED,
     MAX_BATCH,
     RECORDED_JOB_TTL,
     AnnotateJob,
@@ -34,9 +35,10 @@ from kubemam.plan.distribution import (
     WindowFacts,
     observe_job,
     plan_distribution,
+    still_distributed,
 )
 from kubemam.plan.jobs import STEP_INPUT_ENV
-from kubemam.steps.distribute import DistributeInput
+from kubemam.steps.distribute import DistributeFailure, DistributeInput
 from kubemam.steps.registry import STEPS
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
@@ -83,8 +85,9 @@ def _after(facts: DistributionFacts, plan: DistributionPlan) -> DistributionFact
         assets.append(replace(asset, status=status))
     windows = [replace(w, status=plan.windows[w.name].to_wire()) if w.name in plan.windows else w
                for w in facts.windows]
-    marked = {a.job for a in plan.of(AnnotateJob)}
-    jobs = [replace(j, applied=j.applied or j.name in marked) for j in facts.jobs]
+    marked = {a.job: a.annotations for a in plan.of(AnnotateJob)}
+    jobs = [replace(j, applied=j.applied or j.name in marked, isolated=j.isolated or ISOLATED in marked.get(j.name, {}))
+            for j in facts.jobs]
     jobs += [DistributeJob(c.name, "Pending", c.inputs) for c in plan.of(CreateJob)]
     return replace(facts, windows=windows, assets=assets, jobs=jobs)
 
@@ -105,14 +108,21 @@ def test_an_open_window_publishes_and_the_job_carries_the_steps_input() -> None:
     assert before.windows["w1"].phase == "Scheduled"
 
     plan = plan_distribution(_facts(), CONFIG, _at(1))
-    assert plan.job is not None and _kinds(plan) == ["CreateJob", "PatchWindowStatus"]
+    assert plan.job is not None and _kinds(plan) == ["PatchAssetStatus", "CreateJob", "PatchWindowStatus"]
+    # Pending before the Job exists, written only onto the asset as it was read (required: if that
+    # fails, the Job is not created), so an asset deleted meanwhile waits for the publish to be undone.
+    [pending] = plan.of(PatchAssetStatus)
+    assert [(d["target"], d["state"], d["since"]) for d in pending.patch["distribution"]] == [
+        ("svod-no", "Pending", "2027-01-01T00:00:01Z")]
+    assert pending.required and pending.fallback is None
     inputs = plan.job.inputs
     assert [(a.action, a.asset, a.target, a.package, a.origin) for a in inputs.actions] == [
         ("publish", "ep1", "svod-no", "s3://lib/assets/media/ep1/packages/abc", "s3://origin/svod-no/media/ep1")]
     assert inputs.attempt == 0 and inputs.namespace == "media"
     assert inputs.usage == f"s3://kubemam-library/usage/media/{inputs.batch}.json"
-    assert [(f.uri, [e["asset"] for e in f.entries]) for f in inputs.feeds] == [("s3://origin/feeds/svod.json",
-                                                                                 ["ep1"])]
+    # The feed is the namespace's own: another namespace publishing to the same origin bucket has another.
+    assert [(f.uri, [e["asset"] for e in f.entries]) for f in inputs.feeds] == [
+        ("s3://origin/feeds/media/svod.json", ["ep1"])]
     job = plan.job.job
     assert job["metadata"]["name"].startswith("rights-distribute-") and "ownerReferences" not in job["metadata"]
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -201,6 +211,10 @@ def test_a_succeeded_job_is_recorded_history_first_then_marked() -> None:
                                              "territories": ["NO"], "state": "Published",
                                              "since": "2027-01-01T00:00:03Z",
                                              "origin": "s3://origin/svod-no/media/ep1"}]}
+    assert not asset.required and asset.resource_version is None  # no conditions, no publish: not guarded
+    # The Distributed condition came with the Pending record (the asset's first distribution).
+    distributed = _condition(done, "ep1")
+    assert distributed is not None and (distributed["status"], distributed["reason"]) == ("True", "NoFailures")
     [window] = plan.of(PatchWindowStatus)
     assert window.patch["history"] == [{"at": "2027-01-01T00:00:03Z", "action": "Published", "asset": "ep1",
                                         "channel": "svod", "territories": ["NO"], "target": "svod-no",
@@ -248,7 +262,9 @@ def test_targets_valid_is_one_condition_per_window_that_flips_once_fixed() -> No
     facts = _facts(assets=[_asset(published="w1")], problem=problem)
     for second in (100, 101, 102):
         plan = plan_distribution(facts, CONFIG, _at(second))
-        if second > 100:
+        if second == 100:  # the window closed: taken down all the same, from the origin in the record
+            assert plan.job is not None and [a.action for a in plan.job.inputs.actions] == ["takedown"]
+        else:
             assert plan.writes == []  # nothing changed: no status write, no second condition
         facts = _after(facts, plan)
         [condition] = _targets_valid(facts)
@@ -262,14 +278,19 @@ def test_targets_valid_is_one_condition_per_window_that_flips_once_fixed() -> No
     assert (condition["status"], condition["reason"]) == ("True", "Valid")
     assert condition["lastTransitionTime"] == "2027-01-01T00:01:50Z"
     assert find(fixed.windows["w1"].conditions, "TargetsValid") is not None
-    assert fixed.job is not None  # and the takedown held back meanwhile goes now
 
 
-def test_invalid_targets_move_nothing() -> None:
+def test_invalid_targets_refuse_publishes_and_still_take_down() -> None:
     published = _asset(published="w1")
+    # Open: the published asset stays, the new one is not published while the targets cannot be read.
+    during = plan_distribution(_facts([_window()], [published, _asset("ep2")], problem="bad"), CONFIG, _at(50))
+    assert during.job is None and during.failed_attempts == 0
+    # Closed: the takedown goes, to the origin the record names (the targets are stand-ins).
     plan = plan_distribution(_facts([_window()], [published, _asset("ep2")], problem="bad"), CONFIG, _at(100))
-    assert plan.job is None and plan.of(PatchAssetStatus) == [] and plan.failed_attempts == 0
-    assert _kinds(plan) == ["PatchWindowStatus"]
+    assert plan.job is not None
+    assert [(a.action, a.asset, a.target, a.origin, a.purge_webhook) for a in plan.job.inputs.actions] == [
+        ("takedown", "ep1", "svod-no", "s3://origin/svod-no/media/ep1", None)]
+    assert [(f.uri, f.entries) for f in plan.job.inputs.feeds] == [("s3://origin/feeds/media/svod.json", [])]
     # A Job that finished meanwhile is still recorded.
     first = plan_distribution(_facts(), CONFIG, _at(1))
     done = replace(_finish(_after(_facts(), first), "Succeeded", _at(3)), target_problem="bad")
@@ -299,3 +320,257 @@ def test_a_distribute_job_as_listed_is_observed() -> None:
     assert observe_job(job).applied is True
     job["status"] = {"conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": "2027-01-01T00:00:04Z"}]}
     assert (observe_job(job).state, observe_job(job).finished_at) == ("Failed", _at(4))
+
+
+# --- one bad target: quarantined pairs, the rest flowing -----------------------------------------
+
+BROKEN = DistributionTarget(name="svod-no-b", channel="svod", origin="s3://broken/svod-no", territories=["NO"])
+
+
+def _on_both(name: str = "ep1", window: str = "w1") -> AssetFacts:
+    """Published on the good target and on the one about to break."""
+    records = [{"target": t.name, "window": window, "channel": "svod", "territories": ["NO"], "state": "Published",
+                "since": "2026-12-31T00:00:00Z", "origin": f"{t.origin}/media/{name}"} for t in (NORWAY, BROKEN)]
+    status = {"packages": [{"format": "dash", "manifestUri": f"s3://lib/assets/media/{name}/packages/abc/x.mpd"}],
+              "distribution": records}
+    return AssetFacts(name, {"series": "coastal"}, MediaAssetStatus.model_validate(status), 3, "rv-1")
+
+
+def _two_targets(facts: DistributionFacts) -> DistributionFacts:
+    return replace(facts, targets=[NORWAY, BROKEN])
+
+
+def _fail(facts: DistributionFacts, at: datetime, errors: dict[int, str]) -> DistributionFacts:
+    """The running Job fails, its worker naming the actions that failed (index → error)."""
+    texts = sorted(set(errors.values()))
+    failure = DistributeFailure(error=f"{len(errors)} actions failed", errors=texts,
+                                failed=[(i, texts.index(e)) for i, e in sorted(errors.items())])
+    return replace(facts, jobs=[replace(j, state="Failed", finished_at=at, failure=failure)
+                                if j.state in ("Pending", "Running") else j for j in facts.jobs])
+
+
+def _record(facts: DistributionFacts, asset: str, target: str) -> dict[str, Any]:
+    status = next(a.status for a in facts.assets if a.name == asset)
+    assert status is not None
+    return next(d.to_wire() for d in status.distribution or [] if d.target == target)
+
+
+def _condition(facts: DistributionFacts, asset: str) -> dict[str, Any] | None:
+    status = next(a.status for a in facts.assets if a.name == asset)
+    assert status is not None
+    found = find(status.conditions, "Distributed")
+    return found.to_wire() if found else None
+
+
+def test_a_failing_target_is_quarantined_and_the_rest_of_the_batch_is_recorded() -> None:
+    facts = _two_targets(_facts(assets=[_on_both()]))
+    plan = plan_distribution(facts, CONFIG, _at(100))
+    assert plan.job is not None
+    assert [(a.action, a.target) for a in plan.job.inputs.actions] == [("takedown", "svod-no"),
+                                                                       ("takedown", "svod-no-b")]
+    error = "listing s3://broken/svod-no/media/ep1: bucket broken does not exist"
+    failed = _fail(_after(facts, plan), _at(102), {1: error})
+
+    recorded = plan_distribution(failed, CONFIG, _at(103))
+    # The takedown that ran inside the failed batch is recorded like any other: history, Event, metric.
+    assert [(h.action, h.target) for h in recorded.windows["w1"].history or []] == [("TakenDown", "svod-no")]
+    assert [e.event["reason"] for e in recorded.of(CreateEvent)] == ["TakenDown"]
+    assert recorded.observations == [Observation("svod", "takedown", 2.0)]
+    # The failing pair is quarantined: still Published (it may be on the origin), held back 2 s.
+    facts = _after(failed, recorded)
+    assert _record(facts, "ep1", "svod-no")["state"] == "TakenDown"
+    held = _record(facts, "ep1", "svod-no-b")
+    assert held["state"] == "Published" and held["quarantine"] == {
+        "action": "takedown", "attempts": 1, "error": error, "since": "2027-01-01T00:01:42Z",
+        "retryAt": "2027-01-01T00:01:44Z"}
+    assert recorded.job is None and recorded.wake == _at(104) and recorded.quarantined == 1
+    # Marked as a per-action failure: the batch as a whole is not backed off on top of the pair.
+    assert recorded.of(AnnotateJob) == [AnnotateJob(failed.jobs[0].name, {APPLIED: "true", ISOLATED: "1"},
+                                                    RECORDED_JOB_TTL)]
+    # Said on the asset (conditions guarded by the asset's resourceVersion) and on the window.
+    [write] = recorded.of(PatchAssetStatus)
+    assert write.resource_version == "rv-1" and set(write.fallback or {}) == {"distribution"}
+    condition = _condition(facts, "ep1")
+    assert condition is not None and (condition["status"], condition["reason"]) == ("False", "Quarantined")
+    assert "svod-no-b: takedown failed 1 time" in condition["message"] and error in condition["message"]
+    assert condition["observedGeneration"] == 3
+    window = find(recorded.windows["w1"].conditions, "Distributed")
+    assert window is not None and window.status == "False" and "ep1 on svod-no-b: takedown" in window.message
+
+    # Due again: a Job of its own, under a new name (another attempt of the same actions).
+    retry = plan_distribution(facts, CONFIG, _at(104))
+    assert retry.job is not None and [a.target for a in retry.job.inputs.actions] == ["svod-no-b"]
+    again = plan_distribution(_after(facts, retry), CONFIG, _at(105))
+    assert again.job is None  # one at a time
+    twice = _fail(_after(facts, retry), _at(106), {0: error})
+    second = plan_distribution(twice, CONFIG, _at(106))
+    facts = _after(twice, second)
+    assert _record(facts, "ep1", "svod-no-b")["quarantine"]["attempts"] == 2
+    assert second.wake == _at(110)  # 4 s after the second failure
+    third = plan_distribution(facts, CONFIG, _at(110))
+    assert third.job is not None and third.job.name not in {j.name for j in facts.jobs}
+
+    # Fixed: the retry verifies (an origin that holds nothing is taken down at once), the pair is clear.
+    fixed = _finish(_after(facts, third), "Succeeded", _at(111))
+    done = plan_distribution(fixed, CONFIG, _at(112))
+    facts = _after(fixed, done)
+    record = _record(facts, "ep1", "svod-no-b")
+    assert record["state"] == "TakenDown" and "quarantine" not in record
+    assert done.quarantined == 0 and (_condition(facts, "ep1") or {}).get("status") == "True"
+    assert find(done.windows["w1"].conditions, "Distributed").status == "True"  # type: ignore[union-attr]
+
+
+def test_a_quarantined_pair_holds_back_only_itself() -> None:
+    """While one pair waits out its backoff, another asset's publish on the same targets goes."""
+    windows = [_window("w1", 0, 100), _window("w2", 0, 500, names=["ep2"])]
+    facts = _two_targets(_facts(windows, [_on_both(), _asset("ep2")]))
+    first = plan_distribution(facts, CONFIG, _at(100))
+    assert first.job is not None  # the takedowns go first
+    facts = _after(facts, first)
+    error = "bucket broken: AccessDenied"
+    recorded = plan_distribution(_fail(facts, _at(101), {1: error}), CONFIG, _at(101))
+    facts = _after(_fail(facts, _at(101), {1: error}), recorded)
+    assert recorded.job is not None  # ep2's publishes, at once
+    assert [(a.action, a.asset, a.target) for a in recorded.job.inputs.actions] == [
+        ("publish", "ep2", "svod-no"), ("publish", "ep2", "svod-no-b")]
+    # The feeds advertise what is on the origins and what this batch publishes, nothing held back.
+    feeds = {f.uri: [(e["asset"], e["target"]) for e in f.entries] for f in recorded.job.inputs.feeds}
+    assert feeds == {"s3://origin/feeds/media/svod.json": [("ep2", "svod-no")],
+                     "s3://broken/feeds/media/svod.json": [("ep2", "svod-no-b")]}
+    # ep2 on the broken target fails too; on the good one it is published.
+    facts = _fail(facts, _at(104), {1: "bucket broken: AccessDenied"})
+    plan = plan_distribution(facts, CONFIG, _at(104))
+    facts = _after(facts, plan)
+    assert _record(facts, "ep2", "svod-no")["state"] == "Published"
+    assert _record(facts, "ep2", "svod-no-b")["state"] == "Failed"  # may have landed in part
+    assert _record(facts, "ep2", "svod-no-b")["quarantine"]["action"] == "publish"
+    assert plan.quarantined == 2
+    # ep1's takedown is due again (2 s after 101): its retry carries the feeds, without the held publish.
+    nxt = plan
+    assert nxt.job is not None and [(a.asset, a.target) for a in nxt.job.inputs.actions] == [("ep1", "svod-no-b")]
+    feeds = {f.uri: [(e["asset"], e["target"]) for e in f.entries] for f in nxt.job.inputs.feeds}
+    assert feeds == {"s3://origin/feeds/media/svod.json": [("ep2", "svod-no")],
+                     "s3://broken/feeds/media/svod.json": []}
+
+
+def test_a_quarantined_publish_whose_licence_ends_is_taken_down_at_once() -> None:
+    facts = _two_targets(_facts(assets=[_asset()]))
+    plan = plan_distribution(facts, CONFIG, _at(1))
+    facts = _fail(_after(facts, plan), _at(2), {1: "copying: AccessDenied"})
+    facts = _after(facts, plan_distribution(facts, CONFIG, _at(2)))
+    assert _record(facts, "ep1", "svod-no-b")["quarantine"]["retryAt"] == "2027-01-01T00:00:04Z"
+    # The window closes: the takedown is another action than the one held back, so it goes now.
+    closed = plan_distribution(facts, CONFIG, _at(100))
+    assert closed.job is not None
+    assert [(a.action, a.target) for a in closed.job.inputs.actions] == [("takedown", "svod-no"),
+                                                                         ("takedown", "svod-no-b")]
+
+
+def test_a_quarantine_is_lifted_when_its_action_is_no_longer_wanted() -> None:
+    facts = _two_targets(_facts([_window("w1", 0, 100), _window("w2", 0, 100)], [_on_both()]))
+    facts = replace(facts, windows=[_window("w1", 0, 100)])
+    plan = plan_distribution(facts, CONFIG, _at(100))
+    facts = _fail(_after(facts, plan), _at(101), {1: "AccessDenied"})
+    facts = _after(facts, plan_distribution(facts, CONFIG, _at(101)))
+    assert _record(facts, "ep1", "svod-no-b")["quarantine"]["action"] == "takedown"
+    # A new licence covers the pair again: no takedown is wanted, nothing is held back any more.
+    reopened = replace(facts, windows=[*facts.windows, _window("w3", 90, 500)])
+    plan = plan_distribution(reopened, CONFIG, _at(102))
+    after = _after(reopened, plan)
+    assert "quarantine" not in _record(after, "ep1", "svod-no-b") and plan.quarantined == 0
+
+
+def test_recording_a_failed_job_twice_counts_its_failure_once() -> None:
+    facts = _two_targets(_facts(assets=[_on_both()]))
+    plan = plan_distribution(facts, CONFIG, _at(100))
+    failed = _fail(_after(facts, plan), _at(101), {1: "AccessDenied"})
+    first = plan_distribution(failed, CONFIG, _at(101))
+    crashed = replace(_after(failed, first), jobs=failed.jobs)  # status written, the mark lost
+    again = plan_distribution(crashed, CONFIG, _at(102))
+    assert _record(_after(crashed, again), "ep1", "svod-no-b")["quarantine"]["attempts"] == 1
+
+
+def test_the_backoff_doubles_up_to_the_configured_longest_wait() -> None:
+    config = OperatorConfig(distribution_retry_max_seconds=10)
+    facts = _two_targets(_facts(assets=[_on_both()]))
+    at = 100.0
+    waits = []
+    for _ in range(5):
+        plan = plan_distribution(facts, config, _at(at))
+        assert plan.job is not None
+        bad = next(i for i, a in enumerate(plan.job.inputs.actions) if a.target == "svod-no-b")
+        facts = _fail(_after(facts, plan), _at(at), {bad: "AccessDenied"})
+        recorded = plan_distribution(facts, config, _at(at))
+        facts = _after(facts, recorded)
+        assert recorded.wake is not None
+        waits.append((recorded.wake - _at(at)).total_seconds())
+        at = recorded.wake.timestamp() - T0.timestamp()
+    assert waits == [2, 4, 8, 10, 10]  # never dropped: retried for as long as it fails
+
+
+def test_an_asset_being_deleted_is_taken_down_and_not_published_anywhere() -> None:
+    deleting = replace(_on_both(), deleting=True)
+    fresh = replace(_asset("ep2"), deleting=True)
+    plan = plan_distribution(_two_targets(_facts(assets=[deleting, fresh])), CONFIG, _at(50))  # the window is open
+    assert plan.job is not None
+    assert [(a.action, a.asset, a.target) for a in plan.job.inputs.actions] == [
+        ("takedown", "ep1", "svod-no"), ("takedown", "ep1", "svod-no-b")]
+    assert all(f.entries == [] for f in plan.job.inputs.feeds)
+    done = _finish(_after(_two_targets(_facts(assets=[deleting, fresh])), plan), "Succeeded", _at(52))
+    settled = _after(done, plan_distribution(done, CONFIG, _at(53)))
+    assert plan_distribution(settled, CONFIG, _at(54)).job is None  # ep2 is never published
+    status = next(a.status for a in settled.assets if a.name == "ep1")
+    assert still_distributed(status.to_wire() if status else None) == []
+    assert still_distributed(_on_both().status.to_wire() if _on_both().status else None) == ["svod-no",
+                                                                                            "svod-no-b"]
+
+
+def test_the_same_actions_needed_again_get_a_new_job_name() -> None:
+    first = plan_distribution(_facts(), CONFIG, _at(1))
+    assert first.job is not None
+    # The publish finished and was recorded; the same publish is needed again (its record lost, say).
+    done = replace(_after(_facts(), first), jobs=[DistributeJob(first.job.name, "Succeeded", None, _at(2),
+                                                                applied=True)])
+    again = plan_distribution(done, CONFIG, _at(3))
+    assert again.job is not None and again.job.name != first.job.name and again.job.inputs.attempt == 1
+
+
+def test_a_batch_never_holds_two_overlapping_origins() -> None:
+    renamed = AssetFacts("ep1", {"series": "coastal"}, MediaAssetStatus.model_validate({"distribution": [
+        {"target": old, "window": "w1", "channel": "svod", "territories": ["NO"], "state": "Published",
+         "origin": "s3://origin/svod-no/media/ep1"} for old in ("old-a", "old-b")]}))
+    plan = plan_distribution(_facts(assets=[renamed]), CONFIG, _at(10))
+    assert plan.job is not None and [a.target for a in plan.job.inputs.actions] == ["old-a"]
+    done = _finish(_after(_facts(assets=[renamed]), plan), "Succeeded", _at(11))
+    nxt = plan_distribution(done, CONFIG, _at(12))  # the first recorded, the second goes
+    assert nxt.job is not None and [a.target for a in nxt.job.inputs.actions] == ["old-b"]
+
+
+def test_a_failed_jobs_report_is_read_from_its_termination_message() -> None:
+    plan = plan_distribution(_facts(), CONFIG, _at(1))
+    assert plan.job is not None
+    job = json.loads(json.dumps(plan.job.job))
+    job["status"] = {"conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": "2027-01-01T00:00:04Z"}]}
+    message = json.dumps({"error": "distribute: 1 of 1 actions failed", "failed": [[0, 0]], "errors": ["AccessDenied"],
+                          "usage": "s3://lib/usage/media/x.json"})
+    seen = observe_job(job, message)
+    assert seen.failure is not None and seen.failure.errors_by_action() == {0: "AccessDenied"}
+    # A crash (no per-action report) is a failure of the whole batch.
+    crash = observe_job(job, json.dumps({"error": "distribute failed (the Job retries it): OSError",
+                                         "retryable": True}))
+    assert crash.failure is None and not crash.isolated
+    job["metadata"]["annotations"].update({APPLIED: "true", ISOLATED: "1"})
+    assert observe_job(job).isolated is True
+
+
+def test_an_asset_deleted_while_its_publish_runs_waits_and_is_taken_down_after_it() -> None:
+    first = plan_distribution(_facts(), CONFIG, _at(1))
+    running = _after(_facts(), first)
+    status = running.assets[0].status
+    assert status is not None and still_distributed(status.to_wire()) == ["svod-no"]  # Pending: the handler waits
+    deleting = replace(running, assets=[replace(a, deleting=True) for a in running.assets])
+    assert plan_distribution(deleting, CONFIG, _at(2)).job is None  # one Job at a time: the publish ends first
+    done = _finish(deleting, "Succeeded", _at(3))
+    plan = plan_distribution(done, CONFIG, _at(4))
+    assert [d["state"] for w in plan.of(PatchAssetStatus) for d in w.patch["distribution"]] == ["Published"]
+    assert plan.job is not None and [a.action for a in plan.job.inputs.actions] == ["takedown"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import yaml
@@ -11,6 +12,7 @@ from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
 from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.config import OperatorConfig
 from kubemam.plan.asset import AssetFacts, JobObservation, ingest_request, plan_asset
+from kubemam.plan.ingest import ingest_prefix
 from tests.helpers import EXAMPLES
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -41,12 +43,29 @@ def test_new_asset_gets_one_ingest_job() -> None:
     assert _cond(plan.status, "Ingested") == ("Unknown", "IngestPending")
 
 
+def _result(facts: AssetFacts, verdict: str = "Passed") -> dict[str, object]:
+    """What the ingest worker reports: technical metadata, QC and previews under its commit prefix."""
+    prefix = ingest_prefix(ingest_request(facts, CONFIG))
+    return {"technical": {"container": "mov", "durationSeconds": 30.0, "sha256": "ab" * 32,
+                          "video": {"codec": "prores", "width": 1920, "height": 1080, "frameRate": "25/1"}},
+            "qc": {"verdict": verdict, "issueCount": 0, "reportUri": f"{prefix}/qc.json"},
+            "previews": {"proxyUri": f"{prefix}/proxy.mp4", "posterUri": f"{prefix}/poster.jpg"},
+            "manifest": f"{prefix}/manifest.json"}
+
+
+def _ingest_only(jobs: list[JobObservation] | None = None, status: MediaAssetStatus | None = None) -> AssetFacts:
+    """An asset whose only step is ingest: its ladder and archive policy left out of the facts."""
+    return replace(_facts(jobs, status=status), ladder_found=None, ladder=None, archive_policy_found=None,
+                   archive_policy=None)
+
+
 def test_existing_job_is_not_created_again_and_its_outcome_is_mirrored() -> None:
     name = ingest_request(_facts(), CONFIG).name
     running = plan_asset(_facts([JobObservation(name, "ingest", "h", "Running")]), CONFIG, NOW)
     assert running.create_jobs == [] and _cond(running.status, "Ingested") == ("Unknown", "IngestRunning")
-    done = plan_asset(_facts([JobObservation(name, "ingest", "h", "Succeeded",
-                                             result={"qc": {"verdict": "Warning"}})]), CONFIG, NOW)
+    alone = ingest_request(_ingest_only(), CONFIG).name  # no ladder: no QC policy or thumbnails from it
+    done = plan_asset(_ingest_only([JobObservation(alone, "ingest", "h", "Succeeded",
+                                                   result=_result(_ingest_only(), "Warning"))]), CONFIG, NOW)
     assert _cond(done.status, "Ready") == ("True", "AllStepsSucceeded")
     assert done.status.qc and done.status.qc.verdict == "Warning"
     assert _cond(done.status, "QCPassed") == ("True", "QCWarning")
@@ -54,9 +73,10 @@ def test_existing_job_is_not_created_again_and_its_outcome_is_mirrored() -> None
 
 
 def test_a_finished_job_deleted_later_is_not_run_again() -> None:
-    name = ingest_request(_facts(), CONFIG).name
-    done = plan_asset(_facts([JobObservation(name, "ingest", "h", "Succeeded")]), CONFIG, NOW)
-    again = plan_asset(_facts([], status=done.status), CONFIG, NOW)
+    name = ingest_request(_ingest_only(), CONFIG).name
+    done = plan_asset(_ingest_only([JobObservation(name, "ingest", "h", "Succeeded",
+                                                   result=_result(_ingest_only()))]), CONFIG, NOW)
+    again = plan_asset(_ingest_only([], status=done.status), CONFIG, NOW)
     assert again.create_jobs == []
     assert _cond(again.status, "Ingested") == ("True", "IngestSucceeded")
 

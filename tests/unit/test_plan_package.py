@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 import yaml
@@ -34,9 +35,10 @@ def _transcoded(job: dict[str, Any]) -> JobObservation:
     return JobObservation(job["metadata"]["name"], "transcode", "h", "Succeeded", result={"renditions": items})
 
 
-def _after_transcode(ladder: TranscodeLadderSpec, jobs: list[JobObservation] | None = None) -> AssetPlan:
+def _after_transcode(ladder: TranscodeLadderSpec, jobs: list[JobObservation] | None = None,
+                     at: datetime = NOW) -> AssetPlan:
     first = plan_asset(_facts(ladder), CONFIG, NOW)
-    return plan_asset(_facts(ladder, [_transcoded(first.create_jobs[0]), *(jobs or [])]), CONFIG, NOW)
+    return plan_asset(_facts(ladder, [_transcoded(first.create_jobs[0]), *(jobs or [])]), CONFIG, at)
 
 
 def test_renditions_ready_make_one_package_job_that_mounts_the_key_secret() -> None:

@@ -117,3 +117,19 @@ def test_ffmpeg_progress_blocks_become_progress_lines() -> None:
     log = "\n".join(["noise", progress_line("ingest", 40, 99.94, 3), "more noise", progress_line("ingest", 101)])
     assert latest_progress(log) == {"step": "ingest", "percent": 100}
     assert latest_progress("nothing here") is None
+
+
+def test_the_loudness_series_keeps_the_loudest_reading_of_each_second() -> None:
+    from kubemam.media.qc import LOUDNESS_FLOOR, loudness_series
+
+    lines = []
+    for tenth in range(1, 31):  # 3 s of 100 ms meter lines; a loud blip at 1.5 s
+        m = -18.0 if tenth == 15 else -30.0
+        s = "-inf" if tenth < 5 else f"{-28.0 + tenth / 100:.2f}"
+        lines.append(f"[Parsed_ebur128_0 @ 0x1] [info] t: {tenth / 10:.6f}  TARGET:-23 LUFS    M:{m:6.1f} S:{s:>6}"
+                     "     I: -30.0 LUFS       LRA:   0.0 LU  FTPK: -37.2 -37.2 dBFS  TPK: -37.2 -37.2 dBFS")
+    series = loudness_series("\n".join(lines))
+    assert [p.seconds for p in series] == [0.0, 1.0, 2.0, 3.0]
+    assert series[1].momentary == -18.0 and series[0].momentary == -30.0
+    assert series[0].short_term == -28.0 + 9 / 100 and series[3].short_term == -28.0 + 30 / 100
+    assert min(p.short_term for p in series) > LOUDNESS_FLOOR

@@ -203,3 +203,18 @@ def test_describe_is_defensive_about_what_the_status_does_not_have_yet() -> None
                                    "qc": {"verdict": "Passed"}}}, NOW)
     assert "├─ copies (0 verified)" in odd and "preservation master  ffv1  verified" in odd
     assert "QC Passed (0 issues)" in odd
+
+
+def test_describe_shows_a_quarantined_target_with_its_error_and_retry() -> None:
+    from datetime import UTC, datetime
+
+    from kubemam.status_view import render_asset
+
+    now = datetime(2027, 1, 1, tzinfo=UTC)
+    body = {"metadata": {"name": "ep1", "namespace": "m"}, "spec": {}, "status": {"distribution": [{
+        "target": "svod-bad", "state": "Pending", "channel": "svod", "territories": ["NO"], "window": "w",
+        "quarantine": {"action": "publish", "attempts": 3, "error": "bucket origin-bad does not exist",
+                       "since": "2027-01-01T00:00:00Z", "retryAt": "2027-01-01T00:00:08Z"}}]}}
+    text = render_asset(body, now)
+    assert "svod-bad  Pending  QUARANTINED (publish, 3 attempts)" in text
+    assert "retry in 8s: bucket origin-bad does not exist" in text

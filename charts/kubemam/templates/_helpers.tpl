@@ -1,15 +1,26 @@
-{{/* The release's full name: the release name, suffixed with -kubemam unless it already says so. */}}
+{{/* The chart's name: nameOverride, else the chart's (kubemam). */}}
+{{- define "kubemam.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's full name: fullnameOverride, else the release name suffixed with -<name> unless it
+already contains the name. */}}
 {{- define "kubemam.fullname" -}}
-{{- if contains "kubemam" .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "kubemam.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-kubemam" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "kubemam.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-app.kubernetes.io/name: kubemam
+app.kubernetes.io/name: {{ include "kubemam.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -18,7 +29,7 @@ app.kubernetes.io/part-of: kubemam
 
 {{/* Selects the operator pod only: step Job pods carry name=kubemam too, but no instance label. */}}
 {{- define "kubemam.selectorLabels" -}}
-app.kubernetes.io/name: kubemam
+app.kubernetes.io/name: {{ include "kubemam.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
@@ -43,7 +54,7 @@ app.kubernetes.io/component: operator
 {{- end -}}
 
 {{/* Pod Security "restricted", the same settings plan/jobs.py gives step pods (uid 65532 in both images). */}}
-{{- define "kubemam.podSecurityContext" -}}
+{{- define "kubemam.podSecurityContextDefaults" -}}
 runAsNonRoot: true
 runAsUser: 65532
 runAsGroup: 65532
@@ -52,7 +63,7 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{- define "kubemam.containerSecurityContext" -}}
+{{- define "kubemam.containerSecurityContextDefaults" -}}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 runAsNonRoot: true
@@ -60,4 +71,16 @@ capabilities:
   drop: [ALL]
 seccompProfile:
   type: RuntimeDefault
+{{- end -}}
+
+{{/* The defaults with podSecurityContext / securityContext merged over them (deep: maps merge, a key
+given wins, lists are replaced). Call with (list "pod"|"container" $). */}}
+{{- define "kubemam.securityContext" -}}
+{{- $which := index . 0 -}}
+{{- $root := index . 1 -}}
+{{- if eq $which "pod" -}}
+{{- toYaml (mergeOverwrite (fromYaml (include "kubemam.podSecurityContextDefaults" $root)) (deepCopy $root.Values.podSecurityContext)) -}}
+{{- else -}}
+{{- toYaml (mergeOverwrite (fromYaml (include "kubemam.containerSecurityContextDefaults" $root)) (deepCopy $root.Values.securityContext)) -}}
+{{- end -}}
 {{- end -}}

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from kubemam.api.archive import ExtraCopies, LegalHoldStatus
 from kubemam.api.common import (
     BCP47,
     DNS_LABEL,
@@ -16,6 +17,7 @@ from kubemam.api.common import (
     KubeModel,
     LocalObjectReference,
     cel,
+    conditions_field,
     validated_by,
 )
 from kubemam.api.qc import QCPolicy
@@ -24,8 +26,9 @@ SUPPORTED_SOURCE_SCHEMES = ("s3", "https", "http")
 
 
 class Checksum(KubeModel):
-    algorithm: Literal["sha256", "md5"] = "sha256"
-    value: str = Field(pattern=r"^[0-9a-f]{32}([0-9a-f]{32})?$")
+    algorithm: Literal["sha256", "md5"] = Field(default="sha256", description="The digest the value is.")
+    value: str = Field(pattern=r"^[0-9a-f]{32}([0-9a-f]{32})?$", description="Lowercase hex digest of the whole "
+                       "master; ingest refuses a master whose digest differs.")
 
 
 class Source(KubeModel):
@@ -39,27 +42,29 @@ class Source(KubeModel):
     )
 
     uri: str = Field(max_length=2048, pattern=URI, description="Where the master is read from: s3:// or https://.")
-    checksum: Checksum | None = None
+    checksum: Checksum | None = Field(default=None, description="The master's known digest, checked on ingest.")
 
 
 class Contributor(KubeModel):
-    name: str = Field(min_length=1, max_length=256)
-    role: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=256, description="The person or company.")
+    role: str = Field(min_length=1, max_length=64, description="Their role, e.g. director, presenter, producer.")
 
 
 class DescriptiveMetadata(KubeModel):
-    title: str = Field(min_length=1, max_length=512)
-    original_title: str | None = Field(default=None, max_length=512)
-    synopsis: str | None = Field(default=None, max_length=8192)
-    series: str | None = Field(default=None, max_length=512)
-    season: int | None = Field(default=None, ge=0, le=1000)
-    episode: int | None = Field(default=None, ge=0, le=100000)
-    genres: list[str] | None = Field(default=None, max_length=16)
-    language: str | None = Field(default=None, max_length=35, pattern=BCP47)
-    production_year: int | None = Field(default=None, ge=1880, le=2200)
-    content_rating: str | None = Field(default=None, max_length=32)
-    contributors: list[Contributor] | None = Field(default=None, max_length=128)
-    keywords: list[str] | None = Field(default=None, max_length=64)
+    title: str = Field(min_length=1, max_length=512, description="The title as it is presented.")
+    original_title: str | None = Field(default=None, max_length=512, description="The title in its original "
+                                       "language.")
+    synopsis: str | None = Field(default=None, max_length=8192, description="A short description.")
+    series: str | None = Field(default=None, max_length=512, description="The series an episode belongs to.")
+    season: int | None = Field(default=None, ge=0, le=1000, description="Season number.")
+    episode: int | None = Field(default=None, ge=0, le=100000, description="Episode number within the season.")
+    genres: list[str] | None = Field(default=None, max_length=16, description="Genres, free text.")
+    language: str | None = Field(default=None, max_length=35, pattern=BCP47, description="BCP 47 language of the "
+                                 "programme.")
+    production_year: int | None = Field(default=None, ge=1880, le=2200, description="Year of production.")
+    content_rating: str | None = Field(default=None, max_length=32, description="Age rating, e.g. PG or 12.")
+    contributors: list[Contributor] | None = Field(default=None, max_length=128, description="Cast and crew.")
+    keywords: list[str] | None = Field(default=None, max_length=64, description="Search keywords.")
 
 
 MarkerKind = Literal["segment", "adBreak", "chapter", "ratingFlag", "creditsStart", "note"]
@@ -68,11 +73,14 @@ MarkerKind = Literal["segment", "adBreak", "chapter", "ratingFlag", "creditsStar
 class Marker(KubeModel):
     """A frame-accurate point or range on the asset's timeline (SMPTE timecode)."""
 
-    name: str = Field(min_length=1, max_length=128)
-    kind: MarkerKind
-    start: str = Field(pattern=SMPTE_TIMECODE, description="HH:MM:SS:FF, ';' before FF for drop-frame")
-    end: str | None = Field(default=None, pattern=SMPTE_TIMECODE)
-    note: str | None = Field(default=None, max_length=1024)
+    name: str = Field(min_length=1, max_length=128, description="Unique within the asset.")
+    kind: MarkerKind = Field(description="segment (part of the programme), adBreak, chapter, ratingFlag "
+                             "(content needing a warning), creditsStart, or note.")
+    start: str = Field(pattern=SMPTE_TIMECODE, description="SMPTE timecode HH:MM:SS:FF on the asset's timeline "
+                       "(';' before FF for drop-frame); must fall inside the programme.")
+    end: str | None = Field(default=None, pattern=SMPTE_TIMECODE, description="End timecode of a range; "
+                            "unset for a point. Not before start.")
+    note: str | None = Field(default=None, max_length=1024, description="Free text for editors and schedulers.")
 
 
 class Timeline(KubeModel):
@@ -84,31 +92,41 @@ class Timeline(KubeModel):
         )
     )
 
-    frame_rate: Literal["24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60"] = "25"
-    drop_frame: bool = False
-    start_timecode: str = Field(default="00:00:00:00", pattern=SMPTE_TIMECODE)
+    frame_rate: Literal["24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60"] = Field(
+        default="25", description="The timecode rate; QC reports a master whose probed rate differs.")
+    drop_frame: bool = Field(default=False, description="Drop-frame timecode (29.97 and 59.94 fps only).")
+    start_timecode: str = Field(default="00:00:00:00", pattern=SMPTE_TIMECODE, description="Timecode of the "
+                                "first frame (the master's own tmcd track wins when it has one).")
 
 
 class Caption(KubeModel):
-    language: str = Field(max_length=35, pattern=BCP47)
-    format: Literal["webvtt", "srt", "ttml"]
-    uri: str = Field(max_length=2048, pattern=URI)
-    kind: Literal["subtitles", "captions", "forced"] = "subtitles"
-    label: str | None = Field(default=None, max_length=128)
+    language: str = Field(max_length=35, pattern=BCP47, description="BCP 47 language of the text.")
+    format: Literal["webvtt", "srt", "ttml"] = Field(description="The file's format; packaged as WebVTT.")
+    uri: str = Field(max_length=2048, pattern=URI, description="Where the caption file is read from.")
+    kind: Literal["subtitles", "captions", "forced"] = Field(default="subtitles", description="subtitles "
+                                                             "(translation), captions (for the deaf and hard of "
+                                                             "hearing) or forced (foreign dialogue only).")
+    label: str | None = Field(default=None, max_length=128, description="The name players show for the track.")
 
 
 class MediaAssetSpec(KubeModel):
-    source: Source
-    metadata: DescriptiveMetadata
-    timeline: Timeline | None = None
+    source: Source = Field(description="The master: where it is and, optionally, its checksum.")
+    metadata: DescriptiveMetadata = Field(description="Descriptive metadata (carried into the EBUCore sidecar).")
+    timeline: Timeline | None = Field(default=None, description="How timecodes are read: rate, drop-frame and "
+                                      "the first frame's timecode.")
     # List-maps: the API server itself refuses a second marker of the same name, or a second
     # caption track for the same language and kind, at O(n) cost where CEL would be O(n²).
     markers: list[Marker] | None = Field(default=None, max_length=256, json_schema_extra={
-        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Frame-accurate points and ranges (ad breaks, chapters, credits); checked by QC against the "
+                    "programme and carried into the sidecar.")
     captions: list[Caption] | None = Field(default=None, max_length=64, json_schema_extra={
-        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["language", "kind"]})
-    ladder_ref: LocalObjectReference | None = None
-    archive_policy_ref: LocalObjectReference | None = None
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["language", "kind"]},
+        description="Caption and subtitle files, one per language and kind, packaged beside the video.")
+    ladder_ref: LocalObjectReference | None = Field(default=None, description="The TranscodeLadder to encode "
+                                                    "and package with; unset: ingest only.")
+    archive_policy_ref: LocalObjectReference | None = Field(default=None, description="The ArchivePolicy that "
+                                                            "keeps the master's copies; unset: not archived.")
     qc: QCPolicy | None = Field(default=None, description="QC thresholds; when absent, the ladder's, else EBU R128.")
     priority: int = Field(default=50, ge=0, le=100, description="Higher runs first when Jobs queue.")
 
@@ -171,6 +189,8 @@ class QCResult(KubeModel):
     issues: list[QCIssue] | None = Field(default=None, description="Errors first; at most a few, see issueCount")
     issue_count: int | None = Field(default=None, ge=0, description="Every issue found; all are in reportUri")
     report_uri: str | None = Field(default=None, description="qc.json beside the ingest manifest")
+    loudness_uri: str | None = Field(default=None, description="loudness.json beside it: momentary and "
+                                     "short-term loudness, one point a second, for plots")
 
 
 class Previews(KubeModel):
@@ -216,6 +236,17 @@ class PackageStatus(KubeModel):
     tracks: list[PackageTrack] | None = None
 
 
+class DistributionQuarantine(KubeModel):
+    """An action on one target that failed: held back until retryAt (exponential backoff), then tried
+    again; the rest of the namespace's actions keep flowing meanwhile."""
+
+    action: Literal["publish", "takedown"]
+    attempts: int = Field(ge=1, description="Failed attempts in a row")
+    error: str = Field(max_length=1024, description="The worker's words for the last failure")
+    since: datetime = Field(description="The first failure of this run of failures")
+    retry_at: datetime
+
+
 class DistributionStatus(KubeModel):
     """Where the asset is (or was last) delivered: one entry per distribution target."""
 
@@ -226,6 +257,7 @@ class DistributionStatus(KubeModel):
     state: Literal["Published", "TakenDown", "Pending", "Failed"]
     since: datetime | None = None
     origin: str | None = None
+    quarantine: DistributionQuarantine | None = None
 
 
 class StorageCopy(KubeModel):
@@ -285,6 +317,8 @@ class StorageStatus(KubeModel):
     restore: RestoreStatus | None = None
     fixity: FixityStatus | None = None
     preservation_master: PreservationMaster | None = None
+    legal_hold: LegalHoldStatus | None = None
+    extra_copies: ExtraCopies | None = None
 
 
 class Progress(KubeModel):
@@ -295,6 +329,16 @@ class Progress(KubeModel):
     updated_at: datetime | None = None
 
 
+class StepAttempt(KubeModel):
+    """Why a step runs again with the same inputs; part of its input, so each attempt is a Job of its own."""
+
+    number: int = Field(ge=2, description="2 is the first re-run of these inputs")
+    retry: str | None = Field(default=None, max_length=253,
+                              description="The steps.kubemam.io/retry token that asked for a run after a failure")
+    recover: bool | None = Field(default=None, description="The previous run succeeded but its result was not "
+                                 "read: report the committed one")
+
+
 class StepJob(KubeModel):
     """The Job that ran (or runs) one step, and how it ended."""
 
@@ -303,12 +347,15 @@ class StepJob(KubeModel):
     input_hash: str
     state: Literal["Pending", "Running", "Succeeded", "Failed"]
     message: str | None = Field(default=None, max_length=4096)
+    attempt: StepAttempt | None = None  # None: the first run of these inputs
+    finished_at: datetime | None = None
+    retryable: bool | None = Field(default=None, description="Failed for a transient reason: re-run with backoff")
 
 
 class MediaAssetStatus(KubeModel):
     phase: AssetPhase | None = None
     observed_generation: int | None = Field(default=None, ge=0)
-    conditions: list[Condition] | None = None
+    conditions: list[Condition] | None = conditions_field()
     technical: TechnicalMetadata | None = None
     qc: QCResult | None = None
     previews: Previews | None = None

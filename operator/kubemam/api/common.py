@@ -59,14 +59,14 @@ class KubeModel(BaseModel):
 class LocalObjectReference(KubeModel):
     """A reference to an object of a known kind in the same namespace."""
 
-    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="The object's name.")
 
 
 class SecretKeyReference(KubeModel):
     """A key of a Secret in the same namespace."""
 
-    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
-    key: str | None = Field(default=None, min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="The Secret's name.")
+    key: str | None = Field(default=None, min_length=1, max_length=253, description="The key within the Secret.")
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -83,24 +83,32 @@ class Condition(KubeModel):
     observed_generation: int | None = Field(default=None, ge=0)
 
 
+def conditions_field() -> Any:
+    """status.conditions as Kubernetes API conventions declare it: a map list keyed by type, so
+    server-side apply and `kubectl explain` treat each condition type as one entry."""
+    return Field(default=None, max_length=64, description="The object's conditions, one per type; Ready sums up.",
+                 json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+
+
 class LabelSelectorRequirement(KubeModel):
-    key: str = Field(min_length=1, max_length=317)
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] | None = Field(default=None, max_length=64)
+    key: str = Field(min_length=1, max_length=317, description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(description="How the key relates to values.")
+    values: list[str] | None = Field(default=None, max_length=64, description="Values for In and NotIn.")
 
 
 class LabelSelector(KubeModel):
-    match_labels: dict[str, str] | None = None
-    match_expressions: list[LabelSelectorRequirement] | None = Field(default=None, max_length=16)
+    match_labels: dict[str, str] | None = Field(default=None, description="Labels that must all match exactly.")
+    match_expressions: list[LabelSelectorRequirement] | None = Field(default=None, max_length=16,
+                                                                     description="Requirements that must all hold.")
 
 
 class ResourceList(KubeModel):
-    cpu: str | None = Field(default=None, pattern=QUANTITY)
-    memory: str | None = Field(default=None, pattern=QUANTITY)
+    cpu: str | None = Field(default=None, pattern=QUANTITY, description="CPU, e.g. 500m or 2.")
+    memory: str | None = Field(default=None, pattern=QUANTITY, description="Memory, e.g. 512Mi or 4Gi.")
 
 
 class ResourceRequirements(KubeModel):
     """Pod resources for the Jobs a resource produces."""
 
-    requests: ResourceList | None = None
-    limits: ResourceList | None = None
+    requests: ResourceList | None = Field(default=None, description="What the scheduler reserves.")
+    limits: ResourceList | None = Field(default=None, description="The most a pod may use.")

@@ -29,11 +29,30 @@ class DistributionTarget(KubeModel):
 TARGET_LIST = TypeAdapter(list[DistributionTarget])
 
 
+def origin_folder(origin: str) -> str:
+    """bucket/prefix/ of an s3:// origin: one string per folder, so that nesting is a prefix test."""
+    path = origin.removeprefix("s3://").strip("/")
+    return f"{path}/"
+
+
+def overlapping_origins(targets: list[DistributionTarget]) -> list[tuple[DistributionTarget, DistributionTarget]]:
+    """Pairs of targets whose origins are the same folder or one inside the other: a takedown from one
+    would delete what the other serves, and a batch could not hold both."""
+    folders = [(origin_folder(t.origin), t) for t in targets]
+    return [(a, b) for i, (fa, a) in enumerate(folders) for fb, b in folders[i + 1:]
+            if fa.startswith(fb) or fb.startswith(fa)]
+
+
 def parse_targets(document: object) -> list[DistributionTarget]:
-    """The targets of a ConfigMap's YAML (already loaded); duplicate names are refused."""
+    """The targets of a ConfigMap's YAML (already loaded); duplicate names and overlapping origins are
+    refused, naming both targets."""
     targets = TARGET_LIST.validate_python(document or [])
     names = [t.name for t in targets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"duplicate target names: {', '.join(duplicates)}")
+    overlaps = overlapping_origins(targets)
+    if overlaps:
+        raise ValueError("overlapping origins (a takedown from one would delete the other's content): " + "; ".join(
+            f"{a.name} ({a.origin}) and {b.name} ({b.origin})" for a, b in overlaps))
     return targets

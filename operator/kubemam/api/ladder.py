@@ -15,6 +15,7 @@ from kubemam.api.common import (
     ResourceRequirements,
     SecretKeyReference,
     cel,
+    conditions_field,
     validated_by,
 )
 from kubemam.api.qc import QCPolicy
@@ -71,11 +72,15 @@ class RateControl(KubeModel):
         ),
     )
 
-    mode: Literal["crf", "vbr"]
-    crf: int | None = Field(default=None, ge=0, le=63)
-    bitrate_kbps: int | None = Field(default=None, ge=50, le=200000)
-    maxrate_kbps: int | None = Field(default=None, ge=50, le=400000)
-    bufsize_kbps: int | None = Field(default=None, ge=50, le=800000)
+    mode: Literal["crf", "vbr"] = Field(description="crf: constant quality (optionally capped by maxrateKbps); "
+                                        "vbr: a target bitrate capped by maxrateKbps.")
+    crf: int | None = Field(default=None, ge=0, le=63, description="Constant rate factor: lower is better quality "
+                            "and more bits (x264/x265 0-51, SVT-AV1 0-63).")
+    bitrate_kbps: int | None = Field(default=None, ge=50, le=200000, description="vbr: the average bitrate, kb/s.")
+    maxrate_kbps: int | None = Field(default=None, ge=50, le=400000, description="The peak bitrate the encoder "
+                                     "keeps to over bufsizeKbps, kb/s (a capped CRF or VBR).")
+    bufsize_kbps: int | None = Field(default=None, ge=50, le=800000, description="The VBV buffer the peak is "
+                                     "measured over, kb/s; typically 1-2x maxrateKbps.")
 
 
 class VideoRendition(KubeModel):
@@ -104,54 +109,68 @@ class VideoRendition(KubeModel):
         ),
     )
 
-    name: str = Field(min_length=1, max_length=32, pattern=DNS_LABEL)
-    codec: VideoCodec
-    width: int = Field(ge=64, le=7680, multiple_of=2)
-    height: int = Field(ge=64, le=4320, multiple_of=2)
-    rate_control: RateControl
-    profile: str | None = Field(default=None, max_length=16)
-    level: str | None = Field(default=None, pattern=r"^[1-6](\.[0-3])?$")
+    name: str = Field(min_length=1, max_length=32, pattern=DNS_LABEL,
+                      description="The rung's name: its folder in the library and its track in the packages.")
+    codec: VideoCodec = Field(description="h264 (libx264), h265 (libx265) or av1 (SVT-AV1).")
+    width: int = Field(ge=64, le=7680, multiple_of=2, description="Output width in pixels (even).")
+    height: int = Field(ge=64, le=4320, multiple_of=2, description="Output height in pixels (even). A rung "
+                        "larger than the master is skipped unless allowUpscale.")
+    rate_control: RateControl = Field(description="How the encoder spends bits.")
+    profile: str | None = Field(default=None, max_length=16, description="Codec profile: h264 baseline, main or "
+                                "high; h265 main or main10; av1 main.")
+    level: str | None = Field(default=None, pattern=r"^[1-6](\.[0-3])?$", description="Codec level, e.g. 4.0; "
+                              "refused when too low for the frame size.")
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
-    ] = "medium"
-    frame_rate: str | None = Field(default=None, pattern=r"^[0-9]+(/[0-9]+)?$")
+    ] = Field(default="medium", description="Encoder speed against compression (mapped to SVT-AV1's presets).")
+    frame_rate: str | None = Field(default=None, pattern=r"^[0-9]+(/[0-9]+)?$", description="Output frame rate "
+                                   "(e.g. 25 or 30000/1001); the master's when unset.")
 
 
 class Loudness(KubeModel):
-    standard: Literal["ebu-r128", "atsc-a85"] = "ebu-r128"
-    target_lufs: float = Field(default=-23.0, ge=-40, le=-5)
-    true_peak_dbtp: float = Field(default=-1.0, ge=-9, le=0)
+    standard: Literal["ebu-r128", "atsc-a85"] = Field(default="ebu-r128", description="The loudness "
+                                                      "recommendation the target follows (ATSC A/85: -24 LKFS).")
+    target_lufs: float = Field(default=-23.0, ge=-40, le=-5, description="Integrated loudness the rendition is "
+                               "normalised to, LUFS.")
+    true_peak_dbtp: float = Field(default=-1.0, ge=-9, le=0, description="Maximum true peak after normalisation, "
+                                  "dBTP (a limiter holds it).")
 
 
 class AudioRendition(KubeModel):
-    name: str = Field(min_length=1, max_length=32, pattern=DNS_LABEL)
-    codec: Literal["aac", "ac3", "eac3", "opus"] = "aac"
-    bitrate_kbps: int = Field(ge=16, le=1536)
-    channels: int = Field(default=2, ge=1, le=16)
-    sample_rate: Literal[44100, 48000] = 48000
-    language: str | None = Field(default=None, max_length=35, pattern=BCP47)
-    loudness: Loudness | None = None
+    name: str = Field(min_length=1, max_length=32, pattern=DNS_LABEL, description="The audio rendition's name.")
+    codec: Literal["aac", "ac3", "eac3", "opus"] = Field(default="aac", description="Audio codec.")
+    bitrate_kbps: int = Field(ge=16, le=1536, description="Bitrate, kb/s.")
+    channels: int = Field(default=2, ge=1, le=16, description="Output channels (2 = stereo, 6 = 5.1).")
+    sample_rate: Literal[44100, 48000] = Field(default=48000, description="Output sample rate, Hz.")
+    language: str | None = Field(default=None, max_length=35, pattern=BCP47, description="BCP 47 language of the "
+                                 "track, signalled in the DASH and HLS manifests.")
+    loudness: Loudness | None = Field(default=None, description="Normalise to this loudness (measured first, then "
+                                      "one linear gain); unset: the master's level is kept.")
 
 
 class Packaging(KubeModel):
     formats: list[Literal["hls", "dash"]] = Field(min_length=1, max_length=2, json_schema_extra={
-        "x-kubernetes-list-type": "set"})
-    container: Literal["cmaf"] = "cmaf"
-    iframe_playlist: bool = True
+        "x-kubernetes-list-type": "set"}, description="Manifests to write over one shared set of CMAF segments.")
+    container: Literal["cmaf"] = Field(default="cmaf", description="Segment container: fragmented MP4 (CMAF).")
+    iframe_playlist: bool = Field(default=True, description="Write I-frame playlists for trick play (HLS).")
 
 
 DrmSystem = Literal["widevine", "playready", "fairplay", "clearkey"]
 
 
 class CpixProvider(KubeModel):
-    url: str = Field(max_length=2048, pattern=r"^https?://.+$")
-    credentials_secret_ref: SecretKeyReference | None = None
+    url: str = Field(max_length=2048, pattern=r"^https?://.+$", description="The CPIX 2.3 / SPEKE v2 key "
+                     "server endpoint.")
+    credentials_secret_ref: SecretKeyReference | None = Field(default=None, description="A Secret key holding the "
+                                                              "bearer token (key defaults to token); sent, never "
+                                                              "logged.")
 
 
 class SecretProvider(KubeModel):
     """Keys generated once per asset and key tier, kept in a Secret the asset owns."""
 
-    name_prefix: str | None = Field(default=None, max_length=200, pattern=DNS_SUBDOMAIN)
+    name_prefix: str | None = Field(default=None, max_length=200, pattern=DNS_SUBDOMAIN,
+                                    description="Prefix of the key Secret's name; <asset>-content-keys when unset.")
 
 
 class KeyProvider(KubeModel):
@@ -160,13 +179,14 @@ class KeyProvider(KubeModel):
         cel("self.type != 'cpix' || has(self.cpix)", "type cpix needs the cpix field", ".cpix"),
     )
 
-    type: Literal["secret", "cpix"]
-    secret: SecretProvider | None = None
-    cpix: CpixProvider | None = None
+    type: Literal["secret", "cpix"] = Field(description="secret: the operator generates keys and keeps them in "
+                                            "a Secret; cpix: a key server supplies them.")
+    secret: SecretProvider | None = Field(default=None, description="Settings of the secret provider.")
+    cpix: CpixProvider | None = Field(default=None, description="The key server (type cpix).")
 
 
 class KeyTiers(KubeModel):
-    separate_audio: bool = False
+    separate_audio: bool = Field(default=False, description="A key of its own for audio.")
     separate_video_tiers: bool = Field(default=False, description="Distinct keys for SD, HD and UHD video.")
 
 
@@ -180,22 +200,29 @@ class Drm(KubeModel):
     )
 
     systems: list[DrmSystem] = Field(min_length=1, max_length=4, json_schema_extra={
-        "x-kubernetes-list-type": "set"})
-    scheme: Literal["cenc", "cbcs"] = "cenc"
+        "x-kubernetes-list-type": "set"}, description="DRM systems signalled in the packages (pssh, "
+                                     "ContentProtection, EXT-X-KEY).")
+    scheme: Literal["cenc", "cbcs"] = Field(default="cenc", description="CENC protection scheme: cenc (AES-CTR) "
+                                            "or cbcs (AES-CBC pattern; FairPlay needs it).")
     key_provider: KeyProvider = Field(description="Where the content keys come from; DRM without one is refused.")
-    key_tiers: KeyTiers | None = None
+    key_tiers: KeyTiers | None = Field(default=None, description="Separate keys by track kind and resolution; "
+                                       "one key for everything when unset.")
 
 
 class Thumbnails(KubeModel):
-    interval_seconds: int = Field(default=10, ge=1, le=600)
-    width: int = Field(default=320, ge=32, le=1920)
-    sprite_columns: int = Field(default=10, ge=1, le=50)
-    sprite_rows: int = Field(default=10, ge=1, le=50)
+    interval_seconds: int = Field(default=10, ge=1, le=600, description="One thumbnail every this many seconds.")
+    width: int = Field(default=320, ge=32, le=1920, description="Thumbnail width in pixels; height keeps the "
+                       "aspect ratio.")
+    sprite_columns: int = Field(default=10, ge=1, le=50, description="Thumbnails per row of a sprite sheet.")
+    sprite_rows: int = Field(default=10, ge=1, le=50, description="Rows per sprite sheet; a long programme gets "
+                             "several sheets.")
 
 
 class Chunking(KubeModel):
-    chunk_seconds: int = Field(default=60, ge=2, le=3600)
-    max_parallel: int = Field(default=4, ge=1, le=256)
+    chunk_seconds: int = Field(default=60, ge=2, le=3600, description="Seconds of master per chunk: a multiple "
+                               "of segmentDurationSeconds, so every chunk is whole GOPs.")
+    max_parallel: int = Field(default=4, ge=1, le=256, description="Chunk pods running at once (the Indexed "
+                              "Job's parallelism).")
 
 
 class TranscodeLadderSpec(KubeModel):
@@ -212,18 +239,24 @@ class TranscodeLadderSpec(KubeModel):
         ),
     )
 
-    renditions: list[VideoRendition] = Field(min_length=1, max_length=16)
+    renditions: list[VideoRendition] = Field(min_length=1, max_length=16, description="The video rungs, "
+                                             "encoded from one decode with keyframes aligned across rungs.")
     allow_upscale: bool = Field(default=False, description="Encode rungs larger than the source; else they are "
                                                            "refused for that asset with a condition.")
-    audio: list[AudioRendition] | None = Field(default=None, max_length=16)
-    segment_duration_seconds: int = Field(default=6, ge=1, le=30)
-    packaging: Packaging | None = None
-    drm: Drm | None = None
-    thumbnails: Thumbnails | None = None
+    audio: list[AudioRendition] | None = Field(default=None, max_length=16, description="Audio renditions.")
+    segment_duration_seconds: int = Field(default=6, ge=1, le=30, description="Segment and GOP length, seconds: "
+                                          "every rung has a closed GOP at each segment boundary.")
+    packaging: Packaging | None = Field(default=None, description="Package the renditions for OTT; unset: "
+                                        "renditions only.")
+    drm: Drm | None = Field(default=None, description="Encrypt the packages and signal these DRM systems.")
+    thumbnails: Thumbnails | None = Field(default=None, description="Thumbnails and sprite sheets cut at ingest.")
     qc: QCPolicy | None = Field(default=None, description="QC thresholds for assets that set none themselves.")
-    chunking: Chunking | None = None
-    resources: ResourceRequirements | None = None
-    priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
+    chunking: Chunking | None = Field(default=None, description="Encode long masters as an Indexed Job of "
+                                      "GOP-aligned chunks stitched by stream copy; unset: one pass.")
+    resources: ResourceRequirements | None = Field(default=None, description="Pod resources of the transcode "
+                                                   "Jobs; the step's defaults when unset.")
+    priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN,
+                                            description="PriorityClass of the transcode and package pods.")
     queue_name: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL,
                                    description="Kueue LocalQueue; Jobs are created suspended for Kueue to admit.")
 
@@ -231,5 +264,5 @@ class TranscodeLadderSpec(KubeModel):
 class TranscodeLadderStatus(KubeModel):
     phase: Literal["Valid", "Invalid"] | None = None
     observed_generation: int | None = Field(default=None, ge=0)
-    conditions: list[Condition] | None = None
+    conditions: list[Condition] | None = conditions_field()
     rendition_count: int | None = Field(default=None, ge=0)

@@ -1,12 +1,15 @@
-"""Deleting an archived asset: wait while a legal hold or retention protects it, then purge every copy.
+"""Deleting an asset: first taken down from every distribution target, then (archived) wait while a
+legal hold or retention protects it, then purge every copy.
 
 Runs from the asset's delete handler; Kopf keeps the finalizer until this returns, so the
-MediaAsset (and with it the record of where its copies are) exists until the copies are gone.
+MediaAsset (and with it the record of where it is published and where its copies are) exists until
+it is taken down and the copies are gone.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,14 +19,20 @@ from kubemam.api.archive import ArchivePolicySpec
 from kubemam.api.asset import MediaAssetStatus, StorageStatus
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET
 from kubemam.config import OperatorConfig
+from kubemam.controllers import rights
 from kubemam.controllers.asset import asset_event
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.archiving import deletion_blocker, purge_request
 from kubemam.plan.conditions import Verdict, apply_verdicts
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR, build_step_job
-from kubemam.plan.jobstate import observe_job
+from kubemam.plan.jobstate import observe_job, worker_error
+from kubemam.steps.archive import FOREIGN_HOLD
 
 log = logging.getLogger(__name__)
+
+# How often the delete handler looks again while the rights planner takes the asset down: the
+# takedown itself is a distribute Job of a few seconds; this only adds to when the asset goes.
+TAKEDOWN_POLL_SECONDS = 1.0
 
 
 class DeletionPending(Exception):
@@ -41,6 +50,28 @@ def _say(api: KubeApi, body: dict[str, Any], verdict: Verdict, now: datetime) ->
     if conditions != status.conditions or status.phase != "Deleting":
         api.patch_status(MEDIA_ASSET.plural, body["metadata"]["namespace"], body["metadata"]["name"],
                          {"phase": "Deleting", "conditions": [c.to_wire() for c in conditions]})
+
+
+def take_down_first(api: KubeApi, body: dict[str, Any], poke: Callable[[str], None]) -> None:
+    """Return once the asset is on no distribution target (its status says TakenDown everywhere); raise
+    DeletionPending meanwhile. The rights planner never publishes an asset being deleted and takes down
+    what it published (`poke` asks it to reconcile now); its record is what lets the asset go."""
+    meta = body["metadata"]
+    namespace = meta["namespace"]
+    targets = rights.still_distributed(body.get("status"))
+    if not targets:
+        return
+    if rights.jobs_refused(namespace):
+        # No Job can run in a namespace being deleted: the asset goes, or it would hold the namespace
+        # for ever; what it published stays on the origins (said loudly, not silently lost).
+        log.warning("namespace %s is terminating: %s/%s stays published on %s", namespace, namespace, meta["name"],
+                    ", ".join(targets))
+        return
+    poke(namespace)
+    where = ", ".join(targets)
+    _say(api, body, Verdict("Deletable", "False", "TakingDown", f"taking down from {where} before the asset goes"),
+         datetime.now(UTC))
+    raise DeletionPending(f"taking down from {where} before the asset goes", TAKEDOWN_POLL_SECONDS)
 
 
 def delete_archived(api: KubeApi, config: OperatorConfig, body: dict[str, Any]) -> None:
@@ -85,10 +116,16 @@ def delete_archived(api: KubeApi, config: OperatorConfig, body: dict[str, Any]) 
         raise DeletionPending("purging the archived copies", 3)
     job = jobs[0]
     if job.state == "Failed":
-        message = api.termination_message(namespace, request.name) or job.message or "see the Job's log"
-        _say(api, body, Verdict("Deletable", "False", "PurgeFailed", f"Job {request.name} failed: {message}"), now)
+        message = worker_error(api.termination_message(namespace, request.name)) or job.message or "see the Job's log"
+        # A legal hold kubemam did not set is never lifted by kubemam: said so, and checked again less often the
+        # longer the deletion has waited (a tenth of it, 1 min to 1 h), so a dispute of months runs few pods.
+        foreign = FOREIGN_HOLD in message
+        _say(api, body, Verdict("Deletable", "False", "ForeignLegalHold" if foreign else "PurgeFailed",
+                                f"Job {request.name} failed: {message}"), now)
         api.delete_job(namespace, request.name)  # run it again after the delay
-        raise DeletionPending(f"purge failed: {message}", 60)
+        asked = meta.get("deletionTimestamp")
+        waited = (now - datetime.fromisoformat(asked.replace("Z", "+00:00"))).total_seconds() if asked else 0.0
+        raise DeletionPending(f"purge failed: {message}", min(3600.0, max(60.0, waited / 10)) if foreign else 60)
     if job.state != "Succeeded":
         raise DeletionPending("purging the archived copies", 3)
     api.create_event(asset_event(body, "Normal", "Purged", f"every archived copy deleted by Job {request.name}"))

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from kubemam import config as config_module
-from kubemam import metrics
+from kubemam import health, metrics
 from kubemam.api.common import GROUP, VERSION
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
 from kubemam.config import OperatorConfig
@@ -30,12 +30,15 @@ POLICIES = (GROUP, VERSION, ARCHIVE_POLICY.plural)
 
 @cache
 def api() -> KubeApi:
-    return KubeApi()
+    return KubeApi(timeout=(settings().api_connect_timeout_seconds, settings().api_read_timeout_seconds))
 
 
 @cache
 def settings() -> OperatorConfig:
     return config_module.load()
+
+
+operator_settings = settings  # where a Kopf keyword argument named `settings` hides the function
 
 
 @kopf.on.startup(id="configure")
@@ -50,6 +53,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
+    # Kopf's own API calls (patches, posts, watch connections) time out like ours (kubeapi.py): a hung
+    # one fails and Kopf retries it with its error backoffs instead of waiting for ever.
+    ours = operator_settings()
+    settings.networking.connect_timeout = ours.api_connect_timeout_seconds
+    settings.networking.request_timeout = ours.api_connect_timeout_seconds + ours.api_read_timeout_seconds
+    settings.watching.connect_timeout = ours.api_connect_timeout_seconds
+    # A handler that raises met a transient fault (handlers never raise for bad input): retry in 15 s
+    # rather than Kopf's 60, so work resumes well inside a minute after an outage ends.
+    settings.execution.default_backoff = 15.0
 
 
 def _ns(namespace: str | None) -> str:
@@ -131,8 +143,11 @@ def asset_archive_clock(namespace: str | None, name: str, **_: Any) -> None:
 
 @kopf.on.delete(*ASSETS, id="asset-deleted")
 def asset_deleted(body: Any, **_: Any) -> None:
-    """The finalizer stays until a legal hold and retention allow it and every archived copy is purged."""
+    """The finalizer stays until the asset is taken down from every distribution target (the rights
+    clock is poked meanwhile), then until a legal hold and retention allow it and every archived copy
+    is purged."""
     try:
+        archive.take_down_first(api(), dict(body), _rights_now)
         archive.delete_archived(api(), settings(), dict(body))
     except archive.DeletionPending as pending:
         raise kopf.TemporaryError(str(pending), delay=pending.delay) from None
@@ -163,7 +178,9 @@ def ladder_deleted(namespace: str | None, name: str, **_: Any) -> None:
 def rights_clock() -> rights.RightsClock:
     # Window handlers only poke the clock; the reconcile it runs is what kubemam_reconcile_total counts.
     return rights.RightsClock(metrics.reconciled("RightsWindow")(
-        lambda namespace: rights.reconcile_rights(api(), settings(), namespace)))
+        lambda namespace: rights.reconcile_rights(api(), settings(), namespace)),
+        workers=settings().rights_workers, retry_max=settings().rights_retry_max_seconds,
+        stuck_seconds=settings().stuck_seconds)
 
 
 def _rights_now(namespace: str) -> None:
@@ -232,7 +249,7 @@ def job_metrics(body: Any, **_: Any) -> None:
 
 @cache
 def inventory() -> telemetry.InventoryLoop:
-    return telemetry.InventoryLoop(api)
+    return telemetry.InventoryLoop(api, stuck_seconds=settings().stuck_seconds)
 
 
 @kopf.on.startup(id="metrics-inventory-start")
@@ -244,3 +261,26 @@ def metrics_inventory_start(**_: Any) -> None:
 @kopf.on.cleanup(id="metrics-inventory-stop")
 def metrics_inventory_stop(**_: Any) -> None:
     inventory().stop()
+
+
+# --- Liveness --------------------------------------------------------------------------------
+# `kubemam run --liveness=URL` serves Kopf's /healthz; it answers only while every probe handler
+# succeeds, and Kopf alone would only prove its event loop answers.
+
+KOPF_THREADS_HEARTBEAT = "kopf handler threads"
+
+
+@kopf.on.probe(id="heartbeats")
+async def heartbeats(settings: kopf.OperatorSettings, **_: Any) -> dict[str, float]:
+    """Fails while a thread of ours is stuck (kubemam.health): the rights clock or one of its
+    workers, the metrics inventory, or Kopf's handler threads — a no-op handed to their pool that has
+    not run within the limit means every thread is blocked. Async, so that a full pool cannot stop
+    the probe itself from answering."""
+    beats = health.HEARTBEATS
+    if not beats.running(KOPF_THREADS_HEARTBEAT):
+        beats.start(KOPF_THREADS_HEARTBEAT, operator_settings().stuck_seconds)
+        settings.execution.executor.submit(beats.finish, KOPF_THREADS_HEARTBEAT)
+    stuck = beats.stale()
+    if stuck:
+        raise kopf.PermanentError("stuck: " + "; ".join(str(s) for s in stuck))
+    return beats.ages()

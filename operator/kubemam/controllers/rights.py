@@ -16,14 +16,16 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import queue
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from kubemam.api.asset import MediaAssetStatus
@@ -31,13 +33,20 @@ from kubemam.api.distribution import TARGETS_CONFIGMAP, TARGETS_KEY, Distributio
 from kubemam.api.kinds import MEDIA_ASSET, RIGHTS_WINDOW
 from kubemam.api.rights import RightsWindowSpec
 from kubemam.config import OperatorConfig
+from kubemam.health import HEARTBEATS, Heartbeats
 from kubemam.kubeapi import KubeApi
-from kubemam.metrics import DISTRIBUTION_ACTIONS, DISTRIBUTION_FAILED_ATTEMPTS, TAKEDOWN_LATENCY
+from kubemam.metrics import (
+    DISTRIBUTION_ACTIONS,
+    DISTRIBUTION_FAILED_ATTEMPTS,
+    DISTRIBUTION_QUARANTINED,
+    TAKEDOWN_LATENCY,
+)
 from kubemam.plan.distribution import (
     AnnotateJob,
     AssetFacts,
     CreateEvent,
     CreateJob,
+    DistributeJob,
     DistributionFacts,
     DistributionPlan,
     PatchAssetStatus,
@@ -45,15 +54,28 @@ from kubemam.plan.distribution import (
     WindowFacts,
     observe_job,
     plan_distribution,
+    still_distributed,
 )
 from kubemam.plan.jobs import LABEL_MANAGED_BY, LABEL_STEP
 from kubemam.steps.registry import DISTRIBUTE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DISTRIBUTE", "RightsClock", "reconcile_rights"]
+__all__ = ["DISTRIBUTE", "RightsClock", "jobs_refused", "reconcile_rights", "retry_delay", "still_distributed"]
+
+# The rights clock's liveness (kubemam.health): its thread beats at least every BEAT_SECONDS; each
+# namespace's run is a task named "rights reconcile <namespace>".
+CLOCK_HEARTBEAT = "rights clock"
+WORKER_HEARTBEAT = "rights reconcile"
+BEAT_SECONDS = 10.0
+RETRY_FIRST_SECONDS = 1.0
 
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+# Namespaces where a distribute Job could not be created and none exists: the namespace is being
+# deleted (the API server refuses new objects), so no takedown can run there any more.
+_refused: set[str] = set()
+# After a conditions write lost a race (409), the next reconcile comes this soon.
+CONFLICT_RETRY_SECONDS = 1.0
 
 
 def _targets(api: KubeApi, namespace: str) -> tuple[list[DistributionTarget], str | None]:
@@ -83,15 +105,31 @@ def _asset(namespace: str, body: dict[str, Any]) -> AssetFacts:
     except ValidationError:
         log.warning("asset %s/%s has a status that does not validate; left out of rights", namespace, meta["name"])
         status = None
-    return AssetFacts(meta["name"], dict(meta.get("labels") or {}), status)
+    return AssetFacts(meta["name"], dict(meta.get("labels") or {}), status, int(meta.get("generation") or 0),
+                      meta.get("resourceVersion"), deleting=bool(meta.get("deletionTimestamp")))
+
+
+def _job(api: KubeApi, namespace: str, body: dict[str, Any]) -> DistributeJob:
+    """A distribute Job; a failed one not yet recorded with its worker's report (which actions failed),
+    read once from its pod's termination message."""
+    seen = observe_job(body)
+    if seen.state == "Failed" and not seen.applied:
+        seen = observe_job(body, api.termination_message(namespace, seen.name))
+    return seen
 
 
 def gather(api: KubeApi, namespace: str) -> DistributionFacts:
     windows = [_window(w) for w in api.list_objects(RIGHTS_WINDOW.plural, namespace)]
     assets = [_asset(namespace, a) for a in api.list_objects(MEDIA_ASSET.plural, namespace)]
-    jobs = [observe_job(j) for j in api.list_jobs(namespace, {LABEL_MANAGED_BY: "kubemam", LABEL_STEP: DISTRIBUTE})]
+    jobs = [_job(api, namespace, j)
+            for j in api.list_jobs(namespace, {LABEL_MANAGED_BY: "kubemam", LABEL_STEP: DISTRIBUTE})]
     targets, problem = _targets(api, namespace)
     return DistributionFacts(namespace, windows, assets, jobs, targets, problem)
+
+
+def jobs_refused(namespace: str) -> bool:
+    """The namespace refused this process's last distribute Job and holds none: it is being deleted."""
+    return namespace in _refused
 
 
 def _observe(namespace: str, plan: DistributionPlan) -> None:
@@ -103,83 +141,202 @@ def _observe(namespace: str, plan: DistributionPlan) -> None:
         log.info(json.dumps(line))
     if plan.failed_attempts is not None:
         DISTRIBUTION_FAILED_ATTEMPTS.labels(namespace=namespace).set(plan.failed_attempts)
+    DISTRIBUTION_QUARANTINED.labels(namespace=namespace).set(plan.quarantined)
 
 
-def act(api: KubeApi, namespace: str, plan: DistributionPlan) -> None:
+def _patch_asset(api: KubeApi, namespace: str, write: PatchAssetStatus) -> bool:
+    """The asset's records (and conditions or Pending records only if the asset did not change since it
+    was read: the asset controller writes its conditions too, and an asset may have begun to go). False:
+    the guarded part lost that race (or the asset is gone) and waits for the next reconcile; the
+    records of finished Jobs (`fallback`) were written all the same."""
+    try:
+        return api.patch_status(MEDIA_ASSET.plural, namespace, write.asset, write.patch, write.resource_version)
+    except ApiException as err:
+        if err.status != 409 or write.resource_version is None:
+            raise
+    if write.fallback:
+        api.patch_status(MEDIA_ASSET.plural, namespace, write.asset, write.fallback)
+    return False
+
+
+def _create_job(api: KubeApi, namespace: str, write: CreateJob) -> None:
+    if api.create_job(write.job):
+        _refused.discard(namespace)
+        log.info("created Job %s/%s: %d publish, %d takedown", namespace, write.name,
+                 sum(a.action == "publish" for a in write.inputs.actions),
+                 sum(a.action == "takedown" for a in write.inputs.actions))
+    elif not any(j["metadata"]["name"] == write.name
+                 for j in api.list_jobs(namespace, {LABEL_MANAGED_BY: "kubemam", LABEL_STEP: DISTRIBUTE})):
+        _refused.add(namespace)  # not a 409: the namespace is terminating
+        log.warning("namespace %s refuses distribute Job %s: it is being deleted, nothing can be taken down "
+                    "there any more", namespace, write.name)
+
+
+def act(api: KubeApi, namespace: str, plan: DistributionPlan) -> bool:
     """The metrics and the audit log, then the plan's writes in its order. Counted first, so whoever
     reads a record (history, asset status) finds it counted; a reconcile that fails before the Job is
-    marked applied counts it again."""
+    marked applied counts it again. False when an asset's conditions must be written again."""
     _observe(namespace, plan)
+    settled = True
     for write in plan.writes:
         if isinstance(write, PatchAssetStatus):
-            api.patch_status(MEDIA_ASSET.plural, namespace, write.asset, write.patch)
+            landed = _patch_asset(api, namespace, write)
+            settled = settled and landed
+            if not landed and write.required:
+                # The batch publishes an asset that changed since it was read (it may be going) or is
+                # gone: nothing more this run — the Job must not publish what no record would show.
+                log.info("asset %s/%s changed while its publish was planned; planning again", namespace,
+                         write.asset)
+                return False
         elif isinstance(write, CreateJob):
-            if api.create_job(write.job):
-                log.info("created Job %s/%s: %d publish, %d takedown", namespace, write.name,
-                         sum(a.action == "publish" for a in write.inputs.actions),
-                         sum(a.action == "takedown" for a in write.inputs.actions))
+            _create_job(api, namespace, write)
         elif isinstance(write, PatchWindowStatus):
             api.patch_status(RIGHTS_WINDOW.plural, namespace, write.window, write.patch)
         elif isinstance(write, CreateEvent):
             api.create_event(write.event)
         elif isinstance(write, AnnotateJob):
             api.annotate_job(namespace, write.job, write.annotations, ttl_seconds=write.ttl_seconds)
+    return settled
 
 
 def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
                      now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> datetime | None:
-    """Returns the next instant this namespace needs a reconcile (a window transition or a retry)."""
+    """Returns the next instant this namespace needs a reconcile (a window transition, a retry, or
+    soon when an asset's conditions lost a race with the asset controller)."""
     with _locks[namespace]:
         facts = gather(api, namespace)
-        plan = plan_distribution(facts, config, now())
-        act(api, namespace, plan)
-        return plan.wake
+        at = now()
+        plan = plan_distribution(facts, config, at)
+        if act(api, namespace, plan):
+            return plan.wake
+        soon = at + timedelta(seconds=CONFLICT_RETRY_SECONDS)
+        return min(plan.wake, soon) if plan.wake else soon
+
+
+def retry_delay(failures: int, first: float = RETRY_FIRST_SECONDS, most: float = 30.0) -> float:
+    """The wait before a namespace's next attempt after `failures` failed reconciles in a row:
+    `first`, doubling, at most `most`."""
+    return float(min(most, first * 2 ** min(max(0, failures - 1), 32)))  # a bounded exponent: no overflow
 
 
 class RightsClock:
     """Wakes a namespace's rights reconcile at its next window transition, to the second.
 
-    One thread and a heap of (instant, namespace); a namespace has one alarm, the earliest it was
-    aimed at. Event handlers `poke` it instead of reconciling inline, so triggers that arrive while
-    a reconcile runs collapse into one more run. The callback returns the following transition,
-    so the clock keeps itself aimed.
+    One thread keeps a heap of (instant, namespace) — a namespace has one alarm, the earliest it was
+    aimed at — and hands each due namespace to a bounded pool of workers, so one namespace whose
+    reconcile blocks (a hung API call, until its timeout) never delays another's takedown. A
+    namespace never runs twice at once: an alarm or a poke that comes due while it runs makes one
+    more run right after. Event handlers `poke` instead of reconciling inline, so a burst of
+    triggers collapses into one run. The callback returns the following transition, so the clock
+    keeps itself aimed. A callback that raises is retried after 1 s, doubling up to `retry_max`
+    seconds for that namespace, reset by a success; while a namespace waits out its backoff a poke
+    does not bring it forward (100 windows' timers would otherwise retry a failing namespace as
+    fast as they fire).
+
+    Liveness (kubemam.health): the clock thread beats at least every BEAT_SECONDS; each run is a
+    task, stuck once it runs longer than `stuck_seconds`.
     """
 
-    def __init__(self, callback: Callable[[str], datetime | None]) -> None:
+    def __init__(self, callback: Callable[[str], datetime | None], *, workers: int = 4,
+                 retry_first: float = RETRY_FIRST_SECONDS, retry_max: float = 30.0, stuck_seconds: float = 300.0,
+                 heartbeats: Heartbeats = HEARTBEATS) -> None:
         self._callback = callback
+        self._retry_first = retry_first
+        self._retry_max = retry_max
+        self._stuck = stuck_seconds
+        self._heartbeats = heartbeats
         self._heap: list[tuple[float, str]] = []
         self._due: dict[str, float] = {}
+        self._running: set[str] = set()
+        self._again: set[str] = set()  # came due while running: one more run after this one
+        self._failures: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}  # in backoff: no run before this instant
+        self._ready: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._wake = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="rights-clock", daemon=True)
-        self._thread.start()
+        self._stopped = False
+        # Daemon threads of our own rather than a ThreadPoolExecutor, whose threads the interpreter
+        # joins at exit: a stuck worker must not keep a stopping operator alive.
+        self._threads = [threading.Thread(target=self._dispatch, name="rights-clock", daemon=True)] + [
+            threading.Thread(target=self._work, name=f"rights-worker-{n}", daemon=True) for n in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     def aim(self, namespace: str, instant: datetime | None) -> None:
         if instant is None:
             return
-        when = instant.timestamp()
         with self._wake:
-            due = self._due.get(namespace)
-            if due is not None and due <= when:
-                return  # an earlier alarm covers it: that run re-aims at the next transition
-            self._due[namespace] = when
-            heapq.heappush(self._heap, (when, namespace))
-            self._wake.notify()
+            self._aim(namespace, instant.timestamp())
 
     def poke(self, namespace: str) -> None:
         """Reconcile as soon as possible; a burst of pokes (100 windows resuming) is one run."""
         self.aim(namespace, datetime.now(UTC))
 
-    def _run(self) -> None:
+    def stop(self) -> None:
+        """Stop dispatching; a run in progress finishes on its own (its thread is a daemon)."""
+        with self._wake:
+            self._stopped = True
+            self._wake.notify_all()
+        for _ in self._threads[1:]:
+            self._ready.put(None)
+        self._heartbeats.finish(CLOCK_HEARTBEAT)
+
+    def _aim(self, namespace: str, when: float) -> None:
+        """Holding self._wake."""
+        when = max(when, self._retry_at.get(namespace, when))
+        due = self._due.get(namespace)
+        if due is not None and due <= when:
+            return  # an earlier alarm covers it: that run re-aims at the next transition
+        self._due[namespace] = when
+        heapq.heappush(self._heap, (when, namespace))
+        self._wake.notify_all()
+
+    def _dispatch(self) -> None:
         while True:
             with self._wake:
-                while not self._heap or self._heap[0][0] > time.time():
-                    self._wake.wait(timeout=None if not self._heap else max(0.0, self._heap[0][0] - time.time()))
+                if self._stopped:
+                    return
+                self._heartbeats.beat(CLOCK_HEARTBEAT, self._stuck)
+                now = time.time()
+                if not self._heap or self._heap[0][0] > now:
+                    # Wake at least every BEAT_SECONDS, so an idle clock still shows it is alive.
+                    self._wake.wait(timeout=BEAT_SECONDS if not self._heap else
+                                    min(BEAT_SECONDS, self._heap[0][0] - now))
+                    continue
                 when, namespace = heapq.heappop(self._heap)
                 if self._due.get(namespace) != when:
                     continue  # re-aimed since
                 del self._due[namespace]
+                if namespace in self._running:
+                    self._again.add(namespace)
+                    continue
+                self._running.add(namespace)
+            self._ready.put(namespace)
+
+    def _work(self) -> None:
+        while (namespace := self._ready.get()) is not None:
+            following: datetime | None = None
+            failed: Exception | None = None
+            failures, delay = 0, 0.0
             try:
-                self.aim(namespace, self._callback(namespace))
-            except Exception:  # noqa: BLE001 - the clock must outlive one failed reconcile
-                log.exception("rights reconcile of %s at its transition failed; retrying in 5 s", namespace)
-                self.aim(namespace, datetime.fromtimestamp(time.time() + 5, UTC))
+                with self._heartbeats.busy(f"{WORKER_HEARTBEAT} {namespace}", self._stuck):
+                    following = self._callback(namespace)
+            except Exception as err:  # noqa: BLE001 - the clock must outlive one failed reconcile
+                failed = err
+            with self._wake:
+                self._running.discard(namespace)
+                if failed is None:
+                    self._failures.pop(namespace, None)
+                    self._retry_at.pop(namespace, None)
+                    if following is not None:
+                        self._aim(namespace, following.timestamp())
+                else:
+                    failures = self._failures[namespace] = self._failures.get(namespace, 0) + 1
+                    delay = retry_delay(failures, self._retry_first, self._retry_max)
+                    self._retry_at[namespace] = time.time() + delay
+                    self._aim(namespace, self._retry_at[namespace])
+                if namespace in self._again:
+                    self._again.discard(namespace)
+                    self._aim(namespace, time.time())
+            if failed is not None:
+                log.warning("rights reconcile of %s failed (%d in a row); retrying in %.0f s: %s: %s", namespace,
+                            failures, delay, type(failed).__name__, failed, exc_info=failures == 1)

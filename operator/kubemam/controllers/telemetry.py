@@ -16,12 +16,14 @@ from kubernetes.client.exceptions import ApiException
 
 from kubemam import metrics
 from kubemam.api.kinds import MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
+from kubemam.health import HEARTBEATS, Heartbeats
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.jobs import MANAGED_SELECTOR
 
 log = logging.getLogger(__name__)
 
 INVENTORY_SECONDS = 15.0
+INVENTORY_HEARTBEAT = "metrics inventory"
 
 JOBS = metrics.JobCounter()
 QC = metrics.QCCounter()
@@ -93,13 +95,19 @@ def sweep(api: KubeApi, now: datetime | None = None) -> None:
 
 
 class InventoryLoop:
-    """`sweep` every `interval` seconds on a daemon thread; a failed sweep keeps the last values."""
+    """`sweep` every `interval` seconds on a daemon thread; a failed sweep keeps the last values.
+
+    Liveness (kubemam.health): the loop beats every turn; a sweep that hangs (a call that never
+    returns) stops the beats, and `interval + stuck_seconds` later the probe fails."""
 
     def __init__(self, api: Callable[[], KubeApi], interval: float = INVENTORY_SECONDS,
-                 first_delay: float = 1.0) -> None:
+                 first_delay: float = 1.0, stuck_seconds: float = 300.0,
+                 heartbeats: Heartbeats = HEARTBEATS) -> None:
         self._api = api
         self._interval = interval
         self._first_delay = first_delay
+        self._stuck = stuck_seconds
+        self._heartbeats = heartbeats
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -110,12 +118,16 @@ class InventoryLoop:
 
     def stop(self) -> None:
         self._stop.set()
+        self._heartbeats.finish(INVENTORY_HEARTBEAT)
 
     def _run(self) -> None:
         delay = self._first_delay
+        self._heartbeats.beat(INVENTORY_HEARTBEAT, max(delay, self._interval) + self._stuck)
         while not self._stop.wait(delay):
             delay = self._interval
+            self._heartbeats.beat(INVENTORY_HEARTBEAT, self._interval + self._stuck)
             try:
                 sweep(self._api())
             except Exception:  # noqa: BLE001 - the loop must outlive an API outage
                 log.warning("metrics inventory failed; keeping the last values", exc_info=True)
+        self._heartbeats.finish(INVENTORY_HEARTBEAT)  # stopped: nothing to judge

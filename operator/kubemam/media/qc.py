@@ -31,10 +31,21 @@ _PEAK = re.compile(r"^\s*Peak:\s*(-?[\d.]+|-inf)\s*dBFS", re.M)
 _DECODE_ERROR = re.compile(r"^\[(?!Parsed_|blackdetect|freezedetect)([\w-]+) @ 0x[0-9a-f]+\] \[(?:error|fatal)\] (.+)$",
                            re.M)
 MAX_DECODE_MESSAGES = 5
+# ebur128's 100 ms meter lines: time, momentary (400 ms) and short-term (3 s) loudness.
+_METER = re.compile(r"\bt:\s*([\d.]+)\s+TARGET:\S+\s+LUFS\s+M:\s*(-?[\d.]+|-inf)\s+S:\s*(-?[\d.]+|-inf)")
+# ebur128 reports silence as -120.7 (its floor); a plot clips there.
+LOUDNESS_FLOOR = -120.7
 
 
 class QCError(RuntimeError):
     """The master could not be decoded at all (no decoder, not media): retrying will not help."""
+
+
+@dataclass(frozen=True)
+class LoudnessPoint:
+    seconds: float
+    momentary: float  # LUFS over the last 400 ms
+    short_term: float  # LUFS over the last 3 s
 
 
 @dataclass
@@ -46,6 +57,7 @@ class QCMeasurements:
     true_peak_dbtp: float | None = None
     decode_errors: int = 0
     decode_messages: list[str] = field(default_factory=list)
+    loudness: list[LoudnessPoint] = field(default_factory=list)  # momentary and short-term, one point a second
 
 
 def qc_command(source: Path, has_audio: bool, policy: QCPolicy) -> list[str]:
@@ -64,6 +76,19 @@ def _number(text: str) -> float | None:
     return None if text == "-inf" else float(text)
 
 
+def loudness_series(log: str, step: float = 1.0) -> list[LoudnessPoint]:
+    """Momentary and short-term loudness over time from ebur128's meter lines, one point per `step` seconds
+    (the loudest momentary reading of each step, so a short peak is not averaged away): a 2-hour master
+    is 7,200 points, not 72,000."""
+    buckets: dict[int, tuple[float, float]] = {}
+    for t, momentary, short in _METER.findall(log):
+        key = int(float(t) // step)
+        m, s = _number(momentary) or LOUDNESS_FLOOR, _number(short) or LOUDNESS_FLOOR
+        kept = buckets.get(key)
+        buckets[key] = (max(m, kept[0]), max(s, kept[1])) if kept else (m, s)
+    return [LoudnessPoint(key * step, m, s) for key, (m, s) in sorted(buckets.items())]
+
+
 def parse_qc_log(log: str) -> QCMeasurements:
     found = QCMeasurements()
     found.black = [(float(a), float(b)) for a, b in _BLACK.findall(log)]
@@ -73,6 +98,7 @@ def parse_qc_log(log: str) -> QCMeasurements:
     decode = _DECODE_ERROR.findall(log)
     found.decode_errors = len(decode)
     found.decode_messages = [f"{codec}: {text.strip()}" for codec, text in decode[:MAX_DECODE_MESSAGES]]
+    found.loudness = loudness_series(log)
     summary = log[log.rfind("Summary:"):] if "Summary:" in log else ""
     if summary:
         if m := _INTEGRATED.search(summary):

@@ -6,6 +6,8 @@ Annotations carry requests a person makes (the spec stays what the asset *is*):
   archive.kubemam.io/restore=<token>       bring the archived set back to the hot tier (new token, new request)
   archive.kubemam.io/fixity-check=<token>  re-hash every copy now, outside the policy's schedule
   archive.kubemam.io/legal-hold="true"     hold this asset's copies (Object Lock legal hold, deletion blocked)
+  archive.kubemam.io/confirm-vacate=<token> delete now the copies a policy edit no longer needs (the token
+                                           is in the Replicated condition), instead of after the grace
 Not under kubemam.io/: Kopf keeps its own state there and ignores changes to those annotations.
 """
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubemam.api.archive import ArchivePolicySpec, Location
-from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus, StepJob, StorageStatus
+from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus, StepJob, StorageCopy, StorageStatus
 from kubemam.api.common import GROUP
 from kubemam.archive.ebucore import RightsSummary
 from kubemam.config import OperatorConfig
@@ -30,6 +32,7 @@ RESTORE_ANNOTATION = f"archive.{GROUP}/restore"
 FIXITY_ANNOTATION = f"archive.{GROUP}/fixity-check"
 LEGAL_HOLD_ANNOTATION = f"archive.{GROUP}/legal-hold"
 RETRY_ANNOTATION = f"archive.{GROUP}/retry"
+CONFIRM_VACATE_ANNOTATION = f"archive.{GROUP}/confirm-vacate"
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,21 @@ def location_inputs(policy: ArchivePolicySpec, namespace: str, name: str,
                                     endpoint=loc.endpoint or config.s3_endpoint, credentials=prefix, site=loc.site,
                                     offsite=loc.offsite, object_lock=loc.object_lock))
     return inputs, tuple(secret_env)
+
+
+def copy_locations(copies: list[StorageCopy], first_index: int) -> tuple[list[LocationInput],
+                                                                          tuple[tuple[str, str, str], ...]]:
+    """Locations as the status recorded them (endpoint, credentials Secret name): copies at a location the
+    policy no longer names (or with the policy gone) can still be reached."""
+    locations, env = [], []
+    for index, copy in enumerate(copies, start=first_index):
+        prefix = credentials_env(index) if copy.credentials_secret else None
+        if prefix and copy.credentials_secret:
+            env += [(f"{prefix}_ACCESS_KEY_ID", copy.credentials_secret, "AWS_ACCESS_KEY_ID"),
+                    (f"{prefix}_SECRET_ACCESS_KEY", copy.credentials_secret, "AWS_SECRET_ACCESS_KEY")]
+        locations.append(LocationInput(name=copy.location, uri=copy.uri, endpoint=copy.endpoint, credentials=prefix,
+                                       site=copy.site, offsite=copy.offsite))
+    return locations, tuple(env)
 
 
 def secret_name(location: Location | None) -> str | None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
+from typing import Any
 from urllib.parse import urlparse
 
+from kubemam.api.archive import LegalHoldStatus
 from kubemam.api.asset import (
     MediaAssetStatus,
     PreservationMaster,
@@ -23,6 +25,7 @@ from kubemam.api.asset import (
 from kubemam.archive.ebucore import FileChecksum, SidecarDocument, build_sidecar
 from kubemam.config import OperatorConfig
 from kubemam.plan.archive_facts import (
+    CONFIRM_VACATE_ANNOTATION,
     FIXITY_ANNOTATION,
     LEGAL_HOLD_ANNOTATION,
     RESTORE_ANNOTATION,
@@ -40,19 +43,23 @@ from kubemam.plan.archive_facts import (
 from kubemam.plan.conditions import Verdict
 from kubemam.plan.fixity import plan_fixity
 from kubemam.plan.migrate import plan_migration
-from kubemam.plan.placement import (
-    AssetClock,
-    current_tier,
-    placement,
-    tier_since,
-    vacated_locations,
-)
+from kubemam.plan.placement import AssetClock, current_tier, placement, tier_since
 from kubemam.plan.purge import deletion_blocker, purge_request
+from kubemam.plan.vacating import (
+    Vacate,
+    extra_record,
+    grace_hours,
+    hold_record,
+    plan_vacate,
+    replicated,
+    still_kept,
+    with_foreign,
+)
 from kubemam.steps.archive import ArchiveInputs, ObjectInput, TargetInput
 from kubemam.steps.registry import ARCHIVE
 
-__all__ = ["FIXITY_ANNOTATION", "LEGAL_HOLD_ANNOTATION", "RESTORE_ANNOTATION", "RETRY_ANNOTATION", "ArchiveFacts",
-           "ArchiveOutcome", "deletion_blocker", "plan_archive", "purge_request"]
+__all__ = ["CONFIRM_VACATE_ANNOTATION", "FIXITY_ANNOTATION", "LEGAL_HOLD_ANNOTATION", "RESTORE_ANNOTATION",
+           "RETRY_ANNOTATION", "ArchiveFacts", "ArchiveOutcome", "deletion_blocker", "plan_archive", "purge_request"]
 
 SIDECAR_KEY = "ebucore.xml"
 PRESERVATION_KEY = "preservation.mkv"
@@ -164,6 +171,7 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
     targets = placement(policy, index)
     locations, secret_env = location_inputs(policy, facts.namespace, facts.name, config)
     held = legal_hold(policy, facts.annotations)
+    hold = hold_record(storage.legal_hold, held, now)
     retention = policy.retention
     retain_until = ingested_at + timedelta(days=retention.days) if retention and retention.days else None
     objects = archive_objects(facts, ingested_at, preservation)
@@ -171,8 +179,8 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
         mode="place", tier=tier.name, since=tier_since(policy, clock, index), objects=objects, locations=locations,
         targets=[TargetInput(location=t.location.name, storage_class=t.storage_class, primary=t.primary)
                  for t in targets],
-        vacate=[loc.name for loc in vacated_locations(policy, targets)],
         retain_until=retain_until, retention_mode=retention.mode if retention else "GOVERNANCE", legal_hold=held,
+        hold_since=hold.since if hold else None,
         run=f"retry:{facts.annotations[RETRY_ANNOTATION]}" if facts.annotations.get(RETRY_ANNOTATION) else None)
     request = archive_request(facts, ARCHIVE, inputs.to_wire(), secret_env)
     observed = find_job(facts, request.name)
@@ -183,12 +191,27 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
         request = archive_request(facts, ARCHIVE, {**inputs.to_wire(), "run": f"poll-{poll}"}, secret_env)
         observed = find_job(facts, request.name)
         result = observed.result if observed is not None else None
-    start_job(out, request, observed, busy_with(facts, request.name) is None, config)
+    busy = busy_with(facts, request.name)
+    # A hold asked while an archive run is under way replaces that run (its Job is deleted as superseded):
+    # a vacate must not go on deleting what is now held. A fixity run, which deletes nothing, is waited for.
+    start_job(out, request, observed, busy is None or (held and busy.step == ARCHIVE), config)
+
+    # Copies a policy edit no longer needs (the tier is the one reached: not a move) wait for the grace.
+    target_names = {t.location.name for t in targets}
+    moving = storage.tier != tier.name
+    extras = [] if moving else [c for c in storage.copies or [] if c.location not in target_names]
+    owner = f"{facts.namespace}/{facts.name}"
+    kept = still_kept(extra_record(storage.extra_copies, [c.location for c in extras], grace_hours(policy), owner,
+                                   now), facts.annotations, now)
+    placed = observed is not None and observed.state == "Succeeded" and bool(result) and "copies" in (result or {})
+    vacate = Vacate()
+    if placed and not held:
+        vacate = plan_vacate(facts, request, policy, targets, extras, kept, locations, secret_env, config, out)
 
     copies = list(storage.copies or [])
     archived_at = storage.archived_at
     tier_reached = storage.tier
-    if observed is not None and observed.state == "Succeeded" and result and "copies" in result:
+    if placed and result:
         by_name = {loc.name: loc for loc in policy.locations}
         fresh = [StorageCopy(location=c["location"], uri=c["uri"], storage_class=c.get("storageClass"),
                              endpoint=by_name[c["location"]].endpoint or config.s3_endpoint
@@ -198,12 +221,16 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
                              offsite=by_name[c["location"]].offsite if c["location"] in by_name else False,
                              verified_at=c.get("verifiedAt"), verified_by=c.get("verifiedBy"))
                  for c in result["copies"]]
-        if [c.location for c in fresh] != [c.location for c in copies] or tier_reached != tier.name:
+        fresh_names = {c.location for c in fresh}
+        placed_copies = fresh + [c for c in extras if c.location not in fresh_names
+                                 and c.location not in vacate.emptied]
+        if [c.location for c in fresh] != [c.location for c in copies if c.location in fresh_names] \
+                or tier_reached != tier.name:  # first seen now
             out.copied = {tier.name: sum(int(v) for v in (result.get("copiedBytes") or {}).values())}
             if tier_reached is not None and tier_reached != tier.name:
                 out.events.append(("Normal", "TierChanged", f"archived set moved to tier {tier.name} "
                                    f"({', '.join(c.location for c in fresh)})"))
-        copies, tier_reached = fresh, tier.name
+        copies, tier_reached = placed_copies, tier.name
         archived_at = archived_at or now
         if restoring and restore is not None and any(c.location == tier.location for c in copies):
             restore = restore.model_copy(update={"state": "Restored", "completed_at": now})
@@ -212,10 +239,11 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
     if observed is not None and observed.state == "Failed":
         detail = f": {observed.message}" if observed.message else ""
         out.failed = Verdict("Archived", "False", "ArchiveFailed", f"Job {observed.name} failed{detail}")
+    if out.failed is not None:  # the place run, or the vacate run after it
         out.verdicts.append(out.failed)
         if restoring and restore is not None:
             restore = restore.model_copy(update={"state": "Failed",
-                                                 "message": f"the restore Job failed{detail}"[:1024]})
+                                                 "message": f"the restore failed: {out.failed.message}"[:1024]})
     elif observed is not None and observed.state == "Succeeded" and result and "restoring" in result:
         thaw = result["restoring"]
         out.verdicts.append(Verdict("Archived", "Unknown", "RestoringFromColdStorage",
@@ -231,19 +259,37 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
                                     f"{', '.join(t.location.name for t in targets)}"))
         out.holding = not copies
 
-    verified = len(copies)
-    if verified >= min_copies:
-        out.verdicts.append(Verdict("Replicated", "True", "MinCopiesMet", f"{verified} of {min_copies} copies"))
-    else:
-        out.verdicts.append(Verdict("Replicated", "False", "UnderReplicated",
-                                    f"{verified} of {min_copies} verified copies"))
+    left = [c.location for c in copies if c.location not in target_names] if tier_reached == tier.name else []
+    extra = extra_record(storage.extra_copies, left, grace_hours(policy), owner, now)
+    if extra is not None and (storage.extra_copies is None or storage.extra_copies.since != extra.since):
+        out.events.append(("Normal", "ExtraCopiesKept", f"copies at {', '.join(extra.locations)} are no longer "
+                           f"needed by the policy; kept until {extra.vacate_after.isoformat()} "
+                           f"({CONFIRM_VACATE_ANNOTATION}={extra.token} deletes them now)"))
+    out.verdicts.append(replicated(len(copies) - len(left), min_copies, extra, still_kept(extra, facts.annotations,
+                                                                                          now)))
+    hold = _foreign_holds(hold, storage, result if placed else None, vacate, out)
 
-    fixity = plan_fixity(facts, storage, copies, objects, locations, secret_env, archived_at, config, now, out)
+    fixity = plan_fixity(facts, storage, copies, inputs, secret_env, archived_at, config, now, out)
     out.storage = storage.model_copy(update={
         "tier": tier_reached, "copies": copies or None, "min_copies": min_copies, "ingested_at": ingested_at,
         "last_used_at": _last_used(status, storage.model_copy(update={"restore": restore})),
         "archived_at": archived_at, "retain_until": retain_until,
         "sidecar_uri": f"{copies[0].uri}/{SIDECAR_KEY}" if copies else None,
         "restore": restore, "fixity": fixity, "preservation_master": preservation,
+        "legal_hold": hold, "extra_copies": extra,
     })
     return out
+
+
+def _foreign_holds(hold: LegalHoldStatus | None, storage: StorageStatus, placed: dict[str, Any] | None,
+                   vacate: Vacate, out: ArchiveOutcome) -> LegalHoldStatus | None:
+    """The versions someone else holds, as the latest place and vacate runs saw them; a Warning for new ones."""
+    if placed is None and vacate.foreign is None:
+        return hold
+    seen = [str(v) for v in (placed or {}).get("foreignHolds") or []] + (vacate.foreign or [])
+    before = set(storage.legal_hold.foreign or []) if storage.legal_hold else set()
+    new = sorted(set(seen) - before)
+    if new:
+        out.events.append(("Warning", "ForeignLegalHold", f"a legal hold kubemam did not set keeps {', '.join(new)}; "
+                           "kubemam never lifts it (it stays through moves, restores and repairs, and stops a purge)"))
+    return with_foreign(hold, seen)

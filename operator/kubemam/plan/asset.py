@@ -2,7 +2,8 @@
 
 Steps run in order — ingest (plan/ingest.py), transcode (plan/transcode.py), package (plan/package.py)
 — and the archive side (plan/archiving.py) once the master is ingested; each step is planned by its
-own module with the one step pattern (plan/stepjob.py).
+own module with the one step pattern (plan/stepjob.py), which re-runs transient failures with backoff,
+recovers lost results and honours the steps.kubemam.io/retry annotation.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from kubemam.plan.ingest import (
     marker_problems,
     mirror_result,
     qc_verdict,
+    run_ingest,
     source_problem,
 )
 from kubemam.plan.jobstate import JobObservation
 from kubemam.plan.package import KeySecret, plan_packaging
-from kubemam.plan.stepjob import StepOutcome, superseded
+from kubemam.plan.stepjob import Retries, StepOutcome, superseded
 from kubemam.plan.transcode import plan_transcode
 from kubemam.steps.registry import ARCHIVE, INGEST, PACKAGE, TRANSCODE
 
@@ -102,7 +104,8 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
                         status.phase or "Pending", now)
 
     steps = StepOutcome()
-    ingest = steps.add(facts.run(ingest_request(facts, config), config))
+    retries = Retries.of(config, now, facts.annotations)
+    ingest = steps.add(run_ingest(facts, config, retries))
     ingested, phase = ingest_outcome(ingest)
     verdicts = [*steps.verdicts, ingested]
     done = ingested.status == "True"
@@ -115,7 +118,7 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
     renditions = mirrored.renditions
     transcode = None
     if done and facts.ladder is not None and mirrored.technical is not None:
-        transcode = plan_transcode(facts, facts.ladder, mirrored.technical, config)
+        transcode = plan_transcode(facts, facts.ladder, mirrored.technical, config, retries)
         renditions = transcode.renditions
         if transcode.phase is not None:
             phase, done = transcode.phase, False
@@ -123,7 +126,7 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
     packages = mirrored.packages
     packaging = None
     if done and facts.ladder is not None and renditions and facts.ladder.packaging is not None:
-        packaging = plan_packaging(facts, facts.ladder, renditions, mirrored.previews, config)
+        packaging = plan_packaging(facts, facts.ladder, renditions, mirrored.previews, config, retries)
         packages = packaging.packages
         if packaging.phase is not None:
             phase, done = packaging.phase, False

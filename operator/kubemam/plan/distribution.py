@@ -4,47 +4,63 @@ Jobs, targets) and the clock, everything the controller must do, in the order it
 - What finished distribute Jobs did is carried into asset `status.distribution`, window history,
   Events, metrics and the audit log; then the Jobs are marked applied and given a TTL.
 - plan/availability.py decides what must be published and taken down; the next batch (takedowns
-  first, at most MAX_BATCH) becomes a distribute Job when none is running, or waits out the backoff
-  of a batch that failed.
+  first, at most MAX_BATCH, no two origins that overlap) becomes a distribute Job when none is
+  running, or waits out the backoff of a batch that failed whole.
+- **Quarantine.** A batch whose worker names the actions that failed (`DistributeFailure`) is recorded
+  action by action: what verified is recorded as done (takedowns included), and each failed (asset,
+  target) pair is quarantined in the asset's record — attempts, the worker's words, `retryAt` (2, 4,
+  8 … s, at most `distribution_retry_max_seconds`). Until then that pair's action is held back; every
+  other action keeps flowing. A quarantine is never final: it is retried until it succeeds, and it is
+  dropped once the action it holds is no longer wanted. The pair shows in a `Distributed=False
+  Quarantined` condition on the asset and on the window, and in the quarantined gauge.
+- **Unreadable targets** (an invalid ConfigMap) refuse publishes only: takedowns are planned from what
+  the assets' status says is published, to the origin recorded there.
 - Each window gets its whole desired status (plan/rights.py, conditions through plan/conditions.py).
 
 Write order (`DistributionPlan.writes`): asset status, then the Job (at a transition the takedown
 comes first), then window status, Events and only then the applied mark. History and Events are
 written before the mark, so a crash between the two re-records the Job, and that adds nothing:
-history entries already there are skipped and Events have fixed names (create tolerates 409).
+history entries already there are skipped, Events have fixed names (create tolerates 409) and a
+quarantine already counted for that Job is not counted again.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, cast
 
 from pydantic import ValidationError
 
-from kubemam.api.asset import DistributionStatus, MediaAssetStatus
+from kubemam.api.asset import DistributionQuarantine, DistributionStatus, MediaAssetStatus
 from kubemam.api.common import API_VERSION, GROUP
-from kubemam.api.distribution import DistributionTarget
+from kubemam.api.distribution import DistributionTarget, origin_folder
 from kubemam.api.kinds import RIGHTS_WINDOW
 from kubemam.api.rights import HistoryEntry, RightsWindowSpec, RightsWindowStatus
 from kubemam.config import OperatorConfig
-from kubemam.plan.availability import Action, Asset, Window, plan_rights
-from kubemam.plan.conditions import status_patch
+from kubemam.plan.availability import Action, Asset, Window, feeds_for, plan_rights, recorded_targets
+from kubemam.plan.conditions import Verdict, apply_verdicts, status_patch
 from kubemam.plan.hashing import input_hash
 from kubemam.plan.jobs import STEP_INPUT_ENV, Owner, StepJobRequest, build_step_job
-from kubemam.plan.jobstate import job_state
+from kubemam.plan.jobstate import job_state, parse_result
 from kubemam.plan.rights import plan_window, targets_verdict
-from kubemam.steps.distribute import DistributeAction, DistributeFeed, DistributeInput
+from kubemam.steps.distribute import DistributeAction, DistributeFailure, DistributeFeed, DistributeInput
 from kubemam.steps.registry import DISTRIBUTE
 from kubemam.timestamps import parse_time
 
 APPLIED = f"{GROUP}/applied"
+# Set with APPLIED on a failed Job whose worker named the actions that failed: those pairs were
+# quarantined, so the batch as a whole does not count as failed (no batch backoff on top).
+ISOLATED = f"{GROUP}/failed-actions"
 # Linux caps one environment string at 128 KiB; an action is ~260 bytes of step input.
 MAX_BATCH = 200
 RECORDED_JOB_TTL = 86400
 MAX_EVENT_NAME = 253
+MAX_CONDITION_PAIRS = 5  # pairs named in a condition message; the rest are counted
+DISTRIBUTED = "Distributed"
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 JobState = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -66,6 +82,9 @@ class AssetFacts:
     name: str
     labels: dict[str, str]
     status: MediaAssetStatus | None  # None: the status does not validate; the asset is left out
+    generation: int = 0
+    resource_version: str | None = None  # guards the conditions write (the asset controller writes them too)
+    deleting: bool = False  # deletionTimestamp set: taken down everywhere, never published
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,8 @@ class DistributeJob:
     inputs: DistributeInput | None  # None: not read (not needed), or not this version's shape
     finished_at: datetime | None = None  # completionTime, or when it failed
     applied: bool = False  # its outcome is already recorded
+    failure: DistributeFailure | None = None  # a failed Job's worker named the actions that failed
+    isolated: bool = False  # recorded as a per-action failure (ISOLATED): not a failure of the whole batch
 
 
 @dataclass(frozen=True)
@@ -86,16 +107,18 @@ class DistributionFacts:
     assets: list[AssetFacts]
     jobs: list[DistributeJob]
     targets: list[DistributionTarget]
-    target_problem: str | None = None  # the targets ConfigMap does not parse: nothing moves
+    target_problem: str | None = None  # the targets ConfigMap does not parse: takedowns only
 
 
-def observe_job(job: dict[str, Any]) -> DistributeJob:
+def observe_job(job: dict[str, Any], termination_message: str | None = None) -> DistributeJob:
     """A distribute Job (a batch/v1 manifest as listed) as plain facts. Its input is read only when
-    the planner needs it (a Job to record, or a failure to count): a namespace keeps a day of Jobs."""
+    the planner needs it (a Job to record, or a failure to count): a namespace keeps a day of Jobs.
+    `termination_message`: a failed Job's, read by the controller only before the Job is recorded."""
     meta = job.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
     state = cast(JobState, job_state(job)[0])
     status = job.get("status") or {}
-    applied = (meta.get("annotations") or {}).get(APPLIED) == "true"
+    applied = annotations.get(APPLIED) == "true"
     finished = None
     if state == "Succeeded":
         finished = parse_time(status.get("completionTime"))
@@ -105,7 +128,20 @@ def observe_job(job: dict[str, Any]) -> DistributeJob:
         finished = parse_time(failed.get("lastTransitionTime"))
     needed = state == "Failed" or (state == "Succeeded" and not applied)
     return DistributeJob(name=str(meta.get("name", "")), state=state, inputs=_inputs(job) if needed else None,
-                         finished_at=finished, applied=applied)
+                         finished_at=finished, applied=applied,
+                         failure=read_failure(termination_message) if state == "Failed" else None,
+                         isolated=ISOLATED in annotations)
+
+
+def read_failure(termination_message: str | None) -> DistributeFailure | None:
+    """The worker's per-action report, when the message is one (a crash leaves only `error`)."""
+    result = parse_result(termination_message)
+    if result is None or "failed" not in result:
+        return None
+    try:
+        return DistributeFailure.model_validate(result)
+    except ValidationError:
+        return None
 
 
 def _inputs(job: dict[str, Any]) -> DistributeInput | None:
@@ -123,6 +159,14 @@ def _inputs(job: dict[str, Any]) -> DistributeInput | None:
 class PatchAssetStatus:
     asset: str
     patch: dict[str, Any]
+    # Set when the patch writes conditions or Pending records: the write must fail (409) if the asset
+    # changed since it was read — it could undo the asset controller's conditions, or the asset may be
+    # being deleted since. `fallback` is then written alone.
+    resource_version: str | None = None
+    fallback: dict[str, Any] | None = None
+    # The Job that follows publishes this asset: if this write fails (the asset changed or is gone),
+    # nothing after it may be written; the namespace is reconciled again at once.
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,6 +218,7 @@ class DistributionPlan:
     observations: list[Observation]
     audit: list[dict[str, Any]]  # one structured log line per verified action
     wake: datetime | None  # the next instant this namespace needs a reconcile
+    quarantined: int = 0  # (asset, target) pairs held back after failing: the gauge's value
 
     def of(self, kind: type[W]) -> list[W]:
         return [w for w in self.writes if isinstance(w, kind)]
@@ -185,22 +230,45 @@ class DistributionPlan:
 
 # --- pure helpers ------------------------------------------------------------------------------
 
+def _overlaps(folder: str, taken: list[str]) -> bool:
+    return any(folder.startswith(t) or t.startswith(folder) for t in taken)
+
+
 def batch_of(actions: list[Action]) -> list[Action]:
     """The next Job's share: takedowns before any publish (they are the ones with a deadline, and a
-    broken package must not hold them back), at most MAX_BATCH so the input fits one env variable."""
+    broken package must not hold them back), at most MAX_BATCH so the input fits one env variable, and
+    no two actions whose origins overlap (a target renamed over the same origin): the later one waits
+    for the next batch instead of making the worker refuse it."""
     takedowns = [a for a in actions if a.action == "takedown"]
-    return (takedowns or actions)[:MAX_BATCH]
+    chosen: list[Action] = []
+    folders: list[str] = []
+    for action in takedowns or actions:
+        folder = origin_folder(action.origin)
+        if _overlaps(folder, folders):
+            continue
+        chosen.append(action)
+        folders.append(folder)
+        if len(chosen) == MAX_BATCH:
+            break
+    return chosen
 
 
-def retry_delay(failures: int) -> timedelta:
-    """2, 4, 8 … seconds after the n-th failure, at most five minutes."""
-    return timedelta(seconds=min(300, 2 ** max(1, failures)))
+def retry_delay(failures: int, longest: float = 300.0) -> timedelta:
+    """2, 4, 8 … seconds after the n-th failure, at most `longest`."""
+    return timedelta(seconds=min(longest, 2 ** min(max(1, failures), 30)))
 
 
 def package_prefix(status: MediaAssetStatus) -> str | None:
     for package in status.packages or []:
         return package.manifest_uri.rsplit("/", 1)[0]
     return None
+
+
+def still_distributed(status: Mapping[str, Any] | None) -> list[str]:
+    """The targets an asset (its status as stored) may still be on: Published, a publish under way
+    (Pending) or one that failed. Its delete handler waits for this to be empty."""
+    return sorted({str(d.get("target")) for d in (status or {}).get("distribution") or []
+                   if isinstance(d, Mapping) and d.get("state") in ("Published", "Pending", "Failed")})
 
 
 def _stamp(at: datetime) -> str:
@@ -225,6 +293,25 @@ def window_event(namespace: str, job: str, action: DistributeAction, verb: str, 
         "message": f"{action.asset} {done} {where}; verified by listing {action.origin}",
         "source": {"component": "kubemam"},
     }
+
+
+def quarantine_line(asset: str | None, record: DistributionStatus) -> str:
+    """One quarantined pair in a condition message; the asset is left out on the asset's own."""
+    q = record.quarantine
+    assert q is not None
+    who = f"{asset} on {record.target}" if asset else record.target
+    plural = "" if q.attempts == 1 else "s"
+    return (f"{who}: {q.action} failed {q.attempts} time{plural} since {_stamp(q.since)} ({q.error[:300]}); "
+            f"next try at {_stamp(q.retry_at)}")
+
+
+def distributed_verdict(lines: list[str]) -> Verdict:
+    """Distributed: False with the quarantined pairs, or True."""
+    if not lines:
+        return Verdict(DISTRIBUTED, "True", "NoFailures", "no publish or takedown is failing")
+    more = f"; and {len(lines) - MAX_CONDITION_PAIRS} more" if len(lines) > MAX_CONDITION_PAIRS else ""
+    return Verdict(DISTRIBUTED, "False", "Quarantined",
+                   "held back and retried with backoff: " + "; ".join(lines[:MAX_CONDITION_PAIRS]) + more)
 
 
 def _distribute_job(namespace: str, inputs: DistributeInput, config: OperatorConfig) -> dict[str, Any]:
@@ -254,11 +341,14 @@ def _next_inputs(namespace: str, actions: list[DistributeAction], attempt: int,
 
 # --- the planner -------------------------------------------------------------------------------
 
+Recorded = Literal["Published", "TakenDown", "Pending", "Failed"]
+
+
 class _Recorder:
     """Finished Jobs carried into asset distribution, window history, Events, metrics and the audit."""
 
-    def __init__(self, facts: DistributionFacts, ends: dict[str, datetime], now: datetime) -> None:
-        self.namespace, self.ends, self.now = facts.namespace, ends, now
+    def __init__(self, facts: DistributionFacts, ends: dict[str, datetime], now: datetime, longest: float) -> None:
+        self.namespace, self.ends, self.now, self.longest = facts.namespace, ends, now, longest
         self.distribution = {a.name: list(a.status.distribution or []) for a in facts.assets if a.status is not None}
         self.history: dict[str, list[HistoryEntry]] = defaultdict(list)
         self.events: list[CreateEvent] = []
@@ -266,8 +356,11 @@ class _Recorder:
         self.audit: list[dict[str, Any]] = []
         self.annotate: list[AnnotateJob] = []
 
-    def set(self, action: DistributeAction, state: Literal["Published", "TakenDown", "Failed"],
-            at: datetime) -> None:
+    def current(self, asset: str, target: str) -> DistributionStatus | None:
+        return next((d for d in self.distribution.get(asset) or [] if d.target == target), None)
+
+    def put(self, action: DistributeAction, state: Recorded, at: datetime,
+            quarantine: DistributionQuarantine | None = None) -> None:
         """The asset's record for the action's target, replaced (an asset that is gone has none)."""
         entries = self.distribution.get(action.asset)
         if entries is None:
@@ -275,52 +368,109 @@ class _Recorder:
         entries[:] = [d for d in entries if d.target != action.target]
         entries.append(DistributionStatus(target=action.target, window=action.window, channel=action.channel,
                                           territories=action.territories, state=state, since=at,
-                                          origin=action.origin))
+                                          origin=action.origin, quarantine=quarantine))
 
-    def succeeded(self, job: DistributeJob, inputs: DistributeInput) -> None:
-        at = job.finished_at or self.now
-        for action in inputs.actions:
-            verb: Literal["Published", "TakenDown"] = "Published" if action.action == "publish" else "TakenDown"
-            self.set(action, verb, at)
-            self.history[action.window].append(HistoryEntry(
-                at=at, action=verb, asset=action.asset, channel=action.channel, territories=action.territories,
-                target=action.target, verified=True))
-            end = self.ends.get(action.window)
-            latency = (at - end).total_seconds() if verb == "TakenDown" and end is not None and end <= at else None
-            self.observations.append(Observation(action.channel, action.action, latency))
-            self.audit.append({"event": verb.lower(), "namespace": self.namespace, "asset": action.asset,
-                               "target": action.target, "channel": action.channel,
-                               "territories": action.territories, "window": action.window,
-                               "at": at.isoformat(), "verified": True})
-            self.events.append(CreateEvent(window_event(self.namespace, job.name, action, verb, at)))
+    def pending(self, action: DistributeAction, at: datetime) -> None:
+        """A publish about to run: Pending (it may be partly on the origin from now on), its quarantine
+        kept so that a failure counts on from it. Written before the Job is created, so an asset deleted
+        meanwhile waits for it (its delete handler waits while a record is Pending)."""
+        current = self.current(action.asset, action.target)
+        self.put(action, "Pending", at, current.quarantine if current is not None else None)
 
-    def failed(self, job: DistributeJob, inputs: DistributeInput) -> None:
-        """A failed batch may have published some of its actions: mark them, so that with no window open
-        they are taken down (a takedown of an origin that holds nothing verifies at once) and with one
-        open they are published again."""
+    def done(self, job: DistributeJob, action: DistributeAction, at: datetime) -> None:
+        """A verified action: recorded, its quarantine (if any) lifted."""
+        verb: Literal["Published", "TakenDown"] = "Published" if action.action == "publish" else "TakenDown"
+        self.put(action, verb, at)
+        self.history[action.window].append(HistoryEntry(
+            at=at, action=verb, asset=action.asset, channel=action.channel, territories=action.territories,
+            target=action.target, verified=True))
+        end = self.ends.get(action.window)
+        latency = (at - end).total_seconds() if verb == "TakenDown" and end is not None and end <= at else None
+        self.observations.append(Observation(action.channel, action.action, latency))
+        self.audit.append({"event": verb.lower(), "namespace": self.namespace, "asset": action.asset,
+                           "target": action.target, "channel": action.channel, "territories": action.territories,
+                           "window": action.window, "at": at.isoformat(), "verified": True})
+        self.events.append(CreateEvent(window_event(self.namespace, job.name, action, verb, at)))
+
+    def quarantine(self, action: DistributeAction, error: str, at: datetime) -> None:
+        """A failed action named by the worker: its pair is held back until retryAt. A publish may have
+        landed in part, so it is Failed (taken down if the licence ends first); a takedown leaves the
+        pair as it was (it may still be on the origin)."""
+        current = self.current(action.asset, action.target)
+        prior = current.quarantine if current is not None and current.quarantine is not None \
+            and current.quarantine.action == action.action else None
+        if prior is not None and prior.retry_at == at + retry_delay(prior.attempts, self.longest):
+            return  # this Job was recorded before (a crash before its mark): counted once
+        attempts = prior.attempts + 1 if prior is not None else 1
+        held = DistributionQuarantine(action=action.action, attempts=attempts, error=error[:1024],
+                                      since=prior.since if prior is not None else at,
+                                      retry_at=at + retry_delay(attempts, self.longest))
+        if action.action == "publish":
+            self.put(action, "Failed", at, held)
+        elif current is not None:
+            self.distribution[action.asset][:] = [d.model_copy(update={"quarantine": held})
+                                                  if d.target == action.target else d
+                                                  for d in self.distribution[action.asset]]
+
+    def failed_whole(self, job: DistributeJob, inputs: DistributeInput) -> None:
+        """A batch that failed without naming its actions (a crash, an outage) may have published some of
+        its actions: mark them, so that with no window open they are taken down (a takedown of an origin
+        that holds nothing verifies at once) and with one open they are published again."""
         for action in inputs.actions:
             entries = self.distribution.get(action.asset)
             if action.action != "publish" or entries is None:
                 continue
-            if any(d.target == action.target and d.state == "Published" for d in entries):
+            current = self.current(action.asset, action.target)
+            if current is not None and current.state == "Published":
                 continue
-            self.set(action, "Failed", job.finished_at or self.now)
+            self.put(action, "Failed", job.finished_at or self.now,
+                     current.quarantine if current is not None else None)
 
     def record(self, job: DistributeJob) -> None:
+        at = job.finished_at or self.now
+        annotations = {APPLIED: "true"}
         if job.inputs is not None and job.state == "Succeeded":
-            self.succeeded(job, job.inputs)
+            for action in job.inputs.actions:
+                self.done(job, action, at)
+        elif job.inputs is not None and job.failure is not None:
+            errors = job.failure.errors_by_action()
+            for index, action in enumerate(job.inputs.actions):
+                if index in errors:
+                    self.quarantine(action, errors[index], at)
+                else:
+                    self.done(job, action, at)  # takedowns that ran inside a failed batch count
+            annotations[ISOLATED] = str(len(errors))
         elif job.inputs is not None:
-            self.failed(job, job.inputs)
-        self.annotate.append(AnnotateJob(job.name, {APPLIED: "true"}, RECORDED_JOB_TTL))
+            self.failed_whole(job, job.inputs)
+        self.annotate.append(AnnotateJob(job.name, annotations, RECORDED_JOB_TTL))
+
+    def lift_stale(self, wanted: set[tuple[str, str, str]]) -> None:
+        """A quarantine whose action is no longer planned (the window reopened over a failing takedown,
+        the publish is no longer licensed) has nothing left to hold back."""
+        for asset, entries in self.distribution.items():
+            entries[:] = [d.model_copy(update={"quarantine": None})
+                          if d.quarantine is not None and (asset, d.target, d.quarantine.action) not in wanted
+                          else d for d in entries]
+
+
+def _held(action: Action, records: dict[str, list[DistributionStatus]], now: datetime) -> datetime | None:
+    """When a quarantined pair's action may go again; None: it may go now."""
+    record = next((d for d in records.get(action.asset) or [] if d.target == action.target.name), None)
+    q = record.quarantine if record is not None else None
+    if q is None or q.action != action.action or now >= q.retry_at:
+        return None
+    return q.retry_at
 
 
 def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: datetime) -> DistributionPlan:
+    longest = config.distribution_retry_max_seconds
     live = [(w, w.spec) for w in facts.windows if w.spec is not None and not w.deleting]
     windows = [Window(w.name, spec) for w, spec in live]
-    recorder = _Recorder(facts, {w.name: w.spec.end for w in windows}, now)
+    recorder = _Recorder(facts, {w.name: w.spec.end for w in windows}, now, longest)
 
     active: DistributeJob | None = None
-    failures: dict[str, int] = defaultdict(int)
+    attempts: dict[str, int] = defaultdict(int)  # Failed Jobs per actions hash: the next attempt's number
+    failures: dict[str, int] = defaultdict(int)  # of those, the ones that failed whole
     last_failure: dict[str, datetime] = {}
     for seen in sorted(facts.jobs, key=lambda j: j.finished_at or _EPOCH):
         if seen.state in ("Pending", "Running"):
@@ -328,33 +478,60 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
             continue
         if seen.state == "Failed" and seen.inputs is not None and seen.inputs.actions_hash:
             key = seen.inputs.actions_hash
-            failures[key] += 1
-            last_failure[key] = max(last_failure.get(key, _EPOCH), seen.finished_at or now)
+            attempts[key] += 1
+            if seen.failure is None and not seen.isolated:
+                failures[key] += 1
+                last_failure[key] = max(last_failure.get(key, _EPOCH), seen.finished_at or now)
         if not seen.applied:
             recorder.record(seen)
 
-    assets = [Asset(a.name, a.labels, package_prefix(a.status), recorder.distribution[a.name])
+    assets = [Asset(a.name, a.labels, package_prefix(a.status), recorder.distribution[a.name], a.deleting)
               for a in facts.assets if a.status is not None]
-    # An unreadable target list is not "every target removed": report it, move nothing.
-    targets = [] if facts.target_problem else facts.targets
-    rights = plan_rights(facts.namespace, windows, assets, targets, now)
-    actions = [] if facts.target_problem else rights.actions
+    # An unreadable target list is not "every target removed", and not "nothing to take down" either:
+    # the targets the assets are recorded on stand in, and only takedowns are planned.
+    targets = recorded_targets(assets) if facts.target_problem else facts.targets
+    rights = plan_rights(facts.namespace, windows, assets, targets, now, publish=not facts.target_problem)
+    recorder.lift_stale({(a.asset, a.target.name, a.action) for a in rights.actions})
 
     wake = rights.next_transition
+    due: list[Action] = []
+    for action in rights.actions:
+        retry_at = _held(action, recorder.distribution, now)
+        if retry_at is None:
+            due.append(action)
+        else:
+            wake = min(retry_at, wake) if wake else retry_at
+
     job: CreateJob | None = None
-    failed_attempts: int | None = None if actions else 0
-    if actions and active is None:
-        batch = [a.to_input() for a in batch_of(actions)]
+    failed_attempts: int | None = None if due else 0
+    if due and active is None:
+        chosen = batch_of(due)
+        batch = [a.to_input() for a in chosen]
         actions_hash = input_hash([a.to_wire() for a in batch])
         failed_attempts = failures.get(actions_hash, 0)
-        retry_at = last_failure[actions_hash] + retry_delay(failures[actions_hash]) \
+        retry_at = last_failure[actions_hash] + retry_delay(failures[actions_hash], longest) \
             if actions_hash in last_failure else None
         if retry_at is not None and now < retry_at:
-            # Retried until it succeeds, but with backoff: a broken origin must not become a Job storm.
+            # Retried until it succeeds, but with backoff: an outage must not become a Job storm.
             wake = min(retry_at, wake) if wake else retry_at
         else:
-            inputs = _next_inputs(facts.namespace, batch, failed_attempts, rights.feeds, config)
-            job = CreateJob(_distribute_job(facts.namespace, inputs, config), inputs)
+            # The feeds advertise what is on the origins and what this batch publishes, nothing held back.
+            on_origin = {(a.name, d.target) for a in assets for d in a.distribution if d.state == "Published"}
+            publishing = {(a.asset, a.target.name) for a in chosen if a.action == "publish"}
+            feeds = feeds_for(facts.namespace, rights, windows, on_origin | publishing)
+            job = _new_job(facts, batch, attempts.get(actions_hash, 0), feeds, config)
+            for started in batch:
+                if started.action == "publish":
+                    recorder.pending(started, now)
+
+    # Quarantined pairs, by asset and by the window their record names.
+    by_asset: dict[str, list[str]] = defaultdict(list)
+    by_window: dict[str, list[str]] = defaultdict(list)
+    for asset_name, entries in sorted(recorder.distribution.items()):
+        for record in sorted(entries, key=lambda d: d.target):
+            if record.quarantine is not None:
+                by_asset[asset_name].append(quarantine_line(None, record))
+                by_window[record.window].append(quarantine_line(asset_name, record))
 
     verdict = targets_verdict(facts.target_problem, len(facts.targets))
     desired: dict[str, RightsWindowStatus] = {}
@@ -362,21 +539,53 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
     for window, spec in live:
         status = plan_window(spec, RightsWindowStatus.model_validate(window.status), window.generation, now,
                              rights.matched.get(window.name, 0), rights.conflicts.get(window.name, []),
-                             recorder.history.get(window.name), verdict)
+                             recorder.history.get(window.name), verdict,
+                             distributed_verdict(by_window.get(window.name, [])))
         desired[window.name] = status
         patch = status_patch(window.status, status.to_wire())
         if patch:
             window_writes.append(PatchWindowStatus(window.name, patch))
 
-    asset_writes: list[Write] = []
-    for asset in facts.assets:
-        if asset.status is None:
-            continue
-        before = [d.to_wire() for d in asset.status.distribution or []]
-        after = [d.to_wire() for d in recorder.distribution[asset.name]]
-        if after != before:
-            asset_writes.append(PatchAssetStatus(asset.name, {"distribution": after}))
-
+    published_by_job = {a.asset for a in job.inputs.actions if a.action == "publish"} if job else set()
+    asset_writes: list[Write] = [w for a in facts.assets
+                                 if (w := _asset_write(a, recorder, by_asset, now, a.name in published_by_job))]
     writes: list[Write] = [*asset_writes, *([job] if job else []), *window_writes, *recorder.events,
                            *recorder.annotate]
-    return DistributionPlan(writes, desired, failed_attempts, recorder.observations, recorder.audit, wake)
+    return DistributionPlan(writes, desired, failed_attempts, recorder.observations, recorder.audit, wake,
+                            sum(len(lines) for lines in by_asset.values()))
+
+
+def _new_job(facts: DistributionFacts, batch: list[DistributeAction], attempt: int,
+             feeds: dict[str, list[dict[str, Any]]], config: OperatorConfig) -> CreateJob:
+    """The batch's Job, under a name no Job of the last day has: the same actions needed again (a
+    publish after a takedown, a retry) must not meet the finished Job of the same input (409)."""
+    taken = {j.name for j in facts.jobs}
+    while True:
+        inputs = _next_inputs(facts.namespace, batch, attempt, feeds, config)
+        job = _distribute_job(facts.namespace, inputs, config)
+        if job["metadata"]["name"] not in taken:
+            return CreateJob(job, inputs)
+        attempt += 1
+
+
+def _asset_write(asset: AssetFacts, recorder: _Recorder, quarantined: dict[str, list[str]], now: datetime,
+                 publishing: bool) -> PatchAssetStatus | None:
+    """The asset's distribution records, and its Distributed condition once it has any. `publishing`:
+    the Job that follows publishes it, so the write (its Pending records) must land on the asset as it
+    was read, or not at all."""
+    if asset.status is None:
+        return None
+    before = [d.to_wire() for d in asset.status.distribution or []]
+    after = [d.to_wire() for d in recorder.distribution[asset.name]]
+    patch: dict[str, Any] = {"distribution": after} if after != before else {}
+    if after:
+        verdict = distributed_verdict(quarantined.get(asset.name, []))
+        conditions = apply_verdicts(asset.status.conditions, [verdict], asset.generation, now)
+        if conditions != (asset.status.conditions or []):
+            patch = {**patch, "conditions": [c.to_wire() for c in conditions]}
+    if not patch:
+        return None
+    guarded = publishing or "conditions" in patch
+    fallback = None if publishing else {k: v for k, v in patch.items() if k != "conditions"} or None
+    return PatchAssetStatus(asset.name, patch, asset.resource_version if guarded else None, fallback,
+                            required=publishing)

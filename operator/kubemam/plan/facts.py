@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from kubemam.archive.ebucore import RightsSummary
 from kubemam.config import OperatorConfig
 from kubemam.plan.jobs import Owner, StepJobRequest
 from kubemam.plan.jobstate import JobObservation
-from kubemam.plan.stepjob import StepRun, run_step
+from kubemam.plan.stepjob import Retries, StepRun, run_step
 
 
 @dataclass(frozen=True)
@@ -45,5 +46,7 @@ class AssetFacts:
         """Where this asset's step outputs live in the library."""
         return f"{config.library_uri.rstrip('/')}/assets/{self.namespace}/{self.name}"
 
-    def run(self, request: StepJobRequest, config: OperatorConfig, start: bool = True) -> StepRun:
-        return run_step(request, self.jobs, self.finished, config, start)
+    def run(self, request: StepJobRequest, config: OperatorConfig, retries: Retries, start: bool = True,
+            has_result: Callable[[JobObservation], bool] = lambda _: True) -> StepRun:
+        """The request's current attempt (plan/stepjob.py): transient failures and lost results re-run."""
+        return run_step(request, self.jobs, self.finished, config, start, retries, has_result)

@@ -13,21 +13,21 @@ from kubemam.plan.archive_facts import (
     ArchiveOutcome,
     archive_request,
     busy_with,
+    copy_locations,
     find_job,
-    legal_hold,
     start_job,
 )
 from kubemam.plan.conditions import Verdict
 from kubemam.plan.schedule import latest_slot
-from kubemam.steps.archive import ArchiveInputs, LocationInput, ObjectInput, TargetInput
+from kubemam.steps.archive import ArchiveInputs, TargetInput
 from kubemam.steps.registry import FIXITY
 
 
-def plan_fixity(facts: ArchiveFacts, storage: StorageStatus, copies: list[StorageCopy],
-                objects: list[ObjectInput], locations: list[LocationInput],
+def plan_fixity(facts: ArchiveFacts, storage: StorageStatus, copies: list[StorageCopy], place: ArchiveInputs,
                 secret_env: tuple[tuple[str, str, str], ...], archived_at: datetime | None,
                 config: OperatorConfig, now: datetime, out: ArchiveOutcome) -> FixityStatus | None:
-    """A fixity run per schedule slot (and per kubemam.io/fixity-check request) once copies exist."""
+    """A fixity run per schedule slot (and per kubemam.io/fixity-check request) once copies exist. A repaired
+    copy gets the place run's retention and legal hold (and keeps a hold someone else set on its key)."""
     current = storage.fixity
     if not copies or archived_at is None:
         return current
@@ -45,11 +45,16 @@ def plan_fixity(facts: ArchiveFacts, storage: StorageStatus, copies: list[Storag
         return current
     root = f"{config.library_uri.rstrip('/')}/assets/{facts.namespace}/{facts.name}"
     report = f"{root}/fixity/{run.replace(':', '-')}.json"
-    inputs = ArchiveInputs(mode="fixity", objects=objects, locations=locations, run=run, report=report,
+    # Extra copies at a location the policy no longer names are checked too, reached as status recorded them.
+    known = {loc.name for loc in place.locations}
+    others, other_env = copy_locations([c for c in copies if c.location not in known], len(place.locations))
+    inputs = ArchiveInputs(mode="fixity", objects=place.objects, locations=place.locations + others, run=run,
+                           report=report,
                            targets=[TargetInput(location=c.location, storage_class=c.storage_class or "STANDARD")
                                     for c in copies],
-                           legal_hold=legal_hold(facts.policy, facts.annotations))
-    request = archive_request(facts, FIXITY, inputs.to_wire(), secret_env)
+                           retain_until=place.retain_until, retention_mode=place.retention_mode,
+                           legal_hold=place.legal_hold)
+    request = archive_request(facts, FIXITY, inputs.to_wire(), secret_env + other_env)
     observed = find_job(facts, request.name)
     start_job(out, request, observed, busy_with(facts, request.name) is None, config)
     if observed is None or observed.state in ("Pending", "Running"):

@@ -103,6 +103,8 @@ def _env(request: StepJobRequest, config: OperatorConfig) -> list[dict[str, Any]
     ]
     if config.s3_endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": config.s3_endpoint})
+    if config.s3_retry_seconds is not None:
+        env.append({"name": "KUBEMAM_S3_RETRY_SECONDS", "value": f"{config.s3_retry_seconds:g}"})
     if config.s3_credentials_secret:
         # Credentials only ever travel by reference; the Job never holds their values.
         for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):

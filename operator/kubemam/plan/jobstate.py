@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from kubemam.plan.jobs import ANNOTATION_INPUT_HASH, LABEL_STEP
 
 MAX_CRASH_LINE = 500
+# The Job controller's reason when a podFailurePolicy FailJob rule matched: our exit code 2, a StepError.
+PERMANENT_REASON = "PodFailurePolicy"
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,10 @@ class JobObservation:
     message: str | None = None
     result: dict[str, Any] | None = None  # the worker's termination message, parsed
     expiring: bool = False  # the Job already has a ttlSecondsAfterFinished: it is being let go
+    finished_at: datetime | None = None  # when it succeeded or failed (the condition's transition)
+    # A failure worth another attempt by itself (pods that exited 1 or were killed, a deadline): anything
+    # but the FailJob rule on exit 2. False when not known, so a Job known only by name is never re-run.
+    retryable: bool = False
 
 
 def _condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -29,6 +36,29 @@ def _condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if cond.get("type") == type_ and cond.get("status") == "True":
             return dict(cond)
     return None
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def finished_at(job: dict[str, Any]) -> datetime | None:
+    cond = _condition(job, "Complete") or _condition(job, "Failed")
+    if cond is None:
+        return None
+    return _time(cond.get("lastTransitionTime")) or _time((job.get("status") or {}).get("completionTime"))
+
+
+def failure_retryable(job: dict[str, Any]) -> bool:
+    """Transient unless the Job failed by its FailJob rule (exit 2: the worker's StepError): backoffLimit
+    spent on crashes or outages (`retryable` messages), a deadline, pods killed or evicted."""
+    failed = _condition(job, "Failed")
+    return failed is not None and failed.get("reason") != PERMANENT_REASON
 
 
 def job_state(job: dict[str, Any]) -> tuple[str, str | None]:
@@ -82,4 +112,6 @@ def observe_job(job: dict[str, Any], termination_message: str | None = None) -> 
         message=message,
         result=parse_result(termination_message) if state == "Succeeded" else None,
         expiring=(job.get("spec") or {}).get("ttlSecondsAfterFinished") is not None,
+        finished_at=finished_at(job) if state in ("Succeeded", "Failed") else None,
+        retryable=state == "Failed" and failure_retryable(job),
     )

@@ -21,7 +21,7 @@ from kubemam.plan.conditions import Verdict
 from kubemam.plan.facts import AssetFacts
 from kubemam.plan.hashing import input_hash
 from kubemam.plan.jobs import StepJobRequest
-from kubemam.plan.stepjob import StepOutcome
+from kubemam.plan.stepjob import Retries, StepOutcome
 from kubemam.steps.registry import PACKAGE
 
 __all__ = ["KEYS_DIR_ENV", "KEYS_MOUNT", "KeySecret", "packaged", "plan_package", "plan_packaging"]
@@ -160,8 +160,14 @@ class PackageOutcome(StepOutcome):
     key_secret: KeySecret | None = None
 
 
+def _reported_nothing(_: object) -> bool:
+    """A succeeded package Job whose result named this plan's packages would have made them done: if it is
+    still the current attempt, its result was lost, and a recover attempt reports the committed manifest."""
+    return False
+
+
 def plan_packaging(facts: AssetFacts, ladder: TranscodeLadderSpec, renditions: list[RenditionStatus],
-                   previews: Previews | None, config: OperatorConfig) -> PackageOutcome:
+                   previews: Previews | None, config: OperatorConfig, retries: Retries) -> PackageOutcome:
     """One package Job over every rendition; a package already made for the same inputs is kept."""
     outcome = PackageOutcome()
     plan = plan_package(facts.name, facts.uid, facts.spec, ladder, renditions, previews, facts.root(config))
@@ -182,20 +188,18 @@ def plan_packaging(facts: AssetFacts, ladder: TranscodeLadderSpec, renditions: l
         secret_env=((CPIX_TOKEN_ENV, *plan.token_secret),) if plan.token_secret else ())
     if plan.key_secret:
         outcome.key_secret = KeySecret(plan.key_secret, plan.tiers)
-    run = outcome.add(facts.run(request, config))
+    run = outcome.add(facts.run(request, config, retries, has_result=_reported_nothing))
+    outcome.phase = "Packaging"
     if run.state == "Failed":
         message = (run.observed.message if run.observed else None) or ""
         reason = "KeyProviderFailed" if "key provider" in message else "PackageFailed"
         outcome.verdicts.append(Verdict("Packaged", "False", reason, run.failure()))
         outcome.phase = "Failed"
-    elif run.state == "Succeeded":
-        outcome.verdicts.append(Verdict("Packaged", "False", "ResultUnreadable",
-                                        f"Job {run.request.name} succeeded but reported no package"))
-        outcome.phase = "Failed"
+    elif run.state == "Retrying":
+        outcome.verdicts.append(run.retry_verdict("Packaged"))
     else:
         outcome.running = run.observed if run.state == "Running" else None
         reason = "PackageRunning" if outcome.running else "PackagePending"
-        outcome.verdicts.append(Verdict("Packaged", "Unknown", reason,
-                                        f"packaging {', '.join(plan.inputs['formats'])} into {plan.output}"))
-        outcome.phase = "Packaging"
+        outcome.verdicts.append(Verdict("Packaged", "Unknown", reason, f"packaging "
+                                        f"{', '.join(plan.inputs['formats'])} into {plan.output}{run.note()}"))
     return outcome

@@ -1,5 +1,7 @@
 """The purge step (pure): what keeps an asset's copies from deletion (legal hold, retention), and the
-Job that lifts holds and deletes every version at every location once nothing does."""
+Job that lifts kubemam's own legal holds and deletes every version at every location once nothing does.
+A legal hold kubemam did not set stops the purge before it deletes anything (Deletable=False
+ForeignLegalHold): kubemam never lifts it."""
 
 from __future__ import annotations
 
@@ -8,10 +10,10 @@ from datetime import datetime
 from kubemam.api.archive import ArchivePolicySpec
 from kubemam.api.asset import StorageCopy, StorageStatus
 from kubemam.config import OperatorConfig
-from kubemam.plan.archive_facts import LEGAL_HOLD_ANNOTATION, credentials_env, legal_hold, location_inputs
+from kubemam.plan.archive_facts import LEGAL_HOLD_ANNOTATION, copy_locations, legal_hold, location_inputs
 from kubemam.plan.conditions import Verdict
 from kubemam.plan.jobs import Owner, StepJobRequest
-from kubemam.steps.archive import ArchiveInputs, LocationInput
+from kubemam.steps.archive import ArchiveInputs
 from kubemam.steps.registry import PURGE
 
 
@@ -32,19 +34,15 @@ def deletion_blocker(policy: ArchivePolicySpec | None, annotations: dict[str, st
 
 def purge_request(name: str, namespace: str, uid: str, policy: ArchivePolicySpec | None,
                   copies: list[StorageCopy], config: OperatorConfig) -> StepJobRequest:
-    """Every policy location; without the policy, the locations the asset's status records copies at."""
+    """Every policy location and every location the asset's status records copies at."""
     if policy is not None:
         locations, secret_env = location_inputs(policy, namespace, name, config)
+        # Copies still kept at a location the policy no longer names (within their grace) go too.
+        known = {loc.name for loc in policy.locations}
+        others, other_env = copy_locations([c for c in copies if c.location not in known], len(locations))
+        locations, secret_env = locations + others, secret_env + other_env
     else:
-        locations, env = [], []
-        for index, copy in enumerate(copies):
-            prefix = credentials_env(index) if copy.credentials_secret else None
-            if prefix and copy.credentials_secret:
-                env += [(f"{prefix}_ACCESS_KEY_ID", copy.credentials_secret, "AWS_ACCESS_KEY_ID"),
-                        (f"{prefix}_SECRET_ACCESS_KEY", copy.credentials_secret, "AWS_SECRET_ACCESS_KEY")]
-            locations.append(LocationInput(name=copy.location, uri=copy.uri, endpoint=copy.endpoint,
-                                           credentials=prefix))
-        secret_env = tuple(env)
+        locations, secret_env = copy_locations(copies, 0)
     inputs = ArchiveInputs(mode="purge", locations=locations)
     return StepJobRequest(owner=Owner("MediaAsset", name, uid, namespace), step=PURGE, inputs=inputs.to_wire(),
                           secret_env=secret_env)

@@ -38,9 +38,11 @@ def _key(entry: HistoryEntry) -> tuple[object, ...]:
 
 def plan_window(spec: RightsWindowSpec, status: RightsWindowStatus, generation: int, now: datetime,
                 matched_assets: int, conflicts: list[str] | None = None,
-                history: list[HistoryEntry] | None = None, targets: Verdict | None = None) -> RightsWindowStatus:
+                history: list[HistoryEntry] | None = None, targets: Verdict | None = None,
+                distributed: Verdict | None = None) -> RightsWindowStatus:
     """The window's whole desired status. `history` is what finished since; an entry already in the
-    status is not added again (a Job recorded twice, after a crash before it was marked, adds nothing)."""
+    status is not added again (a Job recorded twice, after a crash before it was marked, adds nothing).
+    `distributed`: the Distributed condition (its quarantined publishes and takedowns)."""
     phase, next_transition = window_phase(spec, now)
     verdicts = []
     if conflicts:
@@ -57,6 +59,8 @@ def plan_window(spec: RightsWindowSpec, status: RightsWindowStatus, generation: 
             verdicts.append(Verdict("Ready", "True", phase, f"{phase.lower()}; covers {matched_assets} assets"))
     if targets is not None:
         verdicts.append(targets)
+    if distributed is not None:
+        verdicts.append(distributed)
     # History is an audit trail: appended, never rewritten; the newest MAX_HISTORY are kept.
     kept = list(status.history or [])
     seen = {_key(h) for h in kept}

@@ -22,7 +22,7 @@ from kubemam.plan.conditions import Verdict
 from kubemam.plan.facts import AssetFacts
 from kubemam.plan.hashing import input_hash
 from kubemam.plan.jobs import StepJobRequest
-from kubemam.plan.stepjob import StepOutcome, StepRun
+from kubemam.plan.stepjob import Retries, StepOutcome, StepRun
 from kubemam.steps.registry import TRANSCODE, TRANSCODE_CHUNKS
 
 
@@ -78,16 +78,21 @@ def fit_ladder(ladder: TranscodeLadderSpec, technical: TechnicalMetadata, output
 
 def completed(targets: list[RenditionTarget], status: list[RenditionStatus] | None,
               results: list[dict[str, Any]]) -> dict[str, RenditionStatus]:
-    """Targets already encoded: from status, or from the result of a transcode Job that just succeeded."""
-    wanted = {(t.name, t.spec_hash) for t in targets}
+    """Targets already encoded: from status, or from the result of a transcode Job that just succeeded. A
+    compact result (too big for the termination message) leaves out the URIs, which follow from the target's
+    output prefix."""
+    wanted = {(t.name, t.spec_hash): t for t in targets}
     found: dict[str, RenditionStatus] = {}
     for record in status or []:
         if (record.name, record.spec_hash) in wanted:
             found[record.name] = record
     for result in results:
         for item in result.get("renditions") or []:
-            if (item.get("name"), item.get("specHash")) in wanted and item["name"] not in found:
-                fields = {k: item.get(k) for k in ("name", "kind", "uri", "manifestUri", "sha256", "sizeBytes",
+            target = wanted.get((item.get("name"), item.get("specHash")))
+            if target is not None and item["name"] not in found:
+                full = {"uri": f"{target.output}/{target.name}.mp4", "manifestUri": f"{target.output}/manifest.json",
+                        **item}
+                fields = {k: full.get(k) for k in ("name", "kind", "uri", "manifestUri", "sha256", "sizeBytes",
                                                      "specHash", "bitrate", "codec", "width", "height",
                                                      "durationSeconds")}
                 found[item["name"]] = RenditionStatus.model_validate({k: v for k, v in fields.items() if v is not None})
@@ -159,8 +164,14 @@ def _ladder_request(facts: AssetFacts, ladder: TranscodeLadderSpec, step: str, i
                           completions=completions, parallelism=parallelism)
 
 
+def _reported_nothing(_: object) -> bool:
+    """A succeeded transcode of the missing set whose result named any of them would have made them done:
+    if it is still the current attempt, its result was lost, and a recover attempt reports the manifests."""
+    return False
+
+
 def plan_transcode(facts: AssetFacts, ladder: TranscodeLadderSpec, technical: TechnicalMetadata,
-                   config: OperatorConfig) -> TranscodeOutcome:
+                   config: OperatorConfig, retries: Retries) -> TranscodeOutcome:
     """The renditions the ladder asks of this master: done ones kept, missing ones encoded by one Job
     (one decode), or by an Indexed Job of chunks and a stitch Job when the ladder chunks."""
     outcome = TranscodeOutcome()
@@ -186,33 +197,32 @@ def plan_transcode(facts: AssetFacts, ladder: TranscodeLadderSpec, technical: Te
     if chunks is None:
         request = _ladder_request(facts, ladder, TRANSCODE, transcode_inputs(source, technical, ladder, missing,
                                                                               "single"))
-        runs.append(outcome.add(facts.run(request, config)))
+        runs.append(outcome.add(facts.run(request, config, retries, has_result=_reported_nothing)))
     else:
         assert ladder.chunking is not None
         video = [t for t in missing if t.kind == "video"]
         chunk_inputs = transcode_inputs(source, technical, ladder, video, "chunk", f"{root}/chunks", chunks)
         chunk_request = _ladder_request(facts, ladder, TRANSCODE_CHUNKS, chunk_inputs, completions=chunks.count,
                                         parallelism=min(ladder.chunking.max_parallel, chunks.count))
-        runs.append(outcome.add(facts.run(chunk_request, config)))
+        # Chunks report nothing: each index's commit is checked by the stitch.
+        runs.append(outcome.add(facts.run(chunk_request, config, retries)))
         if runs[0].state == "Succeeded":
             stitch_inputs = transcode_inputs(source, technical, ladder, missing, "stitch", f"{root}/chunks", chunks)
-            runs.append(outcome.add(facts.run(_ladder_request(facts, ladder, TRANSCODE, stitch_inputs), config)))
+            runs.append(outcome.add(facts.run(_ladder_request(facts, ladder, TRANSCODE, stitch_inputs), config,
+                                              retries, has_result=_reported_nothing)))
 
     names = ", ".join(t.name for t in missing)
     failed = next((r for r in runs if r.state == "Failed"), None)
+    retrying = next((r for r in runs if r.state == "Retrying"), None)
+    outcome.phase = "Transcoding"
     if failed is not None:
         outcome.verdicts.append(Verdict("Transcoded", "False", "TranscodeFailed", failed.failure()))
         outcome.phase = "Failed"
-    elif runs[-1].state == "Succeeded":
-        # Succeeded, yet its result names none of the missing renditions: the result was lost.
-        outcome.verdicts.append(Verdict("Transcoded", "False", "ResultUnreadable",
-                                        f"Job {runs[-1].request.name} succeeded but reported no rendition for "
-                                        f"{names}"))
-        outcome.phase = "Failed"
+    elif retrying is not None:
+        outcome.verdicts.append(retrying.retry_verdict("Transcoded"))
     else:
-        running = next((r.observed for r in runs if r.state == "Running"), None)
-        outcome.running = running
-        reason = "TranscodeRunning" if running else "TranscodePending"
-        outcome.verdicts.append(Verdict("Transcoded", "Unknown", reason, f"encoding {names}"))
-        outcome.phase = "Transcoding"
+        current = next((r for r in runs if r.state == "Running"), runs[-1])
+        outcome.running = current.observed if current.state == "Running" else None
+        reason = "TranscodeRunning" if outcome.running else "TranscodePending"
+        outcome.verdicts.append(Verdict("Transcoded", "Unknown", reason, f"encoding {names}{current.note()}"))
     return outcome

@@ -10,7 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ArchiveMode = Literal["place", "fixity", "purge"]
+ArchiveMode = Literal["place", "vacate", "fixity", "purge"]
+# The purge's error starts with this when a legal hold kubemam did not set keeps a version: the operator
+# shows it as Deletable=False ForeignLegalHold instead of a failure to retry every minute.
+FOREIGN_HOLD = "a legal hold kubemam did not set"
 
 
 class _Input(BaseModel):
@@ -55,10 +58,14 @@ class ArchiveInputs(_Input):
     locations: list[LocationInput] = Field(description="Every location of the policy: where copies may be")
     targets: list[TargetInput] = Field(default_factory=list, description="place: where copies must be; "
                                        "fixity: the copies to re-hash")
-    vacate: list[str] = Field(default_factory=list, description="place: locations emptied once targets verify")
+    vacate: list[str] = Field(default_factory=list, description="vacate: locations emptied once every target "
+                              "copy reads back intact (a place run never deletes)")
     retain_until: datetime | None = None
     retention_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
-    legal_hold: bool = False
+    legal_hold: bool = Field(default=False, description="kubemam's legal hold on locked copies; False releases "
+                             "only the holds kubemam set (tagged kubemam-legal-hold), never another's")
+    hold_since: datetime | None = Field(default=None, description="place: when the asset's hold was last asked "
+                                        "or lifted, so a lifted hold is a new run that releases kubemam's holds")
     report: str | None = Field(default=None, description="fixity: where the run's report is written")
     run: str | None = Field(default=None, description="fixity: the scheduled slot or request it answers; "
                             "place: a poll round while a cold copy is being restored")

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import ConfigDict, ValidationError
 
+from kubemam.api.asset import StepAttempt
 from kubemam.api.common import KubeModel
+
+ATTEMPT_FIELD = "attempt"
+MAX_MESSAGE = 4096  # what Kubernetes keeps of a termination message, where a step's result travels
 
 
 class StepInput(KubeModel):
     """What the planner asks of a step. Unknown fields are refused: planner and worker must agree."""
+
+
+class AttemptedInput(StepInput):
+    """The input of a step the planner re-runs by itself (plan/stepjob.py): `attempt` names the run — so a
+    re-run is a Job of its own — never the work: workers hash and commit `work_inputs` alone."""
+
+    attempt: StepAttempt | None = None
+
+
+def work_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The inputs that determine a step's work and outputs: everything but the attempt marker."""
+    return {key: value for key, value in inputs.items() if key != ATTEMPT_FIELD}
 
 
 class StepResult(KubeModel):

@@ -14,7 +14,8 @@ from kubemam.api.rights import Channel
 from kubemam.api.territories import known_territories
 from kubemam.steps.base import StepInput, StepResult, input_problem
 
-__all__ = ["DistributeAction", "DistributeFeed", "DistributeInput", "DistributeResult", "input_problem"]
+__all__ = ["DistributeAction", "DistributeFailure", "DistributeFeed", "DistributeInput", "DistributeResult",
+           "input_problem"]
 
 ActionKind = Literal["publish", "takedown"]
 ACTIONS: tuple[str, ...] = get_args(ActionKind)
@@ -100,7 +101,8 @@ class DistributeInput(_Wire):
     batch: str = Field(description="The batch's id: names its usage object and its pending-purge ledger")
     actions: list[DistributeAction]
     actions_hash: str | None = Field(default=None, description="What a retry of the same actions shares")
-    attempt: int = Field(default=0, ge=0, description="Failed Jobs before this one for the same actions")
+    attempt: int = Field(default=0, ge=0, description="Jobs before this one for the same actions (failed, or "
+                         "done and the same actions needed again): a new attempt is a new Job name")
     feeds: list[DistributeFeed] = Field(default_factory=list)
     usage: S3Location
 
@@ -123,3 +125,22 @@ class DistributeResult(StepResult):
     published: int = Field(ge=0)
     taken_down: int = Field(ge=0)
     usage: str
+
+
+class DistributeFailure(StepResult):
+    """A batch in which some actions failed: the worker did every action it could and names the ones
+    that failed (the Job fails, exit 2, so the Job controller does not run the batch again; the rights
+    planner records the rest as done and quarantines the failed (asset, target) pairs).
+
+    This is the termination message, so it stays under 4 KiB: `failed` pairs each failed action's
+    index with an index into `errors` (errors shortened, and past a budget the rest point at the last
+    entry, which says where the whole list is: the usage object, under `failures`)."""
+
+    error: str
+    failed: list[tuple[int, int]] = Field(description="(action index, index into errors) of every failed action")
+    errors: list[str]
+    usage: str | None = None
+
+    def errors_by_action(self) -> dict[int, str]:
+        return {index: self.errors[which] if 0 <= which < len(self.errors) else self.error
+                for index, which in self.failed}

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from kubemam.api.asset import Caption, PackageStatus, PackageTrack
-from kubemam.steps.base import StepInput, StepResult
+from kubemam.steps.base import AttemptedInput, StepInput, StepResult
 
 
 class TrackInput(StepInput):
@@ -36,7 +36,7 @@ class DrmInput(StepInput):
     token_env: str | None = None  # cpix: the variable holding the bearer token (by secretKeyRef)
 
 
-class PackageInput(StepInput):
+class PackageInput(AttemptedInput):
     content_id: str
     formats: list[Literal["hls", "dash"]]
     iframe_playlist: bool = True

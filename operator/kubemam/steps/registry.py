@@ -102,7 +102,7 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          ArchiveInputs, None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT, by_alias=False),
     Step(FIXITY, "re-hash every archived copy and repair from an intact one", "kubemam.worker.archive:run",
          ArchiveInputs, None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT, by_alias=False),
-    Step(PURGE, "lift legal holds and delete every version at every location", "kubemam.worker.archive:run",
+    Step(PURGE, "lift kubemam's legal holds and delete every version at every location", "kubemam.worker.archive:run",
          ArchiveInputs, None, _SMALL, 1 * HOUR, ARCHIVE_BACKOFF_LIMIT, by_alias=False),
     Step(MIGRATE, "an FFV1/Matroska preservation master, verified frame by frame", "kubemam.worker.migrate:run",
          MigrateInput, MigrateResult, _ENCODE, 48 * HOUR),

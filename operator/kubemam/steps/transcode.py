@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from kubemam.api.asset import RenditionStatus
-from kubemam.steps.base import StepInput, StepResult
+from kubemam.steps.base import AttemptedInput, StepInput, StepResult
 
 TranscodeMode = Literal["single", "chunk", "stitch"]
 
@@ -42,7 +42,7 @@ class ChunkSet(StepInput):
     hash: str
 
 
-class TranscodeInput(StepInput):
+class TranscodeInput(AttemptedInput):
     mode: TranscodeMode = "single"
     source: SourceRef
     master: MasterFacts

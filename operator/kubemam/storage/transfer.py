@@ -1,4 +1,4 @@
-"""Copies between S3 locations that count only once verified, and deletes that respect Object Lock.
+"""Copies between S3 locations that count only once verified, and Object Lock retention.
 
 A copy is verified by the server's own SHA-256 where the server computes one (a single
 CopyObject or PutObject with a SHA-256 checksum, or per-part checksums of a multipart upload),
@@ -128,10 +128,12 @@ def copy_verified(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha
     """
     if src.same_server(dst):
         if size <= multipart_copy_above:
+            # Tags are not copied: kubemam's legal-hold mark belongs to the version it was set on.
             dst.s3.copy_object(Bucket=dst_uri.bucket, Key=dst_uri.key,
                                CopySource={"Bucket": src_uri.bucket, "Key": src_uri.key},
                                StorageClass=storage_class, MetadataDirective="REPLACE",
-                               Metadata={SHA256_METADATA: sha256}, ChecksumAlgorithm="SHA256")
+                               Metadata={SHA256_METADATA: sha256}, ChecksumAlgorithm="SHA256",
+                               TaggingDirective="REPLACE")
             stored = head(dst.s3, dst_uri, checksum=True) or {}
             server_sum = full_object_checksum(stored)
             if server_sum is not None:
@@ -259,48 +261,16 @@ def set_storage_class(place: Place, uri: S3Uri, sha256: str, size: int, storage_
     return copy_verified(place, uri, place, uri, sha256=sha256, size=size, storage_class=storage_class)
 
 
-def apply_lock(s3: Any, uri: S3Uri, retain_until: datetime | None, mode: str, legal_hold: bool) -> None:
-    """Object Lock on one object: retention only ever extended, the legal hold set either way."""
-    if retain_until is not None and retain_until > datetime.now(UTC):  # S3 refuses a date in the past
-        current = None
-        try:
-            current = s3.get_object_retention(Bucket=uri.bucket, Key=uri.key).get("Retention")
-        except ClientError as err:
-            if _code(err) not in ("NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError"):
-                raise
-        if not current or current.get("RetainUntilDate") is None or current["RetainUntilDate"] < retain_until:
-            s3.put_object_retention(Bucket=uri.bucket, Key=uri.key,
-                                    Retention={"Mode": mode, "RetainUntilDate": retain_until})
-    s3.put_object_legal_hold(Bucket=uri.bucket, Key=uri.key, LegalHold={"Status": "ON" if legal_hold else "OFF"})
-
-
-def delete_everything(s3: Any, prefix: S3Uri) -> list[str]:
-    """Delete every version and delete marker below prefix; returns what Object Lock kept."""
-    kept: list[str] = []
-    paginator = s3.get_paginator("list_object_versions")
-    for page in paginator.paginate(Bucket=prefix.bucket, Prefix=prefix.prefix):
-        for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-            key, version = entry["Key"], entry.get("VersionId")
-            kwargs = {"VersionId": version} if version and version != "null" else {}
-            try:
-                s3.delete_object(Bucket=prefix.bucket, Key=key, **kwargs)
-            except ClientError as err:
-                if _code(err) in ("AccessDenied", "InvalidRequest"):  # WORM-protected under retention or hold
-                    kept.append(f"{key}@{version}")
-                    continue
-                raise
-    return kept
-
-
-def release_legal_holds(s3: Any, prefix: S3Uri) -> None:
-    """Lift the legal hold of every version below prefix (the policy no longer holds it)."""
-    paginator = s3.get_paginator("list_object_versions")
-    for page in paginator.paginate(Bucket=prefix.bucket, Prefix=prefix.prefix):
-        for entry in page.get("Versions", []):
-            kwargs = {"VersionId": entry["VersionId"]} if entry.get("VersionId") not in (None, "null") else {}
-            try:
-                s3.put_object_legal_hold(Bucket=prefix.bucket, Key=entry["Key"], LegalHold={"Status": "OFF"},
-                                         **kwargs)
-            except ClientError as err:
-                if _code(err) not in ("InvalidRequest", "ObjectLockConfigurationNotFoundError"):
-                    raise
+def apply_retention(s3: Any, uri: S3Uri, retain_until: datetime | None, mode: str) -> None:
+    """Object Lock retention on the latest version: only ever extended. Legal holds are storage/legalhold.py's."""
+    if retain_until is None or retain_until <= datetime.now(UTC):  # S3 refuses a date in the past
+        return
+    current = None
+    try:
+        current = s3.get_object_retention(Bucket=uri.bucket, Key=uri.key).get("Retention")
+    except ClientError as err:
+        if _code(err) not in ("NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError"):
+            raise
+    if not current or current.get("RetainUntilDate") is None or current["RetainUntilDate"] < retain_until:
+        s3.put_object_retention(Bucket=uri.bucket, Key=uri.key,
+                                Retention={"Mode": mode, "RetainUntilDate": retain_until})

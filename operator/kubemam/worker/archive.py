@@ -1,10 +1,17 @@
-"""`kubemam worker archive`: place an asset's archived set per its policy, check its fixity, or purge it.
+"""`kubemam worker archive`: place an asset's archived set per its policy, vacate what it left, check its
+fixity, or purge it.
 
-place  — every target location ends with a verified copy of every object, at its storage class
-         and under Object Lock where asked; only then are vacated locations emptied (a move).
-fixity — every copy is re-hashed; a missing or changed one is repaired from an intact copy.
-purge  — every version at every location is deleted (the operator asks only after retention).
+place  — every target location ends with a verified copy of every object, at its storage class and under
+         Object Lock where asked. A place run never deletes anything.
+vacate — a separate run the operator starts only after the place run verified and only while no legal hold
+         is asked: every target copy is read back, then the vacated locations are emptied, each version's
+         legal hold read from S3 right before its delete (one someone else set is kept and reported).
+fixity — every copy is re-hashed; a missing or changed one is repaired from an intact copy (holding it
+         again if its key was held).
+purge  — every version at every location is deleted (the operator asks only after retention and with no
+         hold asked); a legal hold kubemam did not set stops it before anything is deleted.
 
+Legal holds: kubemam lifts only the holds it set (storage/legalhold.py).
 Each run is repeatable: a copy already verified (its x-amz-meta-sha256 and size match) is kept.
 A site that stops answering is waited for; an outage longer than that fails the run with an
 ordinary exit, the Job controller runs it again, and nothing was deleted before its replacement verified.
@@ -17,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -25,8 +32,9 @@ from typing import Any, TypeVar
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from kubemam.steps.archive import ArchiveInputs, LocationInput, ObjectInput
+from kubemam.steps.archive import FOREIGN_HOLD, ArchiveInputs, LocationInput, ObjectInput
 from kubemam.storage import transfer
+from kubemam.storage.legalhold import Holds
 from kubemam.storage.s3 import TRANSIENT_ERRORS, is_transient, list_entries, make_client, wait_until_reachable
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError, step_input, write_result
@@ -34,6 +42,7 @@ from kubemam.worker.contract import StepError, step_input, write_result
 log = logging.getLogger(__name__)
 LOCATION_MANIFEST = "archive.json"
 NEEDS_RESTORE = {"GLACIER", "DEEP_ARCHIVE"}
+MAX_LISTED = 8  # versions named in a result: the termination message keeps 4 KiB
 T = TypeVar("T")
 
 
@@ -46,6 +55,8 @@ class Site:
     location: LocationInput
     place: transfer.Place
     root: S3Uri
+    holds: Holds
+    endpoint: str
 
     def key(self, name: str) -> S3Uri:
         return self.root.join(name)
@@ -62,7 +73,8 @@ def _site(location: LocationInput) -> Site:
                             "AWS_SECRET_ACCESS_KEY")
     client = make_client(endpoint, access, secret)
     server = f"{endpoint or 'aws'}|{location.credentials or 'default'}"
-    return Site(location, transfer.Place(location.name, client, server), S3Uri.parse(location.uri))
+    return Site(location, transfer.Place(location.name, client, server), S3Uri.parse(location.uri), Holds(client),
+                endpoint or "aws")
 
 
 def _with_retry(site: Site, action: Callable[[], T]) -> T:
@@ -106,10 +118,11 @@ def _verified_copy(site: Site, obj: ObjectInput) -> dict[str, Any] | None:
 
 @dataclass
 class Outcome:
-    copies: list[dict[str, Any]]
-    copied_bytes: dict[str, int]
-    vacated: list[str]
-    kept: list[str]
+    copies: list[dict[str, Any]] = field(default_factory=list)
+    copied_bytes: dict[str, int] = field(default_factory=dict)
+    vacated: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # versions retention keeps at vacated locations
+    held: list[str] = field(default_factory=list)  # versions a legal hold kubemam did not set keeps
     restoring: dict[str, Any] | None = None
 
 
@@ -166,10 +179,20 @@ def _put_object(obj: ObjectInput, source_sites: list[tuple[Site, S3Uri]], target
                     + (f": {'; '.join(problems)}" if problems else ""))
 
 
-def _lock(inputs: ArchiveInputs, site: Site, obj: ObjectInput) -> None:
-    if site.location.object_lock and obj.lock:
-        transfer.apply_lock(site.place.s3, site.key(obj.key), inputs.retain_until, inputs.retention_mode,
-                            inputs.legal_hold)
+def _lock(inputs: ArchiveInputs, site: Site, obj: ObjectInput) -> list[str]:
+    """Retention and kubemam's legal hold on a locked object; returns the versions someone else holds."""
+    if not (site.location.object_lock and obj.lock):
+        return []
+    uri = site.key(obj.key)
+    if not site.holds.lockable(uri.bucket):
+        raise StepError(f"location {site.location.name} ({site.root}) has no Object Lock configuration but the "
+                        "policy sets objectLock: true (create the bucket with Object Lock enabled)")
+    transfer.apply_retention(site.place.s3, uri, inputs.retain_until, inputs.retention_mode)
+    foreign = site.holds.reconcile_key(uri, want=inputs.legal_hold)
+    if foreign:
+        log.warning("location %s: a legal hold kubemam did not set keeps %s; left as it is", site.location.name,
+                    ", ".join(foreign))
+    return [f"{site.location.name}:{label}" for label in foreign]
 
 
 def _write_location_manifest(inputs: ArchiveInputs, site: Site, now: datetime, verified_by: dict[str, str]) -> None:
@@ -183,8 +206,8 @@ def _write_location_manifest(inputs: ArchiveInputs, site: Site, now: datetime, v
 
 
 def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Callable[[], datetime]) -> Outcome:
-    outcome = Outcome([], {}, [], [])
-    written: set[tuple[str, str]] = set()  # (location, key) copied and verified by this run
+    """Verified copies at every target; nothing is deleted here (vacate is its own run)."""
+    outcome = Outcome()
     for target in inputs.targets:
         site = sites[target.location]
         verified_by: dict[str, str] = {}
@@ -207,9 +230,8 @@ def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Cal
                             outcome.restoring = pending
                             return outcome
                     verified_by[obj.key] = _put_object(obj, sources, site, target.storage_class)
-                    written.add((target.location, obj.key))
                     outcome.copied_bytes[target.location] = outcome.copied_bytes.get(target.location, 0) + obj.size
-                _with_retry(site, partial(_lock, inputs, site, obj))
+                outcome.held += _with_retry(site, partial(_lock, inputs, site, obj))
             except ClientError as err:
                 refusal = _refusal(site, err, f"writing {obj.key}")
                 if refusal is not None:
@@ -219,43 +241,61 @@ def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Cal
         outcome.copies.append({"location": target.location, "uri": str(site.root),
                                "storageClass": target.storage_class, "verifiedAt": now().isoformat(),
                                "verifiedBy": _weakest(verified_by.values())})
-    # Every target verified: only now may a move empty the locations it leaves.
-    leaving = [name for name in inputs.vacate if not inputs.legal_hold]  # a held set stays everywhere
-    if leaving and any(_with_retry(sites[n], partial(_holds_anything, sites[n])) for n in leaving):
-        _reverify_targets(inputs, sites, default, written)
+    return outcome
+
+
+def vacate(inputs: ArchiveInputs, sites: dict[str, Site], default: Site) -> Outcome:
+    """Empty the locations the placement left, once every target copy reads back intact.
+
+    The operator starts this run only after the place run verified and only while no legal hold is asked.
+    Each version's hold is read from S3 right before its delete: kubemam's own is lifted (no hold is asked),
+    one someone else set keeps the version, and the run reports it."""
+    outcome = Outcome()
+    if inputs.legal_hold:
+        raise StepError("vacate: the input asks for a legal hold, and a held set is never vacated")
+    leaving = [name for name in inputs.vacate if _with_retry(sites[name], partial(_holds_anything, sites[name]))]
+    if not leaving:
+        return outcome
+    # Every target copy is read back first: its recorded checksum says what it was, not what it is; a rotted
+    # one is replaced from the copy about to go.
+    _reverify_targets(inputs, sites, default)
     for name in leaving:
         site = sites[name]
         overlap = next((t.location for t in inputs.targets if _overlaps(site, sites[t.location])), None)
         if overlap is not None:
             log.error("location %s is the same storage as target %s: not emptied", name, overlap)
             continue
-        if not _with_retry(site, partial(_holds_anything, site)):
-            continue
         # The manifest goes first: a location stops claiming a copy before its objects go.
-        kept = _with_retry(site, partial(_empty, site))
+        kept, held = _with_retry(site, partial(_empty, site))
         outcome.vacated.append(name)
-        outcome.kept += kept
+        outcome.kept += [f"{name}:{label}" for label in kept]
+        outcome.held += [f"{name}:{label}" for label in held]
     return outcome
 
 
 def _overlaps(a: Site, b: Site) -> bool:
-    """Two locations over the same storage (same server, one prefix inside the other)."""
+    """Two locations over the same storage (the same endpoint, whatever the credentials; one prefix inside
+    the other)."""
     first, second = a.root.prefix, b.root.prefix
-    return a.place.same_server(b.place) and a.root.bucket == b.root.bucket and (
-        first.startswith(second) or second.startswith(first))
+    same_server = a.place.same_server(b.place) or a.endpoint == b.endpoint
+    return same_server and a.root.bucket == b.root.bucket and (first.startswith(second) or second.startswith(first))
 
 
-def _reverify_targets(inputs: ArchiveInputs, sites: dict[str, Site], default: Site,
-                      written: set[tuple[str, str]]) -> None:
-    """Before the last other copies go: every target copy this run did not write itself is read back
-    and hashed (its recorded checksum says what it was, not what it is); a bad one is replaced now."""
+def _reverify_targets(inputs: ArchiveInputs, sites: dict[str, Site], default: Site) -> None:
+    """Before other copies go: every target copy is read back and hashed; a bad one is replaced now. A copy
+    in a cold class cannot be read without a thaw: the server's own full-object SHA-256 vouches for it."""
     for target in inputs.targets:
         site = sites[target.location]
         for obj in inputs.objects:
-            if (target.location, obj.key) in written or obj.content is not None:
+            if obj.content is not None:
                 continue
-            found = _with_retry(site, partial(transfer.hash_object, site.place.s3, site.key(obj.key)))
-            if found == (obj.sha256, obj.size):
+            uri = site.key(obj.key)
+            found_head = _with_retry(site, partial(transfer.head, site.place.s3, uri, True)) or {}
+            if found_head.get("StorageClass") in NEEDS_RESTORE:
+                server_sum = transfer.full_object_checksum(found_head)
+                if server_sum in (None, transfer.b64_sha256(obj.sha256)):
+                    continue  # without a server checksum, the recorded one is all a cold copy offers
+            elif _with_retry(site, partial(transfer.hash_object, site.place.s3, uri)) == (obj.sha256, obj.size):
                 continue
             log.warning("%s at %s no longer matches its sha256; copying it again before the move", obj.key,
                         target.location)
@@ -264,13 +304,18 @@ def _reverify_targets(inputs: ArchiveInputs, sites: dict[str, Site], default: Si
 
 
 def _holds_anything(site: Site) -> bool:
-    return any(True for _ in list_entries(site.place.s3, site.root))
+    try:
+        return any(True for _ in list_entries(site.place.s3, site.root))
+    except ClientError as err:
+        if str(err.response.get("Error", {}).get("Code")) == "NoSuchBucket":
+            return False
+        raise
 
 
-def _empty(site: Site) -> list[str]:
+def _empty(site: Site) -> tuple[list[str], list[str]]:
     manifest = site.key(LOCATION_MANIFEST)
     site.place.s3.delete_object(Bucket=manifest.bucket, Key=manifest.key)
-    return transfer.delete_everything(site.place.s3, site.root)
+    return site.holds.delete_unheld(site.root, release_ours=True)
 
 
 def _weakest(methods: Any) -> str:
@@ -298,6 +343,7 @@ def fixity(inputs: ArchiveInputs, sites: dict[str, Site], default: Site,
             else:
                 bad.append((target.location, obj))
     repaired = []
+    held: list[str] = []
     for location, obj in bad:
         site = sites[location]
         sources = [(sites[name], sites[name].key(obj.key)) for name in good.get(obj.key, [])]
@@ -305,35 +351,58 @@ def fixity(inputs: ArchiveInputs, sites: dict[str, Site], default: Site,
             sources.append((default, S3Uri.parse(obj.source)))
         target = next(t for t in inputs.targets if t.location == location)
         how = _put_object(obj, sources, site, target.storage_class)
-        _with_retry(site, partial(_lock, inputs, site, obj))
+        # The repaired version is held again where its key was (by kubemam, or by someone else).
+        held += _with_retry(site, partial(_lock, inputs, site, obj))
         repaired.append({"location": location, "key": obj.key, "verifiedBy": how})
         log.warning("fixity: %s at %s did not match its sha256; repaired from an intact copy", obj.key, location)
     at = now().isoformat()
     report = {"run": inputs.run, "checkedAt": at, "checks": checks, "repaired": repaired,
-              "checkedBytes": checked_bytes}
+              "checkedBytes": checked_bytes, "foreignHolds": held}
     copies = [{"location": t.location, "uri": str(sites[t.location].root), "storageClass": t.storage_class,
                "verifiedAt": at, "verifiedBy": "fixity"} for t in inputs.targets]
     return report, copies
 
 
 def purge(inputs: ArchiveInputs, sites: dict[str, Site]) -> list[str]:
-    """Remove every version at every location; what Object Lock still protects is an error."""
+    """Remove every version at every location. A legal hold still asked, or one kubemam did not set, stops
+    the purge before anything is deleted: the archived set stays whole for whoever holds it."""
+    held: list[str] = []
+    for name, site in sites.items():
+        for version in _with_retry(site, partial(_versions, site)):
+            if version.foreign or (version.on and inputs.legal_hold):
+                held.append(f"{name}:{version.label()}")
+    if held:
+        listed = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        if inputs.legal_hold:
+            raise StepError(f"Object Lock: the legal hold the policy or the asset asks for keeps {listed}; "
+                            "nothing was deleted")
+        raise StepError(f"Object Lock: {FOREIGN_HOLD} keeps {len(held)} version(s): {listed}. kubemam never lifts "
+                        "a hold it did not set: lift it in S3 (or ask whoever set it) and the purge runs again; "
+                        "nothing was deleted")
     kept: list[str] = []
-    for site in sites.values():
-        if not inputs.legal_hold:
-            _with_retry(site, partial(transfer.release_legal_holds, site.place.s3, site.root))
-        kept += [f"{site.location.name}:{k}" for k in _with_retry(site, partial(_empty_all, site))]
+    for name, site in sites.items():
+        locked, still_held = _with_retry(site, partial(_empty_all, site))
+        kept += [f"{name}:{label}" for label in locked + still_held]
     if kept:
         raise StepError(f"Object Lock still protects {len(kept)} version(s): {', '.join(kept[:5])}")
     return sorted(sites)
 
 
-def _empty_all(site: Site) -> list[str]:
+def _versions(site: Site) -> list[Any]:
     try:
-        return transfer.delete_everything(site.place.s3, site.root)
+        return list(site.holds.versions(site.root))
     except ClientError as err:
         if str(err.response.get("Error", {}).get("Code")) == "NoSuchBucket":
             return []
+        raise
+
+
+def _empty_all(site: Site) -> tuple[list[str], list[str]]:
+    try:
+        return site.holds.delete_unheld(site.root, release_ours=True)
+    except ClientError as err:
+        if str(err.response.get("Error", {}).get("Code")) == "NoSuchBucket":
+            return [], []
         raise
 
 
@@ -351,7 +420,7 @@ def run() -> int:
     sites = {loc.name: _site(loc) for loc in inputs.locations}
     default = _site(LocationInput(name="library", uri="s3://kubemam-library"))
     now = lambda: datetime.now(UTC)  # noqa: E731
-    touched = {t.location for t in inputs.targets} | set(inputs.vacate if inputs.mode == "place" else [])
+    touched = {t.location for t in inputs.targets} | set(inputs.vacate if inputs.mode == "vacate" else [])
     for site in (sites[name] for name in sorted(touched)):
         try:
             wait_until_reachable(site.place.s3, site.root.bucket, _retry_seconds())
@@ -361,21 +430,30 @@ def run() -> int:
                 raise refusal or StepError(f"location {site.location.name}: bucket {site.root.bucket} does not "
                                            f"exist or refuses access") from err
             raise
+    result: dict[str, Any]
     if inputs.mode == "place":
         outcome = place(inputs, sites, default, now)
-        result: dict[str, Any] = {"tier": inputs.tier, "copies": outcome.copies, "copiedBytes": outcome.copied_bytes,
-                                  "vacated": outcome.vacated}
-        if outcome.kept:
-            result["keptUnderLock"] = len(outcome.kept)
+        result = {"tier": inputs.tier, "copies": outcome.copies, "copiedBytes": outcome.copied_bytes}
+        if outcome.held:
+            result["foreignHolds"] = sorted(set(outcome.held))[:MAX_LISTED]
         if outcome.restoring is not None:
             result = {"tier": inputs.tier, "restoring": outcome.restoring}
+    elif inputs.mode == "vacate":
+        outcome = vacate(inputs, sites, default)
+        result = {"tier": inputs.tier, "vacated": outcome.vacated}
+        if outcome.kept:
+            result["keptUnderLock"] = len(outcome.kept)
+        if outcome.held:
+            result["foreignHolds"] = outcome.held[:MAX_LISTED]
     elif inputs.mode == "fixity":
         report, copies = fixity(inputs, sites, default, now)
         if inputs.report:
             _write_report(inputs.report, report, default)
         result = {"run": inputs.run, "copies": copies, "checked": len(report["checks"]),
                   "failures": len(report["repaired"]), "checkedBytes": report["checkedBytes"],
-                  "repaired": [f"{r['location']}:{r['key']}" for r in report["repaired"]][:8]}
+                  "repaired": [f"{r['location']}:{r['key']}" for r in report["repaired"]][:MAX_LISTED]}
+        if report["foreignHolds"]:
+            result["foreignHolds"] = sorted(set(report["foreignHolds"]))[:MAX_LISTED]
     else:
         result = {"purged": purge(inputs, sites)}
     write_result(result)

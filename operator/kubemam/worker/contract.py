@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kubemam.plan.hashing import input_hash
 from kubemam.plan.jobs import STEP_INPUT_ENV
+from kubemam.steps.base import MAX_MESSAGE as MAX_MESSAGE  # what Kubernetes keeps of a termination message
+from kubemam.steps.base import work_inputs
 
 TERMINATION_PATH_ENV = "KUBEMAM_TERMINATION_MESSAGE_PATH"
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
-MAX_MESSAGE = 4096  # what Kubernetes keeps of a termination message
 
 
 class StepError(RuntimeError):
@@ -34,7 +36,8 @@ def step_input() -> dict[str, Any]:
 
 
 def digest(inputs: dict[str, Any]) -> str:
-    return input_hash(inputs)
+    """The hash of the work the inputs ask for: a re-run (another attempt) finds what the first one committed."""
+    return input_hash(work_inputs(inputs))
 
 
 def work_dir() -> Path:
@@ -43,9 +46,17 @@ def work_dir() -> Path:
     return path
 
 
-def write_result(result: dict[str, Any]) -> None:
-    """The result as a termination message; it must stay under Kubernetes' 4 KiB."""
-    text = json.dumps(result, separators=(",", ":"), sort_keys=True)
+def _text(result: dict[str, Any]) -> str:
+    return json.dumps(result, separators=(",", ":"), sort_keys=True)
+
+
+def write_result(result: dict[str, Any],
+                 shrink: Callable[[dict[str, Any], int], dict[str, Any]] | None = None) -> None:
+    """The result as a termination message; it must stay under Kubernetes' 4 KiB. A step whose result can
+    outgrow it passes `shrink`, which returns the compact form (the whole result stays in its manifest)."""
+    text = _text(result)
+    if len(text.encode()) > MAX_MESSAGE and shrink is not None:
+        text = _text(shrink(result, MAX_MESSAGE))
     if len(text.encode()) > MAX_MESSAGE:
         raise ValueError(f"step result is {len(text.encode())} bytes; the termination message keeps {MAX_MESSAGE}")
     path = Path(os.environ.get(TERMINATION_PATH_ENV) or DEFAULT_TERMINATION_PATH)

@@ -16,20 +16,27 @@ Job per batch. Every action is idempotent, so a re-run after a crash at any poin
   one object; an origin leaves it once purged), so a re-run after a crash or a failed purge
   (this batch's or a later one's for the same origin) purges the same paths though nothing is
   left to delete.
-- **feeds** are written whole after the actions (less the entries of publishes that failed); the
-  **usage** object last, with the records of the actions that verified (also when others failed:
-  what happened is recorded; a re-run keeps the earlier time of a record it repeats).
+- **feeds** are written whole after the actions (less the entries of publishes that failed); a feed
+  that cannot be written fails the batch's actions on its bucket and channel (their effect is not
+  advertised, or still is), so they are retried with it. The **usage** object last, with the records
+  of the actions that verified (also when others failed: what happened is recorded; a re-run keeps
+  the earlier time of a record it repeats) and, when some failed, every failure in full.
 
 Work is batched across the actions of the batch (each wave is one set of parallel calls on one
 pool), so a hundred takedowns cost a few DeleteObjects calls, not a hundred sequences.
 
-Exit codes: an input that `steps.distribute.DistributeInput` refuses, or whose origins overlap, is a
-StepError naming the field before anything touches storage (exit 2: the Job fails at once). Every
-action then runs even when others fail, so one bad package never holds up a takedown. A package
-that is empty, uncommitted (no manifest.json) or damaged fails its publish for good; anything else
-(a copy, a verify, a takedown that does not empty, a purge webhook) is worth retrying. After feeds
-and usage: exit 2 when every failure is permanent, else exit 1 (the Job retries the pod and the
-re-run converges).
+**One bad action never stops the others.** An action whose origin overlaps another action's origin,
+a package, a feed or the usage object, or whose bucket does not answer (missing, AccessDenied, not
+reachable), fails alone, before anything touches its storage; every other action runs. Only the
+library (the usage object's bucket) is needed by the whole batch.
+
+Exit codes: an input that `steps.distribute.DistributeInput` refuses is a StepError naming the field
+before anything touches storage (exit 2). When every action verified: exit 0 with `DistributeResult`.
+When some failed: the usage object, then exit 2 with `DistributeFailure` (which actions failed, in
+the worker's words, within the 4 KiB termination message): the Job fails at once and the rights
+planner records what verified and quarantines the failed (asset, target) pairs, each retried with
+backoff. Anything else (the library unreachable, a crash) exits 1 and the Job controller retries the
+pod; the re-run converges.
 """
 
 from __future__ import annotations
@@ -37,13 +44,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, TypeVar, get_args
@@ -52,10 +60,11 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from kubemam.api.rights import Channel
-from kubemam.steps.distribute import DistributeInput, DistributeResult, input_problem
+from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
+from kubemam.steps.distribute import DistributeFailure, DistributeInput, DistributeResult, input_problem
 from kubemam.storage.s3 import list_entries, make_client, read_json, read_manifest, wait_until_reachable
 from kubemam.storage.uri import S3Uri, S3UriError
-from kubemam.worker.contract import StepError, step_input, write_result
+from kubemam.worker.contract import MAX_MESSAGE, StepError, step_input, write_result
 
 log = logging.getLogger("kubemam.worker.distribute")
 
@@ -107,6 +116,7 @@ class Batch:
     actions: tuple[Action, ...]
     feeds: tuple[Feed, ...]
     usage: S3Uri
+    refused: Mapping[int, str] = field(default_factory=dict)  # action index -> why it may not run
 
 
 def _uri(text: str, where: str) -> S3Uri:
@@ -116,31 +126,41 @@ def _uri(text: str, where: str) -> S3Uri:
         raise StepError(f"{where}: {err}") from err
 
 
-def _check_overlaps(actions: Sequence[Action], feeds: Sequence[Feed], usage: S3Uri) -> None:
-    """No origin may hold or lie inside another origin, a package, a feed or the usage object:
-    a takedown deletes everything under its origin."""
-    origins = [f"{a.origin.bucket}/{a.origin.prefix}" for a in actions]
-    seen: set[str] = set()
-    for action, origin in zip(actions, origins, strict=True):
-        if origin in seen:
-            raise StepError(f"actions[{action.index}]: another action of the batch has the origin {action.origin}")
-        seen.add(origin)
-    places = {(o, f"origin {a.origin}") for o, a in zip(origins, actions, strict=True)}
-    places |= {(f"{a.package.bucket}/{a.package.prefix}", f"package {a.package}") for a in actions if a.package}
-    places |= {(f"{f.uri.bucket}/{f.uri.key}/", f"feed {f.uri}") for f in feeds}
-    places.add((f"{usage.bucket}/{usage.key}/", f"usage object {usage}"))
+def overlap_problems(actions: Sequence[Action], feeds: Sequence[Feed], usage: S3Uri) -> dict[int, str]:
+    """The actions that may not run, and why: an origin that holds or lies inside another origin, a
+    package, a feed or the usage object (a takedown deletes everything under its origin). Only those
+    actions fail; the batch's others run."""
+    problems: dict[int, str] = {}
+    first: dict[str, int] = {}
+    for action in actions:
+        origin = f"{action.origin.bucket}/{action.origin.prefix}"
+        if origin in first:
+            problems[action.index] = (f"actions[{action.index}]: another action of the batch "
+                                      f"(actions[{first[origin]}]) has the origin {action.origin}")
+        else:
+            first[origin] = action.index
+    # (path, what, index of the action whose origin it is, or -1)
+    places = {(path, f"origin {actions_by_index(actions)[i].origin}", i) for path, i in first.items()}
+    places |= {(f"{a.package.bucket}/{a.package.prefix}", f"package {a.package}", -1) for a in actions if a.package}
+    places |= {(f"{f.uri.bucket}/{f.uri.key}/", f"feed {f.uri}", -1) for f in feeds}
+    places.add((f"{usage.bucket}/{usage.key}/", f"usage object {usage}", -1))
     # Every path ends in "/", so a prefix is a containing folder. Sorted, the paths between a path
     # and one inside it share its prefix, so a stack of the open paths finds every nesting.
-    stack: list[tuple[str, str]] = []
-    for path, what in sorted(places):
+    stack: list[tuple[str, str, int]] = []
+    for path, what, index in sorted(places):
         while stack and not path.startswith(stack[-1][0]):
             stack.pop()
-        if stack and what.startswith("origin "):
-            raise StepError(f"{what} lies inside {stack[-1][1]}: a takedown there would delete it")
-        holder = next((w for _, w in reversed(stack) if w.startswith("origin ")), None)
-        if holder is not None:
-            raise StepError(f"{holder} holds {what}: a takedown there would delete it")
-        stack.append((path, what))
+        if stack and index >= 0:
+            problems.setdefault(index, f"{what} lies inside {stack[-1][1]}: a takedown there would delete it")
+        for _, holder, outer in stack:
+            if outer >= 0:
+                problems.setdefault(outer, f"{holder} holds {what}: a takedown there would delete it")
+        stack.append((path, what, index))
+    return problems
+
+
+def actions_by_index(actions: Sequence[Action]) -> dict[int, Action]:
+    return {a.index: a for a in actions}
 
 
 def parse_input(raw: Mapping[str, Any]) -> Batch:
@@ -157,8 +177,7 @@ def parse_input(raw: Mapping[str, Any]) -> Batch:
         for i, a in enumerate(model.actions))
     feeds = tuple(Feed(_uri(f.uri, f"feeds[{i}].uri"), tuple(f.entries)) for i, f in enumerate(model.feeds))
     usage = _uri(model.usage, "input.usage")
-    _check_overlaps(actions, feeds, usage)
-    return Batch(model.namespace, model.batch, actions, feeds, usage)
+    return Batch(model.namespace, model.batch, actions, feeds, usage, overlap_problems(actions, feeds, usage))
 
 
 # --- pure decisions ----------------------------------------------------------------------------
@@ -253,6 +272,41 @@ def failure_summary(failures: Sequence[tuple[str, str]], total: int, limit: int 
     shown = "; ".join(f"{name}: {why}"[:300] for name, why in failures[:limit])
     more = f" (and {len(failures) - limit} more)" if len(failures) > limit else ""
     return f"{len(failures)} of {total} actions failed: {shown}{more}"
+
+
+def _size(report: DistributeFailure) -> int:
+    return len(json.dumps(report.to_wire(), separators=(",", ":"), sort_keys=True).encode())
+
+
+def failure_report(failed: Sequence[tuple[int, str]], summary: str, usage: str,
+                   limit: int = MAX_MESSAGE) -> DistributeFailure:
+    """Which actions failed and why, within `limit` bytes of JSON: each distinct error once, shortened
+    as far as needed; past that, the errors that do not fit point at the first entry, which names the
+    usage object holding every failure in full. Every failed index is always there."""
+    summary = f"distribute: {summary}"
+    for width in (300, 150, 80):
+        errors: list[str] = []
+        pairs: list[tuple[int, int]] = []
+        for index, why in failed:
+            text = why[:width]
+            if text not in errors:
+                errors.append(text)
+            pairs.append((index, errors.index(text)))
+        report = DistributeFailure(error=summary[:1000], failed=pairs, errors=errors, usage=usage)
+        if _size(report) <= limit:
+            return report
+    pointer = f"more failures than fit here: see {usage} (failures)"
+    base = DistributeFailure(error=summary[:500], failed=[(i, 0) for i, _ in failed], errors=[pointer], usage=usage)
+    room = limit - _size(base) - 8 * len(failed) - 16  # the indexes into errors may grow by digits
+    kept: dict[str, int] = {}
+    for _, why in failed:
+        text = why[:80]
+        cost = len(json.dumps(text)) + 1
+        if text not in kept and cost <= room:
+            kept[text] = len(kept) + 1
+            room -= cost
+    return DistributeFailure(error=base.error, failed=[(i, kept.get(why[:80], 0)) for i, why in failed],
+                             errors=[pointer, *kept], usage=usage)
 
 
 # --- storage -----------------------------------------------------------------------------------
@@ -584,58 +638,112 @@ def _log_line(outcome: Outcome) -> str:
     return json.dumps(line, separators=(",", ":"))
 
 
-def _check_buckets(s3: Any, batch: Batch) -> None:
-    others = ({a.origin.bucket for a in batch.actions} | {a.package.bucket for a in batch.actions if a.package}
-              | {f.uri.bucket for f in batch.feeds})
-    buckets = [batch.usage.bucket] + sorted(others - {batch.usage.bucket})
-    for bucket in buckets:
-        try:
-            wait_until_reachable(s3, bucket, S3_RETRY_SECONDS)
-        except ClientError as err:
-            if str(err.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket"):
-                raise StepError(f"bucket {bucket} does not exist") from err
-            raise
+def _bucket_problem(s3: Any, bucket: str) -> str | None:
+    try:
+        wait_until_reachable(s3, bucket, S3_RETRY_SECONDS)
+    except ClientError as err:
+        code = str(err.response.get("Error", {}).get("Code"))
+        if code in ("404", "NoSuchBucket"):
+            return f"bucket {bucket} does not exist"
+        return f"bucket {bucket}: {_describe(err)}"
+    except Exception as err:
+        return f"bucket {bucket} does not answer: {_describe(err)}"
+    return None
 
 
-def distribute(s3: Any, batch: Batch, clock: Callable[[], datetime]) -> DistributeResult:
-    """Run the batch; the small result for the termination message.
+def bucket_problems(s3: Any, batch: Batch) -> dict[str, str]:
+    """Every bucket the batch touches, checked in parallel: the ones that do not answer (missing,
+    AccessDenied, unreachable), with why. The library (the usage object's bucket) must answer — a
+    batch that cannot record what it did does nothing — so its failure ends the run (exit 1)."""
+    library = _bucket_problem(s3, batch.usage.bucket)
+    if library is not None:
+        if library.endswith("does not exist"):
+            raise StepError(library)
+        raise RuntimeError(library)
+    others = sorted(({a.origin.bucket for a in batch.actions} | {a.package.bucket for a in batch.actions if a.package}
+                     | {f.uri.bucket for f in batch.feeds}) - {batch.usage.bucket})
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        found = list(pool.map(lambda b: _bucket_problem(s3, b), others))
+    return {bucket: why for bucket, why in zip(others, found, strict=True) if why is not None}
 
-    Every action runs even when others fail, so a bad package never holds up a takedown. Then the
-    feeds (without the entries of publishes that failed), the usage object, and the failures: a
-    StepError when every one of them is permanent, else a RuntimeError so the Job retries."""
-    publishes = [a for a in batch.actions if a.action == "publish"]
-    takedowns = [a for a in batch.actions if a.action == "takedown"]
+
+def _feeds_for(feed: Feed, action: Action) -> bool:
+    """The feed that advertises the action's target: its origin's bucket, its channel."""
+    return feed.uri.bucket == action.origin.bucket and feed_channel(feed.uri) == action.channel
+
+
+@dataclass
+class Report:
+    outcomes: list[Outcome]  # every action's, in the batch's order
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.error is not None]
+
+
+def distribute(s3: Any, batch: Batch, clock: Callable[[], datetime],
+               broken: Mapping[str, str] | None = None) -> Report:
+    """Run the batch: every action that may run runs, even when others fail, so a bad package or a
+    broken target never holds up the rest. Then the feeds (without the entries of publishes that
+    failed) and the usage object with what verified and what failed. `broken`: buckets that did not
+    answer (bucket_problems), whose actions and feeds fail without being tried."""
+    broken = broken or {}
+    outcomes = {a.index: Outcome(a) for a in batch.actions}
+    for index, why in batch.refused.items():
+        outcomes[index].fail(why, permanent=True)
+    for action in batch.actions:
+        for bucket in (action.origin.bucket, *([action.package.bucket] if action.package else [])):
+            if bucket in broken:
+                outcomes[action.index].fail(broken[bucket])
+    runnable = [a for a in batch.actions if outcomes[a.index].error is None]
+    publishes = [a for a in runnable if a.action == "publish"]
+    takedowns = [a for a in runnable if a.action == "takedown"]
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         # Takedowns first: ending availability is the obligation with a deadline.
-        outcomes = takedown_all(s3, pool, takedowns, batch.usage, batch.batch, clock)
-        outcomes += publish_all(s3, pool, publishes, clock)
-        outcomes.sort(key=lambda o: o.action.index)
-        for outcome in outcomes:
-            print(_log_line(outcome), flush=True)
-        failures = [(o.action.name, o.error, o.permanent) for o in outcomes if o.error is not None]
-        withheld = {(o.action.asset, o.action.target) for o in outcomes
+        for outcome in takedown_all(s3, pool, takedowns, batch.usage, batch.batch, clock):
+            outcomes[outcome.action.index] = outcome
+        for outcome in publish_all(s3, pool, publishes, clock):
+            outcomes[outcome.action.index] = outcome
+        withheld = {(o.action.asset, o.action.target) for o in outcomes.values()
                     if o.error is not None and o.action.action == "publish"}
         updated = clock()
-        written = _gather(pool, lambda f: _put_json(s3, f.uri, feed_document(f, updated, withheld)),
-                          list(batch.feeds))
-        failures += [(f"feed {f.uri}", _describe(r), False) for f, r in zip(batch.feeds, written, strict=True)
-                     if isinstance(r, Exception)]
-    fresh = [usage_record(o.action, o.at, o.objects) for o in outcomes if o.error is None and o.at is not None]
+        feeds = [f for f in batch.feeds if f.uri.bucket not in broken]
+        written = _gather(pool, lambda f: _put_json(s3, f.uri, feed_document(f, updated, withheld)), feeds)
+        unwritten = [(f, broken[f.uri.bucket]) for f in batch.feeds if f.uri.bucket in broken]
+        unwritten += [(f, _describe(r)) for f, r in zip(feeds, written, strict=True) if isinstance(r, Exception)]
+    for feed, why in unwritten:
+        log.warning("feed %s not written: %s", feed.uri, why)
+        for outcome in outcomes.values():
+            if _feeds_for(feed, outcome.action):
+                outcome.fail(f"writing the feed {feed.uri}: {why}")
+    ordered = [outcomes[a.index] for a in batch.actions]
+    for outcome in ordered:
+        print(_log_line(outcome), flush=True)
+    fresh = [usage_record(o.action, o.at, o.objects) for o in ordered if o.error is None and o.at is not None]
     prior = read_json(s3, batch.usage)
     prior_records = prior.get("records", []) if isinstance(prior, dict) else []
-    _put_json(s3, batch.usage, usage_document(batch, merge_usage(prior_records, fresh), complete=not failures))
-    if failures:
-        summary = failure_summary([(name, why) for name, why, _ in failures], len(batch.actions))
-        if all(permanent for _, _, permanent in failures):
-            raise StepError(summary)
-        raise RuntimeError(summary)
-    return DistributeResult(published=len(publishes), taken_down=len(takedowns), usage=str(batch.usage))
+    report = Report(ordered)
+    document = usage_document(batch, merge_usage(prior_records, fresh), complete=not report.failed)
+    if report.failed:
+        document["failures"] = [{"index": o.action.index, "action": o.action.action, "asset": o.action.asset,
+                                 "target": o.action.target, "error": o.error, "permanent": o.permanent}
+                                for o in report.failed]
+    _put_json(s3, batch.usage, document)
+    return report
 
 
 def run() -> int:
     batch = parse_input(step_input())
     s3 = make_client()
-    _check_buckets(s3, batch)
-    write_result(distribute(s3, batch, lambda: datetime.now(UTC)).to_wire())
+    report = distribute(s3, batch, lambda: datetime.now(UTC), bucket_problems(s3, batch))
+    if report.failed:
+        failed = [(o.action.index, o.error or "") for o in report.failed]
+        summary = failure_summary([(o.action.name, o.error or "") for o in report.failed], len(batch.actions))
+        print(f"distribute: {summary}", file=sys.stderr)
+        write_result(failure_report(failed, summary, str(batch.usage)).to_wire())
+        return PERMANENT_FAILURE_EXIT_CODE  # the rights planner retries the failed pairs, nobody else
+    publishes = sum(a.action == "publish" for a in batch.actions)
+    write_result(DistributeResult(published=publishes, taken_down=len(batch.actions) - publishes,
+                                  usage=str(batch.usage)).to_wire())
     return 0
 

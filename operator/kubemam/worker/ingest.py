@@ -3,7 +3,9 @@
 Input: source (uri, checksum), output, and optionally timeline, markers, qc (a QCPolicy) and
 thumbnails (the ladder's settings). Outputs (probe.json, qc.json, proxy.mp4, poster.jpg,
 thumbs/*.jpg, sprite-NNN.jpg, sprite.vtt) are committed under <output>/<hash16>/ with a
-manifest; a re-run whose manifest verifies only repeats its result.
+manifest; a re-run whose manifest verifies only repeats its result (the input's `attempt` marker is not
+part of the hash, so a retry or a recover attempt finds what an earlier attempt committed). A result too big
+for the termination message goes in compact form (steps/ingest.compact_result) beside its manifest's.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from kubemam.media.progress import FfmpegProgress, progress_line
 from kubemam.media.qc import QCError, measurement_findings, run_qc, timeline_findings, verdict
 from kubemam.media.thumbnails import make_thumbnails, sheet_name
 from kubemam.media.timecode import Timecode, TimecodeError
+from kubemam.steps.ingest import compact_result
 from kubemam.storage.s3 import commit, make_client, read_committed, wait_until_reachable
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError, digest, step_input, write_result
-from kubemam.worker.source import check_checksum, fetch_master
+from kubemam.worker.source import fetch_master
 
 log = logging.getLogger("kubemam.worker.ingest")
 
@@ -95,11 +98,10 @@ def run() -> int:
     done = read_committed(s3, prefix, input_digest)
     if done is not None:
         log.info("already ingested: %s verifies; nothing to do", prefix.join("manifest.json"))
-        write_result(summary(done.result))
+        write_result(summary(done.result), shrink=compact_result)
         return 0
 
-    out_dir, master, sha256 = fetch_master(source["uri"], s3)
-    check_checksum(checksum, master, sha256)
+    out_dir, master, sha256 = fetch_master(source["uri"], s3, checksum)
     log.info("fetched %s: %d bytes, sha256 %s", source["uri"], master.stat().st_size, sha256)
 
     try:
@@ -130,7 +132,8 @@ def run() -> int:
     findings += timeline_findings(markers, timeline, start, video.frame_rate if video else None,
                                   technical.duration_seconds)
     qc: QCResult = verdict(findings, measurements, policy, timeline.frame_rate, start, datetime.now(UTC))
-    qc = qc.model_copy(update={"issue_count": len(findings), "report_uri": str(prefix.join("qc.json"))})
+    qc = qc.model_copy(update={"issue_count": len(findings), "report_uri": str(prefix.join("qc.json")),
+                               "loudness_uri": str(prefix.join("loudness.json")) if measurements.loudness else None})
     log.info("QC verdict %s with %d issue(s)", qc.verdict, len(qc.issues or []))
     make_proxy(master, out_dir, technical.duration_seconds, bool(technical.audio))
     print(progress_line("ingest", 90), flush=True)
@@ -140,6 +143,11 @@ def run() -> int:
                                              thumbnail_settings)
     (out_dir / "probe.json").write_text(json.dumps(info, indent=2, sort_keys=True))
     (out_dir / "qc.json").write_text(json.dumps(qc.to_wire(), indent=2, sort_keys=True))
+    if measurements.loudness:  # the series a preview plots against the target (a 2-hour master: 7,200 points)
+        (out_dir / "loudness.json").write_text(json.dumps({
+            "targetLufs": policy.target_lufs, "stepSeconds": 1.0,
+            "points": [[p.seconds, p.momentary, p.short_term] for p in measurements.loudness]},
+            separators=(",", ":")))
 
     previews: dict[str, Any] = {"proxyUri": str(prefix.join("proxy.mp4")), "posterUri": str(prefix.join("poster.jpg"))}
     if thumbnails:
@@ -151,6 +159,6 @@ def run() -> int:
                       now=datetime.now(UTC), result=result)
     log.info("committed %d objects with %s", len(manifest.objects), prefix.join("manifest.json"))
     print(progress_line("ingest", 100), flush=True)
-    write_result(summary(manifest.result))
+    write_result(summary(manifest.result), shrink=compact_result)
     master.unlink(missing_ok=True)
     return 0

@@ -14,6 +14,7 @@ carries it; the local cluster (kubemam-local) builds it and puts it on its proce
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import secrets
@@ -273,5 +274,15 @@ def run() -> int:
         raise StepError("package input names no track")
     s3 = make_client()
     wait_until_reachable(s3, S3Uri.parse(inputs["output"]).bucket, S3_RETRY_SECONDS)
-    write_result(package(s3, inputs, work_dir()))
+    write_result(package(s3, inputs, work_dir()), shrink=compact_result)
     return 0
+
+
+def compact_result(result: dict[str, Any], limit: int) -> dict[str, Any]:
+    """A result too big for the termination message (many tracks, long names): the per-track list is
+    dropped (the manifest at resultUri keeps it); the packages, which the planner needs, stay."""
+    packages = [{k: v for k, v in p.items() if k != "keyIds"} for p in result.get("packages") or []]
+    small = {**result, "tracks": [], "resultUri": result.get("manifestUri")}
+    if len(json.dumps(small, separators=(",", ":"), sort_keys=True).encode()) <= limit:
+        return small
+    return {**small, "packages": packages}  # key IDs too: the manifests carry them

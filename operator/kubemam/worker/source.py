@@ -1,10 +1,21 @@
-"""Bring a step's master to local scratch: streamed in chunks, hashed on the way, never whole in memory."""
+"""Bring a step's master to local scratch: streamed in chunks, hashed on the way, never whole in memory.
+
+A download is only ever accepted whole. HTTP(S): the bytes received are compared with Content-Length, a
+premature end (clean EOF, reset, an incomplete chunked body) is a transient error — an ordinary exception,
+so the worker exits 1 and the step is retried — never a partial master. S3: botocore checks the length
+itself (IncompleteReadError, transient too). A declared checksum that differs is permanent (StepError)
+only for a download known to be complete; a body without a declared length cannot be told from a short one,
+so a mismatch there is retried as well.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,42 +24,111 @@ from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError
 
 CHUNK = 8 * 1024 * 1024
+HTTP_TIMEOUT = 60.0  # per socket operation: a stalled server fails the attempt instead of hanging it
 
 
-def fetch(uri: str, target: Path, s3: Any) -> str:
-    """Download the source to target; returns its sha256."""
+class TruncatedDownload(OSError):
+    """The source ended before its declared length: a transient fault (the step is retried)."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    sha256: str
+    size: int
+    complete: bool  # the length was declared (or verified by the transport) and every byte arrived
+
+
+VERIFIED = -1  # no length to compare with, but the transport checks completeness (chunked framing, botocore)
+
+
+def _http_chunks(uri: str) -> tuple[Iterator[bytes], int | None]:
+    """The body in chunks and its expected length (VERIFIED, or None when nothing can tell a short body)."""
+    try:
+        response = urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT)  # noqa: S310 - the caller checked the scheme
+    except urllib.error.HTTPError as err:
+        if 400 <= err.code < 500 and err.code not in (408, 425, 429):
+            raise StepError(f"source {uri} answered HTTP {err.code} {err.reason}") from err
+        raise  # 5xx, throttling: transient
+    declared = response.headers.get("Content-Length")
+    if "chunked" in (response.headers.get("Transfer-Encoding") or "").lower():
+        expected: int | None = VERIFIED  # an incomplete chunked body raises IncompleteRead
+    else:
+        expected = int(declared) if declared and declared.isdigit() else None
+
+    def chunks() -> Iterator[bytes]:
+        with response:
+            while True:
+                # At a premature clean EOF of a Content-Length body http.client returns b"" instead of
+                # raising: the byte count in fetch_checked is what catches it.
+                chunk = response.read(CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+
+    return chunks(), expected
+
+
+def fetch_checked(uri: str, target: Path, s3: Any) -> Fetched:
+    """Download the source to target, whole or not at all (TruncatedDownload)."""
     sha = hashlib.sha256()
+    expected: int | None
     if uri.startswith("s3://"):
         source = S3Uri.parse(uri)
         try:
-            body = s3.get_object(Bucket=source.bucket, Key=source.key)["Body"]
+            response = s3.get_object(Bucket=source.bucket, Key=source.key)
         except s3.exceptions.NoSuchKey as err:
             raise StepError(f"source {uri} does not exist") from err
-        chunks = iter(lambda: body.read(CHUNK), b"")
+        body = response["Body"]
+        chunks: Iterator[bytes] = iter(lambda: body.read(CHUNK), b"")
+        length = response.get("ContentLength")
+        expected = int(length) if length is not None else VERIFIED
     elif uri.startswith(("https://", "http://")):
-        response = urllib.request.urlopen(uri, timeout=60)  # noqa: S310 - the scheme is checked above
-        chunks = iter(lambda: response.read(CHUNK), b"")
+        chunks, expected = _http_chunks(uri)
     else:
         raise StepError(f"unsupported source scheme in {uri}")
+    size = 0
     with open(target, "wb") as out:
         for chunk in chunks:
             sha.update(chunk)
             out.write(chunk)
-    return sha.hexdigest()
+            size += len(chunk)
+    if expected is not None and expected >= 0 and size != expected:
+        target.unlink(missing_ok=True)
+        raise TruncatedDownload(f"source {uri} ended after {size} of {expected} bytes; it is fetched again")
+    return Fetched(sha.hexdigest(), size, complete=expected is not None)
 
 
-def check_checksum(expected: Checksum | None, path: Path, sha256: str) -> None:
+def fetch(uri: str, target: Path, s3: Any) -> str:
+    """Download the source to target; returns its sha256."""
+    return fetch_checked(uri, target, s3).sha256
+
+
+def check_checksum(expected: Checksum | None, path: Path, fetched: Fetched | str) -> None:
     if expected is None:
         return
+    sha256 = fetched if isinstance(fetched, str) else fetched.sha256
     actual = sha256
     if expected.algorithm == "md5":
-        actual = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+        actual = _md5(path)
     if actual != expected.value:
-        raise StepError(f"source {expected.algorithm} is {actual}, the asset declares {expected.value}")
+        message = f"source {expected.algorithm} is {actual}, the asset declares {expected.value}"
+        if isinstance(fetched, Fetched) and not fetched.complete:
+            # No declared length: a short body looks like a whole one. Retried, not final.
+            raise TruncatedDownload(f"{message}; the server declared no length, so the download may be short")
+        raise StepError(message)
 
 
-def fetch_master(uri: str, s3: Any) -> tuple[Path, Path, str]:
-    """A fresh output folder and the master fetched beside it in the step's scratch: (out_dir, master, sha256)."""
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as data:
+        for chunk in iter(lambda: data.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_master(uri: str, s3: Any, checksum: Checksum | None = None) -> tuple[Path, Path, str]:
+    """A fresh output folder and the master fetched beside it in the step's scratch: (out_dir, master, sha256).
+    With a declared checksum, a master that differs is refused here (permanent only when it arrived whole)."""
     from kubemam.worker.contract import work_dir
 
     scratch = work_dir()
@@ -56,4 +136,6 @@ def fetch_master(uri: str, s3: Any) -> tuple[Path, Path, str]:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     master = scratch / "master"
-    return out_dir, master, fetch(uri, master, s3)
+    fetched = fetch_checked(uri, master, s3)
+    check_checksum(checksum, master, fetched)
+    return out_dir, master, fetched.sha256

@@ -4,15 +4,19 @@ Every failure reaches the asset in the worker's own words, as a JSON termination
 - a StepError (bad input, wrong checksum, not media), an unknown step or an input the step's model
   refuses: permanent, exit 2 (the Job's podFailurePolicy fails the Job at once);
 - any other exception: its traceback goes to stderr and `{"error": "...", "retryable": true}` to the
-  termination message, exit 1, and the Job controller retries the pod.
+  termination message, exit 1, and the Job controller retries the pod;
+- SIGTERM (the pod deleted, evicted, or its node drained): `{"error": ..., "retryable": true}`, exit 143, so
+  a step whose ffmpeg died with it is never mistaken for a permanent failure.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import traceback
+from types import FrameType
 
 from pydantic import ValidationError
 
@@ -22,7 +26,17 @@ from kubemam.steps.registry import STEPS, UnknownStep, step
 from kubemam.worker.contract import StepError, step_input, write_result
 
 RETRYABLE_FAILURE_EXIT_CODE = 1
+TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
 MAX_ERROR = 3500  # leaves room in the 4 KiB termination message for the JSON around it
+
+
+class Terminated(BaseException):
+    """SIGTERM: raised in the main thread so it unwinds (subprocess.run kills its child) past any
+    `except Exception` of the step's own."""
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
 
 
 def _report(error: str, retryable: bool) -> None:
@@ -32,6 +46,7 @@ def _report(error: str, retryable: bool) -> None:
 
 def main(name: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         try:
             registered = step(name)
@@ -42,6 +57,10 @@ def main(name: str) -> int:
         except ValidationError as err:
             raise StepError(input_problem(err)) from err
         return registered.load_entry()()
+    except Terminated:
+        print(f"{name}: stopped by SIGTERM", file=sys.stderr)
+        _report(f"{name} was stopped (SIGTERM: the pod was deleted or evicted); it runs again", retryable=True)
+        return TERMINATED_EXIT_CODE
     except StepError as err:
         print(f"{name}: {err}", file=sys.stderr)
         _report(f"{name}: {err}", retryable=False)

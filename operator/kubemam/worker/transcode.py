@@ -52,7 +52,7 @@ from kubemam.storage.s3 import (
 )
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import MAX_MESSAGE, StepError, step_input, work_dir, write_result
-from kubemam.worker.source import fetch
+from kubemam.worker.source import TruncatedDownload, fetch_checked
 
 log = logging.getLogger("kubemam.worker.transcode")
 
@@ -174,19 +174,35 @@ def _audio_plan(master: Path, jobs: list[Job], out: Path) -> list[AudioOutput]:
 
 def _fetch_master(s3: Any, source: dict[str, Any], scratch: Path) -> Path:
     master = scratch / "master"
-    sha256 = fetch(source["uri"], master, s3)
-    if source.get("sha256") and sha256 != source["sha256"]:
-        raise StepError(f"the master at {source['uri']} changed since ingest (sha256 {sha256}, ingested "
-                        f"{source['sha256']}); re-ingest it")
+    fetched = fetch_checked(source["uri"], master, s3)
+    if source.get("sha256") and fetched.sha256 != source["sha256"]:
+        message = (f"the master at {source['uri']} changed since ingest (sha256 {fetched.sha256}, ingested "
+                   f"{source['sha256']})")
+        if not fetched.complete:  # no declared length: it may be short, not changed
+            raise TruncatedDownload(f"{message}; the server declared no length, so the download may be short")
+        raise StepError(f"{message}; re-ingest it")
     return master
 
 
+def _size(result: dict[str, Any]) -> int:
+    return len(json.dumps(result, separators=(",", ":"), sort_keys=True).encode())
+
+
 def _result(renditions: list[dict[str, Any]]) -> dict[str, Any]:
-    """The termination message; checksums are dropped first if it would not fit (they stay in the manifests)."""
-    result = {"renditions": renditions}
-    if len(json.dumps(result, separators=(",", ":")).encode()) > MAX_MESSAGE:
-        result = {"renditions": [{k: v for k, v in r.items() if k not in ("sha256", "profile")} for r in renditions]}
-    return result
+    """The termination message, made to fit: checksums dropped first (they stay in the manifests), then the
+    URIs the planner derives from each rendition's output prefix, then trailing renditions — the planner
+    sees those as missing and its next transcode Job finds them committed and reports them."""
+    result: dict[str, Any] = {"renditions": renditions}
+    if _size(result) <= MAX_MESSAGE:
+        return result
+    trimmed = [{k: v for k, v in r.items() if k not in ("sha256", "profile")} for r in renditions]
+    if _size({"renditions": trimmed}) <= MAX_MESSAGE:
+        return {"renditions": trimmed}
+    trimmed = [{k: v for k, v in r.items() if k not in ("uri", "manifestUri")} for r in trimmed]
+    kept = list(trimmed)
+    while kept and _size({"renditions": kept, "more": len(trimmed) - len(kept)}) > MAX_MESSAGE:
+        kept.pop()
+    return {"renditions": kept, **({"more": len(trimmed) - len(kept)} if len(kept) < len(trimmed) else {})}
 
 
 def run_single(s3: Any, inputs: dict[str, Any], jobs: list[Job], scratch: Path) -> dict[str, Any]:

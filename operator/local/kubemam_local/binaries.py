@@ -29,6 +29,8 @@ KUBE_PACKAGES = {
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    # The real node (`kubemam local up --node kubelet`, kubemam_local/kubelet.py); built on first use only.
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
     "etcd": "go.etcd.io/etcd/server/v3",
 }
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")

@@ -7,6 +7,7 @@ installs the CRDs and runs the operator with the same entry point its container 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -69,6 +70,15 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    # A supervisor started by this very process (a test's `up`) is a zombie once it exits, until reaped.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    if state == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
     return True
 
 
@@ -84,13 +94,15 @@ def operator_command() -> list[str]:
     return [sys.executable, "-m", "kubemam", "run", "--all-namespaces"]
 
 
-def serve(directory: Path) -> int:
+def serve(directory: Path, node: str = "process") -> int:
     """Run the control plane and the operator until SIGTERM or SIGINT."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "ready.json").unlink(missing_ok=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if node == "kubelet":
+        return serve_kubelet(directory, stop)
     binaries = resolve(TOOLS)
     for stale in ("cluster", "minio", "node"):
         shutil.rmtree(directory / stale, ignore_errors=True)  # a fresh cluster each time
@@ -99,8 +111,8 @@ def serve(directory: Path) -> int:
         api = config.new_client_from_config(str(cp.kubeconfig))
         install_crds(api)
         provision_namespaces(api, s3.access_key, s3.secret_key)
-        node = ProcessNode(api, directory / "node")
-        node.start()
+        process_node = ProcessNode(api, directory / "node")
+        process_node.start()
         operator_env = {**os.environ, **cp.env(), "KUBEMAM_S3_ENDPOINT": s3.endpoint,
                         "KUBEMAM_S3_CREDENTIALS_SECRET": S3_SECRET}
         try:
@@ -117,7 +129,7 @@ def serve(directory: Path) -> int:
                     "startedInSeconds": round(cp.started_in, 2),
                     "s3Endpoint": s3.endpoint,
                     "s3CredentialsSecret": S3_SECRET,
-                    "node": node.name,
+                    "node": process_node.name,
                     "logs": str(directory),
                 }
                 (directory / "ready.json").write_text(json.dumps(state, indent=2))
@@ -132,12 +144,77 @@ def serve(directory: Path) -> int:
                         operator.kill()
                         operator.wait()
         finally:
-            node.stop()
+            process_node.stop()
     (directory / "ready.json").unlink(missing_ok=True)
     return 0
 
 
-def up(directory: Path, timeout: float = 1800.0) -> dict[str, Any]:
+def serve_kubelet(directory: Path, stop: threading.Event) -> int:
+    """The real node instead of the process node: the control plane, MinIO and the kubelet on the pod bridge's
+    address; the built images in containerd; the operator installed by the chart as a pod (kubemam_local/kubelet.py,
+    docs/containers.md)."""
+    from kubemam_local import chart
+    from kubemam_local.docker import ensure as ensure_docker
+    from kubemam_local.images import image_refs
+    from kubemam_local.kubelet import NODE_IP, KubeletNode, PodNetwork
+
+    def leave(signum: int, _: Any) -> None:
+        # Unwind whatever runs (a helm install waiting, an image import) so every `with` below stops what it
+        # started: the node's containers, mounts and cgroups, the bridge, MinIO, the control plane.
+        print(f"stopping on {signal.Signals(signum).name}", flush=True)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGINT, leave)
+    engine = ensure_docker()
+    refs = image_refs()
+    missing = [ref for ref in refs.values() if not engine.image_exists(ref)]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} not built: run `make images` first")
+    binaries = resolve(TOOLS)
+    for stale in ("cluster", "minio", "node"):
+        shutil.rmtree(directory / stale, ignore_errors=True)
+    with PodNetwork() as network, \
+            ControlPlane(workdir=directory / "cluster", binaries=binaries, scheduler=True, address=NODE_IP) as cp, \
+            MinioServer(buckets=BUCKETS, locked_buckets=LOCKED_BUCKETS, workdir=directory / "minio",
+                        host=NODE_IP) as s3, \
+            KubeletNode(cp, network, directory / "node", engine, images=list(refs.values())) as node:
+        api = config.new_client_from_config(str(cp.kubeconfig))
+        for namespace in WORKLOAD_NAMESPACES:
+            chart.ensure_namespace(api, namespace)  # Pod Security "restricted", enforced
+        provision_namespaces(api, s3.access_key, s3.secret_key)
+        chart.install(api, cp.kubeconfig, {
+            "s3.endpoint": s3.endpoint, "s3.credentialsSecret": S3_SECRET,
+            # Images come from the Docker Engine, imported into containerd: never pulled.
+            "image.pullPolicy": "Never", "workerImage.pullPolicy": "Never",
+            # The example ladder's transcode asks for 2 CPUs, all a 2-core machine has: the operator's own 100m
+            # request would leave it unschedulable (on the process node the operator is no pod).
+            "resources.requests.cpu": "0"})
+        state = {
+            "pid": os.getpid(),
+            "kubeconfig": str(cp.kubeconfig),
+            "server": cp.server,
+            "version": cp.version(),
+            "binDir": str(binaries["kubectl"].parent),
+            "startedInSeconds": round(cp.started_in, 2),
+            "s3Endpoint": s3.endpoint,
+            "s3CredentialsSecret": S3_SECRET,
+            "node": node.name,
+            "nodeKind": "kubelet",
+            "operator": f"{chart.NAMESPACE}/deployment/{chart.RELEASE}",
+            "images": refs,
+            "logs": str(directory),
+        }
+        (directory / "ready.json").write_text(json.dumps(state, indent=2))
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            (directory / "ready.json").unlink(missing_ok=True)
+    return 0
+
+
+def up(directory: Path, timeout: float = 1800.0, node: str = "process") -> dict[str, Any]:
     """Start the supervisor in the background (or find it running) and wait until ready."""
     state = read_state(directory)
     if state:
@@ -145,7 +222,8 @@ def up(directory: Path, timeout: float = 1800.0) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "ready.json").unlink(missing_ok=True)
     with open(directory / "serve.log", "ab") as serve_log:
-        proc = subprocess.Popen([sys.executable, "-m", "kubemam", "local", "serve", "--state-dir", str(directory)],
+        proc = subprocess.Popen([sys.executable, "-m", "kubemam", "local", "serve", "--state-dir", str(directory),
+                                 "--node", node],
                                 stdout=serve_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -160,12 +238,16 @@ def up(directory: Path, timeout: float = 1800.0) -> dict[str, Any]:
     raise TimeoutError(f"the local cluster was not ready after {timeout:.0f}s (see {directory}/serve.log)")
 
 
-def down(directory: Path, timeout: float = 60.0) -> bool:
-    """Stop the supervisor; True when something was running."""
+def down(directory: Path, timeout: float | None = None) -> bool:
+    """Stop the supervisor; True when something was running. It gets `timeout` seconds before SIGKILL (default
+    60 s; 180 s for the kubelet node, whose pods are deleted and torn down first)."""
     try:
-        pid = int(json.loads((directory / "ready.json").read_text())["pid"])
+        state = json.loads((directory / "ready.json").read_text())
+        pid = int(state["pid"])
     except (OSError, ValueError, KeyError):
         return False
+    if timeout is None:
+        timeout = 180.0 if state.get("nodeKind") == "kubelet" else 60.0
     if not _alive(pid):
         (directory / "ready.json").unlink(missing_ok=True)
         return False

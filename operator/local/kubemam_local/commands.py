@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-LOCAL_ACTIONS = ("up", "down", "env", "build", "serve", "node", "logs", "pin-kube")
+LOCAL_ACTIONS = ("up", "down", "env", "build", "serve", "node", "logs", "pin-kube", "images", "docker-down")
+NODES = ("process", "kubelet")
 
 
 def add_local(sub: argparse._SubParsersAction[Any]) -> None:
@@ -24,6 +25,12 @@ def add_local(sub: argparse._SubParsersAction[Any]) -> None:
                        help="logs: the pod whose stdout/stderr to show; pin-kube: the release, e.g. v1.36.3")
     local.add_argument("--state-dir", default=None,
                        help="where state and logs live (default: KUBEMAM_STATE_DIR or ~/.cache/kubemam/local)")
+    local.add_argument("--node", choices=NODES, default=None,
+                       help="up/serve: the node that runs pods: `process` (default: pods as local processes) or "
+                            "`kubelet` (a real kubelet with containerd, running the built images; as root)")
+    local.add_argument("--tag", default=None, help="images: the tag (default: the version in pyproject.toml)")
+    local.add_argument("--rebuild-base", action="store_true",
+                       help="images: make the local Debian base again with mmdebstrap (fresh packages)")
     local.set_defaults(func=_local)
 
 
@@ -40,6 +47,9 @@ def add_demo(sub: argparse._SubParsersAction[Any]) -> None:
                       help="the generated master's picture size (default: 1920x1080)")
     demo.add_argument("--master-seconds", type=int, default=30, metavar="N",
                       help="the generated master's duration, at least 8 (default: 30)")
+    demo.add_argument("--node", choices=NODES, default="process",
+                      help="the node: `process` (default) or `kubelet` (the built images on a real kubelet; root, "
+                           "`make images` first)")
     demo.set_defaults(func=_demo)
 
 
@@ -99,7 +109,7 @@ def _local(args: argparse.Namespace) -> int:
 
     directory = Path(args.state_dir) if args.state_dir else cluster.state_dir()
     if args.action == "serve":
-        return cluster.serve(directory)
+        return cluster.serve(directory, node=args.node or "process")
     if args.action == "node":
         return _node(directory)
     if args.action == "logs":
@@ -122,8 +132,15 @@ def _local(args: argparse.Namespace) -> int:
         for tool in TOOLS:
             print(f"{tool}\t{resolve_tool(tool)}")
         return 0
+    if args.action == "images":
+        return _images(args)
+    if args.action == "docker-down":
+        from kubemam_local.docker import stop_dockerd
+
+        print("stopped dockerd" if stop_dockerd() else "no dockerd started by kubemam is running")
+        return 0
     if args.action == "up":
-        state = cluster.up(directory)
+        state = cluster.up(directory, node=args.node or "process")
         print(f"kubemam local cluster {state['version']} at {state['server']} "
               f"(control plane started in {state['startedInSeconds']}s)")
         print(f"logs: {state['logs']}")
@@ -143,6 +160,25 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _images(args: argparse.Namespace) -> int:
+    """Build ghcr.io/kubemam/{operator,worker}:<version> here, with local Debian bases (no registry)."""
+    import logging
+    import time
+
+    from kubemam_local import docker, images
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    started = time.monotonic()
+    engine = docker.ensure()
+    print(f"docker engine: {engine.host}", flush=True)
+    refs, report = images.build_images(engine, tag=args.tag, rebuild_base=args.rebuild_base, progress=True)
+    for line in report.lines():
+        print(line)
+    print(f"images built in {time.monotonic() - started:.0f}s: {' '.join(refs.values())}")
+    print(f"to use this engine: export DOCKER_HOST={engine.host}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from kubemam_local import demo
 
@@ -152,4 +188,4 @@ def _demo(args: argparse.Namespace) -> int:
     width, height = args.master_size
     return demo.run(examples=args.examples or demo.EXAMPLES, watch_seconds=args.watch,
                     state_dir=Path(args.state_dir) if args.state_dir else None,
-                    sample={"width": width, "height": height, "seconds": args.master_seconds})
+                    sample={"width": width, "height": height, "seconds": args.master_seconds}, node=args.node)

@@ -39,9 +39,9 @@ class ControlPlaneError(RuntimeError):
     pass
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -68,6 +68,9 @@ class ControlPlane(LocalService):
     start_timeout: float = 120.0
     # kube-scheduler binds pods to nodes; off by default because without a node it has nothing to do.
     scheduler: bool = False
+    # Where kube-apiserver listens and what it advertises as the `kubernetes` Service's endpoint: loopback, or
+    # the real node's bridge address, which pods reach (kubemam_local/kubelet.py).
+    address: str = "127.0.0.1"
     processes: list[Process] = field(default_factory=list)
     _own_workdir: bool = False
 
@@ -81,6 +84,8 @@ class ControlPlane(LocalService):
         self.api_port = free_port()
         self.kcm_port = free_port()
         self.scheduler_port = free_port()
+        if self.address != "127.0.0.1":
+            self.api_port = free_port(self.address)
 
     # --- public surface ----------------------------------------------------------------------
 
@@ -95,14 +100,14 @@ class ControlPlane(LocalService):
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
 
     def start(self) -> None:
         started = time.monotonic()
         try:
             if self.binaries is None:
                 self.binaries = resolve()
-            self.pki = pki_module.generate(self.dir / "pki")
+            self.pki = pki_module.generate(self.dir / "pki", ips=[self.address])
             self._write_kubeconfig()
             self._start_etcd()
             self._start_apiserver()
@@ -197,8 +202,8 @@ class ControlPlane(LocalService):
             str(self.binaries["kube-apiserver"]),
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             f"--secure-port={self.api_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--cert-dir={self.dir / 'certs'}",
             f"--tls-cert-file={p.serving_cert}",
             f"--tls-private-key-file={p.serving_key}",
@@ -210,9 +215,11 @@ class ControlPlane(LocalService):
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
             "--allow-privileged=false",
-            # Reach nodes (the process node's log endpoint) by their loopback InternalIP, never by a
-            # hostname lookup.
+            # Reach nodes (the process node's log endpoint, a kubelet) by their InternalIP, never by a
+            # hostname lookup; a kubelet trusts the CA that signed this client certificate.
             "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={p.kubelet_client_cert}",
+            f"--kubelet-client-key={p.kubelet_client_key}",
             "--enable-priority-and-fairness=false",
             "--v=1",
         ])

@@ -248,13 +248,17 @@ def _view(state: dict[str, Any], *args: str) -> None:
 
 
 def run(examples: Path = EXAMPLES, watch_seconds: float = 900.0, state_dir: Path | None = None,
-        sample: dict[str, int | str] | None = None) -> int:
+        sample: dict[str, int | str] | None = None, node: str = "process") -> int:
     """The demo; 0 when every example asset reached Ready. `sample` overrides the master's make_sample
-    arguments (default 30 s of 1080p25)."""
+    arguments (default 30 s of 1080p25). node "kubelet": on the real node, the operator and every step in the
+    built images (kubemam_local/kubelet.py)."""
     sample = dict(sample or {})
     directory = state_dir or cluster.state_dir()
-    _say("== starting the local cluster (control plane, scheduler, process node, MinIO, operator)")
-    state = cluster.up(directory)
+    if node == "kubelet":
+        _say("== starting the local cluster (control plane, scheduler, kubelet with containerd, MinIO, the chart)")
+    else:
+        _say("== starting the local cluster (control plane, scheduler, process node, MinIO, operator)")
+    state = cluster.up(directory, node=node)
     _say(f"   Kubernetes {state['version']} at {state['server']}, S3 at {state['s3Endpoint']}, state in {directory}")
     seconds, width, height = sample.get("seconds", 30), sample.get("width", 1920), sample.get("height", 1080)
     _say(f"== generating a {seconds} s {width}x{height} 25 fps stereo master "
@@ -288,8 +292,12 @@ def run(examples: Path = EXAMPLES, watch_seconds: float = 900.0, state_dir: Path
         ready = _ready(last[name]) or {}
         _say(f"{name} did not reach Ready: {ready.get('reason', 'no Ready condition')} {ready.get('message', '')}"
              .rstrip())
-        _say(f"   a step pod's output: kubemam local logs POD (pods: kubectl get pods -n {DEMO_NAMESPACE}); "
-             f"the operator's: {state['logs']}/operator.log")
+        if state.get("nodeKind") == "kubelet":
+            _say(f"   a step pod's output: kubectl logs -n {DEMO_NAMESPACE} POD; the operator's: "
+                 f"kubectl logs -n {state['operator'].replace('/deployment/', ' deployment/')}")
+        else:
+            _say(f"   a step pod's output: kubemam local logs POD (pods: kubectl get pods -n {DEMO_NAMESPACE}); "
+                 f"the operator's: {state['logs']}/operator.log")
     if not not_ready:
         _say(f"{', '.join(assets)} {'is' if len(assets) == 1 else 'are'} Ready.")
     _say("The cluster keeps running. To use it:")

@@ -1,7 +1,10 @@
-"""Go-built tools the project runs (MinIO, mp4ff's CENC encryptor, Helm): found or built, then cached.
+"""Go-built tools the project runs (MinIO, mp4ff's CENC encryptor, Helm, and the real node's containerd and
+runc): found or built, then cached.
 
-Lookup order for each tool: its environment override (e.g. MINIO_BINARY) → PATH → the
-per-version cache → `go install PACKAGE@VERSION` from the Go module proxy into that cache.
+Lookup order for each tool: its environment override (e.g. MINIO_BINARY) → PATH (not for the node's runtime:
+Debian's docker.io brings a containerd 1.6 and a runc 1.1 that kubelet 1.36 cannot use) → the per-version
+cache → `go build` in its wrapper module (or `go install PACKAGE@VERSION`) from the Go module proxy into that
+cache.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ class GoTool:
     # A wrapper module (go.mod + go.sum in kubemam_local/gobuild/) to `go build` in; else `go install pkg@version`.
     module_dir: Path | None = None
     ldflags: str = ""  # added to "-s -w", e.g. -X for the version a tool reports
+    tags: str = ""  # go build -tags
+    cgo: bool = False  # runc links libseccomp
+    from_path: bool = True  # False: never take a same-named binary from PATH (another version of it)
 
     @property
     def cache_dir(self) -> Path:
@@ -55,7 +61,20 @@ HELM_LDFLAGS = " ".join([f"-X helm.sh/helm/v3/internal/version.version={HELM_VER
     for pkg in ("chartutil", "lint/rules") for part, value in (("Major", "1"), ("Minor", "37"))])
 HELM = GoTool("helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION, "HELM_BINARY", "helm", GOBUILD_DIR / "helm",
               ldflags=HELM_LDFLAGS)
-TOOLS = {tool.name: tool for tool in (MINIO, MP4FF_ENCRYPT, HELM)}
+# The real node's container runtime (kubemam_local/kubelet.py): containerd 2.x with its CLI and the runc shim,
+# and runc with seccomp (cgo; Debian's libseccomp-dev and pkg-config, which the node installs when missing).
+CONTAINERD_VERSION = "v2.4.2"
+_CONTAINERD_LDFLAGS = (f"-X github.com/containerd/containerd/v2/version.Version={CONTAINERD_VERSION} "
+                       "-X github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2")
+CONTAINERD, CTR, CONTAINERD_SHIM = (
+    GoTool(name, f"github.com/containerd/containerd/v2/cmd/{name}", CONTAINERD_VERSION, env_var, "containerd",
+           GOBUILD_DIR / "containerd", ldflags=_CONTAINERD_LDFLAGS, tags="no_btrfs", from_path=False)
+    for name, env_var in (("containerd", "CONTAINERD_BINARY"), ("ctr", "CTR_BINARY"),
+                          ("containerd-shim-runc-v2", "CONTAINERD_SHIM_BINARY")))
+RUNC = GoTool("runc", "github.com/opencontainers/runc", "v1.4.4", "RUNC_BINARY", "runc", GOBUILD_DIR / "runc",
+              tags="seccomp", cgo=True, from_path=False)
+NODE_RUNTIME = ("containerd", "ctr", "containerd-shim-runc-v2", "runc")
+TOOLS = {tool.name: tool for tool in (MINIO, MP4FF_ENCRYPT, HELM, CONTAINERD, CTR, CONTAINERD_SHIM, RUNC)}
 
 
 def _executable(path: Path) -> bool:
@@ -69,7 +88,7 @@ def resolve_tool(name: str, allow_build: bool = True) -> Path:
         if not _executable(Path(explicit)):
             raise BinaryError(f"{tool.env_var}={explicit} is not an executable file")
         return Path(explicit)
-    on_path = shutil.which(tool.name)
+    on_path = shutil.which(tool.name) if tool.from_path else None
     if on_path:
         return Path(on_path)
     cached = tool.cache_dir / tool.name
@@ -109,15 +128,16 @@ def _build(tool: GoTool, cached: Path) -> Path:
         started = time.monotonic()
         log.info("building %s %s from the Go module proxy (cached in %s)", tool.name, tool.version, cached.parent)
         with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
-            env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": tmp,
+            env = {**os.environ, "CGO_ENABLED": "1" if tool.cgo else "0", "GOBIN": tmp,
                    "GOTOOLCHAIN": os.environ.get("GOTOOLCHAIN", "auto")}
             ldflags = f"-s -w {tool.ldflags}".strip()
+            tags = ["-tags", tool.tags] if tool.tags else []
             if tool.module_dir is not None:
-                command = [go, "build", "-mod=readonly", "-trimpath", "-ldflags", ldflags, "-o",
+                command = [go, "build", "-mod=readonly", "-trimpath", *tags, "-ldflags", ldflags, "-o",
                            str(Path(tmp) / tool.name), tool.package]
                 cwd = str(tool.module_dir)
             else:
-                command = [go, "install", "-trimpath", "-ldflags", ldflags, f"{tool.package}@{tool.version}"]
+                command = [go, "install", "-trimpath", *tags, "-ldflags", ldflags, f"{tool.package}@{tool.version}"]
                 cwd = tmp
             result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
             if result.returncode != 0:

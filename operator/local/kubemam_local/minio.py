@@ -36,11 +36,14 @@ class MinioServer(LocalService):
     workdir: Path | None = None
     binary: Path | None = None
     start_timeout: float = 60.0
+    # Where it listens: loopback for host processes (the process node's pods), or an address containers reach
+    # (the docker bridge's gateway, the real node's bridge).
+    host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         self._own_workdir = self.workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="kubemam-minio-")) if self.workdir is None else self.workdir
-        self.port = free_port()
+        self.port = free_port(self.host)
         self.console_port = free_port()
         self.access_key = "kubemam-" + secrets.token_hex(4)
         self.secret_key = secrets.token_urlsafe(30)
@@ -49,7 +52,7 @@ class MinioServer(LocalService):
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
         assert self.workdir is not None
@@ -59,7 +62,7 @@ class MinioServer(LocalService):
         env = {**os.environ, "MINIO_ROOT_USER": self.access_key, "MINIO_ROOT_PASSWORD": self.secret_key,
                "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"}
         self._proc = subprocess.Popen(
-            [str(binary), "server", str(self.workdir / "data"), "--address", f"127.0.0.1:{self.port}",
+            [str(binary), "server", str(self.workdir / "data"), "--address", f"{self.host}:{self.port}",
              "--console-address", f"127.0.0.1:{self.console_port}", "--quiet"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         try:

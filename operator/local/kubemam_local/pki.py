@@ -23,6 +23,9 @@ class Pki:
     sa_pub: Path
     token_file: Path
     token: str
+    # The API server's client certificate towards kubelets (`kubectl logs` on a real node), signed by the CA.
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -36,8 +39,9 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
         path.chmod(0o600)
 
 
-def generate(directory: Path, hosts: list[str] | None = None) -> Pki:
-    """Write a fresh CA, an API-server serving certificate, a service-account key and a token."""
+def generate(directory: Path, hosts: list[str] | None = None, ips: list[str] | None = None) -> Pki:
+    """Write a fresh CA, an API-server serving certificate (for 127.0.0.1, 10.0.0.1 and `ips`), a
+    service-account key, the API server's client certificate for kubelets, and a token."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     valid = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=365))
@@ -56,8 +60,8 @@ def generate(directory: Path, hosts: list[str] | None = None) -> Pki:
     )
 
     names = hosts or ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
-    san = [x509.DNSName(n) for n in names] + [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("10.0.0.1"))]
+    addresses = dict.fromkeys(["127.0.0.1", "10.0.0.1", *(ips or [])])
+    san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     serving_key = ec.generate_private_key(ec.SECP256R1())
     serving_cert = (
         x509.CertificateBuilder()
@@ -66,6 +70,16 @@ def generate(directory: Path, hosts: list[str] | None = None) -> Pki:
         .not_valid_before(valid[0]).not_valid_after(valid[1])
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
+                                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters")]))
+        .issuer_name(ca_name).public_key(client_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0]).not_valid_after(valid[1])
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     sa_key = ec.generate_private_key(ec.SECP256R1())
@@ -79,10 +93,14 @@ def generate(directory: Path, hosts: list[str] | None = None) -> Pki:
         sa_pub=directory / "sa.pub",
         token_file=directory / "tokens.csv",
         token=token,
+        kubelet_client_cert=directory / "apiserver-kubelet-client.crt",
+        kubelet_client_key=directory / "apiserver-kubelet-client.key",
     )
     _write(pki.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
     _write(pki.serving_cert, serving_cert.public_bytes(serialization.Encoding.PEM))
     _write(pki.serving_key, _key_pem(serving_key), private=True)
+    _write(pki.kubelet_client_cert, client_cert.public_bytes(serialization.Encoding.PEM))
+    _write(pki.kubelet_client_key, _key_pem(client_key), private=True)
     _write(pki.sa_key, _key_pem(sa_key), private=True)
     _write(pki.sa_pub, sa_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                         serialization.PublicFormat.SubjectPublicKeyInfo))

@@ -1,0 +1,223 @@
+"""The rights clock's pool and backoff, and the heartbeats the liveness probe judges.
+
+The clock runs real threads, so these tests use real time in tenths of a second (with margins for a
+busy machine); the staleness judgment itself is pure and takes an injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import kopf
+import pytest
+
+from kubemam import health
+from kubemam.controllers.rights import CLOCK_HEARTBEAT, WORKER_HEARTBEAT, RightsClock, retry_delay
+from kubemam.controllers.telemetry import INVENTORY_HEARTBEAT, InventoryLoop
+from kubemam.health import Heartbeats, Stale
+from kubemam.kubeapi import KubeApi
+
+
+def _in(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def _wait(probe: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture()
+def clocks() -> Iterator[list[RightsClock]]:
+    made: list[RightsClock] = []
+    yield made
+    for clock in made:
+        clock.stop()
+
+
+def test_a_blocked_namespace_does_not_delay_another(clocks: list[RightsClock]) -> None:
+    release = threading.Event()
+    ran: dict[str, float] = {}
+    beats = Heartbeats()
+
+    def reconcile(namespace: str) -> datetime | None:
+        ran.setdefault(namespace, time.time())
+        if namespace == "stuck":
+            release.wait(10)  # a reconcile hung on an API call
+        return None
+
+    clocks.append(clock := RightsClock(reconcile, workers=2, stuck_seconds=0.2, heartbeats=beats))
+    clock.poke("stuck")
+    _wait(lambda: "stuck" in ran)
+    due = time.time() + 0.3
+    clock.aim("on-time", datetime.fromtimestamp(due, UTC))  # a window closing in 0.3 s
+    _wait(lambda: "on-time" in ran)
+    assert -0.01 <= ran["on-time"] - due < 0.25, "the other namespace's transition was not met on time"
+    assert not release.is_set()
+    # The hung run is stuck for the liveness probe once it has run past its limit; nothing else is.
+    _wait(lambda: bool(beats.stale()))
+    assert [s.name for s in beats.stale()] == [f"{WORKER_HEARTBEAT} stuck"]
+    release.set()
+    _wait(lambda: not beats.running(f"{WORKER_HEARTBEAT} stuck"))
+    assert beats.stale() == []
+    assert beats.running(CLOCK_HEARTBEAT)
+
+
+def test_every_worker_busy_queues_the_next_namespace_until_one_is_free(clocks: list[RightsClock]) -> None:
+    release = threading.Event()
+    ran: list[str] = []
+
+    def reconcile(namespace: str) -> datetime | None:
+        ran.append(namespace)
+        if namespace.startswith("slow"):
+            release.wait(10)
+        return None
+
+    clocks.append(clock := RightsClock(reconcile, workers=2, heartbeats=Heartbeats()))
+    clock.poke("slow-1")
+    clock.poke("slow-2")
+    _wait(lambda: len(ran) == 2)
+    clock.poke("third")
+    time.sleep(0.3)
+    assert "third" not in ran  # a bounded pool: two workers, both blocked
+    release.set()
+    _wait(lambda: "third" in ran)
+
+
+def test_a_namespace_never_runs_twice_at_once_and_pokes_while_it_runs_make_one_more_run(
+        clocks: list[RightsClock]) -> None:
+    release = threading.Event()
+    runs: list[float] = []
+    active = 0
+    most = 0
+    lock = threading.Lock()
+
+    def reconcile(namespace: str) -> datetime | None:
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+            runs.append(time.time())
+        if len(runs) == 1:
+            release.wait(10)
+        with lock:
+            active -= 1
+        return None
+
+    clocks.append(clock := RightsClock(reconcile, workers=4, heartbeats=Heartbeats()))
+    clock.poke("ns")
+    _wait(lambda: len(runs) == 1)
+    for _ in range(5):  # a burst of window events while the first run is blocked
+        clock.poke("ns")
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert len(runs) == 1  # four idle workers, yet the namespace is not run a second time at once
+    release.set()
+    _wait(lambda: len(runs) == 2)
+    time.sleep(0.3)
+    assert len(runs) == 2 and most == 1
+
+
+def test_the_clock_keeps_itself_aimed_at_the_next_transition(clocks: list[RightsClock]) -> None:
+    runs: list[float] = []
+    transitions = [_in(0.2), _in(0.4), None]
+
+    def reconcile(namespace: str) -> datetime | None:
+        runs.append(time.time())
+        return transitions[len(runs) - 1]
+
+    clocks.append(clock := RightsClock(reconcile, heartbeats=Heartbeats()))
+    clock.poke("ns")
+    _wait(lambda: len(runs) == 3)
+    time.sleep(0.2)
+    assert len(runs) == 3
+
+
+def test_retry_delay_doubles_from_one_second_to_its_cap() -> None:
+    assert [retry_delay(n, 1.0, 30.0) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+    assert [retry_delay(n, 1.0, 60.0) for n in range(5, 9)] == [16, 32, 60, 60]
+    assert retry_delay(100_000, 1.0, 30.0) == 30  # a namespace failing for days still gets a number
+
+
+def test_failures_back_off_pokes_do_not_cut_it_short_and_a_success_resets_it(clocks: list[RightsClock]) -> None:
+    outcomes = ["fail", "fail", "fail", "fail", "ok", "fail", "ok"]
+    runs: list[float] = []
+
+    def reconcile(namespace: str) -> datetime | None:
+        runs.append(time.time())
+        if outcomes[len(runs) - 1] == "fail":
+            raise RuntimeError("the API server timed out")
+        return _in(0.1) if len(runs) == 5 else None  # the success aims at a transition in 0.1 s
+
+    clocks.append(clock := RightsClock(reconcile, retry_first=0.1, retry_max=0.4, heartbeats=Heartbeats()))
+    clock.poke("ns")
+    _wait(lambda: len(runs) == 4)
+    clock.poke("ns")  # during the 0.4 s backoff after the fourth failure: not run earlier
+    _wait(lambda: len(runs) == 7)
+    gaps = [later - earlier for earlier, later in zip(runs, runs[1:], strict=False)]
+    # 0.1, 0.2, 0.4 (doubling), 0.4 (the cap, despite the poke), 0.1 (the aimed transition),
+    # then 0.1 again: the success reset the backoff.
+    for gap, expected in zip(gaps, [0.1, 0.2, 0.4, 0.4, 0.1, 0.1], strict=True):
+        assert expected - 0.01 <= gap < expected + 0.15, gaps
+
+
+def test_heartbeat_staleness_with_an_injected_clock() -> None:
+    now = [1000.0]
+    beats = Heartbeats(clock=lambda: now[0])
+    beats.beat("loop", limit=10)
+    with beats.busy("task", limit=5):
+        now[0] += 5
+        assert beats.stale() == []  # exactly at the limit is still alive
+        now[0] += 0.5
+        assert beats.stale() == [Stale("task", 5.5, 5)]
+        now[0] += 5
+        assert [s.name for s in beats.stale()] == ["loop", "task"]  # oldest first
+        assert str(beats.stale()[0]) == "loop: 10 s (limit 10 s)"
+        beats.beat("loop", limit=10)  # the loop turned again
+        assert [s.name for s in beats.stale()] == ["task"]
+    assert beats.stale() == []  # the task finished
+    assert beats.ages() == {"loop": 0.0}
+    assert beats.stale(now=now[0] + 11) == [Stale("loop", 11.0, 10)]
+
+
+def test_a_hung_metrics_sweep_stops_the_inventory_heartbeat() -> None:
+    hang = threading.Event()
+    beats = Heartbeats()
+
+    def api() -> KubeApi:
+        hang.wait(10)  # a call that never returns
+        raise RuntimeError("released")
+
+    loop = InventoryLoop(api, interval=0.05, first_delay=0.0, stuck_seconds=0.2, heartbeats=beats)
+    loop.start()
+    try:
+        _wait(lambda: [s.name for s in beats.stale()] == [INVENTORY_HEARTBEAT])
+    finally:
+        loop.stop()
+        hang.set()
+    assert beats.stale() == []
+
+
+def test_the_probe_fails_while_a_thread_is_stuck_and_pings_kopfs_handler_threads() -> None:
+    from kubemam.controllers import main
+
+    settings = kopf.OperatorSettings()
+    beats = health.HEARTBEATS
+    try:
+        asyncio.run(main.heartbeats(settings=settings))  # healthy, and a no-op handed to Kopf's threads
+        _wait(lambda: not beats.running(main.KOPF_THREADS_HEARTBEAT))  # which ran it
+        beats.start("rights reconcile media-a", limit=0.0)
+        time.sleep(0.01)
+        with pytest.raises(kopf.PermanentError, match="stuck: rights reconcile media-a"):
+            asyncio.run(main.heartbeats(settings=settings))
+        beats.finish("rights reconcile media-a")
+        assert "rights reconcile media-a" not in asyncio.run(main.heartbeats(settings=settings))
+    finally:
+        beats.finish("rights reconcile media-a")
+        settings.execution.executor.shutdown(wait=False)
