@@ -124,13 +124,16 @@ def _local(args: argparse.Namespace) -> int:
             print(f"pinned {module}")
         return 0
     if args.action == "build":
-        from kubemam_local.gotools import TOOLS, resolve_tool
+        from kubemam_local.gotools import NODE_RUNTIME, TOOLS, resolve_tool
 
         binaries = resolve(cluster.TOOLS)  # the control plane with the scheduler, and kubectl
         for name, path in sorted(binaries.paths.items()):
             print(f"{name}\t{path}")
+        # What `make test` needs; the real node's runtime (containerd, runc: cgo and libseccomp) is built by
+        # `kubemam local up --node kubelet` and `make images`/`make test-containers`, not by every test run.
         for tool in TOOLS:
-            print(f"{tool}\t{resolve_tool(tool)}")
+            if tool not in NODE_RUNTIME:
+                print(f"{tool}\t{resolve_tool(tool)}")
         return 0
     if args.action == "images":
         return _images(args)

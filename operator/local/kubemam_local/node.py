@@ -215,7 +215,15 @@ class ProcessNode:
             try:
                 self._renew_lease()
                 if time.monotonic() - last_status > 20:
-                    self.core.patch_node_status(self.name, {"status": self._node_status()})
+                    try:
+                        self.core.patch_node_status(self.name, {"status": self._node_status()})
+                    except ApiException as err:
+                        if err.status != 404:
+                            raise
+                        # The Node object was deleted (by hand, or a cluster's node cleanup): as a kubelet
+                        # that restarts does, register again, so the Job controller's new pods have a home.
+                        log.warning("node %s was deleted; registering it again", self.name)
+                        self._register()
                     last_status = time.monotonic()
             except Exception:  # noqa: BLE001 - a missed heartbeat is retried on the next tick
                 log.exception("node heartbeat failed")
@@ -241,18 +249,24 @@ class ProcessNode:
                 for event in stream:
                     if self.stop_event.is_set():
                         return
-                    self._on_pod(event["object"])
+                    self._on_pod(event["object"], deleted=event["type"] == "DELETED")
             except Exception:  # noqa: BLE001 - the watch is re-established
                 if not self.stop_event.is_set():
                     log.exception("pod watch failed; re-listing")
                     time.sleep(1.0)
 
-    def _on_pod(self, pod: client.V1Pod) -> None:
+    def _on_pod(self, pod: client.V1Pod, deleted: bool = False) -> None:
         raw: dict[str, Any] = self.api_client.sanitize_for_serialization(pod)
         meta = raw["metadata"]
         uid = meta["uid"]
         with self.lock:
             known = self.pods.get(uid)
+        if deleted:
+            # Gone from the API server already (a force delete, e.g. the pod GC after its Node was deleted):
+            # nobody waits for a grace period, and a process left running would be an orphan.
+            if known is not None:
+                threading.Thread(target=self._terminate, args=(known, 0), daemon=True).start()
+            return
         if meta.get("deletionTimestamp"):
             grace = int(meta.get("deletionGracePeriodSeconds") or 30)
             if known is not None:
