@@ -56,7 +56,7 @@ images: $(STAMP)
 # The images in containers: the worker image under docker with the pods' securityContext, then the chart on a
 # real kubelet node (containerd, runc, CNI) with every step in the worker image. Root; long (docs/containers.md).
 test-containers: images binaries
-	$(BIN)/python -m pytest tests/containers -q -p no:cacheprovider
+	KUBEMAM_CONTAINER_TESTS=1 $(BIN)/python -m pytest tests/containers -q -p no:cacheprovider -rs
 
 crds: $(STAMP)
 	$(BIN)/kubemam crds

@@ -305,3 +305,20 @@ def test_a_32_track_master_reports_a_compact_result_that_holds_every_track(minio
     # Run again: the manifest is found and the same compact message is repeated.
     again, message2 = _run(minio, tmp_path, {"source": {"uri": f"s3://kubemam-library/{key}"}, "output": output})
     assert again.returncode == 0 and json.loads(message2.read_text()) == reported
+
+
+def test_a_worker_without_ffprobe_fails_for_good_naming_it(minio: Any, sample: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool the image lacks is not a blip: exit 2 (the Job fails at once) and the message names it."""
+    s3 = make_client(minio.endpoint, minio.access_key, minio.secret_key)
+    key = f"incoming/{uuid.uuid4().hex}.mov"
+    s3.upload_file(str(sample), "kubemam-library", key)
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))  # no ffmpeg, no ffprobe: only the interpreter, by absolute path
+    result, message = _run(minio, tmp_path, {"source": {"uri": f"s3://kubemam-library/{key}"},
+                                             "output": f"s3://kubemam-library/assets/{uuid.uuid4().hex}/ingest"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    reported = json.loads(message.read_text())
+    assert reported["error"] == "ingest: ffprobe is not installed in the worker image (not on PATH)"
+    assert "retryable" not in reported

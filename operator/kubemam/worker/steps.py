@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import signal
 import sys
 import traceback
@@ -44,6 +45,12 @@ def _report(error: str, retryable: bool) -> None:
         write_result({"error": error[:MAX_ERROR], **({"retryable": True} if retryable else {})})
 
 
+def _missing_tool(err: FileNotFoundError) -> bool:
+    """subprocess could not find the program it was asked to run (a bare name, not on PATH)."""
+    program = str(err.filename or "")
+    return bool(program) and "/" not in program and shutil.which(program) is None
+
+
 def main(name: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _terminated)
@@ -64,6 +71,16 @@ def main(name: str) -> int:
     except StepError as err:
         print(f"{name}: {err}", file=sys.stderr)
         _report(f"{name}: {err}", retryable=False)
+        return PERMANENT_FAILURE_EXIT_CODE
+    except FileNotFoundError as err:
+        if not _missing_tool(err):
+            traceback.print_exc()
+            _report(f"{name} failed (the Job retries it): {type(err).__name__}: {err}", retryable=True)
+            return RETRYABLE_FAILURE_EXIT_CODE
+        # A tool the image lacks (ffprobe, mp4ff-encrypt): no retry brings it; the image must change.
+        message = f"{name}: {err.filename} is not installed in the worker image (not on PATH)"
+        print(message, file=sys.stderr)
+        _report(message, retryable=False)
         return PERMANENT_FAILURE_EXIT_CODE
     except Exception as err:  # noqa: BLE001 - a crash is reported in words, then retried by the Job controller
         traceback.print_exc()

@@ -93,8 +93,22 @@ class PodNetwork(LocalService):
     """The bridge whose address the control plane, MinIO and the kubelet listen on, and the Service DNAT."""
 
     _created: bool = False
+    _lock: IO[str] | None = None
 
     def start(self) -> None:
+        """Take the machine's one real-node lock first: a second cluster must not touch the bridge, the NAT
+        chain, containerd's state or the cgroup root of a running one (not even to clean up after itself)."""
+        if os.geteuid() != 0:
+            raise NodeError("the kubelet node runs containers, so it needs root (the process node does not)")
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        lock = open(RUN_DIR / "lock", "w")  # noqa: SIM115 - released in stop()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            lock.close()
+            raise NodeError("another kubelet node of kubemam runs on this machine (`kubemam local down` it)") from err
+        self._lock = lock
+        ensure_prerequisites()
         if _run("ip", "link", "show", BRIDGE, check=False).returncode != 0:
             _run("ip", "link", "add", BRIDGE, "type", "bridge")
             self._created = True
@@ -116,10 +130,14 @@ class PodNetwork(LocalService):
              str(service_port), "-j", "DNAT", "--to-destination", f"{target}:{port}")
 
     def stop(self) -> None:
+        if self._lock is None:
+            return  # never started (or another node holds the machine): nothing here is ours
         _run("iptables", "-t", "nat", "-D", "PREROUTING", "-s", POD_CIDR, "-j", NAT_CHAIN, check=False)
         _run("iptables", "-t", "nat", "-F", NAT_CHAIN, check=False)
         _run("iptables", "-t", "nat", "-X", NAT_CHAIN, check=False)
         _run("ip", "link", "del", BRIDGE, check=False)
+        self._lock.close()
+        self._lock = None
 
 
 def _kube_module_source() -> Path:
@@ -315,21 +333,13 @@ class KubeletNode(LocalService):
         self.state = RUN_DIR / "containerd"
         self.socket = self.state / "containerd.sock"
         self.root = node_root() / "containerd"
-        self._lock: IO[str] | None = None
         self.timings: dict[str, float] = {}
 
     # --- public surface ----------------------------------------------------------------------
 
     def start(self) -> None:
-        ensure_prerequisites()
-        RUN_DIR.mkdir(parents=True, exist_ok=True)
-        self._lock = open(RUN_DIR / "lock", "w")  # noqa: SIM115 - released in stop()
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            self._lock.close()
-            self._lock = None
-            raise NodeError("another kubelet node of kubemam runs on this machine (`kubemam local down` it)") from err
+        if self.network._lock is None:
+            raise NodeError("start the PodNetwork first: it holds the machine's real-node lock")
         try:
             self._start()
         except BaseException:
@@ -358,9 +368,6 @@ class KubeletNode(LocalService):
         self.processes.clear()
         unmount_under(self.state, self.workdir / "kubelet", self.root)
         _remove_cgroup_root()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
 
     # --- internals ---------------------------------------------------------------------------
 
