@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import enum
 import socket
+import ssl
 import threading
 from types import TracebackType
 
@@ -94,10 +95,18 @@ class FaultProxy:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 writer.close()
 
+    # Hooks a proxy that speaks TLS or HTTP overrides (tests/faults/test_api.py NamespaceHangProxy).
+    server_tls: ssl.SSLContext | None = None
+    upstream_tls: ssl.SSLContext | None = None
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Client → upstream bytes; the other direction is always `_pipe`."""
+        await self._pipe(reader, writer)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port))
+            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.server_tls))
         self._ready.set()
         try:
             self._loop.run_forever()
@@ -118,12 +127,12 @@ class FaultProxy:
                 await writer.drain()
                 return
             try:
-                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+                up_reader, up_writer = await asyncio.open_connection(*self.upstream, ssl=self.upstream_tls)
             except OSError:
                 return
             self._writers.add(up_writer)
             try:
-                await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+                await asyncio.gather(self._forward(reader, up_writer), self._pipe(up_reader, writer))
             finally:
                 self._writers.discard(up_writer)
                 up_writer.close()

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import ssl
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,18 +38,13 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from kubemam import __version__
 from kubemam.api.common import GROUP, VERSION
-from kubemam.storage.s3 import commit
-from kubemam.storage.uri import S3Uri
 from tests.faults.proxy import FaultProxy, Mode
+from tests.faults.standin import commit_package, packaged_asset
 from tests.helpers import LocalStack, local_stack, wait_for
 
 TAKEDOWN_GOAL = 5.0  # seconds after a window's end (docs/architecture.md "Rights enforcement")
 RECOVERY_GOAL = 60.0  # seconds after a fault ends (issue 15)
-PACKAGE_FILES = {"manifest.mpd": b"<MPD/>", "master.m3u8": b"#EXTM3U\n", "v/init.mp4": b"\0" * 800,
-                 "v/seg-00001.m4s": b"\1" * 20_000}
-
 
 # --- a proxy that hangs one namespace's calls ----------------------------------------------------------
 
@@ -63,9 +57,9 @@ class NamespaceHangProxy(FaultProxy):
         super().__init__(control_plane.api_port)
         self.namespace: str | None = None
         self.held: list[tuple[float, str]] = []  # (when, request line) of every request held
-        self._server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._server_tls.load_cert_chain(str(control_plane.pki.serving_cert), str(control_plane.pki.serving_key))
-        self._upstream_tls = ssl.create_default_context(cafile=str(control_plane.pki.ca_cert))
+        self.server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.server_tls.load_cert_chain(str(control_plane.pki.serving_cert), str(control_plane.pki.serving_key))
+        self.upstream_tls = ssl.create_default_context(cafile=str(control_plane.pki.ca_cert))
 
     def hang(self, namespace: str | None) -> None:
         """Hold every request for `namespace` from now on; None forwards what was held and passes again."""
@@ -74,35 +68,8 @@ class NamespaceHangProxy(FaultProxy):
     def _hangs(self, path: str) -> bool:
         return self.namespace is not None and f"/namespaces/{self.namespace}/" in path
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self._server_tls))
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            self._server.close()
-            self._reset_all()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self._writers.add(writer)
-        try:
-            try:
-                up_reader, up_writer = await asyncio.open_connection(*self.upstream, ssl=self._upstream_tls)
-            except OSError:
-                return
-            self._writers.add(up_writer)
-            try:
-                await asyncio.gather(self._requests(reader, up_writer), self._pipe(up_reader, writer))
-            finally:
-                self._writers.discard(up_writer)
-                up_writer.close()
-        finally:
-            self._writers.discard(writer)
-            with contextlib.suppress(Exception):
-                writer.close()
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._requests(reader, writer)
 
     async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One HTTP/1.1 request at a time (the clients here send Content-Length bodies, never chunked)."""
@@ -140,19 +107,8 @@ def _publishable(stack: LocalStack, namespace: str, origin: str) -> None:
     targets = [{"name": "svod-no", "channel": "svod", "origin": f"s3://{origin}/svod", "territories": ["NO"]}]
     client.CoreV1Api(stack.api).create_namespaced_config_map(namespace, {
         "metadata": {"name": "kubemam-distribution"}, "data": {"targets.yaml": yaml.safe_dump(targets)}})
-    package = f"s3://kubemam-library/faults/{namespace}/package"
-    with tempfile.TemporaryDirectory() as folder:
-        for name, data in PACKAGE_FILES.items():
-            (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
-            (Path(folder) / name).write_bytes(data)
-        commit(stack.store, Path(folder), S3Uri.parse(package), step="package", input_hash=namespace,
-               worker_version=__version__, now=datetime.now(UTC))
+    packaged_asset(stack, namespace, "title", commit_package(stack, namespace))
     custom = client.CustomObjectsApi(stack.api)
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "mediaassets", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "MediaAsset", "metadata": {"name": "title"},
-        "spec": {"source": {"uri": "file:///faults/title.mov"}, "metadata": {"title": "Title"}}})
-    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "mediaassets", "title", {
-        "status": {"packages": [{"format": "dash", "manifestUri": f"{package}/manifest.mpd"}]}})
     now = datetime.now(UTC).replace(microsecond=0)
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "rightswindows", {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "RightsWindow", "metadata": {"name": "licence"},

@@ -21,11 +21,9 @@ shrunk to 8 s (KUBEMAM_DISTRIBUTION_RETRY_MAX_SECONDS; 60 s by default).
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,18 +31,13 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kubemam import __version__
 from kubemam.api.common import GROUP, VERSION
-from kubemam.storage.s3 import commit
-from kubemam.storage.uri import S3Uri
+from tests.faults.standin import commit_package, packaged_asset
 from tests.helpers import LocalStack, local_stack, metric_value, wait_for
 
 TAKEDOWN_GOAL = 5.0  # seconds after a window's end (docs/architecture.md "Rights enforcement")
 RECOVERY_GOAL = 60.0  # seconds after a fault ends (issue 15)
 RETRY_MAX_SECONDS = 8
-PACKAGE_FILES = {"manifest.mpd": b"<MPD/>", "master.m3u8": b"#EXTM3U\n", "v/init.mp4": b"\0" * 800,
-                 "v/seg-00001.m4s": b"\1" * 20_000}
-
 
 @pytest.fixture(scope="module")
 def stack(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
@@ -92,19 +85,9 @@ def _setup(stack: LocalStack, namespace: str, buckets: list[str], targets: list[
     for bucket in buckets:
         stack.store.create_bucket(Bucket=bucket)
     _targets(stack, namespace, targets, create=True)
-    package = f"s3://kubemam-library/faults/{namespace}/package"
-    with tempfile.TemporaryDirectory() as folder:
-        for name, data in PACKAGE_FILES.items():
-            (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
-            (Path(folder) / name).write_bytes(data)
-        commit(stack.store, Path(folder), S3Uri.parse(package), step="package", input_hash=namespace,
-               worker_version=__version__, now=datetime.now(UTC))
+    package = commit_package(stack, namespace)
     for asset in assets:
-        _custom(stack).create_namespaced_custom_object(GROUP, VERSION, namespace, "mediaassets", {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "MediaAsset", "metadata": {"name": asset},
-            "spec": {"source": {"uri": f"file:///faults/{asset}.mov"}, "metadata": {"title": asset}}})
-        _custom(stack).patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "mediaassets", asset, {
-            "status": {"packages": [{"format": "dash", "manifestUri": f"{package}/manifest.mpd"}]}})
+        packaged_asset(stack, namespace, asset, package)
 
 
 def _window(stack: LocalStack, namespace: str, name: str, assets: list[str], start: datetime,
