@@ -123,6 +123,24 @@ def test_running_step_progress_is_mirrored_without_churn() -> None:
     assert junk.status.progress is not None and junk.status.progress.percent == 0
 
 
+def test_progress_is_written_at_most_every_10_s_or_5_percent() -> None:
+    from datetime import timedelta
+
+    name = ingest_request(_facts(), CONFIG).name
+    running = [JobObservation(name, "ingest", "h", "Running")]
+    first = plan_asset(_facts(running, progress={"step": "ingest", "percent": 40, "fps": 200}), CONFIG, NOW)
+
+    def at(seconds: float, percent: int, fps: float = 201) -> object:
+        report = {"step": "ingest", "percent": percent, "fps": fps}
+        return plan_asset(_facts(running, status=first.status, progress=report), CONFIG,
+                          NOW + timedelta(seconds=seconds)).status.progress
+
+    assert at(2, 42) == first.status.progress  # a small move 2 s later waits
+    assert at(2, 45).percent == 45  # 5 % is worth a write at once
+    assert at(11, 41).percent == 41  # after 10 s any change is written
+    assert at(2, 100).percent == 100  # the end is never held back
+
+
 def test_ingest_takes_qc_policy_and_thumbnails_from_the_ladder_unless_the_asset_sets_qc() -> None:
     from dataclasses import replace
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -34,6 +34,9 @@ from kubemam.plan.package import KeySecret, plan_packaging
 from kubemam.plan.stepjob import Retries, StepOutcome, superseded
 from kubemam.plan.transcode import plan_transcode
 from kubemam.steps.registry import ARCHIVE, INGEST, PACKAGE, TRANSCODE
+
+PROGRESS_MIN_INTERVAL = timedelta(seconds=10)
+PROGRESS_MIN_PERCENT = 5
 
 __all__ = ["AssetFacts", "AssetPlan", "JobObservation", "KeySecret", "ingest_request", "plan_asset"]
 
@@ -60,6 +63,12 @@ def _progress(current: Progress | None, reported: dict[str, Any] | None, step: s
     if current is not None and (current.step, current.percent, current.fps, current.eta_seconds) == (
             desired.step, desired.percent, desired.fps, desired.eta_seconds):
         return current  # no status churn
+    if (current is not None and current.step == desired.step and desired.percent not in (0, 100)
+            and abs(desired.percent - current.percent) < PROGRESS_MIN_PERCENT and current.updated_at is not None
+            and now - current.updated_at < PROGRESS_MIN_INTERVAL):
+        # A small move soon after the last write waits: GitOps tools (Argo CD) and watchers see at most one
+        # progress write per asset every 10 s, or one per 5 %, not one per 2 s tick.
+        return current
     return desired.model_copy(update={"updated_at": now})
 
 
