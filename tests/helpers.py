@@ -217,3 +217,16 @@ def local_stack(control_plane: Any, tmp_path: Path, namespace: str,
         finally:
             stack.stop_operator()
             node.stop()
+
+
+def processes_naming(text: str) -> list[str]:
+    """Command lines of running processes that contain `text` (a state directory): what a cluster left behind."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found

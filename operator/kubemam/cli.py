@@ -208,10 +208,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _owned_jobs(api: KubeApi, body: dict[str, Any]) -> list[dict[str, Any]]:
-    from kubemam.plan.jobs import LABEL_ASSET, MANAGED_SELECTOR
+    from kubemam.plan.jobs import asset_jobs_selector
 
     meta = body["metadata"]
-    selector = {**MANAGED_SELECTOR, LABEL_ASSET: meta["name"][:63].rstrip("-.")}
+    selector = asset_jobs_selector(meta["name"])
     return [j for j in api.list_jobs(meta["namespace"], selector)
             if any(o.get("uid") == meta.get("uid") for o in j["metadata"].get("ownerReferences") or [])]
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import processes_naming
+
 pytestmark = pytest.mark.integration
 
 ASSET = "coastal-s01e01"
@@ -67,12 +69,4 @@ def test_demo_from_a_clean_state_reaches_ready_and_shows_each_step(tmp_path: Pat
     assert f"{ASSET} is Ready." in out
 
     # Nothing of the demo's cluster is left running.
-    leftovers = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(state) in cmdline:
-            leftovers.append(cmdline)
-    assert leftovers == []
+    assert processes_naming(str(state)) == []

@@ -18,7 +18,7 @@ import pytest
 from kubemam.media.timecode import Timecode
 from kubemam.storage.uri import S3Uri
 from kubemam_local.demo import s3_client, upload_sources
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, processes_naming
 
 pytestmark = pytest.mark.integration
 
@@ -120,15 +120,7 @@ def test_up_apply_examples_ingests_for_real_then_down(tmp_path: Path, control_pl
         down = _kubemam("local", "down", env=env)
     assert down.stdout.strip() == "stopped"
     # Nothing of this cluster is left running: no process whose command line names its state dir.
-    leftovers = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(tmp_path / "state") in cmdline:
-            leftovers.append(cmdline)
-    assert leftovers == []
+    assert processes_naming(str(tmp_path / "state")) == []
     assert not Path(f"/proc/{state['operatorPid']}").exists()
     gone = subprocess.run([sys.executable, "-m", "kubemam", "local", "env"], capture_output=True, text=True, env=env)
     assert gone.returncode == 1 and "not running" in gone.stderr

@@ -28,7 +28,7 @@ from kubemam.plan.archiving import ArchiveOutcome
 from kubemam.plan.asset import plan_asset
 from kubemam.plan.conditions import status_patch
 from kubemam.plan.facts import AssetFacts
-from kubemam.plan.jobs import LABEL_ASSET, MANAGED_SELECTOR
+from kubemam.plan.jobs import asset_jobs_selector
 from kubemam.plan.jobstate import JobObservation, observe_job
 from kubemam.plan.selectors import selected
 from kubemam.steps.registry import ARCHIVE
@@ -41,7 +41,7 @@ _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Loc
 
 def _owned_jobs(api: KubeApi, body: dict[str, Any]) -> list[JobObservation]:
     meta = body["metadata"]
-    selector = {**MANAGED_SELECTOR, LABEL_ASSET: meta["name"][:63].rstrip("-.")}
+    selector = asset_jobs_selector(meta["name"])
     observations = []
     for job in api.list_jobs(meta["namespace"], selector):
         owners = job["metadata"].get("ownerReferences") or []

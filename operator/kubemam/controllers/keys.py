@@ -18,7 +18,7 @@ from kubemam.drm.keys import KEY_BYTES
 from kubemam.drm.provider import secret_file_names
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.asset import KeySecret
-from kubemam.plan.jobs import LABEL_ASSET, LABEL_MANAGED_BY
+from kubemam.plan.jobs import LABEL_ASSET, LABEL_MANAGED_BY, asset_label
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def ensure_content_keys(api: KubeApi, namespace: str, request: KeySecret, owner:
         secret = {
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": request.name, "namespace": namespace,
-                         "labels": {LABEL_MANAGED_BY: "kubemam", LABEL_ASSET: meta["name"][:63].rstrip("-.")},
+                         "labels": {LABEL_MANAGED_BY: "kubemam", LABEL_ASSET: asset_label(meta["name"])},
                          "ownerReferences": [{"apiVersion": API_VERSION, "kind": "MediaAsset", "name": meta["name"],
                                               "uid": meta["uid"], "controller": True,
                                               "blockOwnerDeletion": True}]},

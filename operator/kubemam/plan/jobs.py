@@ -33,6 +33,16 @@ WORKER_UID = 65532  # the worker image's non-root user
 MANAGED_SELECTOR = {LABEL_MANAGED_BY: "kubemam"}
 
 
+def asset_label(name: str) -> str:
+    """The asset's name as a label value (at most 63 characters); Jobs are matched by owner uid anyway."""
+    return name[:63].rstrip("-.")
+
+
+def asset_jobs_selector(name: str) -> dict[str, str]:
+    """The labels of every step Job of an asset (filter by owner uid: an earlier asset may share the name)."""
+    return {**MANAGED_SELECTOR, LABEL_ASSET: asset_label(name)}
+
+
 @dataclass(frozen=True)
 class Owner:
     """The resource a Job belongs to; the garbage collector removes the Job with it."""
@@ -131,8 +141,7 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
         LABEL_STEP: request.step,
         **request.extra_labels,
     }
-    # Label values are limited to 63 characters; Jobs are matched to assets by owner uid anyway.
-    labels[LABEL_ASSET] = request.owner.name[:63].rstrip("-.")
+    labels[LABEL_ASSET] = asset_label(request.owner.name)
     job_labels = dict(labels)
     if request.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = request.queue_name

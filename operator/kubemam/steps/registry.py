@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kubemam.steps.archive import ArchiveInputs
 from kubemam.steps.base import StepResult
@@ -53,16 +53,15 @@ class Step:
     name: str
     summary: str
     entry: str  # "module:function" returning the exit code; reads KUBEMAM_STEP_INPUT itself
-    input_model: type[Any] | None  # a pydantic model the planner's input must validate against, before the Job exists
+    input_model: type[BaseModel]  # the planner's input must validate against it, before the Job exists
     result_model: type[StepResult] | None
     resources: Resources
     deadline_seconds: int  # activeDeadlineSeconds: a step past it is stuck, not slow
     backoff_limit: int | None = None  # None: the operator's default
-    by_alias: bool = True  # ArchiveInputs travel in snake_case (its own wire shape since issue 7)
 
     def validate_input(self, inputs: dict[str, Any]) -> Any:
         """The input as the model reads it; a ValidationError names the field."""
-        return inputs if self.input_model is None else self.input_model.model_validate(inputs)
+        return self.input_model.model_validate(inputs)
 
     def parse_result(self, result: dict[str, Any] | None) -> StepResult | None:
         """The worker's result as its model, or None when there is none or it does not validate."""
@@ -99,11 +98,11 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     Step(DISTRIBUTE, "publish to and take down from distribution origins", "kubemam.worker.distribute:run",
          DistributeInput, DistributeResult, _SMALL, 1 * HOUR),
     Step(ARCHIVE, "verified copies at the tier's locations, then vacate the others", "kubemam.worker.archive:run",
-         ArchiveInputs, None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT, by_alias=False),
+         ArchiveInputs, None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT),
     Step(FIXITY, "re-hash every archived copy and repair from an intact one", "kubemam.worker.archive:run",
-         ArchiveInputs, None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT, by_alias=False),
+         ArchiveInputs, None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT),
     Step(PURGE, "lift kubemam's legal holds and delete every version at every location", "kubemam.worker.archive:run",
-         ArchiveInputs, None, _SMALL, 1 * HOUR, ARCHIVE_BACKOFF_LIMIT, by_alias=False),
+         ArchiveInputs, None, _SMALL, 1 * HOUR, ARCHIVE_BACKOFF_LIMIT),
     Step(MIGRATE, "an FFV1/Matroska preservation master, verified frame by frame", "kubemam.worker.migrate:run",
          MigrateInput, MigrateResult, _ENCODE, 48 * HOUR),
 )}

@@ -72,17 +72,13 @@ def main(name: str) -> int:
         print(f"{name}: {err}", file=sys.stderr)
         _report(f"{name}: {err}", retryable=False)
         return PERMANENT_FAILURE_EXIT_CODE
-    except FileNotFoundError as err:
-        if not _missing_tool(err):
-            traceback.print_exc()
-            _report(f"{name} failed (the Job retries it): {type(err).__name__}: {err}", retryable=True)
-            return RETRYABLE_FAILURE_EXIT_CODE
-        # A tool the image lacks (ffprobe, mp4ff-encrypt): no retry brings it; the image must change.
-        message = f"{name}: {err.filename} is not installed in the worker image (not on PATH)"
-        print(message, file=sys.stderr)
-        _report(message, retryable=False)
-        return PERMANENT_FAILURE_EXIT_CODE
     except Exception as err:  # noqa: BLE001 - a crash is reported in words, then retried by the Job controller
+        if isinstance(err, FileNotFoundError) and _missing_tool(err):
+            # A tool the image lacks (ffprobe, mp4ff-encrypt): no retry brings it; the image must change.
+            message = f"{name}: {err.filename} is not installed in the worker image (not on PATH)"
+            print(message, file=sys.stderr)
+            _report(message, retryable=False)
+            return PERMANENT_FAILURE_EXIT_CODE
         traceback.print_exc()
         _report(f"{name} failed (the Job retries it): {type(err).__name__}: {err}", retryable=True)
         return RETRYABLE_FAILURE_EXIT_CODE

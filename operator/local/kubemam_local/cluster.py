@@ -94,6 +94,13 @@ def operator_command() -> list[str]:
     return [sys.executable, "-m", "kubemam", "run", "--all-namespaces"]
 
 
+def _state(cp: Any, binaries: Any, s3: Any, node: str, directory: Path) -> dict[str, Any]:
+    """What ready.json says of a running cluster, whichever node it runs (`up`, `env` and the demo read it)."""
+    return {"pid": os.getpid(), "kubeconfig": str(cp.kubeconfig), "server": cp.server, "version": cp.version(),
+            "binDir": str(binaries["kubectl"].parent), "startedInSeconds": round(cp.started_in, 2),
+            "s3Endpoint": s3.endpoint, "s3CredentialsSecret": S3_SECRET, "node": node, "logs": str(directory)}
+
+
 def serve(directory: Path, node: str = "process") -> int:
     """Run the control plane and the operator until SIGTERM or SIGINT."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -119,19 +126,7 @@ def serve(directory: Path, node: str = "process") -> int:
             with open(directory / "operator.log", "ab") as op_log:
                 operator = subprocess.Popen(operator_command(), env=operator_env, stdout=op_log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-                state = {
-                    "pid": os.getpid(),
-                    "operatorPid": operator.pid,
-                    "kubeconfig": str(cp.kubeconfig),
-                    "server": cp.server,
-                    "version": cp.version(),
-                    "binDir": str(binaries["kubectl"].parent),
-                    "startedInSeconds": round(cp.started_in, 2),
-                    "s3Endpoint": s3.endpoint,
-                    "s3CredentialsSecret": S3_SECRET,
-                    "node": process_node.name,
-                    "logs": str(directory),
-                }
+                state = {**_state(cp, binaries, s3, process_node.name, directory), "operatorPid": operator.pid}
                 (directory / "ready.json").write_text(json.dumps(state, indent=2))
                 while not stop.wait(1.0):
                     if operator.poll() is not None:
@@ -190,21 +185,8 @@ def serve_kubelet(directory: Path, stop: threading.Event) -> int:
             # The example ladder's transcode asks for 2 CPUs, all a 2-core machine has: the operator's own 100m
             # request would leave it unschedulable (on the process node the operator is no pod).
             "resources.requests.cpu": "0"})
-        state = {
-            "pid": os.getpid(),
-            "kubeconfig": str(cp.kubeconfig),
-            "server": cp.server,
-            "version": cp.version(),
-            "binDir": str(binaries["kubectl"].parent),
-            "startedInSeconds": round(cp.started_in, 2),
-            "s3Endpoint": s3.endpoint,
-            "s3CredentialsSecret": S3_SECRET,
-            "node": node.name,
-            "nodeKind": "kubelet",
-            "operator": f"{chart.NAMESPACE}/deployment/{chart.RELEASE}",
-            "images": refs,
-            "logs": str(directory),
-        }
+        state = {**_state(cp, binaries, s3, node.name, directory), "nodeKind": "kubelet",
+                 "operator": f"{chart.NAMESPACE}/deployment/{chart.RELEASE}", "images": refs}
         (directory / "ready.json").write_text(json.dumps(state, indent=2))
         try:
             while not stop.wait(1.0):

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from kubemam.media.sample import make_sample, sample_captions
-from kubemam.plan.jobs import LABEL_ASSET, LABEL_STEP, MANAGED_SELECTOR
+from kubemam.plan.jobs import LABEL_ASSET, LABEL_STEP, MANAGED_SELECTOR, asset_label
 from kubemam.status_view import progress_bar, span
 from kubemam.storage.s3 import make_client
 from kubemam.storage.uri import S3Uri
@@ -222,7 +222,7 @@ def follow(state: dict[str, Any], names: list[str], watch_seconds: float) -> dic
         jobs = json.loads(_kubectl(state, "get", "jobs", "-n", DEMO_NAMESPACE, "-l", selector, "-o", "json"))["items"]
         current = {i["metadata"]["name"]: i for i in items if i["metadata"]["name"] in last}
         for name in names:
-            mine = [j for j in jobs if (j["metadata"].get("labels") or {}).get(LABEL_ASSET) == name[:63].rstrip("-.")]
+            mine = [j for j in jobs if (j["metadata"].get("labels") or {}).get(LABEL_ASSET) == asset_label(name)]
             now = look(current.get(name) or {}, mine)
             for line in changes(last[name], now):
                 _say(f"   {time.strftime('%H:%M:%S')} {name:<{width}}  {line}")
