@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit integration faults lint crds binaries up down env bench clean images test-containers
+.PHONY: demo test unit integration faults lint crds binaries up down env bench bench-smoke clean images test-containers krew
 
 # Two distributions: kubemam (the product) and kubemam-local (operator/local: the development cluster,
 # `kubemam local` and `kubemam demo`), both editable.
@@ -46,6 +46,15 @@ bench: binaries
 	$(BIN)/python bench/transcode.py
 	$(BIN)/python bench/takedown.py
 	$(BIN)/python bench/tier_move.py
+	$(BIN)/python bench/large.py
+	$(BIN)/python bench/packager.py --verify --play
+	$(BIN)/python bench/scale.py --assets 1000
+	$(BIN)/python bench/scale.py --assets 3000
+
+# Benchmarks at a tiny size (.ci/run): they still run and print their figures; their speed is not judged.
+bench-smoke: binaries
+	$(BIN)/python bench/scale.py --smoke
+	$(BIN)/python bench/packager.py --minutes 1 --packagers ours --schemes clear cenc --verify
 
 # The operator and worker images, tagged as the chart's defaults (ghcr.io/kubemam/{operator,worker}:<version>),
 # with no registry: installs docker.io when missing, starts dockerd when none answers, makes a local Debian
@@ -65,6 +74,10 @@ crds: $(STAMP)
 # Artifact Hub CRD annotations (files/crds, examples/). tests/unit/test_chart_readme.py fails when stale.
 chart-readme: $(STAMP)
 	$(BIN)/python -m tests.chart_readme
+
+# The kubectl plugin's release archive and its krew manifest (sha256 of the archive, the release URL) in dist/krew/.
+krew: $(STAMP)
+	$(BIN)/python -m tests.krew --out dist/krew
 
 up: binaries
 	$(BIN)/kubemam local up

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from botocore.exceptions import ClientError
 
 from kubemam import __version__
 from kubemam.storage.s3 import commit
@@ -83,7 +84,11 @@ def main() -> int:
 
 def run(state: dict[str, Any], count: int, open_seconds: int) -> int:
     s3 = s3_client(state)
-    s3.create_bucket(Bucket=ORIGIN)
+    try:
+        s3.create_bucket(Bucket=ORIGIN)
+    except ClientError as err:  # the local cluster creates the origin bucket itself now; older ones did not
+        if err.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
     with tempfile.TemporaryDirectory() as folder:  # a committed package, as the package step leaves one
         for name, body in PACKAGE_FILES.items():
             (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)

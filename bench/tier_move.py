@@ -1,16 +1,18 @@
 """Tier-move benchmark: `kubemam worker archive` moving a 1 GiB master, against plain boto3 in the same run.
 
 Two real MinIO servers (two sites). Measured, best of --runs each, interleaved:
-  same site   — the worker's move library -> nearline (server-side CopyObject with a SHA-256 the
-                server computes and compares, x-amz-meta-sha256, Object-Lock-ready, then the source
-                deleted) vs boto3's managed `s3.copy` of the same object (no verification, no delete);
-  cross site  — the worker's move library (site A) -> vault (site B), streamed with per-part SHA-256
-                checksums the server checks and a whole-object hash, then the source deleted, vs a
+  same site   — the worker's place run library -> nearline (server-side CopyObject with a SHA-256 the
+                server computes and compares, x-amz-meta-sha256) vs boto3's managed `s3.copy` of the
+                same object (no verification);
+  cross site  — the worker's place run library (site A) -> vault (site B), streamed in one pass: the
+                source hashed with SHA-256 as it is read, each part's CRC32 checked by site B, vs a
                 plain boto3 `upload_fileobj` of the `get_object` stream.
-The worker is timed as a whole process (Python start-up, probes, manifest writes included).
+The worker is timed as a whole process (Python start-up, probes, location manifest included).
 Prints MB/s for each and the ratio worker/boto3 (1.00 = as fast as the unverified copy).
+--compare DIR also times the worker from another copy of the kubemam package (DIR/kubemam, e.g. an
+earlier version), interleaved in the same run, so before/after share the machine's load.
 
-Usage: .venv/bin/python bench/tier_move.py [--size-mib 1024] [--runs 2]
+Usage: .venv/bin/python bench/tier_move.py [--size-mib 1024] [--runs 2] [--compare DIR]
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ def _source(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def _worker(a: MinioServer, b: MinioServer, inputs: dict[str, Any], workdir: Path) -> float:
-    env = {**os.environ, "AWS_ENDPOINT_URL": a.endpoint, "AWS_ACCESS_KEY_ID": a.access_key,
+def _worker(a: MinioServer, b: MinioServer, inputs: dict[str, Any], workdir: Path, code: str | None = None
+            ) -> float:
+    path = {"PYTHONPATH": os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")]))} if code else {}
+    env = {**os.environ, **path, "AWS_ENDPOINT_URL": a.endpoint, "AWS_ACCESS_KEY_ID": a.access_key,
            "AWS_SECRET_ACCESS_KEY": a.secret_key, "SITE_B_ACCESS_KEY_ID": b.access_key,
            "SITE_B_SECRET_ACCESS_KEY": b.secret_key, "KUBEMAM_STEP_INPUT": json.dumps(inputs),
            "KUBEMAM_TERMINATION_MESSAGE_PATH": str(workdir / "termination-log"), "TMPDIR": str(workdir)}
@@ -82,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--compare", help="a directory holding another kubemam package to time as well")
     args = parser.parse_args()
     size = args.size_mib * MiB
     with tempfile.TemporaryDirectory(prefix="kubemam-bench-") as tmp, \
@@ -90,11 +95,21 @@ def main() -> None:
         work = Path(tmp)
         source = work / "master.bin"
         sha = _source(source, size)
-        results: dict[str, list[float]] = {k: [] for k in ("worker-same", "boto3-same", "worker-cross", "boto3-cross")}
+        kinds = ["worker", "boto3"] + (["compare"] if args.compare else [])
+        results: dict[str, list[float]] = {f"{k}-{site}": [] for k in kinds for site in ("same", "cross")}
         s3a, s3b = a.client(), b.client()
         s3a.upload_file(str(source), "library", SEED, ExtraArgs={"Metadata": {"sha256": sha}})
         run = 0
         for _ in range(args.runs):
+            if args.compare:
+                run += 1
+                _seed(a, run)
+                results["compare-same"].append(_worker(a, b, _move_inputs(b, sha, size, "nearline", run), work,
+                                                       args.compare))
+                run += 1
+                _seed(a, run)
+                results["compare-cross"].append(_worker(a, b, _move_inputs(b, sha, size, "vault", run), work,
+                                                        args.compare))
             run += 1
             _seed(a, run)
             results["worker-same"].append(_worker(a, b, _move_inputs(b, sha, size, "nearline", run), work))
@@ -115,6 +130,10 @@ def main() -> None:
             worker, plain = best[f"worker-{kind}"], best[f"boto3-{kind}"]
             print(f"  {kind:5} site: worker {worker:6.2f} s ({mb / worker:7.1f} MB/s)  boto3 {plain:6.2f} s "
                   f"({mb / plain:7.1f} MB/s)  ratio worker/boto3 time = {worker / plain:.3f}")
+            if args.compare:
+                other = best[f"compare-{kind}"]
+                print(f"  {kind:5} site: --compare worker {other:6.2f} s  ratio compare/boto3 time = "
+                      f"{other / plain:.3f}")
 
 
 if __name__ == "__main__":

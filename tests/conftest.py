@@ -19,7 +19,7 @@ EXAMPLES = REPO / "examples"
 @pytest.fixture(scope="session", autouse=True)
 def worker_tools(request: pytest.FixtureRequest) -> Iterator[None]:
     """Workers that tests run as host processes (`kubemam worker package` with os.environ) find
-    mp4ff-encrypt as in the worker image: KUBEMAM_MP4FF_ENCRYPT, set here for the session to the one
+    kubemam-encrypt as in the worker image: KUBEMAM_ENCRYPT, set here for the session to the one
     the local cluster builds. Only when integration tests are selected (building it needs Go)."""
     if not any(item.get_closest_marker("integration") for item in request.session.items):
         yield

@@ -46,13 +46,13 @@ def metric_value(exposition: str, name: str, **labels: str) -> float | None:
 @functools.cache
 def worker_tools_env() -> dict[str, str]:
     """What the worker image gives its steps beside the package, for workers run here as host processes:
-    KUBEMAM_MP4FF_ENCRYPT, as the image sets it, to the mp4ff-encrypt the local cluster builds (its cache,
+    KUBEMAM_ENCRYPT, as the image sets it, to the kubemam-encrypt the local cluster builds (its cache,
     or built with Go once). The product never builds it: it looks at that variable, then PATH."""
-    if os.environ.get("KUBEMAM_MP4FF_ENCRYPT"):
-        return {"KUBEMAM_MP4FF_ENCRYPT": os.environ["KUBEMAM_MP4FF_ENCRYPT"]}
+    if os.environ.get("KUBEMAM_ENCRYPT"):
+        return {"KUBEMAM_ENCRYPT": os.environ["KUBEMAM_ENCRYPT"]}
     from kubemam_local.gotools import resolve_tool
 
-    return {"KUBEMAM_MP4FF_ENCRYPT": str(resolve_tool("mp4ff-encrypt"))}
+    return {"KUBEMAM_ENCRYPT": str(resolve_tool("kubemam-encrypt"))}
 
 
 def run_step(step: str, minio: Any, tmp_path: Path, inputs: dict[str, Any]) -> tuple[

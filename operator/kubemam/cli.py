@@ -56,7 +56,15 @@ def _run(args: argparse.Namespace) -> int:
     # the object a message is about under "object" and a "severity", for log collectors.
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.verbose, log_format=log_format)
+    settings = kopf.OperatorSettings()
+    # --namespace: exact names, so Kopf needs no cluster-wide list/watch of namespaces and CRDs (the chart's
+    # watchNamespaces grants none); it finds the kinds once at start by discovery. docs/security.md
+    settings.scanning.disabled = bool(args.namespace)
+    from kubemam.controllers import session
+
+    session.scopes = len(args.namespace or ()) or 1  # each namespace has its own watch streams
     kopf.run(
+        settings=settings,
         standalone=True,  # one replica, no peering: see docs/architecture.md
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
@@ -254,6 +262,29 @@ def _describe(args: argparse.Namespace) -> int:
     return _people("describe", show)
 
 
+def _preview(args: argparse.Namespace) -> int:
+    def show() -> int:
+        from kubemam.preview.command import s3_client, serve
+        from kubemam.preview.model import PreviewError
+        from kubemam.preview.player import find_player, search_roots
+
+        try:
+            player = find_player(args.player_js, os.environ, search_roots())
+        except FileNotFoundError as err:
+            print(f"kubemam preview: {err}", file=sys.stderr)
+            return 2
+        api, current = _people_client(args.kubeconfig, args.context)
+        namespace = args.namespace or current
+        try:
+            s3 = s3_client(api, namespace, args.s3_endpoint, args.s3_secret)
+            return serve(api, s3, namespace, args.name, args.port, player, not args.no_open, args.expires)
+        except (PreviewError, ValueError) as err:
+            print(f"kubemam preview: {err}", file=sys.stderr)
+            return 1
+
+    return _people("preview", show)
+
+
 # --- subcommands of other distributions ----------------------------------------------------------------
 
 # Other distributions add subcommands through this entry-point group: each entry point, named after its
@@ -354,6 +385,23 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("name")
     describe.add_argument("--namespace", "-n", default=None, help="default: the context's namespace")
     describe.set_defaults(func=_describe)
+
+    preview = sub.add_parser("preview", help="a local page (127.0.0.1) to watch an asset's proxy, renditions and "
+                             "packages, its QC findings on a timeline, its loudness and thumbnails")
+    preview.add_argument("kind", choices=["ma", "mediaasset", "mediaassets"], metavar="KIND", help="ma")
+    preview.add_argument("name")
+    preview.add_argument("--namespace", "-n", default=None, help="default: the context's namespace")
+    preview.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG, ~/.kube/config)")
+    preview.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
+    preview.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    preview.add_argument("--no-open", action="store_true", help="print the URL only; do not open a browser")
+    preview.add_argument("--player-js", default=None, help="Shaka Player script: a path, `cdn` or `none` (default: "
+                         "KUBEMAM_PLAYER_JS, an npm copy nearby, else jsDelivr)")
+    preview.add_argument("--s3-endpoint", default=None, help="default: AWS_ENDPOINT_URL or KUBEMAM_S3_ENDPOINT")
+    preview.add_argument("--s3-secret", default=None, help="Secret in the namespace with AWS_ACCESS_KEY_ID and "
+                         "AWS_SECRET_ACCESS_KEY (default: KUBEMAM_S3_CREDENTIALS_SECRET, else the AWS_* environment)")
+    preview.add_argument("--expires", type=int, default=3600, help="lifetime of presigned URLs, s (default 3600)")
+    preview.set_defaults(func=_preview)
 
     _add_plugins(sub)
     return parser

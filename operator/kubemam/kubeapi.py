@@ -166,17 +166,6 @@ class KubeApi:
             if err.status not in (403, 404, 409):
                 raise
 
-    def secret_keys(self, namespace: str, name: str) -> set[str] | None:
-        """The data keys a Secret holds (never their values, which stay in the API server), or None."""
-        try:
-            body = _raw(self.core.read_namespaced_secret(name, namespace, _preload_content=False,
-                                                              _request_timeout=self.timeout))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return set((body.get("data") or {}).keys())
-
     def create_secret(self, secret: dict[str, Any]) -> bool:
         """Create a Secret; False when one of that name exists already (409)."""
         try:
@@ -187,11 +176,6 @@ class KubeApi:
             if err.status == 409:
                 return False
             raise
-
-    def add_secret_data(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
-        """Add entries to a Secret (a strategic merge: entries already there are kept)."""
-        self.core.patch_namespaced_secret(name, namespace, {"stringData": string_data}, _preload_content=False,
-                                          _request_timeout=self.timeout)
 
     def _job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         body = _raw(self.core.list_namespaced_pod(
@@ -230,3 +214,77 @@ class KubeApi:
             if found is not None:
                 return found
         return None
+
+    # --- content-key Secrets (controllers/keys.py) ---------------------------------------------
+
+    def secret_metadata(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret's metadata only (PartialObjectMetadata: owners, labels, resourceVersion), never its
+        data, which stays in the API server; None when there is none."""
+        try:
+            response = self.core.api_client.call_api(
+                f"/api/v1/namespaces/{namespace}/secrets/{name}", "GET",
+                header_params={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"},
+                auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=False,
+                _request_timeout=self.timeout)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        metadata: dict[str, Any] = _raw(response)["metadata"]
+        return metadata
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A whole Secret (base64 data included); only to carry an asset's keys over from the Secret layout
+        of earlier versions, once per tier. None when there is none."""
+        try:
+            body: dict[str, Any] = _raw(self.core.read_namespaced_secret(name, namespace, _preload_content=False,
+                                                                       _request_timeout=self.timeout))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return body
+
+    # --- staged step inputs (plan/staging.py) ---------------------------------------------------
+
+    def create_config_map(self, config_map: dict[str, Any]) -> bool:
+        """Create a ConfigMap; False when it exists already (its name is the Job's, so its content is the
+        same: the worker checks the digest anyway) or its namespace is being deleted."""
+        try:
+            self.core.create_namespaced_config_map(config_map["metadata"]["namespace"], config_map,
+                                                   _preload_content=False, _request_timeout=self.timeout)
+            return True
+        except ApiException as err:
+            if err.status == 409 or (err.status == 403 and "NamespaceTerminating" in str(err.body)):
+                return False
+            raise
+
+    def job_uid(self, namespace: str, name: str) -> str | None:
+        try:
+            body = _raw(self.batch.read_namespaced_job(name, namespace, _preload_content=False,
+                                                       _request_timeout=self.timeout))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return str(body["metadata"]["uid"])
+
+    def set_config_map_owner(self, namespace: str, name: str, owner: dict[str, Any]) -> None:
+        """Make `owner` the ConfigMap's only owner (a merge patch: repeating it changes nothing); 404 is fine."""
+        try:
+            self.core.patch_namespaced_config_map(name, namespace, {"metadata": {"ownerReferences": [owner]}},
+                                                  _preload_content=False, _request_timeout=self.timeout)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    def waiting_containers(self, namespace: str, job_name: str) -> list[tuple[str, str]]:
+        """(reason, message) of each container of the Job's pods that waits to start, e.g. the kubelet's
+        CreateContainerConfigError for a Secret or key its env names that is missing."""
+        waiting = []
+        for pod in self._job_pods(namespace, job_name):
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                state = (status.get("state") or {}).get("waiting") or {}
+                if state.get("reason"):
+                    waiting.append((str(state["reason"]), str(state.get("message") or "")))
+        return waiting

@@ -297,6 +297,19 @@ def _qc_line(status: Mapping[str, Any]) -> str | None:
     return text
 
 
+def _publishable(body: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+    """The QC gate: held (and how to sign off), or who signed a failed QC off, when and why."""
+    gate = condition(body, "Publishable")
+    if not gate:
+        return NONE
+    approval = status.get("qcApproval")
+    if gate.get("status") == "True" and isinstance(approval, Mapping):
+        return f"yes — QC failed, approved by {approval.get('by')} at {approval.get('at')}: {approval.get('reason')}"
+    if gate.get("status") == "True":
+        return f"yes ({gate.get('reason', '')})"
+    return f"no ({gate.get('reason', '')}) — {' '.join(str(gate.get('message') or '').split())}"
+
+
 def _renditions(status: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     rows = []
     for r in _list(status.get("renditions")):
@@ -409,6 +422,7 @@ def render_asset(body: Mapping[str, Any], now: datetime, jobs: Sequence[Mapping[
              ("Phase", str(status.get("phase") or "Pending")
               + (f"  (Ready={ready.get('status')} {ready.get('reason', '')})" if ready else "")),
              ("Progress", asset_progress(status)),
+             ("Publishable", _publishable(body, status)),
              ("Ladder", str((spec.get("ladderRef") or {}).get("name") or NONE)),
              ("Archive policy", str((spec.get("archivePolicyRef") or {}).get("name") or NONE)),
              ("Created", relative(parse_time(meta.get("creationTimestamp")), now))]

@@ -3,17 +3,20 @@
 `kubemam local up --node kubelet` (kubemam_local/kubelet.py): the control plane, kubelet v1.36.3 with containerd
 2.x, runc and the CNI bridge, MinIO on the bridge's address, the built images imported into containerd, and
 `helm install charts/kubemam` with them; the namespaces enforce Pod Security "restricted". Then the demo's
-example asset goes ingest → transcode → package → archive to Ready, and bad input — a worker image without
-ffmpeg, S3 out of the pods' reach — ends in a condition that names the cause.
+example asset goes ingest → transcode → package → archive to Ready, a rights window publishes it (once its
+failed QC is signed off) to the origin, where it plays in Chromium, and takes it down at its end; and bad
+input — a worker image without ffmpeg, S3 out of the pods' reach — ends in a condition that names the cause.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from tests.containers.conftest import SKIP
 pytestmark = [SKIP]
 
 DEMO = "kubemam-demo"
+ORIGIN = "kubemam-origin"  # the local cluster makes it; examples/distribution-targets.yaml names it
 TIMINGS: dict[str, float] = {}
 
 
@@ -103,6 +107,92 @@ def test_the_example_asset_reaches_ready_with_every_step_in_the_worker_image(
         assert pod["status"]["phase"] == "Succeeded", (pod["metadata"]["name"], pod["status"])
         (container,) = pod["status"]["containerStatuses"]
         assert container["imageID"], container  # a container runtime's image, not the process node's
+
+
+def _origin_keys(store: Any, prefix: str) -> list[str]:
+    listed = store.list_objects_v2(Bucket=ORIGIN, Prefix=prefix)
+    return [o["Key"] for o in listed.get("Contents") or []]
+
+
+def _wait(what: str, probe: Any, timeout: float, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := probe():
+            return found
+        time.sleep(every)
+    raise AssertionError(f"no {what} after {timeout:.0f}s")
+
+
+def _content_keys(state: dict[str, Any], asset: dict[str, Any]) -> dict[str, str]:
+    """kid hex → key hex from the key Secrets the asset owns (found by owner, whatever they are named)."""
+    keys: dict[str, str] = {}
+    for secret in get(state, "secrets", "-n", DEMO)["items"]:
+        if not any(o.get("uid") == asset["metadata"]["uid"] for o in secret["metadata"].get("ownerReferences") or []):
+            continue
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        for name, kid in data.items():
+            if name.endswith(".kid") and f"{name[:-4]}.key" in data:
+                keys[uuid.UUID(kid).hex] = data[f"{name[:-4]}.key"]
+    return keys
+
+
+def test_a_window_publishes_the_signed_off_package_which_plays_then_takes_it_down(
+        cluster_state: dict[str, Any], tmp_path: Path) -> None:
+    """On the real node: the demo asset's failed QC holds it inside an open window until signed off; then the
+    distribute pod publishes it to the origin, where Chromium plays it with the asset's ClearKey keys, and the
+    window's end takes it down."""
+    from kubemam_local import demo
+    from tests.browser_player import ensure_browser_deps, play, serve_directory
+
+    state = cluster_state
+    started = time.monotonic()
+    (asset,) = get(state, "mediaassets", "-n", DEMO)["items"]
+    name = asset["metadata"]["name"]
+    gate = next(c for c in asset["status"]["conditions"] if c["type"] == "Publishable")
+    assert (gate["status"], gate["reason"]) == ("False", "QCHold"), gate
+    store = demo.s3_client(state)
+    prefix = f"svod-nordics/{DEMO}/{name}/"
+    now = datetime.now(UTC).replace(microsecond=0)
+    window = {"apiVersion": "kubemam.io/v1alpha1", "kind": "RightsWindow", "metadata": {"name": "nordics-now"},
+              "spec": {"assets": {"names": [name]}, "territories": ["NO", "SE", "DK", "FI", "IS"],
+                       "channels": ["svod"], "start": _stamp(now - timedelta(minutes=1)),
+                       "end": _stamp(now + timedelta(minutes=30))}}
+    kubectl(state, "apply", "-n", DEMO, "-f", "-", input=json.dumps(window))
+    time.sleep(8)
+    assert _origin_keys(store, prefix) == [], "published while QC held it"
+
+    kubectl(state, "annotate", "-n", DEMO, "mediaasset", name, "--field-manager=qc-reviewer",
+            "qc.kubemam.io/approved=reviewed on the real node")
+    _wait("package on the origin", lambda: any(k.endswith("manifest.mpd") for k in _origin_keys(store, prefix)), 180)
+    TIMINGS["sign-off to published on the origin"] = time.monotonic() - started
+    pods = get(state, "pods", "-n", DEMO, "-l", "kubemam.io/step=distribute")["items"]
+    assert pods and all(p["spec"]["nodeName"] == state["node"] for p in pods)
+
+    # What a viewer gets: the origin's copy plays in Chromium with the asset's keys.
+    local = tmp_path / "origin"
+    for key in _origin_keys(store, prefix):
+        (local / key[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+        store.download_file(ORIGIN, key, str(local / key[len(prefix):]))
+    (manifest,) = local.rglob("manifest.mpd")
+    keys = _content_keys(state, get(state, "mediaasset", name, "-n", DEMO))
+    assert keys, "no key Secret owned by the asset"
+    ensure_browser_deps()
+    with serve_directory(manifest.parent) as base:
+        result = play(f"{base}/manifest.mpd", clearkeys=keys, seconds=4, screenshot=tmp_path / "frame.png")
+    assert result["ok"], result
+
+    # The licence ends: taken down from the origin, verified by listing.
+    ended = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    kubectl(state, "patch", "rightswindow", "nordics-now", "-n", DEMO, "--type=merge", "-p",
+            json.dumps({"spec": {"end": _stamp(ended)}}))
+    _wait("takedown", lambda: _origin_keys(store, prefix) == [], 120)
+    TIMINGS["window end to taken down"] = (datetime.now(UTC) - ended).total_seconds()
+    history = get(state, "rightswindow", "nordics-now", "-n", DEMO)["status"].get("history") or []
+    assert ("Published", name) in {(h["action"], h["asset"]) for h in history}, history
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _helm_set(state: dict[str, Any], values: dict[str, str]) -> None:

@@ -107,7 +107,7 @@ def test_ingest_transcode_and_package_in_the_worker_image(docker: Any, images: d
         assert s3.head_object(Bucket=uri.bucket, Key=uri.key)["ContentLength"] == rendition["sizeBytes"]
         assert rendition["bitrate"] > 0
 
-    # Package with CENC: mp4ff-encrypt from the image, keys from a mounted Secret (as the package Job has them).
+    # Package with CENC: kubemam-encrypt from the image, keys from a mounted Secret (as the package Job has them).
     keys = {"video": (str(uuid.uuid4()), os.urandom(16).hex()), "audio": (str(uuid.uuid4()), os.urandom(16).hex())}
     key_secret = {f"{tier}.{part}": value for tier, (kid, key) in keys.items()
                   for part, value in (("kid", kid), ("key", key))}

@@ -122,15 +122,19 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
         stack.custom.create("archivepolicies", _policy(site_b))
         stack.custom.create("mediaassets", ASSET)
 
-        # A namespace without the S3 Secret the Jobs would name: a clear condition, no Job, no crash.
+        # A namespace without the S3 Secret the Jobs name: the ingest pod waits for it (the kubelet's
+        # CreateContainerConfigError; the operator never reads that Secret), the asset says so, nothing else runs.
         client.CoreV1Api(stack.api).create_namespace({"metadata": {"name": "no-s3-secret"}})
+        orphan_spec = {k: v for k, v in ASSET["spec"].items() if k != "archivePolicyRef"}  # no policy there
         stack.custom.api.create_namespaced_custom_object("kubemam.io", "v1alpha1", "no-s3-secret", "mediaassets",
-                                                         {**ASSET, "metadata": {"name": "orphan"}})
+                                                         {**ASSET, "metadata": {"name": "orphan"}, "spec": orphan_spec})
         missing = wait_for(lambda: next((c for c in (stack.custom.api.get_namespaced_custom_object(
             "kubemam.io", "v1alpha1", "no-s3-secret", "mediaassets", "orphan").get("status") or {}).get(
-            "conditions") or [] if c["type"] == "Ready"), None), timeout=60, what="the orphan's Ready condition")
+            "conditions") or [] if c["type"] == "Ready" and c["reason"] == "S3SecretMissing"), None), timeout=90,
+            what="the orphan's Ready=False S3SecretMissing")
         assert missing["reason"] == "S3SecretMissing" and "kubemam-s3" in missing["message"], missing
-        assert not client.BatchV1Api(stack.api).list_namespaced_job("no-s3-secret").items
+        assert [j.metadata.labels["kubemam.io/step"]
+                for j in client.BatchV1Api(stack.api).list_namespaced_job("no-s3-secret").items] == ["ingest"]
         assert stack.operator is not None and stack.operator.poll() is None
 
         # 1. Two verified copies, one offsite, before the asset is Ready.

@@ -62,6 +62,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                           "metricsFrom": [{"namespaceSelector": {"matchLabels": {
                               "kubernetes.io/metadata.name": "monitoring"}}}]},
         "podDisruptionBudget": {"enabled": True},
+        "stepNetworkPolicy": {"namespaces": ["media-a", "media-b"], "s3": {"cidrs": ["10.20.0.0/16"]},
+                              "extraEgress": [{"to": [{"ipBlock": {"cidr": "203.0.113.10/32"}}],
+                                               "ports": [{"port": 443, "protocol": "TCP"}]}]},
         "priorityClassName": "system-cluster-critical",
         "imagePullSecrets": [{"name": "ghcr"}],
     },
@@ -72,6 +75,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "image": {"repository": "registry.example.com/kubemam/operator", "digest": "sha256:" + "a" * 64},
         "workerImage": {"repository": "registry.example.com/kubemam/worker", "digest": "sha256:" + "b" * 64,
                         "pullPolicy": "Always"},
+    },
+    # Only two namespaces: Roles there, nothing cluster-wide (docs/security.md); S3 on MinIO's port.
+    "watch-namespaces": {
+        "watchNamespaces": ["media-a", "media-b"],
+        "s3": {"endpoint": "http://minio.storage.svc:9000", "credentialsSecret": "kubemam-s3"},
+        "workerServiceAccount": {"name": "kubemam-worker", "namespaces": ["media-a", "media-b"]},
     },
     # The conventions of other charts: names, more environment, security contexts merged over the defaults.
     "overrides": {
@@ -186,7 +195,8 @@ def test_render_matches_golden(helm: str, value_set: str) -> None:
 def test_the_value_sets_render_what_they_ask_for(helm: str) -> None:
     kinds = {name: sorted(d["kind"] for d in objects(render(helm, values))) for name, values in VALUE_SETS.items()}
     assert kinds["default"] == sorted(["CustomResourceDefinition"] * 4 + [
-        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"])
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"]
+        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] * 4)  # secrets, jobs, configmaps, keys
     assert {"NetworkPolicy", "ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "ConfigMap"} <= set(
         kinds["everything"])
     assert kinds["everything"].count("ServiceAccount") == 3  # the operator's, and the worker's in two namespaces
@@ -241,6 +251,9 @@ def test_every_operator_setting_can_be_set_and_validates(helm: str) -> None:
     ("logFormat=xml", "/logFormat"),
     ("fullnameOverride=Not_A_Name", "/fullnameOverride"),
     ("s3.retrySeconds=-1", "/s3/retrySeconds"),
+    ("watchNamespaces={Not_A_Namespace}", "/watchNamespaces/0"),
+    ("admissionPolicy.enable=false", "/admissionPolicy"),
+    ("stepNetworkPolicy.s3.cidrs={10.0.0.0}", "/stepNetworkPolicy/s3/cidrs/0"),
 ])
 def test_invalid_values_are_refused_by_name(helm: str, setting: str, field: str) -> None:
     result = _helm(helm, "template", RELEASE, str(CHART), "--set", setting, check=False)
@@ -274,7 +287,8 @@ def test_every_pod_spec_is_restricted(helm: str, value_set: str) -> None:
 def test_name_overrides_name_every_object_and_keep_selectors_matching(helm: str) -> None:
     docs = objects(render(helm, VALUE_SETS["overrides"]))
     named = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
-    assert {d["metadata"]["name"] for d in named} == {"mam", "mam-metrics"}
+    assert {d["metadata"]["name"] for d in named} == {"mam", "mam-metrics", "mam-secrets", "mam-jobs",
+                                                       "mam-configmaps", "mam-key-secrets"}
     for doc in named:
         assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "media-operator", doc["kind"]
     (deployment,) = find(docs, "Deployment")
@@ -384,6 +398,15 @@ def chart_cluster(api_client: Any) -> Iterator[Any]:
         except ApiException as err:
             if err.status != 404:
                 raise
+    admission = client.AdmissionregistrationV1Api(api_client)
+    for kind in ("secrets", "jobs", "configmaps"):  # the admission policies, applied by the RBAC test too
+        for delete in (admission.delete_validating_admission_policy_binding,
+                       admission.delete_validating_admission_policy):
+            try:
+                delete(f"{RELEASE}-{kind}")
+            except ApiException as err:
+                if err.status != 404:
+                    raise
 
 
 def _exists(read: Any) -> bool:

@@ -57,6 +57,9 @@ def test_demo_from_a_clean_state_reaches_ready_and_shows_each_step(tmp_path: Pat
         positions.append(succeeded.start())
     assert positions[:3] == sorted(positions[:3]), follow  # archive runs beside transcode and package
     assert re.search(rf"^   \d\d:\d\d:\d\d {ASSET}  Ready=True", follow, re.M), follow
+    # The demo master's loudness fails QC: the title is held from publishing until signed off.
+    assert re.search(rf"^   \d\d:\d\d:\d\d {ASSET}  Publishable=False \(QCHold\) — QC failed: .*loudness.*"
+                     r"kubectl annotate mediaasset", follow, re.M), follow
     lines = follow.splitlines()[1:]
     assert len(lines) == len(set(lines)), "a line repeats: the demo prints changes only"
 

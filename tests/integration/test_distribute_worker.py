@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 
+from kubemam.plan import staging
 from kubemam.report import parse_time, usage_rows
+from kubemam.steps.distribute import feed_file
 from kubemam.storage.s3 import commit
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError
@@ -145,7 +147,8 @@ def _example() -> dict[str, Any]:
         {"action": "takedown", "asset": "ep2", "target": "svod-nordics", "channel": "svod",
          "territories": ["NO", "SE"], "window": "w1", "package": None,
          "origin": "s3://kubemam-origin/svod-nordics/media/ep2", "purgeWebhook": "http://127.0.0.1:8123/purge"}],
-        "feeds": [{"uri": "s3://kubemam-origin/feeds/svod.json", "entries": []}],
+        "feeds": [{"uri": "s3://kubemam-origin/feeds/svod.json", "file": "feed-0.json", "sha256": "0" * 64,
+                   "entries": 0}],
         "usage": f"s3://kubemam-library/usage/media/{BATCH}.json"}
 
 
@@ -345,6 +348,26 @@ def _inputs(namespace: str, actions: list[dict[str, Any]], feeds: list[dict[str,
             "usage": f"s3://{LIBRARY}/usage/{namespace}/{batch}.json"}
 
 
+def _entry(asset: str) -> dict[str, Any]:
+    return {"asset": asset, "target": "svod-nordics", "channel": "svod", "territories": ["NO", "SE"],
+            "window": "w1", "start": "2027-01-01T00:00:00Z", "end": "2027-12-31T23:59:59Z"}
+
+
+def _staged(inputs: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Feeds given with their entries are staged as the Job stages them: a file beside the input, the input
+    naming it (plan/staging.py, steps/distribute.py feed_file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    feeds = []
+    for index, feed in enumerate(inputs["feeds"]):
+        if isinstance(feed.get("entries"), list):
+            text = feed_file(feed["entries"])
+            (folder / f"feed-{index}.json").write_text(text)
+            feed = {"uri": feed["uri"], "file": f"feed-{index}.json", "sha256": staging.sha256(text),
+                    "entries": len(feed["entries"])}
+        feeds.append(feed)
+    return {**inputs, "feeds": feeds}
+
+
 def _env(minio: Any) -> dict[str, str]:
     return {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
             "AWS_SECRET_ACCESS_KEY": minio.secret_key, "KUBEMAM_S3_RETRY_SECONDS": "5"}
@@ -353,8 +376,10 @@ def _env(minio: Any) -> dict[str, str]:
 def _run(minio: Any, tmp_path: Path, inputs: dict[str, Any], expect: int = 0) -> tuple[dict[str, Any], list[Any], str]:
     """The worker as a subprocess: (termination message, the JSON log lines on stdout, stderr)."""
     message = tmp_path / f"termination-{uuid.uuid4().hex}"
+    staged = tmp_path / f"staged-{uuid.uuid4().hex}"
+    inputs = _staged(inputs, staged)
     env = {**_env(minio), "KUBEMAM_STEP_INPUT": json.dumps(inputs), "KUBEMAM_TERMINATION_MESSAGE_PATH": str(message),
-           "TMPDIR": str(tmp_path)}
+           "TMPDIR": str(tmp_path), staging.STAGED_DIR_ENV: str(staged)}
     result = subprocess.run([sys.executable, "-m", "kubemam", "worker", "distribute"], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == expect, result.stdout[-2000:] + result.stderr[-3000:]
@@ -374,8 +399,7 @@ def test_publish_copies_the_package_manifests_last_and_a_rerun_changes_nothing(m
     ns = f"pub-{uuid.uuid4().hex[:6]}"
     package, files = _package(s3, tmp_path, ns, "ep1")
     action = _action("publish", ns, "ep1", package)
-    entries = [{"asset": "ep1", "target": "svod-nordics", "territories": ["NO", "SE"], "window": "w1",
-                "start": "2027-01-01T00:00:00Z", "end": "2027-12-31T23:59:59Z"}]
+    entries = [_entry("ep1")]
     feed = f"s3://{ORIGIN}/feeds/{ns}/svod.json"
     inputs = _inputs(ns, [action], [{"uri": feed, "entries": entries}])
     before = datetime.now(UTC)
@@ -423,7 +447,7 @@ def test_a_bad_package_fails_its_publish_for_good_and_holds_up_nothing_else(mini
     good, files = _package(s3, tmp_path, ns, "ep2")
     empty = f"s3://{LIBRARY}/assets/{ns}/nothing/packages/00"
     feed = f"s3://{ORIGIN}/feeds/{ns}/svod.json"
-    entries = [{"asset": "ep1", "target": "svod-nordics"}, {"asset": "ep2", "target": "svod-nordics"}]
+    entries = [_entry("ep1"), _entry("ep2")]
     inputs = _inputs(ns, [_action("publish", ns, "ep1", empty), taken, _action("publish", ns, "ep2", good)],
                      [{"uri": feed, "entries": entries}])
     result, lines, stderr = _run(minio, tmp_path, inputs, expect=2)
@@ -482,7 +506,7 @@ def test_takedown_empties_the_origin_and_purges_the_removed_paths(minio: Any, s3
     action = _action("takedown", ns, "ep2", webhook=webhook.url)
     empty = _action("takedown", ns, "never-published")
     feed = f"s3://{ORIGIN}/feeds/{ns}/svod.json"
-    entries = [{"asset": "ep1", "target": "svod-nordics", "territories": ["NO", "SE"], "window": "w1"}]
+    entries = [_entry("ep1")]
     inputs = _inputs(ns, [_action("publish", ns, "ep1", package), action, empty], [{"uri": feed, "entries": entries}])
     result, lines, _ = _run(minio, tmp_path, inputs)
     assert result == {"published": 1, "takenDown": 2, "usage": inputs["usage"]}
@@ -623,8 +647,8 @@ def test_a_broken_target_fails_its_actions_and_feed_and_nothing_else(minio: Any,
                on("publish", "ep1", broken, package)]
     actions[1]["target"] = actions[3]["target"] = "svod-broken"
     good_feed, bad_feed = f"s3://{ORIGIN}/feeds/{ns}/svod.json", f"s3://{broken}/feeds/{ns}/svod.json"
-    feeds = [{"uri": good_feed, "entries": [{"asset": "ep1", "target": "svod-nordics"}]},
-             {"uri": bad_feed, "entries": [{"asset": "ep1", "target": "svod-broken"}]}]
+    feeds = [{"uri": good_feed, "entries": [_entry("ep1")]},
+             {"uri": bad_feed, "entries": [{**_entry("ep1"), "target": "svod-broken"}]}]
     result, lines, _ = _run(minio, tmp_path, _inputs(ns, actions, feeds, batch=uuid.uuid4().hex), expect=2)
     assert [line["verified"] for line in lines] == [True, False, True, False]
     assert [i for i, _ in result["failed"]] == [1, 3]

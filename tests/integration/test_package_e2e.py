@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.media.sample import make_sample
+from kubemam.plan.package import key_secret_name
 from kubemam.storage.s3 import list_objects
 from kubemam.storage.uri import S3Uri
 from tests.helpers import Custom, local_stack, wait_for
@@ -77,12 +79,16 @@ def test_asset_is_packaged_with_drm_keys_only_the_secret_holds(control_plane: An
             raise AssertionError(f"{err}\n{log.read_text()[-3000:]}") from None
         assert status["phase"] == "Ready"
 
-        # The keys: one per tier, in a Secret the asset owns.
+        # The keys: one per tier, each in an immutable Secret the asset owns, named as the planner names it.
         core = client.CoreV1Api(api)
-        secret = core.read_namespaced_secret("clip-content-keys", NAMESPACE)
         asset_uid = custom.get("mediaassets", "clip")["metadata"]["uid"]
-        assert [o.uid for o in secret.metadata.owner_references] == [asset_uid]
-        data = {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
+        ladder = TranscodeLadderSpec.model_validate(LADDER["spec"])
+        data = {}
+        for tier in ("audio", "video"):
+            secret = core.read_namespaced_secret(key_secret_name(NAMESPACE, "clip", asset_uid, ladder, tier), NAMESPACE)
+            assert [o.uid for o in secret.metadata.owner_references] == [asset_uid]
+            assert secret.immutable and secret.metadata.labels["kubemam.io/key-tier"] == tier
+            data |= {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
         assert set(data) == {"audio.kid", "audio.key", "video.kid", "video.key"}
         video_kid, video_key = uuid.UUID(data["video.kid"]), data["video.key"]
 

@@ -99,16 +99,34 @@ def test_windows_publish_and_take_down_on_time(control_plane: Any, tmp_path: Pat
             raise AssertionError(f"{err}\n{stack.log.read_text()[-3000:]}") from None
         began = datetime.now(UTC).replace(microsecond=0)
 
-        # Open in 4 s for 12 s.
-        start, end = began + timedelta(seconds=4), began + timedelta(seconds=16)
+        # The sample's loud passage fails QC: the title is held from publishing until signed off.
+        hold = stack.custom.condition("mediaassets", "ep1", "Publishable")
+        assert hold is not None and (hold["status"], hold["reason"]) == ("False", "QCHold"), hold
+        assert "loudness" in hold["message"] and "qc.kubemam.io/approved" in hold["message"], hold
+
+        # Open in 4 s for 16 s: nothing is published while the hold lasts, the sign-off publishes.
+        start, end = began + timedelta(seconds=4), began + timedelta(seconds=20)
         stack.custom.create("rightswindows", _window("nordics", start, end, ["NO", "SE", "DK"]))
         nordics, europe = f"svod-nordics/{NAMESPACE}/ep1/", f"svod-europe/{NAMESPACE}/ep1/"
-        time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds() - 1))
-        assert _keys(stack, nordics) == [], "published before the window opened"
+        time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds() + 3))
+        assert _keys(stack, nordics) == [], "published while QC held it"
+        client.CustomObjectsApi(stack.api).patch_namespaced_custom_object(
+            "kubemam.io", "v1alpha1", NAMESPACE, "mediaassets", "ep1",
+            {"metadata": {"annotations": {"qc.kubemam.io/approved": "loud passage is the intended score"}}},
+            field_manager="qc-reviewer")
+        approved = datetime.now(UTC)
         wait_for(lambda: "manifest.mpd" in {k.rsplit("/", 1)[-1] for k in _keys(stack, nordics)}, timeout=20,
                  what="the package on the Nordic origin")
         opened = datetime.now(UTC)
-        assert (opened - start).total_seconds() < 10
+        assert (opened - approved).total_seconds() < 10
+        signed = stack.custom.get("mediaassets", "ep1")["status"]["qcApproval"]
+        assert (signed["by"], signed["reason"]) == ("qc-reviewer", "loud passage is the intended score"), signed
+        assert "loudness" in signed["failedChecks"], signed
+        publishable = stack.custom.condition("mediaassets", "ep1", "Publishable")
+        assert publishable is not None and (publishable["status"], publishable["reason"]) == ("True", "QCApproved")
+        audit = [e for e in client.CoreV1Api(stack.api).list_namespaced_event(
+            NAMESPACE, field_selector="involvedObject.name=ep1").items if e.reason == "QCApproved"]
+        assert len(audit) == 1 and "qc-reviewer" in audit[0].message, audit
         published = _keys(stack, nordics)
         assert any(k.endswith(".m4s") for k in published) and any(k.endswith("master.m3u8") for k in published)
         assert _keys(stack, europe) == []  # GB is not licensed

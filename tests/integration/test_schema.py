@@ -85,6 +85,13 @@ def test_bad_timecode_is_refused(api_client: Any, namespace: str) -> None:
     assert "spec.markers[0].start" in message
 
 
+def test_ttml_captions_are_refused_by_the_schema_not_by_the_package_step(api_client: Any, namespace: str) -> None:
+    body = example("mediaasset.yaml")
+    body["spec"]["captions"] = [{"language": "en", "format": "ttml", "uri": "s3://kubemam-library/captions/en.ttml"}]
+    message = _refusal(api_client, namespace, "mediaassets", body)
+    assert "spec.captions[0].format: Unsupported value" in message and "ttml" in message and "webvtt" in message
+
+
 def test_min_copies_beyond_locations_is_refused(api_client: Any, namespace: str) -> None:
     body = example("archivepolicy.yaml")
     body["spec"]["copies"]["minCopies"] = 5

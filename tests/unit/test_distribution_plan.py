@@ -121,8 +121,9 @@ def test_an_open_window_publishes_and_the_job_carries_the_steps_input() -> None:
     assert inputs.attempt == 0 and inputs.namespace == "media"
     assert inputs.usage == f"s3://kubemam-library/usage/media/{inputs.batch}.json"
     # The feed is the namespace's own: another namespace publishing to the same origin bucket has another.
-    assert [(f.uri, [e["asset"] for e in f.entries]) for f in inputs.feeds] == [
-        ("s3://origin/feeds/media/svod.json", ["ep1"])]
+    # Its entries are staged beside the input (never in it): the Job names the file and its digest.
+    assert [(f.uri, [e["asset"] for e in plan.job.feed(f.uri)], f.entries) for f in inputs.feeds] == [
+        ("s3://origin/feeds/media/svod.json", ["ep1"], 1)]
     job = plan.job.job
     assert job["metadata"]["name"].startswith("rights-distribute-") and "ownerReferences" not in job["metadata"]
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -144,7 +145,7 @@ def test_a_closed_window_takes_down_what_it_published() -> None:
     assert [(a.action, a.asset, a.package, a.origin, a.window) for a in plan.job.inputs.actions] == [
         ("takedown", "ep1", None, "s3://origin/svod-no/media/ep1", "w1")]
     assert plan.wake is None and plan.windows["w1"].phase == "Closed"
-    assert [f.entries for f in plan.job.inputs.feeds] == [[]]
+    assert [plan.job.feed(f.uri) for f in plan.job.inputs.feeds] == [[]]
 
 
 def test_takedowns_go_first_in_batches_of_at_most_max_batch() -> None:
@@ -290,7 +291,7 @@ def test_invalid_targets_refuse_publishes_and_still_take_down() -> None:
     assert plan.job is not None
     assert [(a.action, a.asset, a.target, a.origin, a.purge_webhook) for a in plan.job.inputs.actions] == [
         ("takedown", "ep1", "svod-no", "s3://origin/svod-no/media/ep1", None)]
-    assert [(f.uri, f.entries) for f in plan.job.inputs.feeds] == [("s3://origin/feeds/media/svod.json", [])]
+    assert [(f.uri, plan.job.feed(f.uri)) for f in plan.job.inputs.feeds] == [("s3://origin/feeds/media/svod.json", [])]
     # A Job that finished meanwhile is still recorded.
     first = plan_distribution(_facts(), CONFIG, _at(1))
     done = replace(_finish(_after(_facts(), first), "Succeeded", _at(3)), target_problem="bad")
@@ -434,7 +435,7 @@ def test_a_quarantined_pair_holds_back_only_itself() -> None:
     assert [(a.action, a.asset, a.target) for a in recorded.job.inputs.actions] == [
         ("publish", "ep2", "svod-no"), ("publish", "ep2", "svod-no-b")]
     # The feeds advertise what is on the origins and what this batch publishes, nothing held back.
-    feeds = {f.uri: [(e["asset"], e["target"]) for e in f.entries] for f in recorded.job.inputs.feeds}
+    feeds = {f.uri: [(e["asset"], e["target"]) for e in recorded.job.feed(f.uri)] for f in recorded.job.inputs.feeds}
     assert feeds == {"s3://origin/feeds/media/svod.json": [("ep2", "svod-no")],
                      "s3://broken/feeds/media/svod.json": [("ep2", "svod-no-b")]}
     # ep2 on the broken target fails too; on the good one it is published.
@@ -448,7 +449,7 @@ def test_a_quarantined_pair_holds_back_only_itself() -> None:
     # ep1's takedown is due again (2 s after 101): its retry carries the feeds, without the held publish.
     nxt = plan
     assert nxt.job is not None and [(a.asset, a.target) for a in nxt.job.inputs.actions] == [("ep1", "svod-no-b")]
-    feeds = {f.uri: [(e["asset"], e["target"]) for e in f.entries] for f in nxt.job.inputs.feeds}
+    feeds = {f.uri: [(e["asset"], e["target"]) for e in nxt.job.feed(f.uri)] for f in nxt.job.inputs.feeds}
     assert feeds == {"s3://origin/feeds/media/svod.json": [("ep2", "svod-no")],
                      "s3://broken/feeds/media/svod.json": []}
 
@@ -515,7 +516,7 @@ def test_an_asset_being_deleted_is_taken_down_and_not_published_anywhere() -> No
     assert plan.job is not None
     assert [(a.action, a.asset, a.target) for a in plan.job.inputs.actions] == [
         ("takedown", "ep1", "svod-no"), ("takedown", "ep1", "svod-no-b")]
-    assert all(f.entries == [] for f in plan.job.inputs.feeds)
+    assert all(plan.job.feed(f.uri) == [] for f in plan.job.inputs.feeds)
     done = _finish(_after(_two_targets(_facts(assets=[deleting, fresh])), plan), "Succeeded", _at(52))
     settled = _after(done, plan_distribution(done, CONFIG, _at(53)))
     assert plan_distribution(settled, CONFIG, _at(54)).job is None  # ep2 is never published

@@ -82,7 +82,9 @@ def test_kueue_queue_suspends_the_job() -> None:
 def test_every_step_gets_its_own_resources_and_deadline() -> None:
     ingest = build_step_job(_request(), CONFIG)["spec"]
     assert ingest["activeDeadlineSeconds"] == STEPS["ingest"].deadline_seconds
-    assert ingest["template"]["spec"]["containers"][0]["resources"] == STEPS["ingest"].resources.to_wire()
+    resources = ingest["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"].pop("ephemeral-storage")  # from the master's size: tests/unit/test_step_scratch.py
+    assert resources == STEPS["ingest"].resources.to_wire()
     overridden = build_step_job(_request(), CONFIG.model_copy(update={"job_active_deadline_seconds": 600}))
     assert overridden["spec"]["activeDeadlineSeconds"] == 600
 

@@ -29,11 +29,15 @@ CALLS: dict[str, tuple[Any, ...]] = {
     "delete_job": (NS, "j"),
     "annotate_job": (NS, "j", {"kubemam.io/applied": "true"}),
     "create_event": ({"metadata": {"name": "e", "namespace": NS}},),
-    "secret_keys": (NS, "s3"),
     "create_secret": ({"metadata": {"name": "s", "namespace": NS}},),
-    "add_secret_data": (NS, "s", {"k": "v"}),
     "running_pod_log_tail": (NS, "j"),
     "termination_message": (NS, "j"),
+    "secret_metadata": (NS, "s"),
+    "read_secret": (NS, "s"),
+    "waiting_containers": (NS, "j"),
+    "create_config_map": ({"metadata": {"name": "j-staged", "namespace": NS}},),
+    "job_uid": (NS, "j"),
+    "set_config_map_owner": (NS, "j-staged", {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}),
 }
 READ_TIMEOUT = 0.5
 

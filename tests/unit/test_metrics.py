@@ -216,33 +216,21 @@ def test_reconciled_counts_outcomes_times_runs_and_keeps_the_handler() -> None:
     assert "unit-positional" in metrics.seen_namespaces()
 
 
-class _FakeApi:
-    """What the telemetry reads: objects per (plural, namespace), Jobs per namespace, and reads counted."""
-
-    def __init__(self, objects: dict[tuple[str, str], list[dict[str, Any]]], jobs: dict[str, list[dict[str, Any]]],
-                 ladders: dict[str, dict[str, Any]] | None = None) -> None:
-        self.objects, self.jobs, self.ladders, self.gets = objects, jobs, ladders or {}, 0
-
-    def list_objects(self, plural: str, namespace: str) -> list[dict[str, Any]]:
-        return self.objects.get((plural, namespace), [])
-
-    def list_jobs(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
-        return self.jobs.get(namespace, [])
-
-    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        self.gets += 1
-        return self.ladders.get(name)
-
-
-def test_the_sweep_lists_seen_namespaces_and_forgets_empty_ones() -> None:
-    from kubemam.controllers import telemetry
+def test_the_sweep_counts_seen_namespaces_from_the_indexes_and_forgets_empty_ones() -> None:
+    from kubemam.controllers import indexes, telemetry
 
     metrics.note_namespace("unit-sweep-full")
     metrics.note_namespace("unit-sweep-empty")
-    api = _FakeApi({("mediaassets", "unit-sweep-full"): [{"metadata": {"name": "a"}, "status": {"phase": "Ready"}}],
-                    ("rightswindows", "unit-sweep-full"): [_window(T0 - timedelta(hours=1), T0 + timedelta(days=2))]},
-                   {"unit-sweep-full": [_job(step="fixity", state="Pending", finished=None, started=None)]})
-    telemetry.sweep(api, T0)  # type: ignore[arg-type]
+    asset = {"metadata": {"name": "a", "namespace": "unit-sweep-full"}, "status": {"phase": "Ready"}}
+    window = _window(T0 - timedelta(hours=1), T0 + timedelta(days=2))
+    job = _job(step="fixity", state="Pending", finished=None, started=None)
+    # What the index functions keep of each object, in Kopf's shape (key -> the values of every object).
+    watched = indexes.Watched(
+        ladders={}, policies={}, asset_refs={},
+        windows={"unit-sweep-full": [indexes.window_entry("unit-sweep-full", "w", window)["unit-sweep-full"]]},
+        jobs={"unit-sweep-full": list(indexes.job_entry("unit-sweep-full", job).values())},
+        asset_phases={"unit-sweep-full": [indexes.asset_phase_entry("unit-sweep-full", "a", asset)["unit-sweep-full"]]})
+    telemetry.sweep(watched, T0)
     assert REGISTRY.get_sample_value("kubemam_assets", {"namespace": "unit-sweep-full", "phase": "Ready"}) == 1
     assert REGISTRY.get_sample_value("kubemam_rights_windows_open", {"namespace": "unit-sweep-full"}) == 1
     assert REGISTRY.get_sample_value("kubemam_rights_windows_closing_24h", {"namespace": "unit-sweep-full"}) == 0
@@ -253,14 +241,15 @@ def test_the_sweep_lists_seen_namespaces_and_forgets_empty_ones() -> None:
 
 def test_an_asset_event_counts_qc_once_against_the_ladders_target() -> None:
     from kubemam.controllers import telemetry
+    from kubemam.controllers.indexes import Watched
 
-    api = _FakeApi({}, {}, {"loud": {"spec": {"qc": {"targetLufs": -16}}}})
+    watched = Watched(ladders={("unit-event", "loud"): [{"qc": {"targetLufs": -16}}]}, policies={}, windows={},
+                      jobs={}, asset_refs={}, asset_phases={})
     status = _qc_status(lufs=-20.0, checked=datetime.now(UTC) + timedelta(seconds=1))
     body = {"metadata": {"name": "clip", "namespace": "unit-event"}, "spec": {"ladderRef": {"name": "loud"}},
             "status": status}
     deviations = _value("kubemam_loudness_deviation_lu_sum")
-    telemetry.asset_event(api, "MODIFIED", body)  # type: ignore[arg-type]
-    telemetry.asset_event(api, "MODIFIED", body)  # type: ignore[arg-type]
-    assert api.gets == 1  # the ladder is read once, for the one new result
+    telemetry.asset_event(watched, "MODIFIED", body)
+    telemetry.asset_event(watched, "MODIFIED", body)  # the same result again: counted once
     assert _value("kubemam_loudness_deviation_lu_sum") == pytest.approx(deviations + 4.0)
     assert _value("kubemam_qc_failures_total", namespace="unit-event", check="loudness") == 1

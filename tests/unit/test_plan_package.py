@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +14,7 @@ import yaml
 from kubemam.api.ladder import KeyTiers, TranscodeLadderSpec
 from kubemam.controllers.keys import new_tier_entries
 from kubemam.plan.asset import AssetPlan, JobObservation, plan_asset
-from kubemam.plan.package import KEYS_MOUNT, key_tier
+from kubemam.plan.package import KEYS_MOUNT, key_secret_name, key_tier, legacy_key_secret_name
 from tests.helpers import EXAMPLES
 from tests.unit.test_plan_transcode import CONFIG, NOW, _cond, _facts, _input
 
@@ -55,11 +57,14 @@ def test_renditions_ready_make_one_package_job_that_mounts_the_key_secret() -> N
                              "tiers": ["audio", "hd", "sd"], "provider": "secret"}
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["KUBEMAM_KEYS_DIR"] == KEYS_MOUNT
-    assert plan.key_secret is not None and plan.key_secret.name == "drm-keys-ep1"
-    assert plan.key_secret.tiers == ["audio", "hd", "sd"]
+    # One Secret per tier, its name hashed from (namespace, uid), all projected into one directory.
+    names = {tier: key_secret_name("media", "ep1", "uid-1", _ladder(), tier) for tier in ("audio", "hd", "sd")}
+    assert plan.key_secret is not None and plan.key_secret.names == names
+    assert names["hd"].startswith("drm-keys-ep1-") and names["hd"].endswith("-hd")
+    assert plan.key_secret.legacy == "drm-keys-ep1"
     pod = job["spec"]["template"]["spec"]
-    volume = next(v for v in pod["volumes"] if "secret" in v)
-    assert volume["secret"]["secretName"] == "drm-keys-ep1"
+    volume = next(v for v in pod["volumes"] if "projected" in v)
+    assert volume["projected"]["sources"] == [{"secret": {"name": names[t]}} for t in ("audio", "hd", "sd")]
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
     assert mount == {"name": volume["name"], "mountPath": KEYS_MOUNT, "readOnly": True}
     # The manifest names the Secret; it holds no key (no 128-bit hex anywhere in it).
@@ -124,6 +129,50 @@ def test_key_tiers_and_secret_entries() -> None:
     assert key_tier("audio", None, both) == "audio"
     assert key_tier("audio", None, None) == key_tier("video", 2160, None) == "all"
     assert key_tier("audio", None, KeyTiers(separate_video_tiers=True)) == "sd"
-    entries = new_tier_entries(["audio", "hd"], {"audio.kid", "audio.key"})
+    entries = new_tier_entries("hd")
     assert set(entries) == {"hd.kid", "hd.key"} and len(bytes.fromhex(entries["hd.key"])) == 16
-    assert new_tier_entries(["audio"], {"audio.kid", "audio.key"}) == {}
+    assert uuid.UUID(entries["hd.kid"]).version == 4 and entries != new_tier_entries("hd")
+
+
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _secret_ladder(prefix: str | None = None) -> TranscodeLadderSpec:
+    drm = _ladder().drm
+    assert drm is not None
+    provider: dict[str, Any] = {"type": "secret", **({"secret": {"namePrefix": prefix}} if prefix else {})}
+    return _ladder(drm={**drm.to_wire(), "keyProvider": provider})
+
+
+def test_key_secret_names_do_not_collide() -> None:
+    # The old names: prefix "a-b" + asset "c" and prefix "a" + asset "b-c" were one Secret.
+    ab, a = _secret_ladder("a-b"), _secret_ladder("a")
+    assert legacy_key_secret_name("c", ab) == legacy_key_secret_name("b-c", a) == "a-b-c"
+    assert key_secret_name("ns", "c", "uid-1", ab, "all") != key_secret_name("ns", "b-c", "uid-2", a, "all")
+    # Long names were cut to the same 253 characters; now the hash differs, and the tier is kept.
+    long_prefix = _secret_ladder("p" * 200)
+    long_a, long_b = "x" * 60 + "a", "x" * 60 + "b"
+    assert legacy_key_secret_name(long_a, long_prefix) == legacy_key_secret_name(long_b, long_prefix)
+    names = {key_secret_name("ns", n, uid, long_prefix, "uhd") for n, uid in ((long_a, "u1"), (long_b, "u2"))}
+    assert len(names) == 2 and all(len(n) <= 253 and n.endswith("-uhd") and DNS_SUBDOMAIN.match(n) for n in names)
+    # The same asset name in another namespace, or again after a delete (a new uid): another Secret.
+    plain = _secret_ladder()
+    assert len({key_secret_name(ns, "ep1", uid, plain, "all") for ns, uid in (("a", "1"), ("b", "1"), ("a", "2"))}) == 3
+    # A cut that ends on a dot or a dash still makes a valid name.
+    for asset in ("y" * 231 + ".z", "y" * 231 + "-z"):  # the cut (232 characters for "all") ends on "." / "-"
+        name = key_secret_name("ns", asset, "u", plain, "all")
+        assert DNS_SUBDOMAIN.match(name) and len(name) <= 253
+
+
+def test_a_key_secret_that_is_not_the_assets_stops_packaging_with_a_condition() -> None:
+    ladder = _ladder()
+    first = plan_asset(_facts(ladder), CONFIG, NOW)
+    facts = replace(_facts(ladder, [_transcoded(first.create_jobs[0])]),
+                    key_secret_problem="Secret 'x' in namespace media has the name of this asset's hd content-key "
+                                       "Secret but kubemam did not make it for this asset")
+    plan = plan_asset(facts, CONFIG, NOW)
+    assert plan.create_jobs == []  # no package Job would mount it
+    assert plan.key_secret is not None  # still checked on every reconcile, so the asset recovers once it is gone
+    assert _cond(plan.status, "Packaged") == ("False", "KeySecretConflict")
+    assert _cond(plan.status, "Ready") == ("False", "KeySecretConflict")
+    assert plan.status.phase == "Packaging"  # not Failed, which the recheck timer leaves alone

@@ -9,7 +9,9 @@ import pytest
 
 from kubemam.worker.contract import TERMINATION_PATH_ENV
 from kubemam_local.podspec import (
+    MissingReference,
     PodSpecError,
+    ReferenceNotFound,
     cpu_millis,
     expand,
     pod_cpu_request,
@@ -21,6 +23,8 @@ POD: dict[str, Any] = {"metadata": {"name": "p1", "namespace": "media", "uid": "
 
 
 def _lookup(kind: str, namespace: str, name: str, key: str) -> str | None:
+    if (kind, name) != ("Secret", "s3"):
+        raise ReferenceNotFound(name)
     return {("Secret", "media", "s3", "AWS_ACCESS_KEY_ID"): "AKIA-test"}.get((kind, namespace, name, key))
 
 
@@ -49,17 +53,22 @@ def test_pods_the_node_cannot_run_say_why(tmp_path: Path) -> None:
     dirs = {"work": tmp_path, "tmp": tmp_path}
     with pytest.raises(PodSpecError, match="sets no command"):
         process_spec(POD, _container(command=[]), tmp_path, dirs, _lookup, {})
-    with pytest.raises(PodSpecError, match="no key 'missing'"):
+    # A missing Secret or key: the kubelet's words (the pod waits for it; the operator reads them).
+    with pytest.raises(MissingReference, match="^couldn't find key missing in Secret media/s3$"):
         env = [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "missing"}}}]
+        process_spec(POD, _container(env=env), tmp_path, dirs, _lookup, {})
+    with pytest.raises(MissingReference, match='^secret "other" not found$'):
+        env = [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "other", "key": "k"}}}]
         process_spec(POD, _container(env=env), tmp_path, dirs, _lookup, {})
     with pytest.raises(PodSpecError, match="not inside a volume"):
         process_spec(POD, _container(workingDir="/opt/app"), tmp_path, dirs, _lookup, {})
 
 
 def test_optional_secret_key_is_skipped(tmp_path: Path) -> None:
-    env = [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "missing", "optional": True}}}]
+    env = [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "missing", "optional": True}}},
+           {"name": "Y", "valueFrom": {"secretKeyRef": {"name": "other", "key": "k", "optional": True}}}]
     spec = process_spec(POD, _container(env=env), tmp_path, {"work": tmp_path, "tmp": tmp_path}, _lookup, {})
-    assert "X" not in spec.env
+    assert "X" not in spec.env and "Y" not in spec.env
 
 
 def test_expansion_and_cpu_quantities() -> None:

@@ -19,7 +19,6 @@ from kubemam import health
 from kubemam.controllers.rights import CLOCK_HEARTBEAT, WORKER_HEARTBEAT, RightsClock, retry_delay
 from kubemam.controllers.telemetry import INVENTORY_HEARTBEAT, InventoryLoop
 from kubemam.health import Heartbeats, Stale
-from kubemam.kubeapi import KubeApi
 
 
 def _in(seconds: float) -> datetime:
@@ -190,11 +189,11 @@ def test_a_hung_metrics_sweep_stops_the_inventory_heartbeat() -> None:
     hang = threading.Event()
     beats = Heartbeats()
 
-    def api() -> KubeApi:
-        hang.wait(10)  # a call that never returns
+    def sweep() -> None:
+        hang.wait(10)  # a sweep that never returns
         raise RuntimeError("released")
 
-    loop = InventoryLoop(api, interval=0.05, first_delay=0.0, stuck_seconds=0.2, heartbeats=beats)
+    loop = InventoryLoop(sweep, interval=0.05, first_delay=0.0, stuck_seconds=0.2, heartbeats=beats)
     loop.start()
     try:
         _wait(lambda: [s.name for s in beats.stale()] == [INVENTORY_HEARTBEAT])

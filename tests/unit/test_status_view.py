@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from kubemam.status_view import (
     archive_summary,
@@ -218,3 +220,18 @@ def test_describe_shows_a_quarantined_target_with_its_error_and_retry() -> None:
     text = render_asset(body, now)
     assert "svod-bad  Pending  QUARANTINED (publish, 3 attempts)" in text
     assert "retry in 8s: bucket origin-bad does not exist" in text
+
+
+def test_describe_says_whether_qc_holds_the_title_and_who_signed_it_off() -> None:
+    def body(status: str, reason: str, message: str, approval: dict[str, str] | None = None) -> dict[str, Any]:
+        gate = {"type": "Publishable", "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": "2026-11-30T10:00:00Z"}
+        return {"metadata": {"name": "ep1", "namespace": "ns"}, "spec": {},
+                "status": {"conditions": [gate], **({"qcApproval": approval} if approval else {})}}
+
+    held = render_asset(body("False", "QCHold", "QC failed: loudness; held from publishing until approved"), NOW)
+    assert re.search(r"^  Publishable:\s+no \(QCHold\) — QC failed: loudness", held, re.M), held
+    signed = render_asset(body("True", "QCApproved", "approved", {"by": "jane", "at": "2026-11-30T10:05:00Z",
+                                                                   "reason": "intended score"}), NOW)
+    assert "Publishable:    yes — QC failed, approved by jane at 2026-11-30T10:05:00Z: intended score" in signed
+    assert "Publishable:    -" in render_asset({"metadata": {"name": "n", "namespace": "ns"}}, NOW)

@@ -22,6 +22,7 @@ import pytest
 
 from kubemam.api.asset import StorageCopy, StorageStatus
 from kubemam.api.ladder import Chunking
+from kubemam.plan import staging
 from kubemam.plan.archiving import FIXITY_ANNOTATION, plan_archive, purge_request
 from kubemam.plan.asset import JobObservation, plan_asset
 from kubemam.plan.distribution import CreateJob, plan_distribution
@@ -121,7 +122,12 @@ def test_every_emitted_job_runs_its_workers_entry_point(kind: str, tmp_path: Pat
     job = EMITTED[kind]
     container = job["spec"]["template"]["spec"]["containers"][0]
     inputs = json.loads(next(e["value"] for e in container["env"] if e["name"] == STEP_INPUT_ENV))
-    result, message = _run_worker(container["command"][2], inputs, tmp_path)
+    # Files staged beside the input (a distribute Job's feeds) are mounted, as the kubelet would.
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    for key, text in staging.staged_files(job).items():
+        (staged / key).write_text(text)
+    result, message = _run_worker(container["command"][2], inputs, tmp_path, {staging.STAGED_DIR_ENV: str(staged)})
     assert result.returncode == 1, result.stderr[-2000:]
     assert message.get("retryable") is True and "the Job retries it" in message["error"], message
     assert "invalid choice" not in result.stderr

@@ -101,7 +101,9 @@ class Timeline(KubeModel):
 
 class Caption(KubeModel):
     language: str = Field(max_length=35, pattern=BCP47, description="BCP 47 language of the text.")
-    format: Literal["webvtt", "srt", "ttml"] = Field(description="The file's format; packaged as WebVTT.")
+    # TTML is refused here, not accepted and then failed by the package step: it is not packaged (IMSC1) yet.
+    format: Literal["webvtt", "srt"] = Field(description="The file's format, WebVTT or SRT; packaged as WebVTT. "
+                                             "TTML is not supported yet: convert it to WebVTT.")
     uri: str = Field(max_length=2048, pattern=URI, description="Where the caption file is read from.")
     kind: Literal["subtitles", "captions", "forced"] = Field(default="subtitles", description="subtitles "
                                                              "(translation), captions (for the deaf and hard of "
@@ -191,6 +193,18 @@ class QCResult(KubeModel):
     report_uri: str | None = Field(default=None, description="qc.json beside the ingest manifest")
     loudness_uri: str | None = Field(default=None, description="loudness.json beside it: momentary and "
                                      "short-term loudness, one point a second, for plots")
+
+
+class QCApproval(KubeModel):
+    """A sign-off of a failed QC (the qc.kubemam.io/approved annotation), as the operator accepted it."""
+
+    reason: str = Field(max_length=1024, description="Why it was approved: the annotation's value")
+    by: str = Field(max_length=256, description="Who: the field manager that wrote the annotation (managedFields); "
+                    "`kubectl annotate --field-manager=NAME` sets it")
+    at: datetime = Field(description="When the annotation was written (managedFields), after the QC it approves")
+    qc_checked_at: datetime | None = Field(default=None, description="The QC run it approves; a new QC (re-ingest) "
+                                           "needs a new approval")
+    failed_checks: list[str] | None = Field(default=None, max_length=16, description="The checks that failed")
 
 
 class Previews(KubeModel):
@@ -358,6 +372,8 @@ class MediaAssetStatus(KubeModel):
     conditions: list[Condition] | None = conditions_field()
     technical: TechnicalMetadata | None = None
     qc: QCResult | None = None
+    qc_approval: QCApproval | None = Field(default=None, description="The sign-off that lets a title whose QC "
+                                           "failed be published (Publishable=True QCApproved)")
     previews: Previews | None = None
     renditions: list[RenditionStatus] | None = None
     packages: list[PackageStatus] | None = None

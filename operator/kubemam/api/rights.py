@@ -74,4 +74,8 @@ class RightsWindowStatus(KubeModel):
     conditions: list[Condition] | None = conditions_field()
     matched_assets: int | None = Field(default=None, ge=0)
     next_transition: datetime | None = None
-    history: list[HistoryEntry] | None = Field(default=None, max_length=1000)
+    history: list[HistoryEntry] | None = Field(
+        default=None, max_length=100,
+        description="The newest verified publishes and takedowns (at most 100 entries and 64 KiB). The whole "
+                    "history is in the usage records of the library (<library>/usage/<namespace>/), which "
+                    "`kubemam report usage` reads.")

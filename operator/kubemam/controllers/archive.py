@@ -21,6 +21,7 @@ from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET
 from kubemam.config import OperatorConfig
 from kubemam.controllers import rights
 from kubemam.controllers.asset import asset_event
+from kubemam.controllers.stepjobs import create_step_job
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.archiving import deletion_blocker, purge_request
 from kubemam.plan.conditions import Verdict, apply_verdicts
@@ -104,7 +105,7 @@ def delete_archived(api: KubeApi, config: OperatorConfig, body: dict[str, Any]) 
     selector = {**MANAGED_SELECTOR, LABEL_STEP: request.step}
     jobs = [observe_job(j) for j in api.list_jobs(namespace, selector) if j["metadata"]["name"] == request.name]
     if not jobs:
-        if not api.create_job(build_step_job(request, config)):
+        if not create_step_job(api, build_step_job(request, config)):
             if api.list_jobs(namespace, selector):
                 raise DeletionPending("purging the archived copies", 3)
             # The namespace is being deleted: no Job can run. The copies stay where they are (nothing is

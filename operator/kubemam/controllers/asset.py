@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import re
 import threading
 from collections import defaultdict
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
 
 from kubemam import metrics
 from kubemam.api.archive import ArchivePolicySpec
-from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
+from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus, QCApproval
 from kubemam.api.common import API_VERSION, GROUP
-from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
+from kubemam.api.kinds import MEDIA_ASSET
 from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.api.rights import RightsWindowSpec
 from kubemam.archive.ebucore import RightsSummary
 from kubemam.config import OperatorConfig
+from kubemam.controllers.indexes import JOB_RESULTS, Watched
 from kubemam.controllers.keys import ensure_content_keys
+from kubemam.controllers.stepjobs import create_step_job
 from kubemam.kubeapi import KubeApi
 from kubemam.media.progress import latest_progress
 from kubemam.plan.archive import policy_problems
@@ -28,8 +33,9 @@ from kubemam.plan.archiving import ArchiveOutcome
 from kubemam.plan.asset import plan_asset
 from kubemam.plan.conditions import status_patch
 from kubemam.plan.facts import AssetFacts
-from kubemam.plan.jobs import asset_jobs_selector
+from kubemam.plan.hashing import input_hash
 from kubemam.plan.jobstate import JobObservation, observe_job
+from kubemam.plan.qcgate import approval_request
 from kubemam.plan.selectors import selected
 from kubemam.steps.registry import ARCHIVE
 
@@ -39,17 +45,17 @@ log = logging.getLogger(__name__)
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
 
-def _owned_jobs(api: KubeApi, body: dict[str, Any]) -> list[JobObservation]:
+def _owned_jobs(api: KubeApi, body: dict[str, Any], watched: Watched) -> list[JobObservation]:
+    """The asset's Jobs as the Job index holds them (keyed by this asset's uid: a Job left by an earlier
+    asset of the same name is not its); a finished one's result read once (indexes.JOB_RESULTS)."""
     meta = body["metadata"]
-    selector = asset_jobs_selector(meta["name"])
+    namespace = meta["namespace"]
     observations = []
-    for job in api.list_jobs(meta["namespace"], selector):
-        owners = job["metadata"].get("ownerReferences") or []
-        if not any(o.get("uid") == meta["uid"] for o in owners):
-            continue  # a Job left by an earlier asset of the same name
+    for job in sorted(watched.owned_jobs(namespace, meta["uid"]), key=lambda j: j["metadata"].get("name", "")):
         observation = observe_job(job)
         if observation.state in ("Succeeded", "Failed"):
-            message = api.termination_message(meta["namespace"], observation.name)
+            message = JOB_RESULTS.get(str(job["metadata"].get("uid") or ""),
+                                      partial(api.termination_message, namespace, observation.name))
             observation = observe_job(job, message)
         observations.append(observation)
     return observations
@@ -58,43 +64,57 @@ def _owned_jobs(api: KubeApi, body: dict[str, Any]) -> list[JobObservation]:
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
-def s3_secret_problem(api: KubeApi, config: OperatorConfig, namespace: str) -> str | None:
-    """What is wrong with the S3 credentials Secret the step Jobs name in this namespace, if anything."""
-    if not config.s3_credentials_secret:
-        return None
-    keys = api.secret_keys(namespace, config.s3_credentials_secret)
-    if keys is None:
-        return (f"Secret {config.s3_credentials_secret!r} (S3 credentials for the step Jobs) is not in namespace "
-                f"{namespace}; create it with keys {' and '.join(S3_KEYS)}")
-    missing = [k for k in S3_KEYS if k not in keys]
-    if missing:
-        return f"Secret {config.s3_credentials_secret!r} in namespace {namespace} lacks {', '.join(missing)}"
+def s3_problem_from_waiting(secret: str, namespace: str, waiting: list[tuple[str, str]]) -> str | None:
+    """The S3 credentials Secret's problem, from the kubelet's words for a step pod that cannot start."""
+    for reason, message in waiting:
+        if reason != "CreateContainerConfigError":
+            continue
+        if message == f'secret "{secret}" not found':
+            return (f"Secret {secret!r} (S3 credentials for the step Jobs) is not in namespace {namespace}; "
+                    f"create it with keys {' and '.join(S3_KEYS)}")
+        missing = re.fullmatch(rf"couldn't find key (\S+) in Secret {re.escape(namespace)}/{re.escape(secret)}",
+                               message)
+        if missing:
+            return (f"Secret {secret!r} in namespace {namespace} lacks {missing.group(1)}: the step pods cannot "
+                    f"start until it has {' and '.join(S3_KEYS)}")
     return None
 
 
-def gather(api: KubeApi, body: dict[str, Any], config: OperatorConfig | None = None) -> AssetFacts:
+def s3_secret_problem(api: KubeApi, config: OperatorConfig, namespace: str, waiting_job: str | None) -> str | None:
+    """What is wrong with the S3 credentials Secret, as the asset's step pod found it. The operator never reads
+    that Secret: pods take its keys by secretKeyRef, and the kubelet says what is missing. waiting_job: an
+    active Job of the asset with no running pod, whose pods are asked why they wait."""
+    if not config.s3_credentials_secret or waiting_job is None:
+        return None
+    return s3_problem_from_waiting(config.s3_credentials_secret, namespace,
+                                   api.waiting_containers(namespace, waiting_job))
+
+
+def gather(api: KubeApi, body: dict[str, Any], watched: Watched, config: OperatorConfig | None = None) -> AssetFacts:
+    """The asset's facts: ladder, policy, windows and Jobs from the operator's indexes; the API server is asked
+    only for what no watch carries (a running step's log tail, a finished Job's result once, why a step pod waits)."""
     meta = body["metadata"]
     namespace = meta["namespace"]
     spec = MediaAssetSpec.model_validate(body.get("spec") or {})
     status = MediaAssetStatus.model_validate(body.get("status") or {})
     ladder_found, ladder = None, None
     if spec.ladder_ref:
-        ladder_body = api.get(TRANSCODE_LADDER.plural, namespace, spec.ladder_ref.name)
-        ladder_found = ladder_body is not None
-        if ladder_body is not None:
+        ladder_spec = watched.ladder(namespace, spec.ladder_ref.name)
+        ladder_found = ladder_spec is not None
+        if ladder_spec is not None:
             # An invalid ladder is reported on the ladder itself; the asset plans without it.
             with contextlib.suppress(ValidationError):
-                ladder = TranscodeLadderSpec.model_validate(ladder_body.get("spec") or {})
+                ladder = TranscodeLadderSpec.model_validate(ladder_spec)
     policy_found, policy = None, None
     if spec.archive_policy_ref:
-        policy_body = api.get(ARCHIVE_POLICY.plural, namespace, spec.archive_policy_ref.name)
-        policy_found = policy_body is not None
-        if policy_body is not None:
+        policy_spec = watched.policy(namespace, spec.archive_policy_ref.name)
+        policy_found = policy_spec is not None
+        if policy_spec is not None:
             # A policy that does not validate, or that its own checks refuse, archives nothing.
             with contextlib.suppress(ValidationError):
-                candidate = ArchivePolicySpec.model_validate(policy_body.get("spec") or {})
+                candidate = ArchivePolicySpec.model_validate(policy_spec)
                 policy = None if policy_problems(candidate) else candidate
-    jobs = _owned_jobs(api, body)
+    jobs = _owned_jobs(api, body, watched)
     running = next((j for j in jobs if j.state == "Running"), None)
     log_tail = api.running_pod_log_tail(namespace, running.name) if running else None
     return AssetFacts(
@@ -111,17 +131,19 @@ def gather(api: KubeApi, body: dict[str, Any], config: OperatorConfig | None = N
         ladder=ladder,
         archive_policy=policy,
         annotations=dict(meta.get("annotations") or {}),
-        rights=_rights_summary(api, namespace, meta["name"], meta.get("labels") or {}) if policy else [],
-        s3_secret_problem=s3_secret_problem(api, config, namespace) if config is not None else None,
+        rights=_rights_summary(watched, namespace, meta["name"], meta.get("labels") or {}) if policy else [],
+        s3_secret_problem=s3_secret_problem(api, config, namespace, running.name if running and log_tail is None
+                                            else None) if config is not None else None,
+        qc_approval=approval_request(meta),
     )
 
 
-def _rights_summary(api: KubeApi, namespace: str, name: str, labels: dict[str, str]) -> list[RightsSummary]:
+def _rights_summary(watched: Watched, namespace: str, name: str, labels: dict[str, str]) -> list[RightsSummary]:
     """The licence windows covering the asset, as its EBUCore sidecar records them."""
     summaries = []
-    for window in api.list_objects(RIGHTS_WINDOW.plural, namespace):
+    for window in watched.namespace_windows(namespace):
         try:
-            spec = RightsWindowSpec.model_validate(window.get("spec") or {})
+            spec = RightsWindowSpec.model_validate(window["spec"])
         except ValidationError:
             continue  # reported on the window itself
         if selected(spec.assets, name, labels):
@@ -130,23 +152,56 @@ def _rights_summary(api: KubeApi, namespace: str, name: str, labels: dict[str, s
     return sorted(summaries, key=lambda r: r.window)
 
 
-def reconcile(api: KubeApi, config: OperatorConfig, namespace: str, name: str) -> None:
+# The Ready reasons of an asset that waits for one of its Jobs to start or to finish.
+WAITING_REASONS = frozenset(f"{step}{state}" for step in ("Ingest", "Transcode", "Package", "Archive")
+                            for state in ("Pending", "Running"))
+
+
+def waits_on_jobs(watched: Watched, body: dict[str, Any]) -> bool:
+    """The asset waits for Jobs that exist as its status records them, and for nothing else: their events
+    will reconcile it, so a timer has nothing to add. Not so with a failed Job (a retry may be due) or a
+    recorded Job the index does not hold (deleted, or an event missed)."""
+    meta, status = body["metadata"], body.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None or ready.get("status") == "True" or ready.get("reason") not in WAITING_REASONS:
+        return False
+    indexed = {observation.name: observation.state
+               for observation in map(observe_job, watched.owned_jobs(meta["namespace"], meta["uid"]))}
+    waiting = False
+    for job in status.get("jobs") or []:
+        state = job.get("state")
+        if state == "Succeeded":
+            continue
+        if state not in ("Pending", "Running") or indexed.get(job.get("name")) != state:
+            return False
+        waiting = True
+    return waiting
+
+
+def reconcile(api: KubeApi, config: OperatorConfig, watched: Watched, namespace: str, name: str) -> None:
     """Bring one asset's Jobs and status to what its spec and the cluster call for."""
     with _locks[(namespace, name)]:
         body = api.get(MEDIA_ASSET.plural, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
-        facts = gather(api, body, config)
-        plan = plan_asset(facts, config, datetime.now(UTC))
+        facts = gather(api, body, watched, config)
+        now = datetime.now(UTC)
+        plan = plan_asset(facts, config, now)
         if plan.key_secret is not None and plan.create_jobs:
-            ensure_content_keys(api, namespace, plan.key_secret, body)  # before the Job that mounts it
+            problem = ensure_content_keys(api, namespace, plan.key_secret, body)  # before the Job that mounts it
+            if problem is not None:  # a Secret not the asset's under a key name: planned again, without that Job
+                plan = plan_asset(dataclasses.replace(facts, key_secret_problem=problem), config, now)
         for superseded in plan.delete_jobs:
             # Its inputs changed (a marker, QC or ladder edit): one Job per step runs, the newest.
             api.delete_job(namespace, superseded)
             log.info("deleted superseded Job %s/%s", namespace, superseded)
         for job in plan.create_jobs:
-            if api.create_job(job):
+            if create_step_job(api, job):
                 log.info("created Job %s/%s", namespace, job["metadata"]["name"])
+        gate = plan.qc_gate
+        if gate is not None and gate.approval is not None and gate.newly_approved:
+            # Before the status that records it: a crash in between re-audits under the same Event name.
+            api.create_event(qc_approval_event(body, gate.approval, gate.verdict.message))
         patch = status_patch(body.get("status"), plan.status.to_wire())
         if patch:
             api.patch_status(MEDIA_ASSET.plural, namespace, name, patch)
@@ -197,10 +252,10 @@ def asset_event(body: dict[str, Any], type_: str, reason: str, message: str) -> 
     }
 
 
-def assets_referencing(api: KubeApi, namespace: str, field: str, name: str) -> list[str]:
-    """Names of the assets whose spec.<field>.name is name."""
-    return [
-        a["metadata"]["name"]
-        for a in api.list_objects(MEDIA_ASSET.plural, namespace)
-        if ((a.get("spec") or {}).get(field) or {}).get("name") == name
-    ]
+def qc_approval_event(body: dict[str, Any], approval: QCApproval, message: str) -> dict[str, Any]:
+    """The audit Event of a QC sign-off, named after the sign-off so it is written once."""
+    event = asset_event(body, "Normal", "QCApproved", message)
+    key = f"{body['metadata']['uid']}/{approval.at.isoformat()}/{approval.reason}"
+    event["metadata"] = {"name": f"{body['metadata']['name'][:200]}.qcapproved.{input_hash(key)[:16]}",
+                         "namespace": body["metadata"]["namespace"]}
+    return event

@@ -17,7 +17,7 @@ from kubemam import health, metrics
 from kubemam.api.common import GROUP, VERSION
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
 from kubemam.config import OperatorConfig
-from kubemam.controllers import archive, asset, policies, rights, telemetry
+from kubemam.controllers import archive, asset, indexes, policies, rights, session, telemetry
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR
 
@@ -64,6 +64,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.default_backoff = 15.0
 
 
+@kopf.on.login(id="login")
+async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+    """Kopf's credentials, in a session with a bounded connection pool (controllers/session.py)."""
+    return await session.login(**kwargs)
+
+
 def _ns(namespace: str | None) -> str:
     """Every kubemam kind and Job is namespaced; Kopf types namespace as optional for all kinds."""
     if namespace is None:
@@ -72,13 +78,58 @@ def _ns(namespace: str | None) -> str:
 
 
 def _not_ready(status: Any, **_: Any) -> bool:
+    """Not Ready and not Failed: a Failed asset waits for a change of its spec or a retry request (an
+    annotation: both are updates), not for a timer that would re-check it for ever."""
+    if (status or {}).get("phase") == "Failed":
+        return False
     ready = next((c for c in (status or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
     return ready is None or ready.get("status") != "True"
 
 
-def _reconcile_assets_referencing(namespace: str, field: str, name: str) -> None:
-    for asset_name in asset.assets_referencing(api(), namespace, field, name):
-        asset.reconcile(api(), settings(), namespace, asset_name)
+def _reconcile_assets_referencing(kwargs: dict[str, Any], namespace: str, field: str, name: str) -> None:
+    watched = _watched(kwargs)
+    for asset_name in watched.assets_referencing(namespace, field, name):
+        asset.reconcile(api(), settings(), watched, namespace, asset_name)
+
+
+# --- Indexes: what a reconcile reads, kept from the watches (controllers/indexes.py) ----------------
+# Kopf fills them before any other handler runs and passes them to every handler by these ids.
+
+
+@kopf.index(*LADDERS, id="ladder_specs")
+def ladder_specs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+    return indexes.spec_entry(_ns(namespace), name, body)
+
+
+@kopf.index(*POLICIES, id="policy_specs")
+def policy_specs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+    return indexes.spec_entry(_ns(namespace), name, body)
+
+
+@kopf.index(*WINDOWS, id="window_specs")
+def window_specs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+    return indexes.window_entry(_ns(namespace), name, body)
+
+
+@kopf.index(*ASSETS, id="asset_refs")
+def asset_refs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+    return indexes.asset_ref_entries(_ns(namespace), name, body)
+
+
+@kopf.index(*ASSETS, id="asset_phases")
+def asset_phases(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+    return indexes.asset_phase_entry(_ns(namespace), name, body)
+
+
+@kopf.index("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="asset_jobs")
+def asset_jobs(namespace: str | None, body: Any, **_: Any) -> dict[Any, Any]:
+    return indexes.job_entry(_ns(namespace), body)
+
+
+def _watched(kwargs: dict[str, Any]) -> indexes.Watched:
+    return indexes.Watched(ladders=kwargs["ladder_specs"], policies=kwargs["policy_specs"],
+                           windows=kwargs["window_specs"], jobs=kwargs["asset_jobs"], asset_refs=kwargs["asset_refs"],
+                           asset_phases=kwargs["asset_phases"])
 
 
 # --- MediaAsset ------------------------------------------------------------------------------
@@ -88,16 +139,31 @@ def _reconcile_assets_referencing(namespace: str, field: str, name: str) -> None
 @kopf.on.create(*ASSETS, id="asset")
 @kopf.on.update(*ASSETS, id="asset")
 @metrics.reconciled("MediaAsset")
-def asset_changed(namespace: str | None, name: str, **_: Any) -> None:
-    asset.reconcile(api(), settings(), _ns(namespace), name)
+def asset_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
+    asset.reconcile(api(), settings(), _watched(kwargs), _ns(namespace), name)
+
+
+RECHECK_WAITING_TURNS = 10
+
+
+@metrics.reconciled("MediaAsset")
+def _reconcile_asset(namespace: str, name: str, watched: indexes.Watched) -> None:
+    asset.reconcile(api(), settings(), watched, namespace, name)
 
 
 @kopf.timer(*ASSETS, id="asset-recheck", interval=settings().recheck_seconds,
             initial_delay=settings().recheck_seconds, when=_not_ready)
-@metrics.reconciled("MediaAsset")
-def asset_recheck(namespace: str | None, name: str, **_: Any) -> None:
-    """A safety net for an asset that is not Ready: watches can miss what a timer will not."""
-    asset.reconcile(api(), settings(), _ns(namespace), name)
+def asset_recheck(namespace: str | None, name: str, body: Any, memo: Any, **kwargs: Any) -> None:
+    """A safety net for an asset that is not Ready: watches can miss what a timer will not. An asset that
+    only waits for its Jobs (their events reconcile it) is re-checked in full every RECHECK_WAITING_TURNS
+    turns, not every turn: a catalogue of queued assets costs the API server nothing while it waits."""
+    watched = _watched(kwargs)
+    turn = int(memo.get("recheck_turn", 0)) + 1
+    if asset.waits_on_jobs(watched, dict(body)) and turn < RECHECK_WAITING_TURNS:
+        memo["recheck_turn"] = turn
+        return
+    memo["recheck_turn"] = 0
+    _reconcile_asset(_ns(namespace), name, watched)
 
 
 def _step_running(status: Any, **_: Any) -> bool:
@@ -106,39 +172,43 @@ def _step_running(status: Any, **_: Any) -> bool:
 
 @kopf.timer(*ASSETS, id="asset-progress", interval=2.0, when=_step_running)
 @metrics.reconciled("MediaAsset")
-def asset_progress(namespace: str | None, name: str, **_: Any) -> None:
+def asset_progress(namespace: str | None, name: str, **kwargs: Any) -> None:
     """While a step runs, its newest progress line reaches the status every 2 s."""
-    asset.reconcile(api(), settings(), _ns(namespace), name)
+    asset.reconcile(api(), settings(), _watched(kwargs), _ns(namespace), name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-mirror")
 @metrics.reconciled("Job")
-def job_changed(body: Any, namespace: str | None, **_: Any) -> None:
+def job_changed(body: Any, namespace: str | None, **kwargs: Any) -> None:
     if (body.get("metadata", {}).get("labels") or {}).get(LABEL_STEP) == rights.DISTRIBUTE:
         _rights_now(_ns(namespace))
         return
     for owner in body.get("metadata", {}).get("ownerReferences") or []:
         if owner.get("kind") == MEDIA_ASSET.kind and owner.get("controller"):
-            asset.reconcile(api(), settings(), _ns(namespace), owner["name"])
+            asset.reconcile(api(), settings(), _watched(kwargs), _ns(namespace), owner["name"])
 
 
 @kopf.on.field(*ASSETS, field="status.packages", id="asset-packaged")
 @kopf.on.field(*ASSETS, field="metadata.labels", id="asset-labels")
+@kopf.on.field(*ASSETS, field="status.qcApproval", id="asset-qc-approval")
+@kopf.on.field(*ASSETS, field="status.qc.verdict", id="asset-qc-verdict")
 def asset_distribution_inputs(namespace: str | None, **_: Any) -> None:
-    """A newly packaged or relabelled asset may now be (or no longer be) licensed somewhere."""
+    """A newly packaged, relabelled or QC-approved asset may now be (or no longer be) licensed somewhere."""
     _rights_now(_ns(namespace))
 
 
-def _archived(spec: Any, **_: Any) -> bool:
-    return bool((spec or {}).get("archivePolicyRef"))
+def _archived(spec: Any, status: Any, **_: Any) -> bool:
+    """Copies placed under a policy: only they have tier transitions and fixity slots coming due. The first
+    archive follows the ingest Job's events."""
+    return bool((spec or {}).get("archivePolicyRef")) and bool((status or {}).get("storage"))
 
 
 @kopf.timer(*ASSETS, id="asset-archive", interval=settings().archive_check_seconds,
             initial_delay=settings().archive_check_seconds, when=_archived)
 @metrics.reconciled("MediaAsset")
-def asset_archive_clock(namespace: str | None, name: str, **_: Any) -> None:
+def asset_archive_clock(namespace: str | None, name: str, **kwargs: Any) -> None:
     """Tier transitions and fixity slots come with time, not with events: re-plan archived assets."""
-    asset.reconcile(api(), settings(), _ns(namespace), name)
+    asset.reconcile(api(), settings(), _watched(kwargs), _ns(namespace), name)
 
 
 @kopf.on.delete(*ASSETS, id="asset-deleted")
@@ -160,15 +230,15 @@ def asset_deleted(body: Any, **_: Any) -> None:
 @kopf.on.create(*LADDERS, id="ladder")
 @kopf.on.update(*LADDERS, id="ladder")
 @metrics.reconciled("TranscodeLadder")
-def ladder_changed(namespace: str | None, name: str, **_: Any) -> None:
+def ladder_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
     policies.reconcile_ladder(api(), _ns(namespace), name)
-    _reconcile_assets_referencing(_ns(namespace), "ladderRef", name)
+    _reconcile_assets_referencing(kwargs, _ns(namespace), "ladderRef", name)
 
 
 @kopf.on.delete(*LADDERS, id="ladder-deleted", optional=True)
 @metrics.reconciled("TranscodeLadder")
-def ladder_deleted(namespace: str | None, name: str, **_: Any) -> None:
-    _reconcile_assets_referencing(_ns(namespace), "ladderRef", name)
+def ladder_deleted(namespace: str | None, name: str, **kwargs: Any) -> None:
+    _reconcile_assets_referencing(kwargs, _ns(namespace), "ladderRef", name)
 
 
 # --- RightsWindow ----------------------------------------------------------------------------
@@ -212,9 +282,9 @@ def window_deleted(namespace: str | None, **_: Any) -> None:
 @kopf.on.create(*POLICIES, id="policy")
 @kopf.on.update(*POLICIES, id="policy")
 @metrics.reconciled("ArchivePolicy")
-def policy_changed(namespace: str | None, name: str, **_: Any) -> None:
+def policy_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
     policies.reconcile_policy(api(), _ns(namespace), name)
-    _reconcile_assets_referencing(_ns(namespace), "archivePolicyRef", name)
+    _reconcile_assets_referencing(kwargs, _ns(namespace), "archivePolicyRef", name)
 
 
 @kopf.timer(*POLICIES, id="policy-recount", interval=60.0, initial_delay=60.0)
@@ -226,8 +296,8 @@ def policy_recount(namespace: str | None, name: str, **_: Any) -> None:
 
 @kopf.on.delete(*POLICIES, id="policy-deleted", optional=True)
 @metrics.reconciled("ArchivePolicy")
-def policy_deleted(namespace: str | None, name: str, **_: Any) -> None:
-    _reconcile_assets_referencing(_ns(namespace), "archivePolicyRef", name)
+def policy_deleted(namespace: str | None, name: str, **kwargs: Any) -> None:
+    _reconcile_assets_referencing(kwargs, _ns(namespace), "archivePolicyRef", name)
 
 
 # --- Metrics ---------------------------------------------------------------------------------
@@ -236,31 +306,31 @@ def policy_deleted(namespace: str | None, name: str, **_: Any) -> None:
 
 
 @kopf.on.event(*ASSETS, id="asset-metrics")
-def asset_metrics(event: Any, body: Any, **_: Any) -> None:
-    """Running-step progress gauges, and each new ingest QC result counted once."""
-    telemetry.asset_event(api(), (event or {}).get("type"), body)
+async def asset_metrics(event: Any, body: Any, **kwargs: Any) -> None:
+    """Running-step progress gauges, and each new ingest QC result counted once (in memory only: async, so
+    that it takes no handler thread from the reconciles)."""
+    telemetry.asset_event(_watched(kwargs), (event or {}).get("type"), body)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-metrics")
-def job_metrics(body: Any, **_: Any) -> None:
-    """Each finished step Job counted once, with its duration."""
+async def job_metrics(body: Any, **_: Any) -> None:
+    """Each finished step Job counted once, with its duration (in memory only: async, no handler thread)."""
     telemetry.job_event(body)
 
 
-@cache
-def inventory() -> telemetry.InventoryLoop:
-    return telemetry.InventoryLoop(api, stuck_seconds=settings().stuck_seconds)
-
-
 @kopf.on.startup(id="metrics-inventory-start")
-def metrics_inventory_start(**_: Any) -> None:
-    """Assets per phase, open windows and queued Jobs: listed every 15 s."""
-    inventory().start()
+def metrics_inventory_start(memo: Any, **kwargs: Any) -> None:
+    """Assets per phase, open windows and queued Jobs: counted from the indexes every 15 s."""
+    watched = _watched(kwargs)
+    memo.inventory = telemetry.InventoryLoop(lambda: telemetry.sweep(watched),
+                                             stuck_seconds=settings().stuck_seconds)
+    memo.inventory.start()
 
 
 @kopf.on.cleanup(id="metrics-inventory-stop")
-def metrics_inventory_stop(**_: Any) -> None:
-    inventory().stop()
+def metrics_inventory_stop(memo: Any, **_: Any) -> None:
+    if getattr(memo, "inventory", None) is not None:
+        memo.inventory.stop()
 
 
 # --- Liveness --------------------------------------------------------------------------------

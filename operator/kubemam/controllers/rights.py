@@ -33,6 +33,7 @@ from kubemam.api.distribution import TARGETS_CONFIGMAP, TARGETS_KEY, Distributio
 from kubemam.api.kinds import MEDIA_ASSET, RIGHTS_WINDOW
 from kubemam.api.rights import RightsWindowSpec
 from kubemam.config import OperatorConfig
+from kubemam.controllers.stepjobs import create_step_job
 from kubemam.health import HEARTBEATS, Heartbeats
 from kubemam.kubeapi import KubeApi
 from kubemam.metrics import (
@@ -160,7 +161,7 @@ def _patch_asset(api: KubeApi, namespace: str, write: PatchAssetStatus) -> bool:
 
 
 def _create_job(api: KubeApi, namespace: str, write: CreateJob) -> None:
-    if api.create_job(write.job):
+    if create_step_job(api, write.job):
         _refused.discard(namespace)
         log.info("created Job %s/%s: %d publish, %d takedown", namespace, write.name,
                  sum(a.action == "publish" for a in write.inputs.actions),

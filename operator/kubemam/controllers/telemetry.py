@@ -1,5 +1,5 @@
 """What feeds the metrics (metrics.py derives the numbers): Job and MediaAsset watch events, and an
-inventory that lists every namespace the operator has seen every 15 s.
+inventory of every namespace the operator has seen, counted from its indexes every 15 s (no API call).
 
 None of it changes anything in the cluster; a failure here is logged and never fails a reconcile.
 """
@@ -12,13 +12,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from kubemam import metrics
-from kubemam.api.kinds import MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
+from kubemam.controllers.indexes import Watched
 from kubemam.health import HEARTBEATS, Heartbeats
-from kubemam.kubeapi import KubeApi
-from kubemam.plan.jobs import MANAGED_SELECTOR
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +35,16 @@ def job_event(body: Mapping[str, Any]) -> None:
     JOBS.observe(body)
 
 
-def _ladder_spec(api: KubeApi, namespace: str, spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def _ladder_spec(watched: Watched, namespace: str, spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
     ladder = (spec.get("ladderRef") or {}).get("name")
     if not ladder or (spec.get("qc") or {}).get("targetLufs") is not None:
         return None
-    try:
-        body = api.get(TRANSCODE_LADDER.plural, namespace, ladder)
-    except Exception:  # noqa: BLE001 - metrics are best effort: the default target then
-        log.warning("could not read ladder %s/%s for the QC loudness target", namespace, ladder)
-        return None
-    return (body or {}).get("spec")
+    return watched.ladder(namespace, ladder)
 
 
-def asset_event(api: KubeApi, event_type: str | None, body: Mapping[str, Any]) -> None:
-    """A MediaAsset changed: its running step's progress gauges, and a new ingest QC result once."""
+def asset_event(watched: Watched, event_type: str | None, body: Mapping[str, Any]) -> None:
+    """A MediaAsset changed: its running step's progress gauges, and a new ingest QC result once. No API
+    call (the ladder comes from the index), so Kopf runs it on its event loop, not in a handler thread."""
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace"), meta.get("name")
     if not namespace or not name:
@@ -65,28 +57,20 @@ def asset_event(api: KubeApi, event_type: str | None, body: Mapping[str, Any]) -
     PROGRESS.observe(namespace, name, status)
     if QC.pending(namespace, name, status):
         spec = body.get("spec") or {}
-        QC.observe(namespace, name, status, metrics.qc_target(spec, _ladder_spec(api, namespace, spec)))
+        QC.observe(namespace, name, status, metrics.qc_target(spec, _ladder_spec(watched, namespace, spec)))
 
 
-def _list(call: Callable[..., list[dict[str, Any]]], *args: Any) -> list[dict[str, Any]]:
-    try:
-        return call(*args)
-    except ApiException as err:
-        if err.status in (403, 404):  # a namespace gone, or one the operator may not read
-            return []
-        raise
-
-
-def sweep(api: KubeApi, now: datetime | None = None) -> None:
-    """List assets, windows and kubemam Jobs in every namespace seen; publish the inventory gauges.
-    A namespace with none of them is forgotten (its series removed) until an event brings it back."""
+def sweep(watched: Watched, now: datetime | None = None) -> None:
+    """Count assets, windows and kubemam Jobs in every namespace seen, from the operator's indexes; publish
+    the inventory gauges. A namespace with none of them is forgotten (its series removed) until an event
+    brings it back."""
     assets: dict[str, list[dict[str, Any]]] = {}
     windows: dict[str, list[dict[str, Any]]] = {}
     jobs: list[dict[str, Any]] = []
     for namespace in metrics.seen_namespaces():
-        assets[namespace] = _list(api.list_objects, MEDIA_ASSET.plural, namespace)
-        windows[namespace] = _list(api.list_objects, RIGHTS_WINDOW.plural, namespace)
-        namespace_jobs = _list(api.list_jobs, namespace, MANAGED_SELECTOR)
+        assets[namespace] = watched.namespace_assets(namespace)
+        windows[namespace] = watched.namespace_windows(namespace)
+        namespace_jobs = watched.namespace_jobs(namespace)
         jobs.extend(namespace_jobs)
         PROGRESS.keep_only(namespace, (a["metadata"]["name"] for a in assets[namespace]))
         if not (assets[namespace] or windows[namespace] or namespace_jobs):
@@ -97,13 +81,13 @@ def sweep(api: KubeApi, now: datetime | None = None) -> None:
 class InventoryLoop:
     """`sweep` every `interval` seconds on a daemon thread; a failed sweep keeps the last values.
 
-    Liveness (kubemam.health): the loop beats every turn; a sweep that hangs (a call that never
-    returns) stops the beats, and `interval + stuck_seconds` later the probe fails."""
+    Liveness (kubemam.health): the loop beats every turn; a sweep that hangs stops the beats, and
+    `interval + stuck_seconds` later the probe fails."""
 
-    def __init__(self, api: Callable[[], KubeApi], interval: float = INVENTORY_SECONDS,
+    def __init__(self, sweep: Callable[[], None], interval: float = INVENTORY_SECONDS,
                  first_delay: float = 1.0, stuck_seconds: float = 300.0,
                  heartbeats: Heartbeats = HEARTBEATS) -> None:
-        self._api = api
+        self._sweep = sweep
         self._interval = interval
         self._first_delay = first_delay
         self._stuck = stuck_seconds
@@ -127,7 +111,7 @@ class InventoryLoop:
             delay = self._interval
             self._heartbeats.beat(INVENTORY_HEARTBEAT, self._interval + self._stuck)
             try:
-                sweep(self._api())
-            except Exception:  # noqa: BLE001 - the loop must outlive an API outage
+                self._sweep()
+            except Exception:  # noqa: BLE001 - the loop must outlive whatever one sweep met
                 log.warning("metrics inventory failed; keeping the last values", exc_info=True)
         self._heartbeats.finish(INVENTORY_HEARTBEAT)  # stopped: nothing to judge

@@ -1,5 +1,9 @@
 """CMAF tracks: one rendition re-muxed to fragmented MP4, then split into an init segment and
-media segments by walking ISO-BMFF boxes (pure; the remux command is built, not run, here).
+media segments by walking ISO-BMFF boxes (the remux command is built, not run, here).
+
+The walk streams (issue 18): it reads box headers, the moov and each moof, and seeks over every
+mdat; segments are then copied out by byte range (copy_range). Memory holds one fragment's
+metadata and one copy chunk, whatever the programme's length.
 
 Video fragments start at every keyframe, and the transcoder put keyframes exactly on segment
 boundaries, so one fragment is one segment and every rendition's segments align. Audio has no
@@ -8,11 +12,13 @@ keyframes to cut at; its fragments are cut by duration.
 
 from __future__ import annotations
 
+import io
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import ffmpeg
 
@@ -182,37 +188,41 @@ def _av1_codecs(av1c: bytes) -> str:
     return f"av01.{profile}.{level:02d}{tier}.{depth:02d}"
 
 
-def _segment(data: bytes, number: int, moof: Box, mdat_end: int, defaults: tuple[int, int]) -> Segment:
-    traf = child(data, moof, "traf")
-    tfhd = child(data, traf, "tfhd") if traf else None
-    trun = child(data, traf, "trun") if traf else None
+def _segment(moof: bytes, header: int, number: int, start: int, mdat_end: int,
+             defaults: tuple[int, int]) -> Segment:
+    """One segment from its moof's bytes; start is where the segment begins in the file, mdat_end its
+    mdat's end."""
+    whole = Box("moof", 0, len(moof), header)
+    traf = child(moof, whole, "traf")
+    tfhd = child(moof, traf, "tfhd") if traf else None
+    trun = child(moof, traf, "trun") if traf else None
     if traf is None or tfhd is None or trun is None:
         raise CmafError(f"fragment {number} has no traf with tfhd and trun")
-    tfdt = child(data, traf, "tfdt")
+    tfdt = child(moof, traf, "tfdt")
     decode_time = 0
     if tfdt is not None:
-        version, _ = _full_box(data, tfdt)
-        decode_time = struct.unpack_from(">Q" if version == 1 else ">I", data, tfdt.body + 4)[0]
+        version, _ = _full_box(moof, tfdt)
+        decode_time = struct.unpack_from(">Q" if version == 1 else ">I", moof, tfdt.body + 4)[0]
 
     default_duration, default_size = defaults
-    _, flags = _full_box(data, tfhd)
+    _, flags = _full_box(moof, tfhd)
     pos = tfhd.body + 8  # after version/flags and track_ID
     if flags & 0x01:
         pos += 8  # base_data_offset
     if flags & 0x02:
         pos += 4  # sample_description_index
     if flags & 0x08:
-        (default_duration,) = struct.unpack_from(">I", data, pos)
+        (default_duration,) = struct.unpack_from(">I", moof, pos)
         pos += 4
     if flags & 0x10:
-        (default_size,) = struct.unpack_from(">I", data, pos)
+        (default_size,) = struct.unpack_from(">I", moof, pos)
 
-    _, flags = _full_box(data, trun)
-    (count,) = struct.unpack_from(">I", data, trun.body + 4)
+    _, flags = _full_box(moof, trun)
+    (count,) = struct.unpack_from(">I", moof, trun.body + 4)
     pos = trun.body + 8
     data_offset = 0
     if flags & 0x001:
-        (data_offset,) = struct.unpack_from(">i", data, pos)
+        (data_offset,) = struct.unpack_from(">i", moof, pos)
         pos += 4
     if flags & 0x004:
         pos += 4
@@ -220,44 +230,122 @@ def _segment(data: bytes, number: int, moof: Box, mdat_end: int, defaults: tuple
     for index in range(count):
         sample_duration, sample_size = default_duration, default_size
         if flags & 0x100:
-            (sample_duration,) = struct.unpack_from(">I", data, pos)
+            (sample_duration,) = struct.unpack_from(">I", moof, pos)
             pos += 4
         if flags & 0x200:
-            (sample_size,) = struct.unpack_from(">I", data, pos)
+            (sample_size,) = struct.unpack_from(">I", moof, pos)
             pos += 4
         pos += 4 * bool(flags & 0x400) + 4 * bool(flags & 0x800)
         duration += sample_duration
         if index == 0:
             first_size = sample_size
     # With default-base-is-moof the data offset counts from the moof's first byte.
-    first_end = data_offset + first_size if data_offset else (moof.end - moof.start) + 8 + first_size
-    return Segment(number, moof.start, mdat_end, decode_time, duration, first_end)
+    first_end = data_offset + first_size if data_offset else len(moof) + 8 + first_size
+    return Segment(number, start, mdat_end, decode_time, duration, first_end)
+
+
+# Boxes read whole while walking a file: the init's and each fragment's metadata, never media data.
+# A moov or moof larger than this is not what the remux writes (an mdat is skipped, never read).
+MAX_METADATA_BOX = 64 * 1024 * 1024
+COPY_CHUNK = 1024 * 1024
+
+
+def _top_level(stream: BinaryIO, total: int) -> Iterator[tuple[str, int, int, int]]:
+    """(type, start, end, header) of each top-level box, reading only box headers; the stream is left
+    just after the header, so a caller may read the body or not (the next step seeks past it)."""
+    pos = 0
+    while pos < total:
+        stream.seek(pos)
+        head = stream.read(8)
+        if len(head) < 8:
+            raise CmafError(f"truncated box header at byte {pos}")
+        size, kind = struct.unpack(">I4s", head)
+        header = 8
+        if size == 1:
+            large = stream.read(8)
+            if len(large) < 8:
+                raise CmafError(f"truncated box header at byte {pos}")
+            (size,) = struct.unpack(">Q", large)
+            header = 16
+        elif size == 0:
+            size = total - pos
+        if size < header or pos + size > total:
+            raise CmafError(f"box {kind!r} at byte {pos} claims {size} bytes; only {total - pos} remain")
+        yield kind.decode("latin-1"), pos, pos + size, header
+        pos += size
+
+
+def _read_box(stream: BinaryIO, kind: str, start: int, end: int) -> bytes:
+    if end - start > MAX_METADATA_BOX:
+        raise CmafError(f"{kind} box at byte {start} is {end - start} bytes; over {MAX_METADATA_BOX}")
+    stream.seek(start)
+    data = stream.read(end - start)
+    if len(data) != end - start:
+        raise CmafError(f"truncated {kind} box at byte {start}")
+    return data
+
+
+def scan_track(stream: BinaryIO, total: int) -> Track:
+    """The init segment's extent, codec and timescale, and every moof+mdat pair as one segment,
+    reading the moov and each moof but seeking over media data: memory does not grow with the file."""
+    moov: bytes | None = None
+    init_end = 0
+    segments: list[Segment] = []
+    defaults = (0, 0)
+    pending: tuple[bytes, int, int, int] | None = None  # a moof's bytes, header, offset; its segment's start
+    styp_start: int | None = None  # an styp before a moof belongs to its segment
+    moov_header = 8
+    for kind, start, end, header in _top_level(stream, total):
+        if kind == "moov":
+            moov, moov_header = _read_box(stream, kind, start, end), header
+            defaults = _trex_defaults(moov, Box("moov", 0, len(moov), header))
+            init_end = end
+        elif kind == "styp":
+            styp_start = start
+        elif kind == "moof":
+            begins = styp_start if styp_start is not None else start
+            pending = (_read_box(stream, kind, start, end), header, start, begins)
+        elif kind == "mdat" and pending is not None:
+            moof, moof_header, moof_start, begins = pending
+            segment = _segment(moof, moof_header, len(segments) + 1, begins, end, defaults)
+            if begins != moof_start:  # an styp sits between the segment start and its moof
+                segment = Segment(segment.number, begins, end, segment.decode_time, segment.duration,
+                                  segment.first_sample_end + moof_start - begins)
+            segments.append(segment)
+            pending, styp_start = None, None
+    if moov is None:
+        raise CmafError("no moov box: not an MP4 file")
+    whole = Box("moov", 0, len(moov), moov_header)
+    timescale, handler, stsd = _timescale(moov, whole)
+    entry, codecs = _codecs(moov, stsd, handler)
+    if not segments:
+        raise CmafError("no movie fragments: the file is not fragmented")
+    return Track(timescale, handler, entry, codecs, init_end, segments)
 
 
 def read_track(data: bytes) -> Track:
-    """The init segment's extent, codec and timescale, and every moof+mdat pair as one segment."""
-    top = list(boxes(data))
-    moov = next((b for b in top if b.type == "moov"), None)
-    if moov is None:
-        raise CmafError("no moov box: not an MP4 file")
-    timescale, handler, stsd = _timescale(data, moov)
-    entry, codecs = _codecs(data, stsd, handler)
-    defaults = _trex_defaults(data, moov)
-    segments: list[Segment] = []
-    pending: Box | None = None
-    start: Box | None = None  # an styp before a moof belongs to its segment
-    for box in top:
-        if box.type == "styp":
-            start = box
-        elif box.type == "moof":
-            pending = box
-        elif box.type == "mdat" and pending is not None:
-            segment = _segment(data, len(segments) + 1, pending, box.end, defaults)
-            if start is not None:
-                segment = Segment(segment.number, start.start, segment.end, segment.decode_time, segment.duration,
-                                  segment.first_sample_end + pending.start - start.start)
-            segments.append(segment)
-            pending, start = None, None
-    if not segments:
-        raise CmafError("no movie fragments: the file is not fragmented")
-    return Track(timescale, handler, entry, codecs, moov.end, segments)
+    """scan_track over bytes already in memory."""
+    return scan_track(io.BytesIO(data), len(data))
+
+
+def copy_range(source: BinaryIO, target: Path, start: int, end: int) -> None:
+    """Bytes [start, end) of source into a new file: in the kernel (copy_file_range) where it can,
+    else COPY_CHUNK at a time; memory never holds more than a chunk."""
+    with open(target, "wb") as out:
+        offset = start
+        try:
+            while offset < end:
+                copied = os.copy_file_range(source.fileno(), out.fileno(), end - offset, offset)
+                if copied == 0:
+                    raise CmafError(f"the file ended {end - offset} bytes before byte {end}")
+                offset += copied
+            return
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            pass  # another filesystem, an old kernel or an in-memory stream: copy through a buffer
+        source.seek(offset)
+        while offset < end:
+            chunk = source.read(min(COPY_CHUNK, end - offset))
+            if not chunk:
+                raise CmafError(f"the file ended {end - offset} bytes before byte {end}")
+            out.write(chunk)
+            offset += len(chunk)

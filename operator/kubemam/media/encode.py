@@ -155,11 +155,12 @@ def loudness_measure_command(source: Path, rendition: AudioRendition) -> list[st
     return command
 
 
-def encode_command(source: Path, facts: SourceFacts, plan: EncodePlan, segment_seconds: int,
-                   window: Window | None = None) -> list[str]:
-    """One ffmpeg call: decode once, every video and audio rendition out."""
+def encode_command(source: Path | str, facts: SourceFacts, plan: EncodePlan, segment_seconds: int,
+                   window: Window | None = None, input_options: dict[str, Any] | None = None) -> list[str]:
+    """One ffmpeg call: decode once, every video and audio rendition out. source: a file or a URL
+    (input_options: its protocol's, e.g. rw_timeout)."""
     gop = gop_frames(facts.frame_rate, segment_seconds)
-    input_args: dict[str, Any] = {}
+    input_args: dict[str, Any] = dict(input_options or {})
     if window is not None and window.first_frame > 0:
         # Half a frame early: input seeking is accurate, and this keeps exactly first_frame onwards.
         input_args["ss"] = f"{(window.first_frame - 0.5) / Fraction(facts.frame_rate):.6f}"

@@ -22,9 +22,9 @@ from kubemam.api.common import GROUP
 from kubemam.archive.ebucore import RightsSummary
 from kubemam.config import OperatorConfig
 from kubemam.plan.conditions import Verdict
-from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
+from kubemam.plan.jobs import Owner, StepJobRequest
 from kubemam.plan.jobstate import JobObservation
-from kubemam.plan.stepjob import StepRun, observe
+from kubemam.plan.stepjob import StepRun, build_or_refuse, observe
 from kubemam.steps.archive import LocationInput
 from kubemam.steps.registry import ARCHIVE, FIXITY
 
@@ -120,16 +120,21 @@ def find_job(facts: ArchiveFacts, name: str) -> JobObservation | None:
 def start_job(out: ArchiveOutcome, request: StepJobRequest, observed: JobObservation | None, start: bool,
               config: OperatorConfig) -> None:
     """The step pattern (plan/stepjob.py): create when missing and allowed, record in status.jobs."""
-    run = StepRun(request, observed, build_step_job(request, config) if observed is None and start else None)
+    job, refused = build_or_refuse(request, config) if observed is None and start else (None, None)
+    run = StepRun(request, observed, job, refused=refused)
     if run.create is not None:
         out.create_jobs.append(run.create)
-    out.jobs.append(run.record)
+    if run.refused is None:
+        out.jobs.append(run.record)
+    elif out.failed is None:  # the archived set's input cannot be staged: no Job, a condition naming why
+        out.failed = Verdict("Archived", "False", "InputTooLarge", run.failure())
 
 
 def archive_request(facts: ArchiveFacts, step: str, inputs: dict[str, Any],
-                    secret_env: tuple[tuple[str, str, str], ...] = ()) -> StepJobRequest:
+                    secret_env: tuple[tuple[str, str, str], ...] = (), scratch_bytes: int | None = None,
+                    ) -> StepJobRequest:
     return StepJobRequest(owner=Owner("MediaAsset", facts.name, facts.uid, facts.namespace), step=step,
-                          inputs=inputs, secret_env=secret_env)
+                          inputs=inputs, secret_env=secret_env, scratch_bytes=scratch_bytes)
 
 
 def busy_with(facts: ArchiveFacts, planned: str) -> JobObservation | None:

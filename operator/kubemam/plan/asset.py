@@ -31,6 +31,7 @@ from kubemam.plan.ingest import (
 )
 from kubemam.plan.jobstate import JobObservation
 from kubemam.plan.package import KeySecret, plan_packaging
+from kubemam.plan.qcgate import GateOutcome, qc_gate
 from kubemam.plan.stepjob import Retries, StepOutcome, superseded
 from kubemam.plan.transcode import plan_transcode
 from kubemam.steps.registry import ARCHIVE, INGEST, PACKAGE, TRANSCODE
@@ -49,6 +50,7 @@ class AssetPlan:
     archive: ArchiveOutcome | None = None  # events, metrics and the next wake-up of the archive side
     # Unfinished Jobs whose step gets a new Job (its inputs changed): deleted first, so at most one runs.
     delete_jobs: list[str] = field(default_factory=list)
+    qc_gate: GateOutcome | None = None  # a sign-off seen for the first time is audited with an Event
 
 
 def _progress(current: Progress | None, reported: dict[str, Any] | None, step: str, percent: int,
@@ -122,6 +124,10 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
     qc = qc_verdict(mirrored) if done else None
     if qc is not None:
         verdicts.append(qc)
+    # Judged once the master's QC is in: while a new master ingests, the last verdict stands.
+    gate = qc_gate(facts.name, mirrored, facts.qc_approval, now) if done else None
+    if gate is not None:
+        verdicts.append(gate.verdict)
 
     running_step, running = INGEST, ingest.observed if ingest.state == "Running" else None
     renditions = mirrored.renditions
@@ -198,7 +204,8 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
             "renditions": renditions or None,
             "packages": packages or None,
             "storage": storage,
+            "qc_approval": gate.approval if gate is not None else mirrored.qc_approval,
         }
     )
     return AssetPlan(steps.create_jobs, new_status, packaging.key_secret if packaging else None, archive,
-                     superseded(facts.jobs, steps.create_jobs))
+                     superseded(facts.jobs, steps.create_jobs), gate)

@@ -40,6 +40,7 @@ class Asset:
     package: str | None  # the package prefix, once packaged
     distribution: list[DistributionStatus] = field(default_factory=list)
     deleting: bool = False  # licensed nowhere: taken down, never published
+    publishable: bool = True  # False: held by the QC gate (plan/qcgate.py): nothing new is published
 
     def record(self, target: str) -> DistributionStatus | None:
         return next((d for d in self.distribution if d.target == target), None)
@@ -182,7 +183,7 @@ def plan_rights(namespace: str, windows: list[Window], assets: list[Asset], targ
             window = open_now.get((asset.name, target.name))
             published = asset.published_on(target.name)
             origin = origin_for(target, namespace, asset.name)
-            if window and not published and asset.package and publish:
+            if window and not published and asset.package and publish and asset.publishable:
                 actions.append(Action("publish", asset.name, target, window, asset.package, origin))
             elif not window and (published := asset.maybe_on(target.name)):
                 actions.append(Action("takedown", asset.name, target, published.window, None,

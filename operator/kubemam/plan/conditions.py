@@ -8,6 +8,10 @@ from typing import Any
 
 from kubemam.api.common import Condition, ConditionStatus
 
+# A message that grows with user data (names, conflicts, problems) is cut: status stays bounded, and the
+# schema's 32768 is never reached.
+MAX_CONDITION_MESSAGE = 8192
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -28,7 +32,8 @@ def set_condition(
         type=verdict.type,
         status=verdict.status,
         reason=verdict.reason,
-        message=verdict.message,
+        message=verdict.message if len(verdict.message) <= MAX_CONDITION_MESSAGE
+        else verdict.message[:MAX_CONDITION_MESSAGE - 1] + "…",
         last_transition_time=(
             now if existing is None or existing.status != verdict.status else existing.last_transition_time
         ),

@@ -46,8 +46,18 @@ from kubemam.plan.conditions import Verdict, apply_verdicts, status_patch
 from kubemam.plan.hashing import input_hash
 from kubemam.plan.jobs import STEP_INPUT_ENV, Owner, StepJobRequest, build_step_job
 from kubemam.plan.jobstate import job_state, parse_result
+from kubemam.plan.qcgate import publishable
 from kubemam.plan.rights import plan_window, targets_verdict
-from kubemam.steps.distribute import DistributeAction, DistributeFailure, DistributeFeed, DistributeInput
+from kubemam.plan.staging import StepInputTooLarge, serialize, staged_files, utf8_size
+from kubemam.plan.staging import sha256 as sha256_text
+from kubemam.steps.distribute import (
+    DistributeAction,
+    DistributeFailure,
+    DistributeFeed,
+    DistributeInput,
+    feed_entries,
+    feed_file,
+)
 from kubemam.steps.registry import DISTRIBUTE
 from kubemam.timestamps import parse_time
 
@@ -55,10 +65,13 @@ APPLIED = f"{GROUP}/applied"
 # Set with APPLIED on a failed Job whose worker named the actions that failed: those pairs were
 # quarantined, so the batch as a whole does not count as failed (no batch backoff on top).
 ISOLATED = f"{GROUP}/failed-actions"
-# Linux caps one environment string at 128 KiB; an action is ~260 bytes of step input.
+# The input travels inline (the planner reads it back from the Job): under plan/staging.py's inline limit,
+# with room for the feed references. An action is ~260 bytes, ~1.3 KB on a worldwide target.
 MAX_BATCH = 200
+BATCH_BYTES = 64 * 1024
 RECORDED_JOB_TTL = 86400
 MAX_EVENT_NAME = 253
+MAX_EVENT_MESSAGE = 1024
 MAX_CONDITION_PAIRS = 5  # pairs named in a condition message; the rest are counted
 DISTRIBUTED = "Distributed"
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -178,6 +191,11 @@ class CreateJob:
     def name(self) -> str:
         return str(self.job["metadata"]["name"])
 
+    def feed(self, uri: str) -> list[dict[str, Any]]:
+        """The entries of the feed the Job writes to `uri`, from the file staged beside its input."""
+        feed = next(f for f in self.inputs.feeds if f.uri == uri)
+        return feed_entries(staged_files(self.job)[feed.file])
+
 
 @dataclass(frozen=True)
 class PatchWindowStatus:
@@ -236,18 +254,24 @@ def _overlaps(folder: str, taken: list[str]) -> bool:
 
 def batch_of(actions: list[Action]) -> list[Action]:
     """The next Job's share: takedowns before any publish (they are the ones with a deadline, and a
-    broken package must not hold them back), at most MAX_BATCH so the input fits one env variable, and
-    no two actions whose origins overlap (a target renamed over the same origin): the later one waits
-    for the next batch instead of making the worker refuse it."""
+    broken package must not hold them back), at most MAX_BATCH actions and BATCH_BYTES of input (UTF-8,
+    as serialized) so the input stays inline in one env variable, and no two actions whose origins
+    overlap (a target renamed over the same origin): the later one waits for the next batch instead of
+    making the worker refuse it."""
     takedowns = [a for a in actions if a.action == "takedown"]
     chosen: list[Action] = []
     folders: list[str] = []
+    size = 0
     for action in takedowns or actions:
         folder = origin_folder(action.origin)
         if _overlaps(folder, folders):
             continue
+        weight = utf8_size(serialize(action.to_input().to_wire())) + 1
+        if chosen and size + weight > BATCH_BYTES:
+            break
         chosen.append(action)
         folders.append(folder)
+        size += weight
         if len(chosen) == MAX_BATCH:
             break
     return chosen
@@ -290,7 +314,9 @@ def window_event(namespace: str, job: str, action: DistributeAction, verb: str, 
         "involvedObject": {"apiVersion": API_VERSION, "kind": RIGHTS_WINDOW.kind, "name": action.window,
                            "namespace": namespace},
         "reason": verb, "type": "Normal", "firstTimestamp": _stamp(at), "lastTimestamp": _stamp(at), "count": 1,
-        "message": f"{action.asset} {done} {where}; verified by listing {action.origin}",
+        # Event messages are kept short (events.k8s.io caps a note at 1 KiB): a worldwide target's
+        # 249 territories would not fit.
+        "message": f"{action.asset} {done} {where}; verified by listing {action.origin}"[:MAX_EVENT_MESSAGE],
         "source": {"component": "kubemam"},
     }
 
@@ -314,9 +340,10 @@ def distributed_verdict(lines: list[str]) -> Verdict:
                    "held back and retried with backoff: " + "; ".join(lines[:MAX_CONDITION_PAIRS]) + more)
 
 
-def _distribute_job(namespace: str, inputs: DistributeInput, config: OperatorConfig) -> dict[str, Any]:
+def _distribute_job(namespace: str, inputs: DistributeInput, files: dict[str, str],
+                    config: OperatorConfig) -> dict[str, Any]:
     request = StepJobRequest(owner=Owner(RIGHTS_WINDOW.kind, "rights", "", namespace), step=DISTRIBUTE,
-                             inputs=inputs.to_wire())
+                             inputs=inputs.to_wire(), files=tuple(sorted(files.items())))
     job = build_step_job(request, config)
     # A batch serves many windows and outlives any one of them (deleting a window takes its content
     # down): no owner. It expires a day after it finished only once its outcome is recorded
@@ -326,17 +353,20 @@ def _distribute_job(namespace: str, inputs: DistributeInput, config: OperatorCon
 
 
 def _next_inputs(namespace: str, actions: list[DistributeAction], attempt: int,
-                 feeds: dict[str, list[dict[str, Any]]], config: OperatorConfig) -> DistributeInput:
+                 feeds: dict[str, list[dict[str, Any]]], files: dict[str, str],
+                 config: OperatorConfig) -> DistributeInput:
+    """The batch's input; each feed by reference to its staged file (`files`, in sorted uri order)."""
     wire = [a.to_wire() for a in actions]
+    refs = [DistributeFeed(uri=uri, file=f"feed-{i}.json", sha256=sha256_text(files[f"feed-{i}.json"]),
+                           entries=len(entries))
+            for i, (uri, entries) in enumerate(sorted(feeds.items()))]
     draft: dict[str, Any] = {
         "namespace": namespace, "actions": wire, "actionsHash": input_hash(wire), "attempt": attempt,
-        "feeds": [{"uri": uri, "entries": entries} for uri, entries in sorted(feeds.items())],
+        "feeds": [f.to_wire() for f in refs],
         "usage": f"{config.library_uri.rstrip('/')}/usage/{namespace}/"}
     batch = input_hash(draft)[:16]
     return DistributeInput(namespace=namespace, batch=batch, actions=actions, actions_hash=draft["actionsHash"],
-                           attempt=attempt, feeds=[DistributeFeed(uri=uri, entries=entries)
-                                                   for uri, entries in sorted(feeds.items())],
-                           usage=f"{draft['usage']}{batch}.json")
+                           attempt=attempt, feeds=refs, usage=f"{draft['usage']}{batch}.json")
 
 
 # --- the planner -------------------------------------------------------------------------------
@@ -485,7 +515,8 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
         if not seen.applied:
             recorder.record(seen)
 
-    assets = [Asset(a.name, a.labels, package_prefix(a.status), recorder.distribution[a.name], a.deleting)
+    assets = [Asset(a.name, a.labels, package_prefix(a.status), recorder.distribution[a.name], a.deleting,
+                    publishable(a.status))
               for a in facts.assets if a.status is not None]
     # An unreadable target list is not "every target removed", and not "nothing to take down" either:
     # the targets the assets are recorded on stand in, and only takedowns are planned.
@@ -503,6 +534,7 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
             wake = min(retry_at, wake) if wake else retry_at
 
     job: CreateJob | None = None
+    refused: str | None = None  # the feeds are too big even to stage
     failed_attempts: int | None = None if due else 0
     if due and active is None:
         chosen = batch_of(due)
@@ -519,10 +551,14 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
             on_origin = {(a.name, d.target) for a in assets for d in a.distribution if d.state == "Published"}
             publishing = {(a.asset, a.target.name) for a in chosen if a.action == "publish"}
             feeds = feeds_for(facts.namespace, rights, windows, on_origin | publishing)
-            job = _new_job(facts, batch, attempts.get(actions_hash, 0), feeds, config)
-            for started in batch:
-                if started.action == "publish":
-                    recorder.pending(started, now)
+            try:
+                job = _new_job(facts, batch, attempts.get(actions_hash, 0), feeds, config)
+            except StepInputTooLarge as err:
+                refused = str(err)  # no Job: the windows say why; nothing else changes
+            else:
+                for started in batch:
+                    if started.action == "publish":
+                        recorder.pending(started, now)
 
     # Quarantined pairs, by asset and by the window their record names.
     by_asset: dict[str, list[str]] = defaultdict(list)
@@ -540,7 +576,8 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
         status = plan_window(spec, RightsWindowStatus.model_validate(window.status), window.generation, now,
                              rights.matched.get(window.name, 0), rights.conflicts.get(window.name, []),
                              recorder.history.get(window.name), verdict,
-                             distributed_verdict(by_window.get(window.name, [])))
+                             distributed_verdict(by_window.get(window.name, [])) if refused is None
+                             else Verdict(DISTRIBUTED, "False", "FeedTooLarge", f"no distribute Job: {refused}"))
         desired[window.name] = status
         patch = status_patch(window.status, status.to_wire())
         if patch:
@@ -560,9 +597,10 @@ def _new_job(facts: DistributionFacts, batch: list[DistributeAction], attempt: i
     """The batch's Job, under a name no Job of the last day has: the same actions needed again (a
     publish after a takedown, a retry) must not meet the finished Job of the same input (409)."""
     taken = {j.name for j in facts.jobs}
+    files = {f"feed-{i}.json": feed_file(entries) for i, (_, entries) in enumerate(sorted(feeds.items()))}
     while True:
-        inputs = _next_inputs(facts.namespace, batch, attempt, feeds, config)
-        job = _distribute_job(facts.namespace, inputs, config)
+        inputs = _next_inputs(facts.namespace, batch, attempt, feeds, files, config)
+        job = _distribute_job(facts.namespace, inputs, files, config)
         if job["metadata"]["name"] not in taken:
             return CreateJob(job, inputs)
         attempt += 1

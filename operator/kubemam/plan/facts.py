@@ -13,6 +13,7 @@ from kubemam.archive.ebucore import RightsSummary
 from kubemam.config import OperatorConfig
 from kubemam.plan.jobs import Owner, StepJobRequest
 from kubemam.plan.jobstate import JobObservation
+from kubemam.plan.qcgate import ApprovalRequest
 from kubemam.plan.stepjob import Retries, StepRun, run_step
 
 
@@ -33,6 +34,8 @@ class AssetFacts:
     annotations: dict[str, str] = field(default_factory=dict)
     rights: list[RightsSummary] = field(default_factory=list)  # the windows covering the asset
     s3_secret_problem: str | None = None  # the S3 credentials Secret the Jobs name is missing or incomplete
+    key_secret_problem: str | None = None  # a content-key Secret name is held by a Secret not this asset's
+    qc_approval: ApprovalRequest | None = None  # the qc.kubemam.io/approved annotation and who wrote it
 
     @property
     def owner(self) -> Owner:

@@ -6,14 +6,16 @@ the name carries the hash of every input of the step.
 
 from __future__ import annotations
 
-import json
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubemam import __version__
 from kubemam.api.common import API_VERSION, GROUP
 from kubemam.config import OperatorConfig
+from kubemam.plan import staging
 from kubemam.plan.hashing import input_hash, step_job_name
+from kubemam.steps.registry import MiB, quantity
 from kubemam.steps.registry import step as registered_step
 
 LABEL_NAME = "app.kubernetes.io/name"
@@ -29,6 +31,7 @@ STEP_INPUT_ENV = "KUBEMAM_STEP_INPUT"
 # the Job's podFailurePolicy then fails the Job at once instead of spending its backoffLimit.
 PERMANENT_FAILURE_EXIT_CODE = 2
 WORKER_UID = 65532  # the worker image's non-root user
+WORK_DIR_LIMIT = 512 * MiB  # /work, the working directory: ffmpeg's logs; scratch is in /tmp (TMPDIR)
 
 MANAGED_SELECTOR = {LABEL_MANAGED_BY: "kubemam"}
 
@@ -64,17 +67,26 @@ class StepJobRequest:
     extra_labels: dict[str, str] = field(default_factory=dict)
     completions: int | None = None  # set: an Indexed Job, one index per unit of work (a chunk)
     parallelism: int | None = None
-    # Secrets by reference only: (Secret, mount path) read-only volumes, (variable, Secret, key) env.
+    # Secrets by reference only: (Secret, mount path) read-only volumes (several at one path: one projected
+    # volume), (variable, Secret, key) env.
     secret_mounts: tuple[tuple[str, str], ...] = ()
     secret_env: tuple[tuple[str, str, str], ...] = ()
     env: tuple[tuple[str, str], ...] = ()  # plain variables, e.g. where a mount is (the process node maps paths)
     backoff_limit: int | None = None  # None: the operator's default
+    # Files the step reads beside its input (a feed): always staged, never in the env (plan/staging.py).
+    files: tuple[tuple[str, str], ...] = ()
+    # Bytes the step brings to local disk (the master; the renditions it packages): sizes its scratch
+    # (steps/registry.py Scratch). None: not known yet (ingest), the step's ceiling for an unknown master.
+    scratch_bytes: int | None = None
 
     @property
     def digest(self) -> str:
         # The worker version is an input too: a new worker re-runs nothing it already did
         # only if its output format did not change, which is the worker's to declare.
-        return input_hash({"step": self.step, "inputs": self.inputs, "worker": __version__})
+        identity: dict[str, Any] = {"step": self.step, "inputs": self.inputs, "worker": __version__}
+        if self.files:
+            identity["files"] = {key: staging.sha256(text) for key, text in self.files}
+        return input_hash(identity)
 
     @property
     def name(self) -> str:
@@ -102,9 +114,22 @@ def restricted_container_security() -> dict[str, Any]:
     }
 
 
-def _env(request: StepJobRequest, config: OperatorConfig) -> list[dict[str, Any]]:
+def _input_env(text: str, staged: dict[str, str]) -> list[dict[str, Any]]:
+    """The input inline, or (staged) where its file is and the sha256 the worker checks it against."""
+    env: list[dict[str, Any]] = []
+    if staging.INPUT_KEY in staged:
+        env += [{"name": staging.INPUT_FILE_ENV, "value": f"{staging.STAGED_DIR}/{staging.INPUT_KEY}"},
+                {"name": staging.INPUT_SHA256_ENV, "value": staging.sha256(text)}]
+    else:
+        env.append({"name": STEP_INPUT_ENV, "value": text})
+    if staged:
+        env.append({"name": staging.STAGED_DIR_ENV, "value": staging.STAGED_DIR})
+    return env
+
+
+def _env(request: StepJobRequest, config: OperatorConfig, text: str, staged: dict[str, str]) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": STEP_INPUT_ENV, "value": json.dumps(request.inputs, sort_keys=True, separators=(",", ":"))},
+        *_input_env(text, staged),
         {"name": "KUBEMAM_STEP", "value": request.step},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -130,9 +155,11 @@ def _env(request: StepJobRequest, config: OperatorConfig) -> list[dict[str, Any]
 
 def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str, Any]:
     """The Job manifest for one step of one owner. The step must be registered and its input must
-    validate against the step's model: a planner bug fails here, not in a pod."""
+    validate against the step's model: a planner bug fails here, not in a pod. An input too big for the
+    environment is staged (a StagedJob); one too big to stage raises staging.StepInputTooLarge."""
     step = registered_step(request.step)
     step.validate_input(request.inputs)
+    text, staged = staging.check(request.step, request.inputs, dict(request.files))
     labels = {
         LABEL_NAME: "kubemam",
         LABEL_MANAGED_BY: "kubemam",
@@ -152,7 +179,7 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
         "image": config.worker_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["kubemam", "worker", step.name],
-        "env": _env(request, config),
+        "env": _env(request, config, text, staged),
         "workingDir": "/work",
         "securityContext": restricted_container_security(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -161,11 +188,28 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    container["resources"] = request.resources or step.resources.to_wire()
-    secret_volumes = []
-    for index, (secret, mount_path) in enumerate(request.secret_mounts):
-        secret_volumes.append({"name": f"secret-{index}", "secret": {"secretName": secret, "defaultMode": 0o440}})
+    resources = copy.deepcopy(request.resources or step.resources.to_wire())
+    # Scratch is on the emptyDirs (the root filesystem is read-only): the request places the pod where
+    # the disk is, sizeLimit bounds what it may write (the kubelet evicts past it).
+    resources.setdefault("requests", {})["ephemeral-storage"] = quantity(
+        step.scratch.request(request.scratch_bytes) + WORK_DIR_LIMIT)
+    container["resources"] = resources
+    extra_volumes = []
+    by_path: dict[str, list[str]] = {}
+    for secret, mount_path in request.secret_mounts:
+        by_path.setdefault(mount_path, []).append(secret)
+    for index, (mount_path, names) in enumerate(by_path.items()):
+        # Several Secrets at one path (a content-key Secret per tier) share one projected volume.
+        source: dict[str, Any] = ({"secret": {"secretName": names[0], "defaultMode": 0o440}} if len(names) == 1
+                                  else {"projected": {"sources": [{"secret": {"name": n}} for n in names],
+                                                      "defaultMode": 0o440}})
+        extra_volumes.append({"name": f"secret-{index}", **source})
         container["volumeMounts"].append({"name": f"secret-{index}", "mountPath": mount_path, "readOnly": True})
+    if staged:
+        extra_volumes.append({"name": staging.STAGED_VOLUME, "configMap": {
+            "name": staging.config_map_name(request.name), "defaultMode": 0o444}})
+        container["volumeMounts"].append({"name": staging.STAGED_VOLUME, "mountPath": staging.STAGED_DIR,
+                                          "readOnly": True})
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -173,9 +217,9 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
         "securityContext": restricted_pod_security(),
         "containers": [container],
         "volumes": [
-            {"name": "work", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
-            *secret_volumes,
+            {"name": "work", "emptyDir": {"sizeLimit": quantity(WORK_DIR_LIMIT)}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": quantity(step.scratch.size_limit(request.scratch_bytes))}},
+            *extra_volumes,
         ],
     }
     if config.worker_service_account:
@@ -203,7 +247,7 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
         # Kueue admits a suspended Job by un-suspending it once its queue has quota.
         spec["suspend"] = True
 
-    return {
+    manifest = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -224,3 +268,4 @@ def build_step_job(request: StepJobRequest, config: OperatorConfig) -> dict[str,
         },
         "spec": spec,
     }
+    return staging.StagedJob(manifest, staged) if staged else manifest

@@ -35,7 +35,7 @@ def plan_migration(facts: ArchiveFacts, storage: StorageStatus, config: Operator
     assert technical is not None
     inputs = MigrateInput(source=facts.spec.source.uri, sha256=technical.sha256, output=f"{facts_root(facts, config)}"
                           "/preservation", target=migration.target)
-    request = archive_request(facts, MIGRATE, inputs.to_wire())
+    request = archive_request(facts, MIGRATE, inputs.to_wire(), scratch_bytes=technical.size_bytes)
     observed = find_job(facts, request.name)
     start_job(out, request, observed, True, config)
     if observed is not None and observed.state == "Succeeded":

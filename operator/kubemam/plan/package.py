@@ -48,9 +48,23 @@ def cpix_kid(asset_uid: str, tier: str) -> uuid.UUID:
     return uuid.uuid5(KID_NAMESPACE, f"{asset_uid}/{tier}")
 
 
-def key_secret_name(asset: str, ladder: TranscodeLadderSpec) -> str:
+def _name_prefix(ladder: TranscodeLadderSpec) -> str | None:
     provider = ladder.drm.key_provider if ladder.drm else None
-    prefix = provider.secret.name_prefix if provider and provider.secret else None
+    return provider.secret.name_prefix if provider and provider.secret else None
+
+
+def key_secret_name(namespace: str, asset: str, asset_uid: str, ladder: TranscodeLadderSpec, tier: str) -> str:
+    """One tier's key Secret: readable stem, then a hash of (namespace, asset uid) and the tier. Names
+    once collided ("a-b" + "c" = "a" + "b-c"; long names cut to one), so two titles shared keys."""
+    prefix = _name_prefix(ladder)
+    stem = f"{prefix}-{asset}" if prefix else f"{asset}-content-keys"
+    suffix = f"-{input_hash({'namespace': namespace, 'uid': asset_uid})[:16]}-{tier}"
+    return stem[:253 - len(suffix)].rstrip("-.") + suffix
+
+
+def legacy_key_secret_name(asset: str, ladder: TranscodeLadderSpec) -> str:
+    """The one Secret of every tier that earlier versions kept; the asset's own keys in it are carried over."""
+    prefix = _name_prefix(ladder)
     return f"{prefix}-{asset}"[:253] if prefix else f"{asset}-content-keys"[:253]
 
 
@@ -69,12 +83,14 @@ class PackagePlan:
     inputs: dict[str, Any]
     output: str
     tiers: list[str]  # key tiers the package needs (empty: in the clear)
-    key_secret: str | None  # the Secret the operator must hold the keys in (secret provider)
+    key_secrets: dict[str, str]  # tier → the Secret the operator must hold its key in (secret provider)
+    legacy_key_secret: str | None  # where earlier versions kept every tier's key
     token_secret: tuple[str, str] | None  # (Secret, key) of the CPIX bearer token
 
 
 def plan_package(asset: str, asset_uid: str, spec: MediaAssetSpec, ladder: TranscodeLadderSpec,
-                 renditions: list[RenditionStatus], previews: Previews | None, root: str) -> PackagePlan | None:
+                 renditions: list[RenditionStatus], previews: Previews | None, root: str,
+                 namespace: str) -> PackagePlan | None:
     packaging = ladder.packaging
     if packaging is None or not renditions:
         return None
@@ -105,12 +121,14 @@ def plan_package(asset: str, asset_uid: str, spec: MediaAssetSpec, ladder: Trans
         thumbnails = ladder.thumbnails or Thumbnails()  # what ingest used to cut the sheets
         inputs["thumbnails"] = {"sheets": sheets, "columns": thumbnails.sprite_columns,
                                 "rows": thumbnails.sprite_rows, "intervalSeconds": thumbnails.interval_seconds}
-    key_secret, token_secret = None, None
+    key_secrets: dict[str, str] = {}
+    legacy, token_secret = None, None
     if drm is not None:
         provider = drm.key_provider
         drm_inputs: dict[str, Any] = {"systems": sorted(drm.systems), "scheme": drm.scheme, "tiers": tiers}
         if provider.type == "secret":
-            key_secret = key_secret_name(asset, ladder)
+            key_secrets = {tier: key_secret_name(namespace, asset, asset_uid, ladder, tier) for tier in tiers}
+            legacy = legacy_key_secret_name(asset, ladder)
             drm_inputs["provider"] = "secret"  # the keys are mounted at KEYS_DIR_ENV's path
         else:
             assert provider.cpix is not None  # the CRD's CEL rule: type cpix needs the cpix field
@@ -124,7 +142,7 @@ def plan_package(asset: str, asset_uid: str, spec: MediaAssetSpec, ladder: Trans
     digest = input_hash({"inputs": inputs, "worker": __version__})
     output = f"{root}/packages/{digest[:16]}"
     inputs["output"] = output
-    return PackagePlan(inputs, output, tiers, key_secret, token_secret)
+    return PackagePlan(inputs, output, tiers, key_secrets, legacy, token_secret)
 
 
 def packaged(plan: PackagePlan, status: list[PackageStatus] | None,
@@ -148,10 +166,11 @@ def _status_entry(package: dict[str, Any], result: dict[str, Any]) -> dict[str, 
 
 @dataclass(frozen=True)
 class KeySecret:
-    """Content keys the operator must hold (generated once per tier) before the package Job runs."""
+    """Content keys the operator must hold (generated once per tier, an immutable Secret each) before the
+    package Job runs."""
 
-    name: str
-    tiers: list[str]
+    names: dict[str, str]  # tier → Secret
+    legacy: str | None = None  # the Secret of every tier earlier versions kept: the asset's keys there carry over
 
 
 @dataclass
@@ -166,11 +185,20 @@ def _reported_nothing(_: object) -> bool:
     return False
 
 
+def _packaged_bytes(facts: AssetFacts, renditions: list[RenditionStatus]) -> int | None:
+    """What the package step downloads: the renditions' bytes, or the master's while one size is unknown."""
+    sizes = [r.size_bytes for r in renditions]
+    if sizes and all(size is not None for size in sizes):
+        return sum(size for size in sizes if size is not None)
+    return facts.status.technical.size_bytes if facts.status.technical else None
+
+
 def plan_packaging(facts: AssetFacts, ladder: TranscodeLadderSpec, renditions: list[RenditionStatus],
                    previews: Previews | None, config: OperatorConfig, retries: Retries) -> PackageOutcome:
     """One package Job over every rendition; a package already made for the same inputs is kept."""
     outcome = PackageOutcome()
-    plan = plan_package(facts.name, facts.uid, facts.spec, ladder, renditions, previews, facts.root(config))
+    plan = plan_package(facts.name, facts.uid, facts.spec, ladder, renditions, previews, facts.root(config),
+                        facts.namespace)
     if plan is None:
         return outcome
     results = [j.result for j in facts.jobs if j.step == PACKAGE and j.state == "Succeeded" and j.result]
@@ -180,14 +208,20 @@ def plan_packaging(facts: AssetFacts, ladder: TranscodeLadderSpec, renditions: l
         outcome.verdicts.append(Verdict("Packaged", "True", "PackagesReady",
                                         ", ".join(sorted({p.format for p in done})) + " packaged"))
         return outcome
+    if plan.key_secrets:
+        outcome.key_secret = KeySecret(plan.key_secrets, plan.legacy_key_secret)
+        if facts.key_secret_problem:  # a Secret not this asset's holds a key name: no Job mounts it
+            outcome.verdicts.append(Verdict("Packaged", "False", "KeySecretConflict", facts.key_secret_problem))
+            outcome.phase = "Packaging"  # not Failed: rechecked by the timer until that Secret is gone
+            return outcome
     request = StepJobRequest(
         owner=facts.owner, step=PACKAGE, inputs=plan.inputs,
         priority_class_name=ladder.priority_class_name, queue_name=ladder.queue_name,
-        secret_mounts=((plan.key_secret, KEYS_MOUNT),) if plan.key_secret else (),
-        env=((KEYS_DIR_ENV, KEYS_MOUNT),) if plan.key_secret else (),
-        secret_env=((CPIX_TOKEN_ENV, *plan.token_secret),) if plan.token_secret else ())
-    if plan.key_secret:
-        outcome.key_secret = KeySecret(plan.key_secret, plan.tiers)
+        # Every tier's Secret into one directory (a projected volume), `<tier>.kid`/`<tier>.key` each.
+        secret_mounts=tuple((plan.key_secrets[tier], KEYS_MOUNT) for tier in sorted(plan.key_secrets)),
+        env=((KEYS_DIR_ENV, KEYS_MOUNT),) if plan.key_secrets else (),
+        secret_env=((CPIX_TOKEN_ENV, *plan.token_secret),) if plan.token_secret else (),
+        scratch_bytes=_packaged_bytes(facts, renditions))
     run = outcome.add(facts.run(request, config, retries, has_result=_reported_nothing))
     outcome.phase = "Packaging"
     if run.state == "Failed":

@@ -7,8 +7,15 @@ from datetime import datetime
 from kubemam.api.distribution import TARGETS_CONFIGMAP
 from kubemam.api.rights import HistoryEntry, RightsWindowSpec, RightsWindowStatus
 from kubemam.plan.conditions import Verdict, apply_verdicts
+from kubemam.plan.staging import serialize, utf8_size
 
-MAX_HISTORY = 1000
+# status.history is a short tail: the newest entries, at most MAX_HISTORY and MAX_HISTORY_BYTES (UTF-8, as
+# serialized; a worldwide target's entry is ~1.4 KB), so a window's status never nears etcd's 1.5 MiB.
+# The whole history is the usage records the distribute worker writes (<library>/usage/<namespace>/),
+# read by `kubemam report usage`.
+MAX_HISTORY = 100
+MAX_HISTORY_BYTES = 64 * 1024
+MAX_CONFLICTS = 5  # named in the Conflict condition; the rest are counted
 
 
 def window_phase(spec: RightsWindowSpec, now: datetime) -> tuple[str, datetime | None]:
@@ -36,6 +43,18 @@ def _key(entry: HistoryEntry) -> tuple[object, ...]:
     return entry.at, entry.action, entry.asset, entry.target, entry.channel, tuple(entry.territories)
 
 
+def history_tail(entries: list[HistoryEntry]) -> list[HistoryEntry]:
+    """The newest entries that fit MAX_HISTORY and MAX_HISTORY_BYTES, oldest first."""
+    kept: list[HistoryEntry] = []
+    size = 0
+    for entry in reversed(entries[-MAX_HISTORY:]):
+        size += utf8_size(serialize(entry.to_wire())) + 1
+        if size > MAX_HISTORY_BYTES:
+            break
+        kept.append(entry)
+    return kept[::-1]
+
+
 def plan_window(spec: RightsWindowSpec, status: RightsWindowStatus, generation: int, now: datetime,
                 matched_assets: int, conflicts: list[str] | None = None,
                 history: list[HistoryEntry] | None = None, targets: Verdict | None = None,
@@ -48,7 +67,9 @@ def plan_window(spec: RightsWindowSpec, status: RightsWindowStatus, generation: 
     if conflicts:
         verdicts.append(Verdict("Conflict", "True", "ExclusiveOverlap",
                                 "overlaps an exclusive licence on the same territory, channel and time: "
-                                + "; ".join(conflicts) + " (the overlap is not published)"))
+                                + "; ".join(conflicts[:MAX_CONFLICTS])
+                                + (f"; and {len(conflicts) - MAX_CONFLICTS} more" if len(conflicts) > MAX_CONFLICTS
+                                   else "") + " (the overlap is not published)"))
         verdicts.append(Verdict("Ready", "False", "Conflict", "exclusive windows overlap; see the Conflict condition"))
     else:
         verdicts.append(Verdict("Conflict", "False", "NoConflict", "no exclusive overlap"))
@@ -61,14 +82,14 @@ def plan_window(spec: RightsWindowSpec, status: RightsWindowStatus, generation: 
         verdicts.append(targets)
     if distributed is not None:
         verdicts.append(distributed)
-    # History is an audit trail: appended, never rewritten; the newest MAX_HISTORY are kept.
+    # History is an audit trail: appended, never rewritten; status keeps its newest tail (history_tail).
     kept = list(status.history or [])
     seen = {_key(h) for h in kept}
     for entry in history or []:
         if _key(entry) not in seen:
             seen.add(_key(entry))
             kept.append(entry)
-    kept = kept[-MAX_HISTORY:]
+    kept = history_tail(kept)
     return status.model_copy(update={
         "phase": phase,
         "observed_generation": generation,

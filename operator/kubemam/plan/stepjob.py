@@ -31,6 +31,7 @@ from kubemam.plan.conditions import Verdict
 from kubemam.plan.hashing import input_hash
 from kubemam.plan.jobs import LABEL_STEP, StepJobRequest, build_step_job
 from kubemam.plan.jobstate import JobObservation
+from kubemam.plan.staging import StepInputTooLarge
 from kubemam.steps.base import ATTEMPT_FIELD
 
 FINISHED = ("Succeeded", "Failed")
@@ -104,12 +105,17 @@ class StepRun:
     after: StepJobRequest | None = None
     after_observed: JobObservation | None = None
     due: datetime | None = None  # not created before then: the backoff after a transient failure
+    # Set: the input is too big even to stage (plan/staging.py); no Job exists, and none is recorded.
+    refused: str | None = None
 
     @property
     def state(self) -> str:
-        """Pending, Running, Succeeded, Failed — or Retrying: a transient failure, the next attempt not yet due."""
+        """Pending, Running, Succeeded, Failed — or Retrying: a transient failure, the next attempt not yet due.
+        A refused input is Failed: nothing runs until the spec changes."""
         if self.observed is not None:
             return self.observed.state
+        if self.refused is not None:
+            return "Failed"
         return "Retrying" if self.waiting else "Pending"
 
     @property
@@ -134,6 +140,8 @@ class StepRun:
 
     def failure(self) -> str:
         """`Job NAME failed: <the worker's words>` (a permanent failure: RETRY_ANNOTATION runs it again)."""
+        if self.refused is not None and self.observed is None:
+            return f"{self.request.step} input refused: {self.refused}"
         message = self.observed.message if self.observed else None
         return f"Job {self.request.name} failed" + (f": {message}" if message else "")
 
@@ -153,6 +161,14 @@ class StepRun:
             else "the Job failed")
         due = self.due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return Verdict(type_, "Unknown", "RetryScheduled", f"attempt {self.attempt.number} after {due}: {words}")
+
+
+def build_or_refuse(request: StepJobRequest, config: OperatorConfig) -> tuple[dict[str, Any] | None, str | None]:
+    """The Job manifest, or (no Job) why its input is too big even to stage, naming the field."""
+    try:
+        return build_step_job(request, config), None
+    except StepInputTooLarge as err:
+        return None, str(err)
 
 
 def _successor(attempt: StepAttempt | None, observed: JobObservation, retries: Retries,
@@ -194,7 +210,8 @@ def run_step(request: StepJobRequest, jobs: list[JobObservation], finished: list
     attempt of the request's inputs is found and the next one planned (module docstring)."""
     if retries is None:
         observed = observe(jobs, finished, request.name)
-        return StepRun(request, observed, build_step_job(request, config) if observed is None and start else None)
+        job, refused = build_or_refuse(request, config) if observed is None and start else (None, None)
+        return StepRun(request, observed, job, refused=refused)
     current = with_attempt(request, _newest_recorded(request, finished))
     observed = observe(jobs, finished, current.name)
     after: StepJobRequest | None = None
@@ -211,8 +228,8 @@ def run_step(request: StepJobRequest, jobs: list[JobObservation], finished: list
         observed = observe(jobs, finished, current.name)
         if observed is None and due > retries.now:
             return StepRun(current, None, None, after, after_observed, due)
-    create = build_step_job(current, config) if observed is None and start else None
-    return StepRun(current, observed, create, after, after_observed)
+    create, refused = build_or_refuse(current, config) if observed is None and start else (None, None)
+    return StepRun(current, observed, create, after, after_observed, refused=refused)
 
 
 def superseded(jobs: list[JobObservation], created: list[dict[str, Any]]) -> list[str]:
@@ -238,5 +255,6 @@ class StepOutcome:
     def add(self, run: StepRun) -> StepRun:
         if run.create is not None:
             self.create_jobs.append(run.create)
-        self.jobs.append(run.record)
+        if run.refused is None:  # a Job that was never made is not a Job of the asset's
+            self.jobs.append(run.record)
         return run

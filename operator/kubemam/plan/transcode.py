@@ -157,11 +157,13 @@ class TranscodeOutcome(StepOutcome):
 
 
 def _ladder_request(facts: AssetFacts, ladder: TranscodeLadderSpec, step: str, inputs: dict[str, Any],
-                    completions: int | None = None, parallelism: int | None = None) -> StepJobRequest:
+                    completions: int | None = None, parallelism: int | None = None,
+                    scratch_bytes: int | None = None) -> StepJobRequest:
     return StepJobRequest(owner=facts.owner, step=step, inputs=inputs,
                           resources=ladder.resources.to_wire() if ladder.resources else None,
                           priority_class_name=ladder.priority_class_name, queue_name=ladder.queue_name,
-                          completions=completions, parallelism=parallelism)
+                          completions=completions, parallelism=parallelism,
+                          scratch_bytes=scratch_bytes)
 
 
 def _reported_nothing(_: object) -> bool:
@@ -196,20 +198,22 @@ def plan_transcode(facts: AssetFacts, ladder: TranscodeLadderSpec, technical: Te
     runs: list[StepRun] = []
     if chunks is None:
         request = _ladder_request(facts, ladder, TRANSCODE, transcode_inputs(source, technical, ladder, missing,
-                                                                              "single"))
+                                                                              "single"),
+                                  scratch_bytes=technical.size_bytes)
         runs.append(outcome.add(facts.run(request, config, retries, has_result=_reported_nothing)))
     else:
         assert ladder.chunking is not None
         video = [t for t in missing if t.kind == "video"]
         chunk_inputs = transcode_inputs(source, technical, ladder, video, "chunk", f"{root}/chunks", chunks)
         chunk_request = _ladder_request(facts, ladder, TRANSCODE_CHUNKS, chunk_inputs, completions=chunks.count,
-                                        parallelism=min(ladder.chunking.max_parallel, chunks.count))
+                                        parallelism=min(ladder.chunking.max_parallel, chunks.count),
+                                        scratch_bytes=technical.size_bytes)
         # Chunks report nothing: each index's commit is checked by the stitch.
         runs.append(outcome.add(facts.run(chunk_request, config, retries)))
         if runs[0].state == "Succeeded":
             stitch_inputs = transcode_inputs(source, technical, ladder, missing, "stitch", f"{root}/chunks", chunks)
-            runs.append(outcome.add(facts.run(_ladder_request(facts, ladder, TRANSCODE, stitch_inputs), config,
-                                              retries, has_result=_reported_nothing)))
+            stitch = _ladder_request(facts, ladder, TRANSCODE, stitch_inputs, scratch_bytes=technical.size_bytes)
+            runs.append(outcome.add(facts.run(stitch, config, retries, has_result=_reported_nothing)))
 
     names = ", ".join(t.name for t in missing)
     failed = next((r for r in runs if r.state == "Failed"), None)

@@ -5,6 +5,7 @@ the Job, so the planner and the worker cannot disagree on a field.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal, get_args
 
@@ -15,7 +16,7 @@ from kubemam.api.territories import known_territories
 from kubemam.steps.base import StepInput, StepResult, input_problem
 
 __all__ = ["DistributeAction", "DistributeFailure", "DistributeFeed", "DistributeInput", "DistributeResult",
-           "input_problem"]
+           "feed_entries", "feed_file", "input_problem"]
 
 ActionKind = Literal["publish", "takedown"]
 ACTIONS: tuple[str, ...] = get_args(ActionKind)
@@ -92,8 +93,41 @@ class DistributeAction(_Wire):
 
 
 class DistributeFeed(_Wire):
+    """A feed to write whole. Its entries are not in the input (a namespace's feed grows with its catalogue,
+    the input must not): they are a file staged beside it (plan/staging.py), in the compact form of
+    `feed_file`, which the worker reads from the staged directory and checks against `sha256`."""
+
     uri: S3Location
-    entries: list[dict[str, Any]]
+    file: str = Field(pattern=r"^feed-[0-9]+\.json$", description="The staged file holding the entries")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the staged file, checked by the worker")
+    entries: int = Field(ge=0, description="How many entries the file holds")
+
+
+FEED_ENTRY_KEYS = ("asset", "target", "channel", "territories", "window", "start", "end")
+
+
+def feed_file(entries: list[dict[str, Any]]) -> str:
+    """A feed's entries, compact: each target's channel and territories and each window's start and end
+    once, then one (asset, target, window) triple per entry. A worldwide target's 249 territories would
+    otherwise repeat in every entry (~1.3 KB each); a triple is ~50 bytes, so 2,000 titles are ~100 KB."""
+    targets = {e["target"]: {"channel": e["channel"], "territories": e["territories"]} for e in entries}
+    windows = {e["window"]: {"start": e["start"], "end": e["end"]} for e in entries}
+    triples = [[e["asset"], e["target"], e["window"]] for e in entries]
+    return json.dumps({"targets": targets, "windows": windows, "entries": triples}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+def feed_entries(text: str) -> list[dict[str, Any]]:
+    """`feed_file` read back: the entries as the feed document lists them. ValueError if malformed."""
+    try:
+        data = json.loads(text)
+        targets, windows = data["targets"], data["windows"]
+        return [{"asset": asset, "target": target, "channel": targets[target]["channel"],
+                 "territories": targets[target]["territories"], "window": window,
+                 "start": windows[window]["start"], "end": windows[window]["end"]}
+                for asset, target, window in data["entries"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"a staged feed file is malformed: {type(err).__name__}: {err}") from err
 
 
 class DistributeInput(_Wire):
@@ -118,6 +152,8 @@ class DistributeInput(_Wire):
     def _distinct_feeds(cls, value: list[DistributeFeed]) -> list[DistributeFeed]:
         if len({f.uri for f in value}) != len(value):
             raise ValueError("names the same feed twice")
+        if len({f.file for f in value}) != len(value):
+            raise ValueError("names the same staged file twice")
         return value
 
 

@@ -48,6 +48,39 @@ class Resources:
         return {"requests": {"cpu": self.cpu, "memory": self.memory}, "limits": {"memory": self.memory_limit}}
 
 
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+# A master whose size the plan does not know yet (ingest fetches it): the scratch ceiling allows this much.
+UNKNOWN_MASTER_CEILING = 2 * 1024 * GiB
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """Local disk a step needs (its /tmp emptyDir, where the worker keeps the master and its outputs), from
+    the bytes it brings to disk (`StepJobRequest.scratch_bytes`: the master, or the renditions it packages).
+
+    The request (ephemeral-storage) places the pod where the disk is; the emptyDir's sizeLimit, twice the
+    request, is the ceiling past which the kubelet evicts the pod, and a pod is never evicted for an estimate
+    a little short."""
+
+    per_byte: float  # scratch bytes per byte of input: the input itself and what the step writes beside it
+    base: int  # bytes: outputs that do not scale with the input, ffmpeg's logs, headroom
+
+    def request(self, scratch_bytes: int | None) -> int:
+        return self.base + int(self.per_byte * (scratch_bytes or 0))
+
+    def size_limit(self, scratch_bytes: int | None) -> int:
+        if scratch_bytes is None and self.per_byte:
+            return -(-(self.base + int(self.per_byte * UNKNOWN_MASTER_CEILING)) // GiB) * GiB
+        return 2 * self.request(scratch_bytes)
+
+
+def quantity(size: int) -> str:
+    """Bytes as a Kubernetes quantity, rounded up to whole MiB (whole GiB shown as Gi)."""
+    mib = -(-size // MiB)
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
 @dataclass(frozen=True)
 class Step:
     name: str
@@ -58,6 +91,7 @@ class Step:
     resources: Resources
     deadline_seconds: int  # activeDeadlineSeconds: a step past it is stuck, not slow
     backoff_limit: int | None = None  # None: the operator's default
+    scratch: Scratch = Scratch(per_byte=0, base=1 * GiB)  # copies stream between servers: nothing whole on disk
 
     def validate_input(self, inputs: dict[str, Any]) -> Any:
         """The input as the model reads it; a ValidationError names the field."""
@@ -85,16 +119,20 @@ ARCHIVE_BACKOFF_LIMIT = 12
 _SMALL = Resources(cpu="100m", memory="256Mi", memory_limit="1Gi")
 _MEDIA = Resources(cpu="500m", memory="512Mi", memory_limit="4Gi")
 _ENCODE = Resources(cpu="1", memory="1Gi", memory_limit="8Gi")
+_FETCHES = Scratch(per_byte=1.1, base=2 * GiB)  # the master, plus proxy, previews, reports
+_ENCODES = Scratch(per_byte=1.5, base=4 * GiB)  # the master, plus the renditions of one decode
+_PACKAGES = Scratch(per_byte=3, base=2 * GiB)  # the renditions, their clear and encrypted segments
+_PRESERVES = Scratch(per_byte=4, base=2 * GiB)  # the master and its FFV1 copy (larger than ProRes), framemd5
 
 STEPS: dict[str, Step] = {step.name: step for step in (
     Step(INGEST, "fetch and verify the master, probe, QC, proxy and thumbnails", "kubemam.worker.ingest:run",
-         IngestInput, IngestResult, _MEDIA, 6 * HOUR),
+         IngestInput, IngestResult, _MEDIA, 6 * HOUR, scratch=_FETCHES),
     Step(TRANSCODE, "encode the ladder's missing renditions in one decode, or stitch encoded chunks",
-         "kubemam.worker.transcode:run", TranscodeInput, TranscodeResult, _ENCODE, 24 * HOUR),
+         "kubemam.worker.transcode:run", TranscodeInput, TranscodeResult, _ENCODE, 24 * HOUR, scratch=_ENCODES),
     Step(TRANSCODE_CHUNKS, "one index of an Indexed Job: encode one GOP-aligned chunk of every video rendition",
-         "kubemam.worker.transcode:run", TranscodeInput, None, _ENCODE, 6 * HOUR),
+         "kubemam.worker.transcode:run", TranscodeInput, None, _ENCODE, 6 * HOUR, scratch=_ENCODES),
     Step(PACKAGE, "CMAF segments, DASH and HLS manifests, CENC encryption", "kubemam.worker.package:run",
-         PackageInput, PackageResult, _MEDIA, 6 * HOUR),
+         PackageInput, PackageResult, _MEDIA, 6 * HOUR, scratch=_PACKAGES),
     Step(DISTRIBUTE, "publish to and take down from distribution origins", "kubemam.worker.distribute:run",
          DistributeInput, DistributeResult, _SMALL, 1 * HOUR),
     Step(ARCHIVE, "verified copies at the tier's locations, then vacate the others", "kubemam.worker.archive:run",
@@ -104,7 +142,7 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     Step(PURGE, "lift kubemam's legal holds and delete every version at every location", "kubemam.worker.archive:run",
          ArchiveInputs, None, _SMALL, 1 * HOUR, ARCHIVE_BACKOFF_LIMIT),
     Step(MIGRATE, "an FFV1/Matroska preservation master, verified frame by frame", "kubemam.worker.migrate:run",
-         MigrateInput, MigrateResult, _ENCODE, 48 * HOUR),
+         MigrateInput, MigrateResult, _ENCODE, 48 * HOUR, scratch=_PRESERVES),
 )}
 
 

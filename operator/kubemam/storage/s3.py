@@ -25,6 +25,8 @@ from botocore.exceptions import (
 )
 
 from kubemam.storage.manifest import Manifest, entries_for, manifest_uri, missing_or_changed
+from kubemam.storage.parts import plan_parts
+from kubemam.storage.transfer import copy_within
 from kubemam.storage.uri import S3Uri
 
 TMP_DIR = ".tmp"
@@ -141,18 +143,26 @@ def commit(s3: Any, local_dir: Path, prefix: S3Uri, *, step: str, input_hash: st
                         objects=entries_for(local_dir), result=result or {})
     if content_addressed:
         for entry in manifest.objects:
-            s3.upload_file(str(local_dir / entry.key), prefix.bucket, prefix.join(entry.key).key)
+            upload_file(s3, local_dir / entry.key, prefix.join(entry.key), entry.size)
         return _publish(s3, prefix, manifest)
     staging = prefix.join(TMP_DIR, uuid.uuid4().hex)
     for entry in manifest.objects:
-        s3.upload_file(str(local_dir / entry.key), staging.bucket, staging.join(entry.key).key)
-    for entry in manifest.objects:
-        s3.copy_object(Bucket=prefix.bucket, Key=prefix.join(entry.key).key,
-                       CopySource={"Bucket": staging.bucket, "Key": staging.join(entry.key).key})
+        upload_file(s3, local_dir / entry.key, staging.join(entry.key), entry.size)
+    for entry in manifest.objects:  # over 5 GiB CopyObject refuses: those go in UploadPartCopy parts
+        copy_within(s3, staging.join(entry.key), prefix.join(entry.key), entry.size)
     _publish(s3, prefix, manifest)
     for entry in manifest.objects:
         s3.delete_object(Bucket=staging.bucket, Key=staging.join(entry.key).key)
     return manifest
+
+
+def upload_file(s3: Any, path: Path, uri: S3Uri, size: int) -> None:
+    """A file to S3 in parts sized from the file (storage/parts.py), streamed from disk."""
+    from boto3.s3.transfer import TransferConfig
+
+    part = plan_parts(size).part_size
+    s3.upload_file(str(path), uri.bucket, uri.key,
+                   Config=TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=4))
 
 
 def _publish(s3: Any, prefix: S3Uri, manifest: Manifest) -> Manifest:

@@ -1,9 +1,11 @@
 """Copies between S3 locations that count only once verified, and Object Lock retention.
 
 A copy is verified by the server's own SHA-256 where the server computes one (a single
-CopyObject or PutObject with a SHA-256 checksum, or per-part checksums of a multipart upload),
-else by reading the copy back and hashing it. A copy that does not verify is removed and the
-error raised: nothing downstream (a move's delete of its source) runs on an unverified copy.
+CopyObject or PutObject with a SHA-256 checksum), by a one-pass stream (the source's bytes hashed
+with SHA-256 as they are read, each part's CRC32 checked by the receiving server: every byte read
+is the recorded content and every byte stored is a byte read), else by reading the copy back and
+hashing it. A copy that does not verify is removed and the error raised: nothing downstream (a
+move's delete of its source) runs on an unverified copy. Part sizes come from storage/parts.py.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,15 +22,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from kubemam.storage.parts import SINGLE_COPY_LIMIT, PartPlan, plan_parts
 from kubemam.storage.uri import S3Uri
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-PART_SIZE = 64 * MiB
-SINGLE_COPY_LIMIT = 5 * 1024 * MiB  # S3's limit for one CopyObject
 READ_CHUNK = 8 * MiB
 UPLOADS_IN_FLIGHT = 4
+STREAM_BUFFER = 256 * MiB  # parts a streamed copy holds at once, in bytes (at least one part)
+STREAM_PART = 16 * MiB  # small parts keep the pipeline full and its tail short (the planner grows them)
+STREAM_UPLOADS = 8
 SHA256_METADATA = "sha256"  # x-amz-meta-sha256: the hex digest this copy was verified against
 
 
@@ -157,102 +162,133 @@ def _read_back(dst: Place, uri: S3Uri, sha256: str, size: int, remove: bool) -> 
     return "read-back"
 
 
-def _ranges(size: int) -> list[tuple[int, int]]:
-    return [(start, min(start + PART_SIZE, size) - 1) for start in range(0, max(size, 1), PART_SIZE)]
+def copy_within(s3: Any, src_uri: S3Uri, dst_uri: S3Uri, size: int, single_limit: int = SINGLE_COPY_LIMIT,
+                **create: Any) -> None:
+    """A server-side copy on one server at any size: one CopyObject up to 5 GiB, planned UploadPartCopy parts
+    above it (CopyObject refuses more). create: arguments for the new object (Metadata, StorageClass)."""
+    if size <= single_limit:
+        s3.copy_object(Bucket=dst_uri.bucket, Key=dst_uri.key, CopySource={"Bucket": src_uri.bucket,
+                                                                          "Key": src_uri.key}, **create)
+        return
+    _copy_parts(s3, src_uri, dst_uri, plan_parts(size), create)
 
 
 def _multipart_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, size: int, sha256: str,
                     storage_class: str) -> None:
-    upload = dst.s3.create_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, StorageClass=storage_class,
-                                            Metadata={SHA256_METADATA: sha256})
-    upload_id = upload["UploadId"]
+    _copy_parts(dst.s3, src_uri, dst_uri, plan_parts(size),
+                {"StorageClass": storage_class, "Metadata": {SHA256_METADATA: sha256}})
+
+
+def _copy_parts(s3: Any, src_uri: S3Uri, dst_uri: S3Uri, plan: PartPlan, create: dict[str, Any]) -> None:
+    upload_id = s3.create_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, **create)["UploadId"]
 
     def part(number: int, first: int, last: int) -> dict[str, Any]:
-        result = dst.s3.upload_part_copy(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id,
-                                         PartNumber=number, CopySource={"Bucket": src_uri.bucket, "Key": src_uri.key},
-                                         CopySourceRange=f"bytes={first}-{last}")
+        result = s3.upload_part_copy(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id,
+                                     PartNumber=number, CopySource={"Bucket": src_uri.bucket, "Key": src_uri.key},
+                                     CopySourceRange=f"bytes={first}-{last}")
         return {"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]}
 
     try:
         with ThreadPoolExecutor(UPLOADS_IN_FLIGHT) as pool:
-            futures = [pool.submit(part, n, a, b) for n, (a, b) in enumerate(_ranges(size), start=1)]
+            futures = [pool.submit(part, n, a, b) for n, (a, b) in enumerate(plan.ranges(), start=1)]
             parts = [f.result() for f in futures]
-        dst.s3.complete_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id,
-                                         MultipartUpload={"Parts": parts})
+        s3.complete_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id,
+                                     MultipartUpload={"Parts": parts})
     except BaseException:
-        _abort(dst, dst_uri, upload_id)
+        _abort(s3, dst_uri, upload_id)
         raise
 
 
-def _abort(dst: Place, uri: S3Uri, upload_id: str) -> None:
+def _abort(s3: Any, uri: S3Uri, upload_id: str) -> None:
     try:
-        dst.s3.abort_multipart_upload(Bucket=uri.bucket, Key=uri.key, UploadId=upload_id)
+        s3.abort_multipart_upload(Bucket=uri.bucket, Key=uri.key, UploadId=upload_id)
     except Exception as err:  # the server may be the thing that is down; it expires stale uploads itself
         log.warning("could not abort upload %s of %s: %s", upload_id, uri, err)
 
 
-def _parts(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Re-cut a stream of chunks into PART_SIZE parts (the last may be shorter)."""
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= PART_SIZE:
-            yield bytes(buffer[:PART_SIZE])
-            del buffer[:PART_SIZE]
-    if buffer:
-        yield bytes(buffer)
+def _read_parts(s3: Any, uri: S3Uri, part_size: int) -> Iterator[bytes]:
+    """The object in part_size parts (the last may be shorter), each read in pieces that never straddle two
+    parts and joined once: one copy of every byte, not a re-cut buffer's several."""
+    body = s3.get_object(Bucket=uri.bucket, Key=uri.key)["Body"]
+    try:
+        while True:
+            pieces, held = [], 0
+            while held < part_size and (piece := body.read(min(READ_CHUNK, part_size - held))):
+                pieces.append(piece)
+                held += len(piece)
+            if not pieces:
+                return
+            yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            if held < part_size:
+                return
+    finally:
+        body.close()
+
+
+def _crc32(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
 def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha256: str, size: int,
                  storage_class: str) -> str:
-    """Read from one server, write to another; the source is hashed on the way, each part checksummed."""
-    if size <= PART_SIZE:
+    """Read from one server, write to another, in one pass over the bytes: the reading thread hashes the
+    whole stream with SHA-256 (the source is what was recorded), each part carries a CRC32 the receiving
+    server checks (what it stored is what was read). A part in memory at a time per upload in flight,
+    within STREAM_BUFFER."""
+    plan = plan_parts(size, preferred=STREAM_PART)
+    if size <= plan.part_size:
         body = b"".join(read_chunks(src.s3, src_uri))
         if hashlib.sha256(body).hexdigest() != sha256 or len(body) != size:
             raise SourceDamaged(f"{src.name}:{src_uri} does not hash to the recorded sha256")
         dst.s3.put_object(Bucket=dst_uri.bucket, Key=dst_uri.key, Body=body, StorageClass=storage_class,
                           ChecksumSHA256=b64_sha256(sha256), Metadata={SHA256_METADATA: sha256})
         return "s3-checksum"
+    in_flight = max(1, min(STREAM_UPLOADS, STREAM_BUFFER // plan.part_size))
     upload = dst.s3.create_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, StorageClass=storage_class,
-                                            ChecksumAlgorithm="SHA256", Metadata={SHA256_METADATA: sha256})
+                                            ChecksumAlgorithm="CRC32", Metadata={SHA256_METADATA: sha256})
     upload_id = upload["UploadId"]
     whole = hashlib.sha256()
     copied = 0
 
-    def send(number: int, data: bytes) -> tuple[dict[str, Any], bytes]:
-        # Hashed here, on the upload thread, while the reading thread hashes the whole stream:
-        # hashlib releases the GIL, so the two digests of each byte run on two cores.
-        digest = hashlib.sha256(data).digest()
-        checksum = base64.b64encode(digest).decode()
+    def send(number: int, data: bytes) -> dict[str, Any]:
+        # On the upload thread: zlib and hashlib release the GIL, so the CRC and the SHA-256 of the
+        # reading thread run on two cores.
+        checksum = _crc32(data)
         result = dst.s3.upload_part(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id, PartNumber=number,
-                                    Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum)
-        return {"PartNumber": number, "ETag": result["ETag"], "ChecksumSHA256": checksum}, digest
+                                    Body=data, ChecksumAlgorithm="CRC32", ChecksumCRC32=checksum)
+        return {"PartNumber": number, "ETag": result["ETag"], "ChecksumCRC32": checksum}
 
     try:
-        futures: list[Future[tuple[dict[str, Any], bytes]]] = []
-        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT) as pool:
-            for number, data in enumerate(_parts(read_chunks(src.s3, src_uri)), start=1):
+        futures: list[Future[dict[str, Any]]] = []
+        hashed: list[Future[None]] = []
+        # Three stages on their own threads: reading, the whole-stream SHA-256 (one thread: in order), uploads.
+        with ThreadPoolExecutor(in_flight) as pool, ThreadPoolExecutor(1) as hasher:
+            for number, data in enumerate(_read_parts(src.s3, src_uri, plan.part_size), start=1):
                 futures.append(pool.submit(send, number, data))
-                whole.update(data)
+                hashed.append(hasher.submit(whole.update, data))
                 copied += len(data)
-                # Bound memory: at most UPLOADS_IN_FLIGHT parts wait in this process.
-                while sum(not f.done() for f in futures) >= UPLOADS_IN_FLIGHT:
+                del data
+                # Bound memory: at most in_flight parts wait in this process, to be sent or hashed.
+                while sum(not f.done() for f in futures) >= in_flight:
                     next(f for f in futures if not f.done()).result()
-            sent = [f.result() for f in futures]
-        parts = [part for part, _ in sent]
-        part_digests = [digest for _, digest in sent]
+                while sum(not f.done() for f in hashed) >= in_flight:
+                    next(f for f in hashed if not f.done()).result()
+            parts = [f.result() for f in futures]
+            for f in hashed:
+                f.result()
         if whole.hexdigest() != sha256 or copied != size:
             raise SourceDamaged(f"{src.name}:{src_uri} does not hash to the recorded sha256")
         done = dst.s3.complete_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id,
                                                 MultipartUpload={"Parts": parts})
     except BaseException:
-        _abort(dst, dst_uri, upload_id)
+        _abort(dst.s3, dst_uri, upload_id)
         raise
-    composite = base64.b64encode(hashlib.sha256(b"".join(part_digests)).digest()).decode() + f"-{len(parts)}"
-    if done.get("ChecksumSHA256") not in (None, composite):
+    crcs = b"".join(base64.b64decode(p["ChecksumCRC32"]) for p in parts)
+    composite = base64.b64encode(zlib.crc32(crcs).to_bytes(4, "big")).decode() + f"-{len(parts)}"
+    if done.get("ChecksumCRC32") not in (None, composite):
         if not (src.same_server(dst) and src_uri == dst_uri):
             _remove_bad_copy(dst.s3, dst_uri)
-        raise CopyNotVerified(f"{dst.name}:{dst_uri} holds checksum {done.get('ChecksumSHA256')}, sent {composite}")
+        raise CopyNotVerified(f"{dst.name}:{dst_uri} holds checksum {done.get('ChecksumCRC32')}, sent {composite}")
     return "s3-checksum"
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kubemam.plan import staging
 from kubemam.plan.hashing import input_hash
 from kubemam.plan.jobs import STEP_INPUT_ENV
 from kubemam.steps.base import MAX_MESSAGE as MAX_MESSAGE  # what Kubernetes keeps of a termination message
@@ -22,10 +23,38 @@ class StepError(RuntimeError):
     """A failure the step explains itself; retrying the same input will not help."""
 
 
+def staged_file(path: str, sha256: str | None, what: str) -> str:
+    """A file the operator staged (plan/staging.py), checked against the digest the Job carries: a
+    ConfigMap edited or swapped behind the Job must not run as the input the Job was named after."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise StepError(f"{what}: cannot read the staged file {path}: {err}") from err
+    if sha256 is not None and staging.sha256(text) != sha256:
+        raise StepError(f"{what}: the staged file {path} has sha256 {staging.sha256(text)}, the Job expects {sha256}")
+    return text
+
+
+def staged_path(name: str) -> str:
+    """Where a file staged beside the input is mounted (KUBEMAM_STAGED_DIR, set by the Job)."""
+    folder = os.environ.get(staging.STAGED_DIR_ENV)
+    if not folder:
+        raise StepError(f"{staging.STAGED_DIR_ENV} is not set: the Job staged no files, yet the input names {name}")
+    return f"{folder.rstrip('/')}/{name}"
+
+
 def step_input() -> dict[str, Any]:
+    """The input: inline in KUBEMAM_STEP_INPUT, or staged (KUBEMAM_STEP_INPUT_FILE, its sha256 verified)."""
     raw = os.environ.get(STEP_INPUT_ENV)
+    staged = os.environ.get(staging.INPUT_FILE_ENV)
+    if not raw and staged:
+        digest_ = os.environ.get(staging.INPUT_SHA256_ENV)
+        if not digest_:
+            raise StepError(f"{staging.INPUT_SHA256_ENV} is not set: a staged input is verified against it")
+        raw = staged_file(staged, digest_, "step input")
     if not raw:
-        raise StepError(f"{STEP_INPUT_ENV} is not set: a step reads its whole input from it")
+        raise StepError(f"{STEP_INPUT_ENV} is not set: a step reads its whole input from it "
+                        f"(or from the file {staging.INPUT_FILE_ENV} names)")
     try:
         value = json.loads(raw)
     except ValueError as err:

@@ -51,7 +51,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, TypeVar, get_args
@@ -61,10 +61,17 @@ from pydantic import ValidationError
 
 from kubemam.api.rights import Channel
 from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
-from kubemam.steps.distribute import DistributeFailure, DistributeInput, DistributeResult, input_problem
+from kubemam.steps.distribute import (
+    DistributeFailure,
+    DistributeInput,
+    DistributeResult,
+    feed_entries,
+    input_problem,
+)
 from kubemam.storage.s3 import list_entries, make_client, read_json, read_manifest, wait_until_reachable
+from kubemam.storage.transfer import copy_within
 from kubemam.storage.uri import S3Uri, S3UriError
-from kubemam.worker.contract import MAX_MESSAGE, StepError, step_input, write_result
+from kubemam.worker.contract import MAX_MESSAGE, StepError, staged_file, staged_path, step_input, write_result
 
 log = logging.getLogger("kubemam.worker.distribute")
 
@@ -72,7 +79,6 @@ S3_RETRY_SECONDS = float(os.environ.get("KUBEMAM_S3_RETRY_SECONDS") or 60)
 THREADS = 8  # parallel S3 calls; below botocore's pool of 10 connections
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 TAKEDOWN_ROUNDS = 5
-COPY_OBJECT_LIMIT = 5 * 1024**3  # CopyObject's limit; larger objects take a multipart copy
 WEBHOOK_TIMEOUT = 5.0
 WEBHOOK_ATTEMPTS = 3
 PLAYLIST_SUFFIXES = (".mpd", ".m3u8")
@@ -106,7 +112,10 @@ class Action:
 @dataclass(frozen=True)
 class Feed:
     uri: S3Uri
-    entries: tuple[dict[str, Any], ...]
+    entries: tuple[dict[str, Any], ...] = ()  # read from `file` by load_feeds
+    file: str | None = None  # staged beside the input (plan/staging.py)
+    sha256: str | None = None
+    count: int = 0
 
 
 @dataclass(frozen=True)
@@ -175,9 +184,29 @@ def parse_input(raw: Mapping[str, Any]) -> Batch:
                package=_uri(a.package, f"actions[{i}].package") if a.action == "publish" and a.package else None,
                origin=_uri(a.origin, f"actions[{i}].origin"), purge_webhook=a.purge_webhook)
         for i, a in enumerate(model.actions))
-    feeds = tuple(Feed(_uri(f.uri, f"feeds[{i}].uri"), tuple(f.entries)) for i, f in enumerate(model.feeds))
+    feeds = tuple(Feed(_uri(f.uri, f"feeds[{i}].uri"), file=f.file, sha256=f.sha256, count=f.entries)
+                  for i, f in enumerate(model.feeds))
     usage = _uri(model.usage, "input.usage")
     return Batch(model.namespace, model.batch, actions, feeds, usage, overlap_problems(actions, feeds, usage))
+
+
+def load_feeds(batch: Batch) -> Batch:
+    """The feeds' entries, from the files staged beside the input, each checked against its sha256 and
+    count before anything touches storage (feeds never travel in the input: they grow with the catalogue)."""
+    feeds = []
+    for i, feed in enumerate(batch.feeds):
+        if feed.file is None:
+            feeds.append(feed)
+            continue
+        text = staged_file(staged_path(feed.file), feed.sha256, f"feeds[{i}]")
+        try:
+            entries = feed_entries(text)
+        except ValueError as err:
+            raise StepError(f"feeds[{i}]: {err}") from err
+        if len(entries) != feed.count:
+            raise StepError(f"feeds[{i}]: the staged file holds {len(entries)} entries, the input says {feed.count}")
+        feeds.append(replace(feed, entries=tuple(entries)))
+    return replace(batch, feeds=tuple(feeds))
 
 
 # --- pure decisions ----------------------------------------------------------------------------
@@ -375,12 +404,8 @@ def _copy(s3: Any, action: Action, key: str, size: int) -> None:
     assert action.package is not None
     source = {"Bucket": action.package.bucket, "Key": action.package.prefix + key}
     target = action.origin.prefix + key
-    if size > COPY_OBJECT_LIMIT:
-        from boto3.s3.transfer import TransferConfig
-
-        s3.copy(source, action.origin.bucket, target, Config=TransferConfig(max_concurrency=4))
-    else:
-        s3.copy_object(Bucket=action.origin.bucket, Key=target, CopySource=source)
+    # Over 5 GiB (CopyObject's limit) in UploadPartCopy parts sized from the object (storage/parts.py).
+    copy_within(s3, S3Uri(source["Bucket"], source["Key"]), S3Uri(action.origin.bucket, target), size)
 
 
 def publish_all(s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action],
@@ -733,7 +758,7 @@ def distribute(s3: Any, batch: Batch, clock: Callable[[], datetime],
 
 
 def run() -> int:
-    batch = parse_input(step_input())
+    batch = load_feeds(parse_input(step_input()))
     s3 = make_client()
     report = distribute(s3, batch, lambda: datetime.now(UTC), bucket_problems(s3, batch))
     if report.failed:

@@ -4,11 +4,16 @@ playlists, encrypted (CENC cenc or cbcs) when the ladder names DRM systems.
 Order matters for "nothing published on failure": keys come first (a refused key provider fails
 the step before a byte is written), then every file is built locally, then everything is
 committed under the content-addressed package prefix with its manifest written last.
+Memory does not grow with the programme: tracks stay on disk, the remux is ffmpeg over files,
+kubemam-encrypt holds one fragment at a time, the splitter streams (media/cmaf.py) and uploads go
+from disk in parts.
 
-Encryption is mp4ff's (github.com/Eyevinn/mp4ff): one call per track over the whole fragmented
-file, so the CTR counter runs on across segments and never repeats. The worker finds
-`mp4ff-encrypt` by configuration only — KUBEMAM_MP4FF_ENCRYPT, else PATH: the worker image
-carries it; the local cluster (kubemam-local) builds it and puts it on its process node's PATH.
+Encryption is mp4ff's (github.com/Eyevinn/mp4ff), through kubemam-encrypt, our small program over
+its library: one call per track over the whole fragmented file, so the CTR counter runs on across
+segments and never repeats, with the key, KID and IV on its stdin (never argv, which every process on
+the node can read in /proc). The worker finds kubemam-encrypt by configuration only —
+KUBEMAM_ENCRYPT, else PATH: the worker image carries it; the local cluster (kubemam-local) builds it
+and puts it on its process node's PATH.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from kubemam.drm.errors import KeyProviderError
 from kubemam.drm.keys import ContentKey
 from kubemam.drm.provider import ProvidedKeys, provide_keys
 from kubemam.drm.pssh import build_pssh, playready_object
-from kubemam.media.cmaf import CmafError, Track, fragment_command, read_track
+from kubemam.media.cmaf import CmafError, Track, copy_range, fragment_command, scan_track
 from kubemam.media.probe import probe
 from kubemam.media.progress import progress_line
 from kubemam.packaging.dash import build_mpd
@@ -58,12 +63,12 @@ from kubemam.worker.source import fetch
 log = logging.getLogger("kubemam.worker.package")
 
 S3_RETRY_SECONDS = float(os.environ.get("KUBEMAM_S3_RETRY_SECONDS") or 60)
-ENCRYPTOR_ENV = "KUBEMAM_MP4FF_ENCRYPT"  # a path; the worker image sets it
-ENCRYPTOR = "mp4ff-encrypt"
+ENCRYPTOR_ENV = "KUBEMAM_ENCRYPT"  # a path; the worker image sets it
+ENCRYPTOR = "kubemam-encrypt"
 
 
 def _encryptor() -> str:
-    """mp4ff-encrypt: KUBEMAM_MP4FF_ENCRYPT (a path), else the first on PATH; never built here."""
+    """kubemam-encrypt: KUBEMAM_ENCRYPT (a path), else the first on PATH; never built here."""
     explicit = os.environ.get(ENCRYPTOR_ENV)
     if explicit:
         if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
@@ -72,21 +77,21 @@ def _encryptor() -> str:
     on_path = shutil.which(ENCRYPTOR)
     if on_path:
         return on_path
-    raise StepError(f"DRM packaging needs {ENCRYPTOR} (github.com/Eyevinn/mp4ff v0.56.0): set {ENCRYPTOR_ENV} "
+    raise StepError(f"DRM packaging needs {ENCRYPTOR} (over github.com/Eyevinn/mp4ff v0.56.0): set {ENCRYPTOR_ENV} "
                     f"to its path or put it on PATH (the worker image carries it)")
 
 
 def _encrypt(source: Path, target: Path, key: ContentKey, scheme: str, pssh: bytes, scratch: Path) -> None:
-    """One mp4ff-encrypt call over a whole track file. mp4ff-encrypt takes the key only as an
-    argument, so it is on this process's command line for the seconds the call lasts (visible to
-    root on the node through /proc); nothing here logs the command, and its stderr is redacted."""
+    """One kubemam-encrypt call over a whole track file. The key, KID and IV go in on its stdin, so
+    they are on no command line (/proc/<pid>/cmdline, exec audit logs) and in no file; its stderr is
+    redacted all the same."""
     pssh_file = scratch / f"{target.stem}.pssh"
     pssh_file.write_bytes(pssh)
     # cenc: a random 64-bit IV start per track; cbcs: one constant 128-bit IV per track.
     iv = secrets.token_hex(8 if scheme == "cenc" else 16)
-    command = [_encryptor(), "-scheme", scheme, "-kid", key.kid.hex, "-key", key.key.hex(), "-iv", iv,
-               "-pssh", str(pssh_file), str(source), str(target)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    params = json.dumps({"kid": key.kid.hex, "key": key.key.hex(), "iv": iv})
+    command = [_encryptor(), "-scheme", scheme, "-pssh", str(pssh_file), "-params", "-", str(source), str(target)]
+    result = subprocess.run(command, input=params, capture_output=True, text=True)
     if result.returncode != 0:
         message = result.stderr
         for form in (key.key.hex(), key.key.hex().upper(), base64.b64encode(key.key).decode()):
@@ -95,16 +100,23 @@ def _encrypt(source: Path, target: Path, key: ContentKey, scheme: str, pssh: byt
         raise RuntimeError(f"encrypting {source.name} failed: {message}")
 
 
-def _segments(data: bytes, track: Track, folder: Path) -> list[SegmentInfo]:
+def _segments(fragmented: Path, name: str, folder: Path) -> tuple[Track, list[SegmentInfo]]:
+    """Split a fragmented track file into init.mp4 and seg-NNNNN.m4s, streamed: one pass reads box
+    headers and each moof, the next copies each segment's bytes a bounded chunk at a time."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / INIT_NAME).write_bytes(data[:track.init_end])
-    infos = []
-    for segment in track.segments:
-        info = SegmentInfo(segment.decode_time, segment.duration, segment.end - segment.start,
-                           segment.first_sample_end)
-        (folder / info.uri(segment.number)).write_bytes(data[segment.start:segment.end])
-        infos.append(info)
-    return infos
+    with open(fragmented, "rb") as stream:
+        try:
+            track = scan_track(stream, fragmented.stat().st_size)
+        except CmafError as err:
+            raise RuntimeError(f"rendition {name}: {err}") from err
+        copy_range(stream, folder / INIT_NAME, 0, track.init_end)
+        infos = []
+        for segment in track.segments:
+            info = SegmentInfo(segment.decode_time, segment.duration, segment.end - segment.start,
+                               segment.first_sample_end)
+            copy_range(stream, folder / info.uri(segment.number), segment.start, segment.end)
+            infos.append(info)
+    return track, infos
 
 
 def _media_track(spec: dict[str, Any], source: Path, out: Path, scratch: Path, segment_seconds: int,
@@ -129,12 +141,7 @@ def _media_track(spec: dict[str, Any], source: Path, out: Path, scratch: Path, s
         _encrypt(fragmented, encrypted, key, protection.scheme, pssh, scratch)
         fragmented.unlink()
         fragmented = encrypted
-    data = fragmented.read_bytes()
-    try:
-        track = read_track(data)
-    except CmafError as err:
-        raise RuntimeError(f"rendition {name}: {err}") from err
-    segments = _segments(data, track, out / name)
+    track, segments = _segments(fragmented, name, out / name)
     fragmented.unlink()
     return MediaTrack(
         name=name, kind=kind, codecs=track.codecs, timescale=track.timescale, segments=segments,

@@ -36,6 +36,7 @@ class Fetched:
     sha256: str
     size: int
     complete: bool  # the length was declared (or verified by the transport) and every byte arrived
+    md5: str | None = None  # when asked for: hashed in the same pass, not by reading the master again
 
 
 VERIFIED = -1  # no length to compare with, but the transport checks completeness (chunked framing, botocore)
@@ -68,9 +69,10 @@ def _http_chunks(uri: str) -> tuple[Iterator[bytes], int | None]:
     return chunks(), expected
 
 
-def fetch_checked(uri: str, target: Path, s3: Any) -> Fetched:
-    """Download the source to target, whole or not at all (TruncatedDownload)."""
+def fetch_checked(uri: str, target: Path, s3: Any, md5: bool = False) -> Fetched:
+    """Download the source to target, whole or not at all (TruncatedDownload); every digest in one pass."""
     sha = hashlib.sha256()
+    md5_digest = hashlib.md5(usedforsecurity=False) if md5 else None
     expected: int | None
     if uri.startswith("s3://"):
         source = S3Uri.parse(uri)
@@ -90,12 +92,15 @@ def fetch_checked(uri: str, target: Path, s3: Any) -> Fetched:
     with open(target, "wb") as out:
         for chunk in chunks:
             sha.update(chunk)
+            if md5_digest is not None:
+                md5_digest.update(chunk)
             out.write(chunk)
             size += len(chunk)
     if expected is not None and expected >= 0 and size != expected:
         target.unlink(missing_ok=True)
         raise TruncatedDownload(f"source {uri} ended after {size} of {expected} bytes; it is fetched again")
-    return Fetched(sha.hexdigest(), size, complete=expected is not None)
+    return Fetched(sha.hexdigest(), size, complete=expected is not None,
+                   md5=md5_digest.hexdigest() if md5_digest is not None else None)
 
 
 def fetch(uri: str, target: Path, s3: Any) -> str:
@@ -109,7 +114,7 @@ def check_checksum(expected: Checksum | None, path: Path, fetched: Fetched | str
     sha256 = fetched if isinstance(fetched, str) else fetched.sha256
     actual = sha256
     if expected.algorithm == "md5":
-        actual = _md5(path)
+        actual = fetched.md5 if isinstance(fetched, Fetched) and fetched.md5 else _md5(path)
     if actual != expected.value:
         message = f"source {expected.algorithm} is {actual}, the asset declares {expected.value}"
         if isinstance(fetched, Fetched) and not fetched.complete:
@@ -136,6 +141,6 @@ def fetch_master(uri: str, s3: Any, checksum: Checksum | None = None) -> tuple[P
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     master = scratch / "master"
-    fetched = fetch_checked(uri, master, s3)
+    fetched = fetch_checked(uri, master, s3, md5=checksum is not None and checksum.algorithm == "md5")
     check_checksum(checksum, master, fetched)
     return out_dir, master, fetched.sha256

@@ -74,7 +74,7 @@ def main(name: str) -> int:
         return PERMANENT_FAILURE_EXIT_CODE
     except Exception as err:  # noqa: BLE001 - a crash is reported in words, then retried by the Job controller
         if isinstance(err, FileNotFoundError) and _missing_tool(err):
-            # A tool the image lacks (ffprobe, mp4ff-encrypt): no retry brings it; the image must change.
+            # A tool the image lacks (ffprobe, kubemam-encrypt): no retry brings it; the image must change.
             message = f"{name}: {err.filename} is not installed in the worker image (not on PATH)"
             print(message, file=sys.stderr)
             _report(message, retryable=False)

@@ -43,6 +43,7 @@ from kubemam.media.encode import (
 from kubemam.media.probe import probe
 from kubemam.media.progress import FfmpegProgress, progress_line, run_ffmpeg_with_progress
 from kubemam.storage.manifest import Manifest
+from kubemam.storage.ranged import RangedObject
 from kubemam.storage.s3 import (
     commit,
     list_objects,
@@ -50,11 +51,13 @@ from kubemam.storage.s3 import (
     read_committed,
     wait_until_reachable,
 )
+from kubemam.storage.transfer import SHA256_METADATA, b64_sha256, full_object_checksum, head
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import MAX_MESSAGE, StepError, step_input, work_dir, write_result
 from kubemam.worker.source import TruncatedDownload, fetch_checked
 
 log = logging.getLogger("kubemam.worker.transcode")
+RANGED_READ_TIMEOUT_US = 120_000_000  # ffmpeg's rw_timeout: a read of the master that stalls this long fails
 
 S3_RETRY_SECONDS = float(os.environ.get("KUBEMAM_S3_RETRY_SECONDS") or 60)
 
@@ -184,6 +187,23 @@ def _fetch_master(s3: Any, source: dict[str, Any], scratch: Path) -> Path:
     return master
 
 
+def _vouched_master(s3: Any, source: dict[str, Any]) -> tuple[S3Uri, str, int] | None:
+    """(where, ETag, size) of an S3 master whose store vouches it is the one ingested — a full-object SHA-256,
+    or the x-amz-meta-sha256 of a verified copy, equal to the ingested sha256 — so a chunk can read its range
+    alone. None: fetch and hash it whole, as the single pass does."""
+    if not str(source.get("uri", "")).startswith("s3://") or not source.get("sha256"):
+        return None
+    where = S3Uri.parse(source["uri"])
+    found = head(s3, where, checksum=True)
+    if found is None:
+        raise StepError(f"source {source['uri']} does not exist")
+    sha256 = source["sha256"]
+    if full_object_checksum(found) != b64_sha256(sha256) and \
+            (found.get("Metadata") or {}).get(SHA256_METADATA) != sha256:
+        return None
+    return where, str(found["ETag"]), int(found["ContentLength"])
+
+
 def _size(result: dict[str, Any]) -> int:
     return len(json.dumps(result, separators=(",", ":"), sort_keys=True).encode())
 
@@ -251,19 +271,38 @@ def run_chunk(s3: Any, inputs: dict[str, Any], jobs: list[Job], scratch: Path) -
         log.info("chunk %d already encoded at %s", index, prefix)
         return {"chunk": index}
     window = _chunk_window(inputs, index)
-    master = _fetch_master(s3, inputs["source"], scratch)
     out = scratch / "out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     video = [VideoOutput(j.video, out / j.file_name) for j in jobs if j.video is not None]
-    command = encode_command(master, _source_facts(inputs["master"]), EncodePlan(video=video),
-                             inputs["segmentDurationSeconds"], window)
-    seconds = float(window.frames / Fraction(inputs["master"]["frameRate"]))
+    rate = Fraction(inputs["master"]["frameRate"])
+    seconds = float(window.frames / rate)
     log.info("encoding chunk %d: frames %d-%d", index, window.first_frame, window.first_frame + window.frames - 1)
-    _run_ffmpeg(command, seconds, 0, 95)
+    vouched = _vouched_master(s3, inputs["source"])
+    if vouched is not None:
+        where, etag, size = vouched
+        ranged = RangedObject(s3, where, etag, size)
+        with ranged as url:
+            # Input seeking over ranged reads; -t stops the demuxer a frame after the chunk's last.
+            options = {"rw_timeout": RANGED_READ_TIMEOUT_US, "t": f"{(window.frames + 1.5) / rate:.6f}"}
+            command = encode_command(url, _source_facts(inputs["master"]), EncodePlan(video=video),
+                                     inputs["segmentDurationSeconds"], window, input_options=options)
+            try:
+                _run_ffmpeg(command, seconds, 0, 95)
+            except RuntimeError:
+                if ranged.refused:  # the master changed under us: the next attempt checks it again
+                    raise RuntimeError(f"the master changed while chunk {index} read it ({ranged.refused})") from None
+                raise
+        log.info("chunk %d read %d bytes of the %d-byte master (%.2fx its share)", index, ranged.bytes_read, size,
+                 ranged.bytes_read / max(1.0, size * window.frames / int(inputs["master"]["frames"])))
+    else:
+        master = _fetch_master(s3, inputs["source"], scratch)
+        command = encode_command(master, _source_facts(inputs["master"]), EncodePlan(video=video),
+                                 inputs["segmentDurationSeconds"], window)
+        _run_ffmpeg(command, seconds, 0, 95)
+        master.unlink(missing_ok=True)
     commit(s3, out, prefix, step="transcode-chunk", input_hash=chunk_hash, worker_version=__version__,
            now=datetime.now(UTC), result={"chunk": index, "frames": window.frames})
-    master.unlink(missing_ok=True)
     print(progress_line("transcode", 100), flush=True)
     return {"chunk": index}
 

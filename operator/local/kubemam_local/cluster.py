@@ -243,8 +243,12 @@ def down(directory: Path, timeout: float | None = None) -> bool:
 
 
 def env_lines(state: dict[str, Any]) -> list[str]:
+    """What a shell needs for kubectl and the kubemam CLI (`kubemam preview` finds MinIO and its credentials'
+    Secret through the last two)."""
     return [
         f"export KUBECONFIG={state['kubeconfig']}",
         f"export PATH={state['binDir']}:$PATH",
+        f"export AWS_ENDPOINT_URL={state['s3Endpoint']}",
+        f"export KUBEMAM_S3_CREDENTIALS_SECRET={state['s3CredentialsSecret']}",
     ]
 

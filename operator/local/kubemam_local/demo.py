@@ -108,8 +108,12 @@ def _apply(state: dict[str, Any], docs: list[dict[str, Any]]) -> None:
             _say(f"   {line}")
 
 
+def _condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == type_), None)
+
+
 def _ready(body: dict[str, Any]) -> dict[str, Any] | None:
-    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    return _condition(body, "Ready")
 
 
 def _reconciled(body: dict[str, Any]) -> bool:
@@ -195,6 +199,10 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         fps = f" {progress['fps']:.0f} fps" if progress.get("fps") else ""
         eta = f" ETA {span(progress['etaSeconds'])}" if progress.get("etaSeconds") else ""
         lines.append(f"{progress['step']:<10} {progress_bar(progress.get('percent'))}{fps}{eta}")
+    gate, old_gate = _condition(new_asset, "Publishable"), _condition(old_asset, "Publishable")
+    if gate is not None and (old_gate is None or (old_gate.get("status"), old_gate.get("reason")) != (
+            gate.get("status"), gate.get("reason"))):
+        lines.append(f"Publishable={gate.get('status')} ({gate.get('reason', '')}) — {gate.get('message', '')}")
     ready, old_ready = _ready(new_asset), _ready(old_asset)
     if ready is not None and (old_ready is None or (old_ready.get("status"), old_ready.get("reason")) != (
             ready.get("status"), ready.get("reason"))):

@@ -1,4 +1,4 @@
-"""Go-built tools the project runs (MinIO, mp4ff's CENC encryptor, Helm, and the real node's containerd and
+"""Go-built tools the project runs (MinIO, the CENC encryptor over mp4ff, Helm, and the real node's containerd and
 runc): found or built, then cached.
 
 Lookup order for each tool: its environment override (e.g. MINIO_BINARY) → PATH (not for the node's runtime:
@@ -10,6 +10,7 @@ cache.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
@@ -47,10 +48,27 @@ class GoTool:
 MINIO = GoTool("minio", "github.com/minio/minio", "v0.0.0-20260212201848-7aac2a2c5b7c", "MINIO_BINARY", "minio")
 # v0.56.0 chains the CENC IV across a file's segments (older mp4ff-encrypt restarted it per fragment).
 MP4FF_VERSION = "v0.56.0"
-# The proxy here serves no version list for mp4ff, which `go install pkg@version` asks for: build it
-# in a wrapper module whose go.sum pins it.
+MP4FF_MODULE = GOBUILD_DIR / "mp4ff"
+
+
+def _module_digest(folder: Path) -> str:
+    """Our own source is in the module: its cache folder changes with it, not only with mp4ff's version."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*")):
+        if path.suffix in (".go", ".mod", ".sum"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+# kubemam-encrypt (the module's main.go): mp4ff's CENC with the key read from stdin, never argv. The proxy
+# here serves no version list for mp4ff, which `go install pkg@version` asks for: the module's go.sum pins it.
+KUBEMAM_ENCRYPT = GoTool("kubemam-encrypt", "kubemam.local/gobuild/mp4ff",
+                         f"{MP4FF_VERSION}-{_module_digest(MP4FF_MODULE)}", "KUBEMAM_ENCRYPT_BINARY",
+                         "kubemam-encrypt", MP4FF_MODULE, from_path=False)
+# mp4ff's own command, built from the same module: only the reference tests/integration/test_encryptor.py
+# compares kubemam-encrypt's bytes with (it takes the key as an argument; no step runs it).
 MP4FF_ENCRYPT = GoTool("mp4ff-encrypt", "github.com/Eyevinn/mp4ff/cmd/mp4ff-encrypt", MP4FF_VERSION,
-                       "MP4FF_ENCRYPT_BINARY", "mp4ff", GOBUILD_DIR / "mp4ff")
+                       "MP4FF_ENCRYPT_BINARY", "mp4ff", MP4FF_MODULE, from_path=False)
 # Helm renders, lints and tests the chart (charts/kubemam). The checksum database is not reachable
 # here, so `go install pkg@version` cannot verify it: a wrapper module's go.sum pins it instead.
 HELM_VERSION = "v3.22.0"
@@ -74,7 +92,13 @@ CONTAINERD, CTR, CONTAINERD_SHIM = (
 RUNC = GoTool("runc", "github.com/opencontainers/runc", "v1.4.4", "RUNC_BINARY", "runc", GOBUILD_DIR / "runc",
               tags="seccomp", cgo=True, from_path=False)
 NODE_RUNTIME = ("containerd", "ctr", "containerd-shim-runc-v2", "runc")
-TOOLS = {tool.name: tool for tool in (MINIO, MP4FF_ENCRYPT, HELM, CONTAINERD, CTR, CONTAINERD_SHIM, RUNC)}
+# kube-score judges the rendered chart and the golden step Job (tests/integration/test_chart_security.py).
+KUBE_SCORE_VERSION = "v1.20.0"
+KUBE_SCORE = GoTool("kube-score", "github.com/zegl/kube-score/cmd/kube-score", KUBE_SCORE_VERSION,
+                    "KUBE_SCORE_BINARY", "kube-score", GOBUILD_DIR / "kube-score",
+                    ldflags=f"-X main.version={KUBE_SCORE_VERSION.removeprefix('v')}")
+TOOLS = {tool.name: tool for tool in (MINIO, KUBEMAM_ENCRYPT, MP4FF_ENCRYPT, HELM, CONTAINERD, CTR, CONTAINERD_SHIM,
+                                      RUNC, KUBE_SCORE)}
 
 
 def _executable(path: Path) -> bool:
@@ -101,7 +125,7 @@ def resolve_tool(name: str, allow_build: bool = True) -> Path:
 
 # The tools the worker image carries beside the package (images/worker/Dockerfile): the process node
 # puts them on its pods' PATH, as the image puts them on its own.
-WORKER_TOOLS = ("mp4ff-encrypt",)
+WORKER_TOOLS = ("kubemam-encrypt",)
 
 
 def worker_tools(allow_build: bool = True) -> dict[str, Path]:

@@ -9,7 +9,7 @@ golang:1.26-bookworm) are replaced through their build args by local stand-ins m
   /usr/local/share/ca-certificates, and pip is pointed at the system bundle), so that pip, apt and Go inside a
   build reach the package registries the way the host does.
 - `kubemam.local/golang:<go>-bookworm`: that base plus the host's Go toolchain (GOROOT), for the worker's
-  mp4ff-encrypt stage, which builds from the wrapper module's go.mod/go.sum as in a real pipeline.
+  kubemam-encrypt stage, which builds from its module (main.go, go.mod, go.sum) as in a real pipeline.
 
 Then images/operator and images/worker are built with the tags the chart defaults to:
 ghcr.io/kubemam/{operator,worker}:<version of pyproject.toml>.
@@ -142,7 +142,7 @@ def ensure_base(docker: Docker, report: BuildReport, rebuild: bool = False) -> s
 def _go() -> tuple[Path, str]:
     go = shutil.which("go")
     if go is None:
-        raise DockerError("the worker's mp4ff-encrypt stage needs a Go builder image, made here from the host's "
+        raise DockerError("the worker's kubemam-encrypt stage needs a Go builder image, made here from the host's "
                           "Go toolchain: install Go 1.26+")
     env = json.loads(subprocess.run([go, "env", "-json", "GOROOT", "GOVERSION"], capture_output=True,
                                     text=True, check=True).stdout)

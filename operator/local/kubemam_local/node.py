@@ -32,13 +32,22 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from kubemam.worker.contract import MAX_MESSAGE
-from kubemam_local.podspec import PodSpecError, field_value, pod_cpu_request, process_spec
+from kubemam_local.podspec import (
+    MissingReference,
+    PodSpecError,
+    ProcessSpec,
+    ReferenceNotFound,
+    field_value,
+    pod_cpu_request,
+    process_spec,
+)
 
 log = logging.getLogger(__name__)
 
 NODE_NAME = "kubemam-local"
 LEASE_NAMESPACE = "kube-node-lease"
 CONTAINER_LOG = "container.log"
+CONFIG_RETRY_SECONDS = 2.0  # a pod waiting for a Secret or ConfigMap (key) tries again this often
 
 
 def sandbox_log(root: Path, namespace: str, pod: str) -> Path | None:
@@ -112,7 +121,7 @@ class ProcessNode:
         # A taint keeps pods that do not tolerate it off this node (tests share a cluster).
         self.taints = taints or []
         # The node's "image": directories put on every pod's PATH after the node's Python bin directory —
-        # by default <root>/bin, links to the worker image's tools (mp4ff-encrypt) found or built at start.
+        # by default <root>/bin, links to the worker image's tools (kubemam-encrypt) found or built at start.
         self.tool_dirs: list[Path] | None = list(tool_dirs) if tool_dirs is not None else None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -298,7 +307,7 @@ class ProcessNode:
             return (cm.data or {}).get(key)
         except ApiException as err:
             if err.status == 404:
-                return None
+                raise ReferenceNotFound(name) from None
             raise
 
     def _volumes(self, raw: dict[str, Any], sandbox: Path) -> dict[str, Path]:
@@ -332,6 +341,7 @@ class ProcessNode:
         return dirs
 
     def _projected(self, raw: dict[str, Any], projected: dict[str, Any]) -> dict[str, bytes]:
+        """serviceAccountToken, configMap, secret and downwardAPI sources, as the kubelet projects them."""
         namespace = raw["metadata"]["namespace"]
         files: dict[str, bytes] = {}
         for source in projected.get("sources") or []:
@@ -345,6 +355,11 @@ class ProcessNode:
                 cm = self.core.read_namespaced_config_map(source["configMap"]["name"], namespace)
                 for item in source["configMap"].get("items") or [{"key": k, "path": k} for k in cm.data or {}]:
                     files[item["path"]] = (cm.data or {}).get(item["key"], "").encode()
+            elif "secret" in source:
+                secret = self.core.read_namespaced_secret(source["secret"]["name"], namespace)
+                data = secret.data or {}
+                for item in source["secret"].get("items") or [{"key": k, "path": k} for k in data]:
+                    files[item["path"]] = base64.b64decode(data.get(item["key"], ""))
             elif "downwardAPI" in source:
                 for item in source["downwardAPI"].get("items") or []:
                     files[item["path"]] = field_value(raw, item["fieldRef"]["fieldPath"]).encode()
@@ -363,10 +378,10 @@ class ProcessNode:
         container = raw["spec"]["containers"][0]
         started = _now()
         try:
-            sandbox.mkdir(parents=True, exist_ok=True)
-            volume_dirs = self._volumes(raw, sandbox)
-            base_env = {"PATH": self.pod_path(), "LANG": os.environ.get("LANG", "C.UTF-8")}
-            spec = process_spec(raw, container, sandbox, volume_dirs, self._lookup, base_env)
+            spec = self._prepare(raw, container, sandbox, running)
+            if spec is None:  # deleted while it waited for a Secret or ConfigMap
+                self._forget(uid)
+                return
             # stdout and stderr interleaved in one file, as a container runtime keeps them.
             with open(sandbox / CONTAINER_LOG, "wb") as out:
                 running.popen = subprocess.Popen(spec.argv, env=spec.env, cwd=spec.cwd, stdout=out,
@@ -389,6 +404,21 @@ class ProcessNode:
             message = (sandbox / CONTAINER_LOG).read_text(errors="replace")[-MAX_MESSAGE:]
         self._report_terminated(raw, spec.image, started, exit_code, message, running)
         self._forget(uid)
+
+    def _prepare(self, raw: dict[str, Any], container: dict[str, Any], sandbox: Path,
+                 running: RunningPod) -> ProcessSpec | None:
+        """The process to start; while a Secret or ConfigMap (key) its env needs is missing, the pod waits in
+        CreateContainerConfigError and is tried again, as the kubelet does. None: deleted meanwhile."""
+        while True:
+            try:
+                sandbox.mkdir(parents=True, exist_ok=True)
+                volume_dirs = self._volumes(raw, sandbox)
+                base_env = {"PATH": self.pod_path(), "LANG": os.environ.get("LANG", "C.UTF-8")}
+                return process_spec(raw, container, sandbox, volume_dirs, self._lookup, base_env)
+            except MissingReference as err:
+                self._report_waiting(raw, err.reason, str(err))
+                if running.stopping.wait(CONFIG_RETRY_SECONDS) or self.stop_event.is_set():
+                    return None
 
     def _wait(self, raw: dict[str, Any], running: RunningPod) -> int:
         assert running.popen is not None
@@ -468,6 +498,15 @@ class ProcessNode:
             "phase": "Succeeded" if exit_code == 0 else "Failed", "conditions": self._conditions(False),
             "containerStatuses": [{"name": name, "image": image, "imageID": f"process://{image}", "ready": False,
                                    "restartCount": 0, "started": False, "state": {"terminated": terminated}}],
+        })
+
+    def _report_waiting(self, raw: dict[str, Any], reason: str, message: str) -> None:
+        container = raw["spec"]["containers"][0]
+        self._patch_status(raw, {
+            "phase": "Pending", "hostIP": "127.0.0.1", "conditions": self._conditions(False),
+            "containerStatuses": [{"name": container["name"], "image": container.get("image", ""), "imageID": "",
+                                   "ready": False, "restartCount": 0, "started": False,
+                                   "state": {"waiting": {"reason": reason, "message": message[:MAX_MESSAGE]}}}],
         })
 
     def _report_failed(self, raw: dict[str, Any], reason: str, message: str) -> None:

@@ -19,7 +19,8 @@ from kubemam.worker.contract import TERMINATION_PATH_ENV
 
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 
-# (kind, namespace, name, key) → value or None; the node reads Secrets and ConfigMaps through it.
+# (kind, namespace, name, key) → value, None for a missing key, ReferenceNotFound for a missing object;
+# the node reads Secrets and ConfigMaps through it.
 Lookup = Callable[[str, str, str, str], str | None]
 
 
@@ -29,6 +30,18 @@ class PodSpecError(ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class ReferenceNotFound(LookupError):
+    """The Secret or ConfigMap an env var names does not exist (Lookup raises it; None is a missing key)."""
+
+
+class MissingReference(PodSpecError):
+    """A Secret or ConfigMap (or a key of one) an env var needs is missing: as the kubelet does, the pod waits
+    in CreateContainerConfigError, with the kubelet's words, until it appears."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("CreateContainerConfigError", message)
 
 
 def cpu_millis(quantity: str | None) -> int:
@@ -89,12 +102,16 @@ def resolve_env(pod: Mapping[str, Any], container: Mapping[str, Any], lookup: Lo
         for kind, ref_key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
             if ref_key in source:
                 ref = source[ref_key]
-                value = lookup(kind, namespace, ref["name"], ref["key"])
+                try:
+                    value = lookup(kind, namespace, ref["name"], ref["key"])
+                except ReferenceNotFound:
+                    if ref.get("optional"):
+                        break
+                    raise MissingReference(f'{kind.lower()} "{ref["name"]}" not found') from None
                 if value is None:
                     if ref.get("optional"):
                         break
-                    raise PodSpecError("CreateContainerConfigError",
-                                       f"{kind.lower()} {ref['name']!r} has no key {ref['key']!r} for env {name}")
+                    raise MissingReference(f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}")
                 env[name] = value
                 break
         else:

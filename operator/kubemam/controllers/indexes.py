@@ -1,0 +1,159 @@
+"""What an asset reconcile reads, kept in memory from the operator's own watches (Kopf indexes).
+
+A reconcile reads ladders, policies, windows and its Jobs from here instead of GETting and LISTing
+them: the API server sees the writes, not the reads. Kopf fills every index from its watch before any
+other handler runs, so a reconcile never sees a half-listed cluster. The index functions (registered in
+controllers/main.py) keep only what a reconcile reads: a Job's pod template (its step input) is dropped.
+
+One small cache holds what no watch carries: a finished Job's result (its pod's termination message,
+read once per Job and kept by the Job's uid).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubemam.api.kinds import MEDIA_ASSET
+
+LadderKey = tuple[str, str]  # (namespace, name)
+AssetRefKey = tuple[str, str, str]  # (namespace, spec field, referenced name)
+JobKey = tuple[str, str]  # (namespace, owning asset's uid)
+
+ASSET_REF_FIELDS = ("ladderRef", "archivePolicyRef")
+
+
+# --- What each index keeps of an object (pure: Kopf calls these through controllers/main.py) ----------
+
+
+def spec_entry(namespace: str, name: str, body: Mapping[str, Any]) -> dict[LadderKey, dict[str, Any]]:
+    """A ladder or a policy: its spec, by (namespace, name)."""
+    return {(namespace, name): dict(body.get("spec") or {})}
+
+
+def window_entry(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A RightsWindow, by namespace: its name, whether it is being deleted, and its spec."""
+    meta = body.get("metadata") or {}
+    kept = {"name": name, **({"deletionTimestamp": meta["deletionTimestamp"]} if meta.get("deletionTimestamp") else {})}
+    return {namespace: {"metadata": kept, "spec": dict(body.get("spec") or {})}}
+
+
+def asset_phase_entry(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """An asset's name and phase, by namespace (the metrics inventory counts these)."""
+    phase = (body.get("status") or {}).get("phase")
+    return {namespace: {"metadata": {"name": name}, "status": {"phase": phase} if phase else {}}}
+
+
+def asset_ref_entries(namespace: str, name: str, body: Mapping[str, Any]) -> dict[AssetRefKey, str]:
+    """An asset's name under every ladder and policy it names."""
+    spec = body.get("spec") or {}
+    entries = {}
+    for field in ASSET_REF_FIELDS:
+        ref = (spec.get(field) or {}).get("name")
+        if ref:
+            entries[(namespace, field, str(ref))] = name
+    return entries
+
+
+def job_entry(namespace: str, body: Mapping[str, Any]) -> dict[JobKey | str, dict[str, Any]]:
+    """A kubemam Job by namespace (the metrics inventory counts these) and, an asset's step Job, by its owner's
+    uid too; only what observe_job reads (the pod template, with its step input, is left out)."""
+    meta = body.get("metadata") or {}
+    owner = next((o for o in meta.get("ownerReferences") or []
+                  if o.get("kind") == MEDIA_ASSET.kind and o.get("controller")), None)
+    spec = body.get("spec") or {}
+    trimmed = {
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "annotations", "creationTimestamp",
+                                          "deletionTimestamp") if k in meta},
+        "spec": {k: spec[k] for k in ("ttlSecondsAfterFinished", "suspend") if spec.get(k) is not None},
+        "status": dict(body.get("status") or {}),
+    }
+    if owner is None:  # a distribution Job (the rights clock's), or one nobody owns
+        return {namespace: trimmed}
+    return {namespace: trimmed, (namespace, str(owner.get("uid"))): trimmed}
+
+
+# --- Reading them --------------------------------------------------------------------------------
+
+
+def _values(index: Mapping[Any, Iterable[Any]], key: Any) -> list[Any]:
+    """A snapshot of one key's values. Kopf updates its indexes on the event loop while handler threads read
+    them; a list taken in one C-level pass does not see half an update, and a rare resize is read again."""
+    for _ in range(5):
+        try:
+            store = index.get(key)
+            return list(store) if store is not None else []
+        except RuntimeError:  # changed size during iteration
+            continue
+    store = index.get(key)
+    return list(store) if store is not None else []
+
+
+@dataclass(frozen=True)
+class Watched:
+    """The operator's indexes, as a reconcile reads them (each a kopf.Index: key -> the values of every object)."""
+
+    ladders: Mapping[LadderKey, Iterable[dict[str, Any]]]
+    policies: Mapping[LadderKey, Iterable[dict[str, Any]]]
+    windows: Mapping[str, Iterable[dict[str, Any]]]
+    jobs: Mapping[JobKey | str, Iterable[dict[str, Any]]]
+    asset_refs: Mapping[AssetRefKey, Iterable[str]]
+    asset_phases: Mapping[str, Iterable[dict[str, Any]]]
+
+    def ladder(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = _values(self.ladders, (namespace, name))
+        return found[0] if found else None
+
+    def policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = _values(self.policies, (namespace, name))
+        return found[0] if found else None
+
+    def namespace_windows(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's RightsWindows: {"metadata": {"name", "deletionTimestamp"?}, "spec"} each."""
+        return _values(self.windows, namespace)
+
+    def owned_jobs(self, namespace: str, owner_uid: str) -> list[dict[str, Any]]:
+        return _values(self.jobs, (namespace, owner_uid))
+
+    def namespace_jobs(self, namespace: str) -> list[dict[str, Any]]:
+        """Every kubemam Job of the namespace (step and distribution Jobs), trimmed as job_entry keeps them."""
+        return _values(self.jobs, namespace)
+
+    def namespace_assets(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's assets: {"metadata": {"name"}, "status": {"phase"?}} each."""
+        return _values(self.asset_phases, namespace)
+
+    def assets_referencing(self, namespace: str, field: str, name: str) -> list[str]:
+        return sorted(set(_values(self.asset_refs, (namespace, field, name))))
+
+
+# --- Caches for what no watch carries ---------------------------------------------------------------
+
+
+class JobResults:
+    """A finished Job's termination message, read once and kept by the Job's uid (a Job's result never
+    changes once it finished). Bounded: the oldest go first; a forgotten one is simply read again."""
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, uid: str, read: Callable[[], str | None]) -> str | None:
+        with self._lock:
+            if uid in self._items:
+                self._items.move_to_end(uid)
+                return self._items[uid]
+        message = read()
+        if message is not None and uid:  # none yet (the pod's status not written): read again next time
+            with self._lock:
+                self._items[uid] = message
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+        return message
+
+
+JOB_RESULTS = JobResults()

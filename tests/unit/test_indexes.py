@@ -1,0 +1,106 @@
+"""The operator's indexes and caches (controllers/indexes.py): what each keeps, and how often the API is asked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubemam.controllers import indexes
+
+ASSET_UID = "0f0e0d0c-0000-4000-8000-000000000001"
+
+
+def _job(name: str, owner_uid: str | None, **status: Any) -> dict[str, Any]:
+    owners = [{"apiVersion": "kubemam.io/v1alpha1", "kind": "MediaAsset", "name": "clip", "uid": owner_uid,
+               "controller": True}] if owner_uid else []
+    return {"metadata": {"name": name, "namespace": "media", "uid": f"uid-{name}", "ownerReferences": owners,
+                         "labels": {"kubemam.io/step": "ingest"}, "annotations": {"kubemam.io/input-hash": "abc"}},
+            "spec": {"ttlSecondsAfterFinished": 600, "template": {"spec": {"containers": [
+                {"env": [{"name": "KUBEMAM_STEP_INPUT", "value": "x" * 10_000}]}]}}},
+            "status": status}
+
+
+def _watched(**indices: Any) -> indexes.Watched:
+    base: dict[str, Any] = {"ladders": {}, "policies": {}, "windows": {}, "jobs": {}, "asset_refs": {},
+                            "asset_phases": {}}
+    return indexes.Watched(**{**base, **indices})
+
+
+def test_a_step_job_is_kept_by_owner_and_namespace_without_its_pod_template() -> None:
+    entries = indexes.job_entry("media", _job("clip-ingest-1", ASSET_UID, active=1))
+    assert set(entries) == {"media", ("media", ASSET_UID)}
+    kept = entries[("media", ASSET_UID)]
+    assert kept["spec"] == {"ttlSecondsAfterFinished": 600}  # the step input is not held in memory
+    assert kept["status"] == {"active": 1}
+    assert kept["metadata"]["annotations"] == {"kubemam.io/input-hash": "abc"}
+    assert "ownerReferences" not in kept["metadata"]
+
+
+def test_a_job_no_asset_owns_is_counted_in_its_namespace_only() -> None:
+    assert set(indexes.job_entry("media", _job("distribute-1", None))) == {"media"}
+
+
+def test_an_asset_is_indexed_under_the_ladder_and_the_policy_it_names() -> None:
+    body = {"spec": {"ladderRef": {"name": "ott"}, "archivePolicyRef": {"name": "321"}}}
+    assert indexes.asset_ref_entries("media", "clip", body) == {("media", "ladderRef", "ott"): "clip",
+                                                                ("media", "archivePolicyRef", "321"): "clip"}
+    assert indexes.asset_ref_entries("media", "bare", {"spec": {}}) == {}
+
+
+def test_reads_come_from_the_indexes() -> None:
+    window = indexes.window_entry("media", "w1", {"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"},
+                                                  "spec": {"territories": ["NO"]}})["media"]
+    job = indexes.job_entry("media", _job("clip-ingest-1", ASSET_UID))
+    watched = _watched(ladders={("media", "ott"): [{"renditions": []}]},
+                       windows={"media": [window]},
+                       jobs={k: [v] for k, v in job.items()},
+                       asset_refs={("media", "ladderRef", "ott"): ["b", "a", "b"]})
+    assert watched.ladder("media", "ott") == {"renditions": []}
+    assert watched.ladder("media", "other") is None
+    assert watched.policy("media", "321") is None
+    assert watched.namespace_windows("media") == [
+        {"metadata": {"name": "w1", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"territories": ["NO"]}}]
+    assert [j["metadata"]["name"] for j in watched.owned_jobs("media", ASSET_UID)] == ["clip-ingest-1"]
+    assert watched.owned_jobs("media", "another-uid") == []
+    assert watched.assets_referencing("media", "ladderRef", "ott") == ["a", "b"]
+
+
+def test_a_finished_jobs_result_is_read_once_and_an_absent_one_again() -> None:
+    results = indexes.JobResults(capacity=2)
+    reads: list[str] = []
+
+    def read(message: str | None) -> Any:
+        def inner() -> str | None:
+            reads.append("read")
+            return message
+        return inner
+
+    assert results.get("u1", read(None)) is None  # the pod's status not written yet
+    assert results.get("u1", read('{"ok": true}')) == '{"ok": true}'
+    assert results.get("u1", read("not read")) == '{"ok": true}'
+    assert len(reads) == 2
+    results.get("u2", read("2"))
+    results.get("u3", read("3"))  # over capacity: the oldest (u1) goes, and is read again when asked
+    assert results.get("u1", read("again")) == "again"
+
+
+def _asset(reason: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"metadata": {"name": "clip", "namespace": "media", "uid": ASSET_UID},
+            "status": {"conditions": [{"type": "Ready", "status": "False", "reason": reason}], "jobs": jobs}}
+
+
+def test_an_asset_waits_on_its_jobs_only_while_the_index_holds_them_as_its_status_records_them() -> None:
+    from kubemam.controllers.asset import waits_on_jobs
+
+    queued = indexes.job_entry("media", _job("clip-ingest-1", ASSET_UID))
+    watched = _watched(jobs={k: [v] for k, v in queued.items()})
+    pending = {"name": "clip-ingest-1", "step": "ingest", "state": "Pending"}
+    assert waits_on_jobs(watched, _asset("IngestPending", [pending]))
+    # The Job is running now, but the asset's status has not caught up: re-check it.
+    assert not waits_on_jobs(watched, _asset("IngestPending", [{**pending, "state": "Running"}]))
+    # Deleted (or its event missed): not in the index.
+    assert not waits_on_jobs(_watched(), _asset("IngestPending", [pending]))
+    # A failed Job's retry may come due; a missing Secret is no Job's event.
+    assert not waits_on_jobs(watched, _asset("IngestPending", [pending, {**pending, "name": "x", "state": "Failed"}]))
+    assert not waits_on_jobs(watched, _asset("S3SecretMissing", [pending]))
+    assert not waits_on_jobs(watched, _asset("IngestPending", []))
+
