@@ -53,6 +53,10 @@ bench: binaries
 
 # Benchmarks at a tiny size (.ci/run): they still run and print their figures; their speed is not judged.
 bench-smoke: binaries
+	$(BIN)/python bench/transcode.py --seconds 8 --repeat 1
+	$(BIN)/python bench/takedown.py --assets 3 --open-seconds 10
+	$(BIN)/python bench/tier_move.py --size-mib 16 --runs 1
+	$(BIN)/python bench/large.py --skip-commit
 	$(BIN)/python bench/scale.py --smoke
 	$(BIN)/python bench/packager.py --minutes 1 --packagers ours --schemes clear cenc --verify
 
