@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from kubemam.api.common import GROUP, VERSION
 
@@ -230,3 +232,36 @@ def processes_naming(text: str) -> list[str]:
         if text in cmdline:
             found.append(cmdline)
     return found
+
+
+def exists(read: Callable[[], Any]) -> bool:
+    """Whether read() finds its object: False on 404, any other API error raised."""
+    try:
+        read()
+        return True
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+
+
+def packaged(custom: Custom, name: str) -> dict[str, Any] | None:
+    """The asset's status once Packaged=True; raises as soon as its transcode or package failed."""
+    status = custom.get("mediaassets", name).get("status") or {}
+    for kind in ("Transcoded", "Packaged"):
+        cond = next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
+        if cond and cond["status"] == "False":
+            raise AssertionError(f"{kind} failed: {cond}")
+    cond = next((c for c in status.get("conditions") or [] if c["type"] == "Packaged"), None)
+    return status if cond and cond["status"] == "True" else None
+
+
+def write_content_keys(directory: Path, tiers: tuple[str, ...] = ("video", "audio")
+                       ) -> dict[str, tuple[uuid.UUID, bytes]]:
+    """A random KID and key per tier, as the package Job's mounted key Secrets hold them (<tier>.kid, <tier>.key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = {tier: (uuid.uuid4(), os.urandom(16)) for tier in tiers}
+    for tier, (kid, key) in keys.items():
+        (directory / f"{tier}.kid").write_text(str(kid))
+        (directory / f"{tier}.key").write_text(key.hex())
+    return keys

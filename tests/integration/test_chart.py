@@ -28,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubemam import __version__
 from kubemam import config as operator_config
-from tests.helpers import Custom, example, wait_for
+from tests.helpers import Custom, example, exists, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -387,7 +387,7 @@ def chart_cluster(api_client: Any) -> Iterator[Any]:
             for c in ext.read_custom_resource_definition(name).status.conditions or []), what=f"{name} Established")
     # The default ServiceAccount is what tells a new namespace is ready for pods.
     for name in NAMESPACES:
-        wait_for(lambda name=name: _exists(lambda: core.read_namespaced_service_account("default", name)))
+        wait_for(lambda name=name: exists(lambda: core.read_namespaced_service_account("default", name)))
     yield api_client
     for name in NAMESPACES:
         core.delete_namespace(name)
@@ -399,7 +399,7 @@ def chart_cluster(api_client: Any) -> Iterator[Any]:
             if err.status != 404:
                 raise
     admission = client.AdmissionregistrationV1Api(api_client)
-    for kind in ("secrets", "jobs", "configmaps"):  # the admission policies, applied by the RBAC test too
+    for kind in ("secrets", "jobs", "configmaps", "key-secrets"):  # the admission policies, from the RBAC test too
         for delete in (admission.delete_validating_admission_policy_binding,
                        admission.delete_validating_admission_policy):
             try:
@@ -409,14 +409,6 @@ def chart_cluster(api_client: Any) -> Iterator[Any]:
                     raise
 
 
-def _exists(read: Any) -> bool:
-    try:
-        read()
-        return True
-    except ApiException as err:
-        if err.status == 404:
-            return False
-        raise
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -532,7 +524,7 @@ def test_the_operator_works_under_the_chart_rbac(helm: str, kubectl: Any, chart_
                                      ("archivepolicy.yaml", "archivepolicies")):
                     name = example(file)["metadata"]["name"]
                     custom.delete(plural, name)
-                    wait_for(lambda p=plural, n=name: not _exists(lambda: custom.get(p, n)), timeout=60,
+                    wait_for(lambda p=plural, n=name: not exists(lambda: custom.get(p, n)), timeout=60,
                              what=f"{plural}/{name} deleted")
             finally:
                 proc.terminate()

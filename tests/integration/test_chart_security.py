@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubemam import config as operator_config
 from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
-from tests.helpers import Custom, example, wait_for
+from tests.helpers import Custom, example, exists, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def releases(helm: str, api_client: Any, kubectl: Any) -> Iterator[dict[str, lis
             if err.status != 409:
                 raise
     for name in (NAMESPACE, *WATCHED, OTHER):
-        wait_for(lambda name=name: _exists(lambda: core.read_namespaced_service_account("default", name)))
+        wait_for(lambda name=name: exists(lambda: core.read_namespaced_service_account("default", name)))
     rendered = {release: render(helm, release, values) for release, values in VALUES.items()}
     for docs in rendered.values():
         kubectl("apply", "--server-side", "--field-manager=helm", "-f", "-", input=yaml.safe_dump_all(
@@ -99,14 +99,6 @@ def releases(helm: str, api_client: Any, kubectl: Any) -> Iterator[dict[str, lis
                 "-l", f"app.kubernetes.io/instance={release}", "--ignore-not-found", "--wait=false")
 
 
-def _exists(read: Callable[[], Any]) -> bool:
-    try:
-        read()
-        return True
-    except ApiException as err:
-        if err.status == 404:
-            return False
-        raise
 
 
 # --- RBAC: what each mode's ServiceAccount may and may not do ----------------------------------------
@@ -461,7 +453,7 @@ def test_the_operator_works_under_the_watched_namespaces_roles(
                 WATCHED[0], label_selector=f"kubemam.io/asset={asset_name}").items, timeout=60, what="the ingest Job")
             assert jobs[0].metadata.labels["kubemam.io/step"] == "ingest"  # admitted by the Job policy too
             watched.delete("mediaassets", asset_name)
-            wait_for(lambda: not _exists(lambda: watched.get("mediaassets", asset_name)), timeout=60,
+            wait_for(lambda: not exists(lambda: watched.get("mediaassets", asset_name)), timeout=60,
                      what="the watched asset deleted (Kopf removes its finalizer)")
             untouched = other.get("mediaassets", asset_name)
             assert "status" not in untouched and not untouched["metadata"].get("finalizers"), untouched

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import write_content_keys
 from tests.integration.test_package_worker import BUCKET, _run
 
 pytestmark = [pytest.mark.integration,
@@ -97,11 +98,7 @@ def long_rendition(tmp_path_factory: pytest.TempPathFactory, minio: Any) -> str:
 def test_no_key_on_any_command_line_while_the_package_step_encrypts(minio: Any, long_rendition: str,
                                                                    tmp_path: Path) -> None:
     keys_dir = tmp_path / "keys"
-    keys_dir.mkdir()
-    keys = {"video": (uuid.uuid4(), os.urandom(16)), "audio": (uuid.uuid4(), os.urandom(16))}
-    for tier, (kid, key) in keys.items():
-        (keys_dir / f"{tier}.kid").write_text(str(kid))
-        (keys_dir / f"{tier}.key").write_text(key.hex())
+    keys = write_content_keys(keys_dir)
     inputs = {"contentId": str(uuid.uuid4()), "formats": ["dash", "hls"], "iframePlaylist": False,
               "segmentSeconds": 2, "output": f"s3://{BUCKET}/assets/cmdline/{uuid.uuid4().hex[:12]}",
               "tracks": [{"name": "video", "kind": "video", "uri": long_rendition, "specHash": "a" * 64,

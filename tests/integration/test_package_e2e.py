@@ -20,7 +20,7 @@ from kubemam.media.sample import make_sample
 from kubemam.plan.package import key_secret_name
 from kubemam.storage.s3 import list_objects
 from kubemam.storage.uri import S3Uri
-from tests.helpers import Custom, local_stack, wait_for
+from tests.helpers import local_stack, packaged, wait_for
 from tests.integration.test_package_worker import CLEARKEY, PLAYREADY, WIDEVINE, _framemd5, _pssh_boxes
 
 pytestmark = [pytest.mark.integration,
@@ -54,14 +54,6 @@ ASSET = {
 }
 
 
-def _packaged(custom: Custom) -> dict[str, Any] | None:
-    status = custom.get("mediaassets", "clip").get("status") or {}
-    for kind in ("Transcoded", "Packaged"):
-        cond = next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
-        if cond and cond["status"] == "False":
-            raise AssertionError(f"{kind} failed: {cond}")
-    cond = next((c for c in status.get("conditions") or [] if c["type"] == "Packaged"), None)
-    return status if cond and cond["status"] == "True" else None
 
 
 def test_asset_is_packaged_with_drm_keys_only_the_secret_holds(control_plane: Any, tmp_path: Path) -> None:
@@ -74,7 +66,7 @@ def test_asset_is_packaged_with_drm_keys_only_the_secret_holds(control_plane: An
         custom.create("transcodeladders", copy.deepcopy(LADDER))
         custom.create("mediaassets", copy.deepcopy(ASSET))
         try:
-            status = wait_for(lambda: _packaged(custom), timeout=400, what="the asset to be packaged")
+            status = wait_for(lambda: packaged(custom, "clip"), timeout=400, what="the asset to be packaged")
         except AssertionError as err:
             raise AssertionError(f"{err}\n{log.read_text()[-3000:]}") from None
         assert status["phase"] == "Ready"

@@ -21,6 +21,7 @@ import pytest
 
 from kubemam.storage.s3 import list_objects, make_client
 from kubemam.storage.uri import S3Uri
+from tests.helpers import write_content_keys
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
@@ -211,11 +212,7 @@ def test_clear_package_is_valid_dash_and_hls(minio: Any, renditions: dict[str, s
 def test_drm_package_decrypts_with_the_right_key_only(minio: Any, renditions: dict[str, str],
                                                       tmp_path: Path) -> None:
     keys_dir = tmp_path / "keys"
-    keys_dir.mkdir()
-    keys = {"video": (uuid.uuid4(), os.urandom(16)), "audio": (uuid.uuid4(), os.urandom(16))}
-    for tier, (kid, key) in keys.items():
-        (keys_dir / f"{tier}.kid").write_text(str(kid))
-        (keys_dir / f"{tier}.key").write_text(key.hex())
+    keys = write_content_keys(keys_dir)
     drm = {"systems": ["clearkey", "playready", "widevine"], "scheme": "cenc", "tiers": ["audio", "video"],
            "provider": "secret"}
     clear_inputs = _inputs(renditions)

@@ -24,7 +24,7 @@ from kubernetes import client
 
 from kubemam.media.sample import make_sample
 from tests.browser_player import BROWSER_DIR, CHROMIUM, ensure_browser_deps
-from tests.helpers import Custom, local_stack, wait_for
+from tests.helpers import local_stack, packaged, wait_for
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
@@ -53,14 +53,6 @@ ASSET = {
 }
 
 
-def _packaged(custom: Custom) -> dict[str, Any] | None:
-    status = custom.get("mediaassets", "clip").get("status") or {}
-    for kind in ("Transcoded", "Packaged"):
-        cond = next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
-        if cond and cond["status"] == "False":
-            raise AssertionError(f"{kind} failed: {cond}")
-    cond = next((c for c in status.get("conditions") or [] if c["type"] == "Packaged"), None)
-    return status if cond and cond["status"] == "True" else None
 
 
 def _gray_pixels(png: Path) -> bytes:
@@ -115,7 +107,7 @@ def test_preview_page_seeks_plots_and_plays(control_plane: Any, tmp_path: Path) 
         assert missing.returncode == 1 and missing.stderr.strip().endswith(
             f"mediaasset 'nosuch' not found in namespace {NAMESPACE}"), missing.stderr
         try:
-            status = wait_for(lambda: _packaged(custom), timeout=600, what="the asset to be packaged")
+            status = wait_for(lambda: packaged(custom, "clip"), timeout=600, what="the asset to be packaged")
         except AssertionError as err:
             raise AssertionError(f"{err}\n{stack.log.read_text()[-3000:]}") from None
         checks = {i["check"] for i in status["qc"]["issues"]}
