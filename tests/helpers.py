@@ -265,3 +265,24 @@ def write_content_keys(directory: Path, tiers: tuple[str, ...] = ("video", "audi
         (directory / f"{tier}.kid").write_text(str(kid))
         (directory / f"{tier}.key").write_text(key.hex())
     return keys
+
+
+def wait_key_secret_policies_gone(api_client: Any, namespace: str = "default", timeout: float = 60.0) -> None:
+    """After deleting the chart's admission policies: wait until the API server stops enforcing them. It drops
+    a deleted policy a moment later, and the key-secrets one refuses every key Secret but its operator's — a
+    later test's operator would find its Secrets refused."""
+    core = client.CoreV1Api(api_client)
+    probe = {"metadata": {"name": f"policy-probe-{uuid.uuid4().hex[:8]}", "labels": {
+        "app.kubernetes.io/managed-by": "kubemam", "kubemam.io/asset": "probe", "kubemam.io/key-tier": "all"}},
+        "type": "Opaque", "stringData": {"all.kid": "0" * 32}}
+
+    def admitted() -> bool:
+        try:
+            core.create_namespaced_secret(namespace, probe, dry_run="All")
+            return True
+        except ApiException as err:
+            if err.status in (403, 422):
+                return False
+            raise
+
+    wait_for(admitted, timeout=timeout, what="the deleted admission policies to stop refusing key Secrets")

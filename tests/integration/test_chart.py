@@ -28,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubemam import __version__
 from kubemam import config as operator_config
-from tests.helpers import Custom, example, exists, wait_for
+from tests.helpers import Custom, example, exists, wait_for, wait_key_secret_policies_gone
 
 pytestmark = pytest.mark.integration
 
@@ -407,6 +407,7 @@ def chart_cluster(api_client: Any) -> Iterator[Any]:
             except ApiException as err:
                 if err.status != 404:
                     raise
+    wait_key_secret_policies_gone(api_client)
 
 
 

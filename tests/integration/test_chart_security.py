@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubemam import config as operator_config
 from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
-from tests.helpers import Custom, example, exists, wait_for
+from tests.helpers import Custom, example, exists, wait_for, wait_key_secret_policies_gone
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +97,7 @@ def releases(helm: str, api_client: Any, kubectl: Any) -> Iterator[dict[str, lis
     for release in VALUES:  # the cluster-scoped objects
         kubectl("delete", "clusterrole,clusterrolebinding,validatingadmissionpolicy,validatingadmissionpolicybinding",
                 "-l", f"app.kubernetes.io/instance={release}", "--ignore-not-found", "--wait=false")
+    wait_key_secret_policies_gone(api_client)
 
 
 

@@ -19,8 +19,13 @@ pytestmark = [pytest.mark.integration]
 LABELS = {"app.kubernetes.io/managed-by": "kubemam", "kubemam.io/asset": "ep1"}
 
 
-def _owner(namespace: str, uid: str = "0f0e0d0c-0b0a-4908-8706-050403020100") -> dict[str, Any]:
-    return {"metadata": {"name": "ep1", "namespace": namespace, "uid": uid}}
+def _owner(api_client: Any, namespace: str, name: str = "ep1") -> dict[str, Any]:
+    """A real MediaAsset to own the Secrets: with a made-up owner uid the garbage collector deletes them."""
+    custom = client.CustomObjectsApi(api_client)
+    body = {"apiVersion": "kubemam.io/v1alpha1", "kind": "MediaAsset", "metadata": {"name": name},
+            "spec": {"source": {"uri": f"file:///keys/{name}.mov"}, "metadata": {"title": name}}}
+    created = custom.create_namespaced_custom_object("kubemam.io", "v1alpha1", namespace, "mediaassets", body)
+    return {"metadata": {"name": name, "namespace": namespace, "uid": created["metadata"]["uid"]}}
 
 
 def _owner_ref(owner: dict[str, Any]) -> list[dict[str, Any]]:
@@ -36,7 +41,7 @@ def _data(core: client.CoreV1Api, namespace: str, name: str) -> dict[str, str]:
 
 def test_one_immutable_secret_per_tier_created_once(api_client: Any, namespace: str) -> None:
     api, core = KubeApi(api_client), client.CoreV1Api(api_client)
-    owner = _owner(namespace)
+    owner = _owner(api_client, namespace)
     request = KeySecret({"audio": "ep1-keys-audio", "hd": "ep1-keys-hd"}, legacy="ep1-content-keys")
     assert ensure_content_keys(api, namespace, request, owner) is None
     first = {tier: _data(core, namespace, name) for tier, name in request.names.items()}
@@ -61,17 +66,17 @@ def test_one_immutable_secret_per_tier_created_once(api_client: Any, namespace: 
 
 @pytest.mark.parametrize("planted", [
     {"labels": LABELS | {"kubemam.io/key-tier": "all"}},  # kubemam's labels, no owner
-    {"labels": LABELS | {"kubemam.io/key-tier": "all"}, "owner_uid": "11111111-2222-4333-8444-555555555555"},
+    {"labels": LABELS | {"kubemam.io/key-tier": "all"}, "owner_uid": "another asset's"},
     {"labels": {}, "owner_uid": "same"},  # the asset's owner reference, without kubemam's labels
 ])
 def test_a_secret_not_the_assets_is_refused_and_left_alone(api_client: Any, namespace: str,
                                                            planted: dict[str, Any]) -> None:
     api, core = KubeApi(api_client), client.CoreV1Api(api_client)
-    owner = _owner(namespace)
+    owner = _owner(api_client, namespace)
+    other = _owner(api_client, namespace, "ep0")
     meta: dict[str, Any] = {"name": "ep1-keys-all", "labels": planted["labels"]}
     if "owner_uid" in planted:
-        uid = owner["metadata"]["uid"] if planted["owner_uid"] == "same" else planted["owner_uid"]
-        meta["ownerReferences"] = _owner_ref(_owner(namespace, uid))
+        meta["ownerReferences"] = _owner_ref(owner if planted["owner_uid"] == "same" else other)
     core.create_namespaced_secret(namespace, {"metadata": meta, "stringData": {"all.kid": "k", "all.key": "v"}})
     problem = ensure_content_keys(api, namespace, KeySecret({"all": "ep1-keys-all"}), owner)
     assert problem is not None and "'ep1-keys-all'" in problem and namespace in problem
@@ -80,14 +85,14 @@ def test_a_secret_not_the_assets_is_refused_and_left_alone(api_client: Any, name
     elif planted["owner_uid"] == "same":
         assert "lacks kubemam's labels" in problem and "kubemam.io/key-tier" in problem
     else:
-        assert "11111111-2222-4333-8444-555555555555" in problem
+        assert other["metadata"]["uid"] in problem
     assert _data(core, namespace, "ep1-keys-all") == {"all.kid": "k", "all.key": "v"}
 
 
 def test_the_assets_keys_carry_over_from_the_old_single_secret_and_no_one_elses(api_client: Any,
                                                                                namespace: str) -> None:
     api, core = KubeApi(api_client), client.CoreV1Api(api_client)
-    owner = _owner(namespace)
+    owner = _owner(api_client, namespace)
     old = {"all.kid": "3b5a1a5e-6d5c-4a53-8d0e-0c1f2e3d4c5b", "all.key": "00112233445566778899aabbccddeeff"}
     core.create_namespaced_secret(namespace, {"metadata": {"name": "ep1-content-keys", "labels": LABELS,
                                                            "ownerReferences": _owner_ref(owner)}, "stringData": old})
@@ -98,7 +103,7 @@ def test_the_assets_keys_carry_over_from_the_old_single_secret_and_no_one_elses(
     assert _data(core, namespace, "ep1-content-keys") == old  # left as it was (deleted with the asset)
 
     # Another asset whose old name was the same Secret gets keys of its own.
-    other = _owner(namespace, "99999999-8888-4777-8666-555555555555")
+    other = _owner(api_client, namespace, "ep0")
     assert ensure_content_keys(api, namespace, KeySecret({"all": "ep1-keys-all-2"}, legacy="ep1-content-keys"),
                                other) is None
     assert _data(core, namespace, "ep1-keys-all-2")["all.key"] != old["all.key"]
