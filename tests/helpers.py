@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -286,3 +287,52 @@ def wait_key_secret_policies_gone(api_client: Any, namespace: str = "default", t
             raise
 
     wait_for(admitted, timeout=timeout, what="the deleted admission policies to stop refusing key Secrets")
+
+
+def deployment_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The rendered chart's operator container environment with values (not those from valueFrom)."""
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def _healthz(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextmanager
+def chart_operator(kubeconfig: Path, api_client: Any, docs: list[dict[str, Any]], namespace: str,
+                   tmp_path: Path) -> Iterator[Path]:
+    """The rendered chart's operator as a process: the Deployment's command and environment, authenticated with
+    a token of its own ServiceAccount (in `namespace`), so it has exactly the chart's RBAC. Yields its log once
+    /healthz answers; stopped on exit."""
+    from kubemam_local.controlplane import free_port
+
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod_spec = deployment["spec"]["template"]["spec"]
+    token = client.CoreV1Api(api_client).create_namespaced_service_account_token(
+        pod_spec["serviceAccountName"], namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+    config = yaml.safe_load(kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+    health = free_port()
+    command = [sys.executable, "-m", "kubemam", *[
+        f"--liveness=http://127.0.0.1:{health}/healthz" if arg.startswith("--liveness=") else arg
+        for arg in pod_spec["containers"][0]["command"][1:]]]
+    env = {**os.environ, **deployment_env(docs), "KUBECONFIG": str(tmp_path / "kubeconfig"),
+           "KUBEMAM_METRICS_PORT": "0", "KUBEMAM_RECHECK_SECONDS": "2", "HOME": str(tmp_path)}
+    log_path = tmp_path / "operator.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: proc.poll() is not None or _healthz(health), timeout=60, what="/healthz")
+            assert proc.poll() is None, log_path.read_text()
+            yield log_path
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

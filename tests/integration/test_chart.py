@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +25,15 @@ from kubernetes.client.exceptions import ApiException
 
 from kubemam import __version__
 from kubemam import config as operator_config
-from tests.helpers import Custom, example, exists, wait_for, wait_key_secret_policies_gone
+from tests.helpers import (
+    Custom,
+    chart_operator,
+    deployment_env,
+    example,
+    exists,
+    wait_for,
+    wait_key_secret_policies_gone,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -145,11 +150,6 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list
     return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
 
 
-def deployment_env(docs: list[dict[str, Any]]) -> dict[str, str]:
-    """The operator container's environment with values (not those from valueFrom)."""
-    (deployment,) = find(docs, "Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
 def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -446,10 +446,6 @@ def test_pod_security_admission_admits_the_operator_pod(helm: str, chart_cluster
 # --- the operator under the chart's RBAC ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _can_i(kubectl: Any, subject: str, *args: str) -> bool:
@@ -472,22 +468,9 @@ def test_the_operator_works_under_the_chart_rbac(helm: str, kubectl: Any, chart_
         [d for d in docs if d["kind"] not in ("CustomResourceDefinition", "Deployment")]))
     (deployment,) = find(docs, "Deployment")
     pod_spec = deployment["spec"]["template"]["spec"]
-    account = pod_spec["serviceAccountName"]
-    subject = f"system:serviceaccount:{NAMESPACE}:{account}"
-    token = core.create_namespaced_service_account_token(
-        account, NAMESPACE, {"spec": {"expirationSeconds": 3600}}).status.token
-    kubeconfig = yaml.safe_load(Path(control_plane.kubeconfig).read_text())
-    for user in kubeconfig["users"]:
-        user["user"] = {"token": token}
-    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
-
+    subject = f"system:serviceaccount:{NAMESPACE}:{pod_spec['serviceAccountName']}"
     container = pod_spec["containers"][0]
-    health = _free_port()
-    command = [sys.executable, "-m", "kubemam", *[
-        f"--liveness=http://127.0.0.1:{health}/healthz" if arg.startswith("--liveness=") else arg
-        for arg in container["command"][1:]]]
-    env = {**os.environ, **deployment_env(docs), "KUBECONFIG": str(tmp_path / "kubeconfig"),
-           "KUBEMAM_METRICS_PORT": "0", "KUBEMAM_RECHECK_SECONDS": "2", "HOME": str(tmp_path)}
+    env = deployment_env(docs)
     namespace = f"t-rbac-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace, "labels": RESTRICTED}})
     if env.get("KUBEMAM_S3_CREDENTIALS_SECRET"):
@@ -495,41 +478,33 @@ def test_the_operator_works_under_the_chart_rbac(helm: str, kubectl: Any, chart_
         core.create_namespaced_secret(namespace, {
             "metadata": {"name": env["KUBEMAM_S3_CREDENTIALS_SECRET"]},
             "stringData": {"AWS_ACCESS_KEY_ID": "rbac-test", "AWS_SECRET_ACCESS_KEY": "rbac-test"}})
-    log_path = tmp_path / "operator.log"
     custom = Custom(api, namespace)
     try:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                wait_for(lambda: proc.poll() is not None or _healthy(health), timeout=60, what="/healthz")
-                assert proc.poll() is None, log_path.read_text()
-                core.create_namespaced_config_map(namespace, example("distribution-targets.yaml"))
-                for file, plural in (("transcodeladder.yaml", "transcodeladders"),
-                                     ("archivepolicy.yaml", "archivepolicies"),
-                                     ("mediaasset.yaml", "mediaassets"), ("rightswindow.yaml", "rightswindows")):
-                    custom.create(plural, example(file))
-                asset = example("mediaasset.yaml")["metadata"]["name"]
-                for file, plural in (("transcodeladder.yaml", "transcodeladders"),
-                                     ("archivepolicy.yaml", "archivepolicies"),
-                                     ("mediaasset.yaml", "mediaassets"), ("rightswindow.yaml", "rightswindows")):
-                    name = example(file)["metadata"]["name"]
-                    wait_for(lambda p=plural, n=name: custom.condition(p, n, "Ready"), timeout=60,
-                             what=f"{plural}/{name} Ready condition (operator log: {log_path})")
-                jobs = wait_for(lambda: client.BatchV1Api(api).list_namespaced_job(
-                    namespace, label_selector=f"kubemam.io/asset={asset}").items, timeout=60, what="the ingest Job")
-                assert jobs[0].metadata.labels["kubemam.io/step"] == "ingest"
-                assert "kubemam.io/finalizer" in custom.get("mediaassets", asset)["metadata"]["finalizers"]
-                # Deleting goes through the operator too (Kopf removes its finalizer).
-                for file, plural in (("rightswindow.yaml", "rightswindows"), ("mediaasset.yaml", "mediaassets"),
-                                     ("transcodeladder.yaml", "transcodeladders"),
-                                     ("archivepolicy.yaml", "archivepolicies")):
-                    name = example(file)["metadata"]["name"]
-                    custom.delete(plural, name)
-                    wait_for(lambda p=plural, n=name: not exists(lambda: custom.get(p, n)), timeout=60,
-                             what=f"{plural}/{name} deleted")
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+        with chart_operator(Path(control_plane.kubeconfig), api, docs, NAMESPACE, tmp_path) as log_path:
+            core.create_namespaced_config_map(namespace, example("distribution-targets.yaml"))
+            for file, plural in (("transcodeladder.yaml", "transcodeladders"),
+                                 ("archivepolicy.yaml", "archivepolicies"),
+                                 ("mediaasset.yaml", "mediaassets"), ("rightswindow.yaml", "rightswindows")):
+                custom.create(plural, example(file))
+            asset = example("mediaasset.yaml")["metadata"]["name"]
+            for file, plural in (("transcodeladder.yaml", "transcodeladders"),
+                                 ("archivepolicy.yaml", "archivepolicies"),
+                                 ("mediaasset.yaml", "mediaassets"), ("rightswindow.yaml", "rightswindows")):
+                name = example(file)["metadata"]["name"]
+                wait_for(lambda p=plural, n=name: custom.condition(p, n, "Ready"), timeout=60,
+                         what=f"{plural}/{name} Ready condition (operator log: {log_path})")
+            jobs = wait_for(lambda: client.BatchV1Api(api).list_namespaced_job(
+                namespace, label_selector=f"kubemam.io/asset={asset}").items, timeout=60, what="the ingest Job")
+            assert jobs[0].metadata.labels["kubemam.io/step"] == "ingest"
+            assert "kubemam.io/finalizer" in custom.get("mediaassets", asset)["metadata"]["finalizers"]
+            # Deleting goes through the operator too (Kopf removes its finalizer).
+            for file, plural in (("rightswindow.yaml", "rightswindows"), ("mediaasset.yaml", "mediaassets"),
+                                 ("transcodeladder.yaml", "transcodeladders"),
+                                 ("archivepolicy.yaml", "archivepolicies")):
+                name = example(file)["metadata"]["name"]
+                custom.delete(plural, name)
+                wait_for(lambda p=plural, n=name: not exists(lambda: custom.get(p, n)), timeout=60,
+                         what=f"{plural}/{name} deleted")
         text = log_path.read_text()
         if "--log-format=json" in container["command"]:  # Kopf's JSON logging: every line one JSON object
             lines = [line for line in text.splitlines() if line.strip()]
@@ -561,12 +536,6 @@ def test_the_operator_works_under_the_chart_rbac(helm: str, kubectl: Any, chart_
         assert not _can_i(kubectl, worker_subject, verb, resource, "-n", "media-a"), f"the worker may {verb} {resource}"
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 # --- NOTES.txt (helm template does not render it; helm install --dry-run does, with a cluster to ask) ----

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +24,15 @@ from kubernetes.client.exceptions import ApiException
 
 from kubemam import config as operator_config
 from kubemam.plan.jobs import Owner, StepJobRequest, build_step_job
-from tests.helpers import Custom, example, exists, wait_for, wait_key_secret_policies_gone
+from tests.helpers import (
+    Custom,
+    chart_operator,
+    deployment_env,
+    example,
+    exists,
+    wait_for,
+    wait_key_secret_policies_gone,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -68,10 +73,6 @@ def account(docs: list[dict[str, Any]]) -> str:
     return str(deployment["spec"]["template"]["spec"]["serviceAccountName"])
 
 
-def operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
-    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-    return {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-            if "value" in e}
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +233,7 @@ def token_client(api_client: Any, service_account: str) -> client.ApiClient:
 def step_job(docs: list[dict[str, Any]], namespace: str, owner_uid: str = "", **changes: Any) -> dict[str, Any]:
     """An ingest Job as the operator builds it (plan/jobs.py) under the rendered Deployment's settings,
     owned by the asset of that uid (the garbage collector deletes a Job whose owner does not exist)."""
-    settings = operator_config.load(operator_env(docs))
+    settings = operator_config.load(deployment_env(docs))
     owner = Owner("MediaAsset", "vap-asset", owner_uid or str(uuid.uuid4()), namespace)
     job = build_step_job(StepJobRequest(owner=owner, step="ingest", inputs={
         "output": f"s3://lib/assets/{namespace}/vap-asset/ingest", "source": {"uri": "s3://lib/a.mov"}}), settings)
@@ -375,7 +376,7 @@ def test_a_worker_digest_reaches_the_jobs_and_the_policy(helm: str) -> None:
     digest = "sha256:" + "c" * 64
     docs = render(helm, ALL, {"workerImage": {"repository": "registry.example.com/kubemam/worker", "digest": digest}})
     reference = f"registry.example.com/kubemam/worker@{digest}"
-    assert operator_env(docs)["KUBEMAM_WORKER_IMAGE"] == reference
+    assert deployment_env(docs)["KUBEMAM_WORKER_IMAGE"] == reference
     assert step_job(docs, "media")["spec"]["template"]["spec"]["containers"][0]["image"] == reference
     (policy,) = [d for d in docs
                  if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"].endswith("-jobs")]
@@ -386,18 +387,8 @@ def test_a_worker_digest_reaches_the_jobs_and_the_policy(helm: str) -> None:
 # --- the operator under the namespaced Roles -------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _admin_operator_running() -> bool:
@@ -423,44 +414,23 @@ def test_the_operator_works_under_the_watched_namespaces_roles(
     if _admin_operator_running():
         pytest.skip("the session's admin operator runs and would reconcile every namespace: run this module alone")
     docs = releases[SCOPED]
-    token = client.CoreV1Api(api_client).create_namespaced_service_account_token(
-        account(docs), NAMESPACE, {"spec": {"expirationSeconds": 3600}}).status.token
-    kubeconfig = yaml.safe_load(Path(control_plane.kubeconfig).read_text())
-    for user in kubeconfig["users"]:
-        user["user"] = {"token": token}
-    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
-    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-    health = _free_port()
-    command = [sys.executable, "-m", "kubemam", *[
-        f"--liveness=http://127.0.0.1:{health}/healthz" if arg.startswith("--liveness=") else arg
-        for arg in deployment["spec"]["template"]["spec"]["containers"][0]["command"][1:]]]
-    env = {**os.environ, **operator_env(docs), "KUBECONFIG": str(tmp_path / "kubeconfig"),
-           "KUBEMAM_METRICS_PORT": "0", "KUBEMAM_RECHECK_SECONDS": "2", "HOME": str(tmp_path)}
     watched, other = Custom(api_client, WATCHED[0]), Custom(api_client, OTHER)
     ladder, asset = example("transcodeladder.yaml"), example("mediaasset.yaml")
     asset_name = asset["metadata"]["name"]
-    log_path = tmp_path / "operator.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: proc.poll() is not None or _healthy(health), timeout=60, what="/healthz")
-            assert proc.poll() is None, log_path.read_text()
-            for custom in (watched, other):
-                custom.create("transcodeladders", ladder)
-                custom.create("mediaassets", asset)
-            wait_for(lambda: watched.condition("mediaassets", asset_name, "Ready"), timeout=60,
-                     what=f"the watched asset's Ready condition (log: {log_path})")
-            jobs = wait_for(lambda: client.BatchV1Api(api_client).list_namespaced_job(
-                WATCHED[0], label_selector=f"kubemam.io/asset={asset_name}").items, timeout=60, what="the ingest Job")
-            assert jobs[0].metadata.labels["kubemam.io/step"] == "ingest"  # admitted by the Job policy too
-            watched.delete("mediaassets", asset_name)
-            wait_for(lambda: not exists(lambda: watched.get("mediaassets", asset_name)), timeout=60,
-                     what="the watched asset deleted (Kopf removes its finalizer)")
-            untouched = other.get("mediaassets", asset_name)
-            assert "status" not in untouched and not untouched["metadata"].get("finalizers"), untouched
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with chart_operator(Path(control_plane.kubeconfig), api_client, docs, NAMESPACE, tmp_path) as log_path:
+        for custom in (watched, other):
+            custom.create("transcodeladders", ladder)
+            custom.create("mediaassets", asset)
+        wait_for(lambda: watched.condition("mediaassets", asset_name, "Ready"), timeout=60,
+                 what=f"the watched asset's Ready condition (log: {log_path})")
+        jobs = wait_for(lambda: client.BatchV1Api(api_client).list_namespaced_job(
+            WATCHED[0], label_selector=f"kubemam.io/asset={asset_name}").items, timeout=60, what="the ingest Job")
+        assert jobs[0].metadata.labels["kubemam.io/step"] == "ingest"  # admitted by the Job policy too
+        watched.delete("mediaassets", asset_name)
+        wait_for(lambda: not exists(lambda: watched.get("mediaassets", asset_name)), timeout=60,
+                 what="the watched asset deleted (Kopf removes its finalizer)")
+        untouched = other.get("mediaassets", asset_name)
+        assert "status" not in untouched and not untouched["metadata"].get("finalizers"), untouched
     text = log_path.read_text()
     for sign in ("Forbidden", "forbidden", "Not enough permissions"):
         assert sign not in text, f"the operator lacked a permission ({sign!r}):\n{text[-6000:]}"
