@@ -52,6 +52,24 @@ def new_api_client(configuration: client.Configuration | None = None) -> client.
     return client.ApiClient(configuration)
 
 
+class JobRefused(Exception):
+    """The API server will not take a step's Job or its ConfigMap as it is: RBAC, an admission policy, or
+    the object's own validation. Asking again every reconcile changes nothing; the asset says why."""
+
+
+def _refusal(err: ApiException, kind: str, namespace: str) -> JobRefused | None:
+    """A refusal that no retry mends (403 other than a terminating namespace, 400, 422), in the API
+    server's words (an admission policy's message, RBAC's verb and resource)."""
+    if err.status not in (400, 403, 422) or "NamespaceTerminating" in str(err.body):
+        return None
+    try:
+        said = str(json.loads(err.body).get("message") or "")
+    except (TypeError, ValueError, AttributeError):
+        said = ""
+    return JobRefused(f"the API server refused the step's {kind} in namespace {namespace} "
+                      f"({err.status} {err.reason}): {said or 'no reason given'}"[:1024])
+
+
 def _raw(response: Any) -> Any:
     return json.loads(response.data)
 
@@ -123,6 +141,9 @@ class KubeApi:
         except ApiException as err:
             if err.status == 409 or (err.status == 403 and "NamespaceTerminating" in str(err.body)):
                 return False
+            refused = _refusal(err, "Job", job["metadata"]["namespace"])
+            if refused is not None:
+                raise refused from None
             raise
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
@@ -257,6 +278,9 @@ class KubeApi:
         except ApiException as err:
             if err.status == 409 or (err.status == 403 and "NamespaceTerminating" in str(err.body)):
                 return False
+            refused = _refusal(err, "ConfigMap", config_map["metadata"]["namespace"])
+            if refused is not None:
+                raise refused from None
             raise
 
     def job_uid(self, namespace: str, name: str) -> str | None:

@@ -231,3 +231,49 @@ def test_policy_kinds_report_what_the_schema_cannot_judge(operator: Path, api_cl
     window = custom.get("rightswindows", "coastal-nordics-svod-2027")
     assert window["status"]["phase"] == "Scheduled"
     assert window["status"]["nextTransition"].startswith("2027-01-01T00:00:00")
+
+
+def test_a_job_an_admission_policy_refuses_is_a_condition_and_is_asked_again(operator: Path, api_client: Any,
+                                                                              namespace: str) -> None:
+    """A cluster's own policy (here a ValidatingAdmissionPolicy on Jobs in this namespace) refuses the step
+    Job: the asset says so in the policy's words, instead of a handler error retried every 15 s, and the
+    Job comes once the policy lets it (the not-Ready safety net asks again)."""
+    admission = client.AdmissionregistrationV1Api(api_client)
+    name = f"no-jobs-{namespace}"
+    admission.create_validating_admission_policy({
+        "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": ["batch"], "apiVersions": ["v1"],
+                                                         "operations": ["CREATE"], "resources": ["jobs"]}]},
+                 "validations": [{"expression": "false", "reason": "Forbidden",
+                                  "message": "media Jobs wait for the change freeze to end"}]}})
+    admission.create_validating_admission_policy_binding({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}})
+    batch = client.BatchV1Api(api_client)
+    probe = {"metadata": {"name": "probe"}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+        {"name": "c", "image": "none"}]}}}}
+
+    def refused() -> bool:  # the API server has loaded the policy (it does so within seconds)
+        try:
+            batch.create_namespaced_job(namespace, probe, dry_run="All")
+        except ApiException as err:
+            return err.status == 403
+        return False
+
+    custom = Custom(api_client, namespace)
+    try:
+        wait_for(refused, timeout=30, what="the admission policy in force")
+        custom.create("mediaassets", _asset_without_refs())
+        ready = wait_for(lambda: (c := custom.condition("mediaassets", "clip", "Ready")) and c["reason"] == "JobRefused"
+                         and c, timeout=30, what="Ready=False JobRefused")
+        assert ready["status"] == "False"
+        assert "media Jobs wait for the change freeze to end" in ready["message"] and "403" in ready["message"]
+        assert _jobs(api_client, namespace, "clip") == []
+    finally:
+        admission.delete_validating_admission_policy_binding(name)
+        admission.delete_validating_admission_policy(name)
+    wait_for(lambda: _jobs(api_client, namespace, "clip"), timeout=60, what="the ingest Job once the policy is gone")
+    wait_for(lambda: (c := custom.condition("mediaassets", "clip", "Ready")) and c["reason"] != "JobRefused",
+             timeout=30, what="the refusal cleared from the asset")

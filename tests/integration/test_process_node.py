@@ -102,7 +102,7 @@ def test_active_deadline_kills_the_process(process_node: Path, api_client: Any, 
 
 def test_the_operator_reads_progress_from_a_running_pods_log(process_node: Path, api_client: Any,
                                                              namespace: str) -> None:
-    """What the asset-progress timer does: pods/log of the running pod, proxied to the node, parsed."""
+    """What the progress loop (controllers/progress.py) does: pods/log of the running pod, via the node, parsed."""
     from kubemam.kubeapi import KubeApi
     from kubemam.media.progress import latest_progress, progress_line
 

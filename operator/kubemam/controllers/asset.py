@@ -26,7 +26,7 @@ from kubemam.config import OperatorConfig
 from kubemam.controllers.indexes import JOB_RESULTS, Watched
 from kubemam.controllers.keys import ensure_content_keys
 from kubemam.controllers.stepjobs import create_step_job
-from kubemam.kubeapi import KubeApi
+from kubemam.kubeapi import JobRefused, KubeApi
 from kubemam.media.progress import latest_progress
 from kubemam.plan.archive import policy_problems
 from kubemam.plan.archiving import ArchiveOutcome
@@ -196,7 +196,12 @@ def reconcile(api: KubeApi, config: OperatorConfig, watched: Watched, namespace:
             api.delete_job(namespace, superseded)
             log.info("deleted superseded Job %s/%s", namespace, superseded)
         for job in plan.create_jobs:
-            if create_step_job(api, job):
+            try:
+                created = create_step_job(api, job)
+            except JobRefused as refused:  # no retry mends it: the asset says why, the recheck timer asks again
+                plan = plan_asset(dataclasses.replace(facts, job_refused=str(refused)), config, now)
+                break
+            if created:
                 log.info("created Job %s/%s", namespace, job["metadata"]["name"])
         gate = plan.qc_gate
         if gate is not None and gate.approval is not None and gate.newly_approved:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubemam.api.kinds import MEDIA_ASSET
+from kubemam.plan.jobs import LABEL_ASSET
+from kubemam.plan.jobstate import job_state
 
 LadderKey = tuple[str, str]  # (namespace, name)
 AssetRefKey = tuple[str, str, str]  # (namespace, spec field, referenced name)
@@ -76,6 +78,15 @@ def job_entry(namespace: str, body: Mapping[str, Any]) -> dict[JobKey | str, dic
     return {namespace: trimmed, (namespace, str(owner.get("uid"))): trimmed}
 
 
+@dataclass(frozen=True)
+class RunningStep:
+    """A running step Job of an asset, the one whose log its reconcile reads progress from."""
+
+    namespace: str
+    asset: str
+    job: str
+
+
 # --- Reading them --------------------------------------------------------------------------------
 
 
@@ -90,6 +101,16 @@ def _values(index: Mapping[Any, Iterable[Any]], key: Any) -> list[Any]:
             continue
     store = index.get(key)
     return list(store) if store is not None else []
+
+
+def _keys(index: Mapping[Any, Any]) -> list[Any]:
+    """A snapshot of an index's keys, as _values takes one key's values."""
+    for _ in range(5):
+        try:
+            return list(index.keys())
+        except RuntimeError:  # changed size during iteration
+            continue
+    return list(index.keys())
 
 
 @dataclass(frozen=True)
@@ -128,6 +149,20 @@ class Watched:
 
     def assets_referencing(self, namespace: str, field: str, name: str) -> list[str]:
         return sorted(set(_values(self.asset_refs, (namespace, field, name))))
+
+    def running_steps(self) -> list[RunningStep]:
+        """Per asset with a running step Job, the first by name (as controllers/asset.py gather picks it)."""
+        steps = []
+        for key in _keys(self.jobs):
+            if not isinstance(key, tuple):
+                continue  # a namespace's list: the same Jobs again
+            running = sorted((job for job in _values(self.jobs, key) if job_state(job)[0] == "Running"),
+                             key=lambda j: str(j["metadata"].get("name", "")))
+            for job in running[:1]:
+                labels = job["metadata"].get("labels") or {}
+                if labels.get(LABEL_ASSET):
+                    steps.append(RunningStep(key[0], str(labels[LABEL_ASSET]), str(job["metadata"]["name"])))
+        return steps
 
 
 # --- Caches for what no watch carries ---------------------------------------------------------------

@@ -7,6 +7,7 @@ what it did. Handlers return None and patch declared status fields themselves.
 from __future__ import annotations
 
 import logging
+import time
 from functools import cache
 from typing import Any
 
@@ -17,7 +18,7 @@ from kubemam import health, metrics
 from kubemam.api.common import GROUP, VERSION
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
 from kubemam.config import OperatorConfig
-from kubemam.controllers import archive, asset, indexes, policies, rights, session, telemetry
+from kubemam.controllers import archive, asset, indexes, policies, progress, rights, session, telemetry
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR
 
@@ -170,15 +171,23 @@ def asset_recheck(namespace: str | None, name: str, body: Any, memo: Any, **kwar
     _reconcile_asset(_ns(namespace), name, watched)
 
 
-def _step_running(status: Any, **_: Any) -> bool:
-    return any(j.get("state") == "Running" for j in (status or {}).get("jobs") or [])
+@kopf.on.startup(id="progress-start")
+def progress_start(memo: Any, **kwargs: Any) -> None:
+    """Running steps' progress reaches their assets' status from one loop (controllers/progress.py), not
+    from a timer per running asset."""
+    watched = _watched(kwargs)
+    watcher = progress.ProgressWatcher(watched.running_steps, lambda ns, job: api().running_pod_log_tail(ns, job),
+                                       lambda ns, name: _reconcile_asset(ns, name, watched))
+    memo.progress = telemetry.InventoryLoop(lambda: watcher.tick(time.monotonic()),
+                                            interval=progress.INTERVAL_SECONDS,
+                                            stuck_seconds=settings().stuck_seconds, name=progress.HEARTBEAT)
+    memo.progress.start()
 
 
-@kopf.timer(*ASSETS, id="asset-progress", interval=2.0, when=_step_running)
-@metrics.reconciled("MediaAsset")
-def asset_progress(namespace: str | None, name: str, **kwargs: Any) -> None:
-    """While a step runs, its newest progress line reaches the status every 2 s."""
-    asset.reconcile(api(), settings(), _watched(kwargs), _ns(namespace), name)
+@kopf.on.cleanup(id="progress-stop")
+def progress_stop(memo: Any, **_: Any) -> None:
+    if getattr(memo, "progress", None) is not None:
+        memo.progress.stop()
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-mirror")
@@ -347,7 +356,7 @@ KOPF_THREADS_HEARTBEAT = "kopf handler threads"
 @kopf.on.probe(id="heartbeats")
 async def heartbeats(settings: kopf.OperatorSettings, **_: Any) -> dict[str, float]:
     """Fails while a thread of ours is stuck (kubemam.health): the rights clock or one of its
-    workers, the metrics inventory, or Kopf's handler threads — a no-op handed to their pool that has
+    workers, the metrics inventory, the progress loop, or Kopf's handler threads — a no-op handed to their pool that has
     not run within the limit means every thread is blocked. Async, so that a full pool cannot stop
     the probe itself from answering."""
     beats = health.HEARTBEATS

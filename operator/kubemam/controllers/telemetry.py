@@ -84,9 +84,10 @@ class InventoryLoop:
     Liveness (kubemam.health): the loop beats every turn; a sweep that hangs stops the beats, and
     `interval + stuck_seconds` later the probe fails."""
 
-    def __init__(self, sweep: Callable[[], None], interval: float = INVENTORY_SECONDS,
+    def __init__(self, sweep: Callable[[], object], interval: float = INVENTORY_SECONDS,
                  first_delay: float = 1.0, stuck_seconds: float = 300.0,
-                 heartbeats: Heartbeats = HEARTBEATS) -> None:
+                 heartbeats: Heartbeats = HEARTBEATS, name: str = INVENTORY_HEARTBEAT) -> None:
+        self._name = name  # the thread's and the heartbeat's (the progress loop runs on this class too)
         self._sweep = sweep
         self._interval = interval
         self._first_delay = first_delay
@@ -97,21 +98,21 @@ class InventoryLoop:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="metrics-inventory", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self._name.replace(" ", "-"), daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._heartbeats.finish(INVENTORY_HEARTBEAT)
+        self._heartbeats.finish(self._name)
 
     def _run(self) -> None:
         delay = self._first_delay
-        self._heartbeats.beat(INVENTORY_HEARTBEAT, max(delay, self._interval) + self._stuck)
+        self._heartbeats.beat(self._name, max(delay, self._interval) + self._stuck)
         while not self._stop.wait(delay):
             delay = self._interval
-            self._heartbeats.beat(INVENTORY_HEARTBEAT, self._interval + self._stuck)
+            self._heartbeats.beat(self._name, self._interval + self._stuck)
             try:
                 self._sweep()
             except Exception:  # noqa: BLE001 - the loop must outlive whatever one sweep met
-                log.warning("metrics inventory failed; keeping the last values", exc_info=True)
-        self._heartbeats.finish(INVENTORY_HEARTBEAT)  # stopped: nothing to judge
+                log.warning("%s failed; keeping the last values", self._name, exc_info=True)
+        self._heartbeats.finish(self._name)  # stopped: nothing to judge

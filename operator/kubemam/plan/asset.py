@@ -113,6 +113,10 @@ def plan_asset(facts: AssetFacts, config: OperatorConfig, now: datetime) -> Asse
         # A Job naming a missing Secret would sit in CreateContainerConfigError: say why, start nothing.
         return _refused(facts, Verdict("Ready", "False", "S3SecretMissing", facts.s3_secret_problem),
                         status.phase or "Pending", now)
+    if facts.job_refused:
+        # Not retried every reconcile: the safety-net timer asks again (a policy or Role may change).
+        return _refused(facts, Verdict("Ready", "False", "JobRefused", facts.job_refused), status.phase or "Pending",
+                        now)
 
     steps = StepOutcome()
     retries = Retries.of(config, now, facts.annotations)

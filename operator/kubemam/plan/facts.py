@@ -35,6 +35,7 @@ class AssetFacts:
     rights: list[RightsSummary] = field(default_factory=list)  # the windows covering the asset
     s3_secret_problem: str | None = None  # the S3 credentials Secret the Jobs name is missing or incomplete
     key_secret_problem: str | None = None  # a content-key Secret name is held by a Secret not this asset's
+    job_refused: str | None = None  # the API server refused a step Job (RBAC, an admission policy): its words
     qc_approval: ApprovalRequest | None = None  # the qc.kubemam.io/approved annotation and who wrote it
 
     @property
