@@ -45,6 +45,7 @@ demo: binaries
 bench: binaries
 	$(BIN)/python bench/transcode.py
 	$(BIN)/python bench/takedown.py
+	$(BIN)/python bench/takedown.py --published 5000 --assets 1000 --titles-per-window 100 --open-seconds 900
 	$(BIN)/python bench/tier_move.py
 	$(BIN)/python bench/large.py
 	$(BIN)/python bench/packager.py --verify --play
@@ -54,7 +55,7 @@ bench: binaries
 # Benchmarks at a tiny size (.ci/run): they still run and print their figures; their speed is not judged.
 bench-smoke: binaries
 	$(BIN)/python bench/transcode.py --seconds 8 --repeat 1
-	$(BIN)/python bench/takedown.py --assets 3 --open-seconds 10
+	$(BIN)/python bench/takedown.py --assets 3 --published 6 --titles-per-window 2 --open-seconds 15
 	$(BIN)/python bench/tier_move.py --size-mib 16 --runs 1
 	$(BIN)/python bench/large.py --skip-commit
 	$(BIN)/python bench/scale.py --smoke
