@@ -48,9 +48,6 @@ def _crds(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    from kubemam.allocator import cap_malloc_arenas
-
-    cap_malloc_arenas()  # before any thread starts (kubemam/allocator.py)
     import kubemam.controllers.main  # noqa: F401 - registers the handlers
     from kubemam import metrics
 
