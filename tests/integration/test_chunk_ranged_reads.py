@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -18,6 +19,8 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,18 +28,25 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from boto3.s3.transfer import TransferConfig
 
 from kubemam.api.asset import TechnicalMetadata
 from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.media.probe import probe, technical_metadata
+from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
 from kubemam.plan.transcode import chunking, fit_ladder, master_facts, transcode_inputs
+from kubemam.steps.ingest import IngestResult
 from kubemam.storage.manifest import sha256_file
-from kubemam.storage.s3 import make_client
+from kubemam.storage.ranged import RangedObject
+from kubemam.storage.s3 import make_client, read_committed
+from kubemam.storage.transfer import SHA256_METADATA, full_object_checksum, head
 from kubemam.storage.uri import S3Uri
+from kubemam.worker.source import fetch_checked
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
 SECONDS = 48
+MiB = 1024 * 1024
 LADDER = TranscodeLadderSpec.model_validate({
     "segmentDurationSeconds": 2,
     "renditions": [{"name": "h264-180p", "codec": "h264", "width": 320, "height": 180, "preset": "ultrafast",
@@ -108,19 +118,27 @@ def proxy(minio: Any) -> Iterator[CountingProxy]:
     counting.close()
 
 
-def _run(minio: Any, proxy: CountingProxy, tmp_path: Path, inputs: dict[str, Any], index: int) -> str:
+def _worker(minio: Any, proxy: CountingProxy, tmp_path: Path, step: str, inputs: dict[str, Any],
+            index: int | None = None) -> tuple[int, str, dict[str, Any]]:
+    """Run a step's worker against MinIO through the proxy: (exit code, stderr, termination message)."""
     message = tmp_path / f"termination-{uuid.uuid4().hex}"
     scratch = tmp_path / f"scratch-{uuid.uuid4().hex}"
     scratch.mkdir()
     env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "AWS_ACCESS_KEY_ID": minio.access_key,
            "AWS_SECRET_ACCESS_KEY": minio.secret_key, "KUBEMAM_STEP_INPUT": json.dumps(inputs),
-           "KUBEMAM_TERMINATION_MESSAGE_PATH": str(message), "TMPDIR": str(scratch),
-           "JOB_COMPLETION_INDEX": str(index)}
-    result = subprocess.run([sys.executable, "-m", "kubemam", "worker", "transcode"], env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(message.read_text()) == {"chunk": index}
-    return result.stderr
+           "KUBEMAM_TERMINATION_MESSAGE_PATH": str(message), "TMPDIR": str(scratch)}
+    if index is not None:
+        env["JOB_COMPLETION_INDEX"] = str(index)
+    result = subprocess.run([sys.executable, "-m", "kubemam", "worker", step], env=env, capture_output=True,
+                            text=True, timeout=900)
+    return result.returncode, result.stderr, json.loads(message.read_text())
+
+
+def _run(minio: Any, proxy: CountingProxy, tmp_path: Path, inputs: dict[str, Any], index: int) -> str:
+    code, stderr, message = _worker(minio, proxy, tmp_path, "transcode", inputs, index)
+    assert code == 0, stderr[-3000:]
+    assert message == {"chunk": index}
+    return stderr
 
 
 def _framemd5(s3: Any, prefix: str, index: int, tmp_path: Path) -> str:
@@ -162,3 +180,99 @@ def test_each_chunk_reads_about_its_share_and_encodes_the_same_frames(
         print(f"chunk {index}: read {ranged_bytes} bytes by ranges, {ranged_bytes * plan.count / size:.3f}x its "
               f"share of the {size}-byte master; {whole_bytes} bytes when fetched whole")
         assert ranged_bytes <= 1.2 * size / plan.count, (index, ranged_bytes, size / plan.count)
+
+
+def _upload_multipart(s3: Any, key: str, data: bytes) -> dict[str, Any]:
+    """Upload as the AWS CLI and boto3 do a large file: in parts, with no checksum of the whole object."""
+    config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
+    s3.upload_fileobj(io.BytesIO(data), "kubemam-library", key, Config=config)
+    found = head(s3, S3Uri("kubemam-library", key), checksum=True)
+    assert found is not None and "-" in found["ETag"], found.get("ETag")  # a multipart ETag
+    assert full_object_checksum(found) is None and SHA256_METADATA not in (found.get("Metadata") or {})
+    return found
+
+
+@pytest.mark.timeout(1800)  # an ingest (QC decode, proxy) and two chunk runs on a loaded machine
+def test_a_multipart_master_without_a_checksum_is_read_by_ranges_of_the_version_ingest_hashed(
+        minio: Any, proxy: CountingProxy, master: tuple[Path, TechnicalMetadata], tmp_path: Path) -> None:
+    path, probed = master
+    s3 = make_client(minio.endpoint, minio.access_key, minio.secret_key)
+    data = path.read_bytes()
+    key = f"incoming/{uuid.uuid4().hex}.mov"
+    found = _upload_multipart(s3, key, data)
+    root = f"s3://kubemam-library/assets/{uuid.uuid4().hex}"
+    code, stderr, result = _worker(minio, proxy, tmp_path, "ingest",
+                                   {"source": {"uri": f"s3://kubemam-library/{key}"}, "output": f"{root}/ingest"})
+    assert code == 0, stderr[-3000:]
+    technical = IngestResult.model_validate(result).full_technical()
+    assert technical is not None
+    # Ingest recorded the ETag of the GET it hashed: the multipart upload's, beside the SHA-256 of its bytes.
+    assert technical.etag == found["ETag"].strip('"') and technical.sha256 == probed.sha256
+    assert technical.size_bytes == len(data)
+    plan = chunking(LADDER, master_facts(technical))
+    assert plan is not None
+    targets = fit_ladder(LADDER, technical, f"{root}/renditions").targets
+    inputs = transcode_inputs(f"s3://kubemam-library/{key}", technical, LADDER, targets, "chunk", f"{root}/chunks",
+                              plan)
+    assert inputs["source"]["etag"] == technical.etag
+    size = len(data)
+    for index in range(plan.count):
+        proxy.take()
+        stderr = _run(minio, proxy, tmp_path, inputs, index)
+        read = proxy.take()
+        assert "vouched for by its ETag at ingest" in stderr
+        frames = _framemd5(s3, inputs["chunks"]["prefix"], index, tmp_path).count("\n0,")
+        print(f"multipart master, chunk {index}: read {read} bytes by ranges, {read * plan.count / size:.3f}x its "
+              f"share of the {size}-byte master; {frames} frames")
+        assert frames == min(plan.frames, master_facts(technical)["frames"] - index * plan.frames)
+        assert read <= 1.2 * size / plan.count, (index, read, size / plan.count)
+
+
+@pytest.mark.timeout(600)
+def test_a_master_overwritten_after_ingest_fails_the_chunk_naming_the_change_without_fetching_it(
+        minio: Any, proxy: CountingProxy, master: tuple[Path, TechnicalMetadata], tmp_path: Path) -> None:
+    path, probed = master
+    s3 = make_client(minio.endpoint, minio.access_key, minio.secret_key)
+    data = path.read_bytes()
+    key = f"incoming/{uuid.uuid4().hex}.mov"
+    uri = f"s3://kubemam-library/{key}"
+    _upload_multipart(s3, key, data)
+    # What ingest records, by the function ingest fetches with: the ETag of the very GET it hashed.
+    fetched = fetch_checked(uri, tmp_path / "ingested.mov", s3)
+    assert fetched.sha256 == probed.sha256 and fetched.etag
+    technical = probed.model_copy(update={"etag": fetched.etag})
+    replaced = _upload_multipart(s3, key, data[: len(data) // 2])  # a different master at the same key
+    plan = chunking(LADDER, master_facts(technical))
+    assert plan is not None
+    root = f"s3://kubemam-library/assets/{uuid.uuid4().hex}"
+    inputs = transcode_inputs(uri, technical, LADDER, fit_ladder(LADDER, technical, f"{root}/renditions").targets,
+                              "chunk", f"{root}/chunks", plan)
+    proxy.take()
+    code, stderr, message = _worker(minio, proxy, tmp_path, "transcode", inputs, 0)
+    read = proxy.take()
+    assert code == PERMANENT_FAILURE_EXIT_CODE, stderr[-3000:]
+    error = message["error"]
+    assert "changed since ingest" in error and uri in error and "re-ingest" in error, error
+    assert fetched.etag in error and replaced["ETag"].strip('"') in error, error
+    assert "retryable" not in message
+    assert read < 64 * 1024, read  # a HEAD, not the master: the chunk's scratch was sized for its share
+    assert read_committed(s3, S3Uri.parse(inputs["chunks"]["prefix"]).join("00000"),
+                          f"{inputs['chunks']['hash']}/0") is None
+
+
+def test_ranged_reads_stay_pinned_to_the_version_ingest_hashed_when_it_is_overwritten(minio: Any) -> None:
+    s3 = make_client(minio.endpoint, minio.access_key, minio.secret_key)
+    key = f"incoming/{uuid.uuid4().hex}.bin"
+    data = os.urandom(20 * MiB)
+    found = _upload_multipart(s3, key, data)
+    ranged = RangedObject(s3, S3Uri("kubemam-library", key), found["ETag"], len(data))
+    with ranged as url:
+        request = urllib.request.Request(url, headers={"Range": f"bytes={9 * MiB}-{9 * MiB + 99}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 206 and response.read() == data[9 * MiB:9 * MiB + 100]
+        assert ranged.refused is None
+        _upload_multipart(s3, key, os.urandom(len(data)))  # the same size, other bytes
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 412  # never the new version's bytes
+    assert ranged.refused is not None and ranged.refused.endswith("PreconditionFailed"), ranged.refused

@@ -164,6 +164,9 @@ class TechnicalMetadata(KubeModel):
     duration_seconds: float | None = Field(default=None, ge=0)
     size_bytes: int | None = Field(default=None, ge=0)
     sha256: str | None = None
+    etag: str | None = Field(default=None, max_length=256,
+                             description="The S3 ETag of the master version whose bytes ingest hashed (from the "
+                             "same GET): transcode chunks read ranges of that version alone")
     bit_rate: int | None = Field(default=None, ge=0)
     start_timecode: str | None = None
     video: VideoStream | None = None

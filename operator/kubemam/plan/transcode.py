@@ -135,9 +135,12 @@ def transcode_inputs(source_uri: str, technical: TechnicalMetadata, ladder: Tran
                      missing: list[RenditionTarget], mode: str, chunks_root: str | None = None,
                      plan: Chunking | None = None) -> dict[str, Any]:
     master = master_facts(technical)
+    source: dict[str, Any] = {"uri": source_uri, "sha256": technical.sha256}
+    if technical.etag:  # only when recorded: the inputs (and the Job names) of older assets stay as they were
+        source["etag"] = technical.etag
     inputs: dict[str, Any] = {
         "mode": mode,
-        "source": {"uri": source_uri, "sha256": technical.sha256},
+        "source": source,
         "master": master,
         "segmentDurationSeconds": ladder.segment_duration_seconds,
         "video": [t.wire() for t in missing if t.kind == "video"],
@@ -149,6 +152,19 @@ def transcode_inputs(source_uri: str, technical: TechnicalMetadata, ladder: Tran
         inputs["chunks"] = {"prefix": f"{chunks_root}/{digest[:16]}", "frames": plan.frames, "count": plan.count,
                             "hash": digest}
     return inputs
+
+
+RANGE_OVERLAP = 1.25  # a chunk's outputs beside its share of the master: GOP overlap at both ends, headroom
+
+
+def chunk_scratch_bytes(source_uri: str, technical: TechnicalMetadata, count: int) -> int | None:
+    """The bytes a chunk pod brings to disk. A chunk reads ranges of an S3 master whose ETag ingest recorded
+    (the worker reads that version or fails, never fetches it whole): its share, for its outputs. Any other
+    master may be fetched whole by every chunk pod."""
+    size = technical.size_bytes
+    if size is None or not (source_uri.startswith("s3://") and technical.etag):
+        return size
+    return math.ceil(size / max(1, count) * RANGE_OVERLAP)
 
 
 @dataclass
@@ -207,7 +223,7 @@ def plan_transcode(facts: AssetFacts, ladder: TranscodeLadderSpec, technical: Te
         chunk_inputs = transcode_inputs(source, technical, ladder, video, "chunk", f"{root}/chunks", chunks)
         chunk_request = _ladder_request(facts, ladder, TRANSCODE_CHUNKS, chunk_inputs, completions=chunks.count,
                                         parallelism=min(ladder.chunking.max_parallel, chunks.count),
-                                        scratch_bytes=technical.size_bytes)
+                                        scratch_bytes=chunk_scratch_bytes(source, technical, chunks.count))
         # Chunks report nothing: each index's commit is checked by the stitch.
         runs.append(outcome.add(facts.run(chunk_request, config, retries)))
         if runs[0].state == "Succeeded":

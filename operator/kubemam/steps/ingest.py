@@ -105,5 +105,6 @@ def compact_result(result: dict[str, Any], limit: int = MAX_MESSAGE) -> dict[str
         qc = small.get("qc") or {}
         small = {k: v for k, v in small.items() if k in ("technical", "manifest", "resultUri", "audioTracks")}
         small["qc"] = {k: qc[k] for k in ("verdict", "issueCount", "reportUri") if k in qc}
-        small["technical"] = {k: v for k, v in technical.items() if k in ("sha256", "durationSeconds", "video")}
+        kept = ("sha256", "etag", "sizeBytes", "durationSeconds", "video")  # what transcode plans from
+        small["technical"] = {k: v for k, v in technical.items() if k in kept}
     return small

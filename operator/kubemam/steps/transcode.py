@@ -16,6 +16,7 @@ TranscodeMode = Literal["single", "chunk", "stitch"]
 class SourceRef(StepInput):
     uri: str
     sha256: str | None = None
+    etag: str | None = None  # the S3 version ingest hashed: chunks read ranges of it (If-Match), or fail
 
 
 class MasterFacts(StepInput):

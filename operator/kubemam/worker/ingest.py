@@ -101,14 +101,15 @@ def run() -> int:
         write_result(summary(done.result), shrink=compact_result)
         return 0
 
-    out_dir, master, sha256 = fetch_master(source["uri"], s3, checksum)
-    log.info("fetched %s: %d bytes, sha256 %s", source["uri"], master.stat().st_size, sha256)
+    out_dir, master, fetched = fetch_master(source["uri"], s3, checksum)
+    log.info("fetched %s: %d bytes, sha256 %s", source["uri"], fetched.size, fetched.sha256)
 
     try:
         info = probe(master)
     except ProbeError as err:
         raise StepError(f"{source['uri']} is not a usable master: {err}") from err
-    technical = technical_metadata(info, sha256)
+    # The ETag of the version hashed: a transcode chunk reads ranges of that version alone (If-Match).
+    technical = technical_metadata(info, fetched.sha256).model_copy(update={"etag": fetched.etag})
     start = None
     start_text = technical.start_timecode or timeline.start_timecode
     try:

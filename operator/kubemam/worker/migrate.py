@@ -76,7 +76,8 @@ def run() -> int:
         write_result(done.result)
         return 0
 
-    out_dir, master, sha256 = fetch_master(source, s3)
+    out_dir, master, fetched = fetch_master(source, s3)
+    sha256 = fetched.sha256
     if expected is not None and sha256 != expected:
         raise StepError(f"source sha256 is {sha256}, the input expects {expected}")
     log.info("fetched %s: %d bytes, sha256 %s", source, master.stat().st_size, sha256)

@@ -37,6 +37,7 @@ class Fetched:
     size: int
     complete: bool  # the length was declared (or verified by the transport) and every byte arrived
     md5: str | None = None  # when asked for: hashed in the same pass, not by reading the master again
+    etag: str | None = None  # S3: the ETag of the GET whose bytes were hashed — the version they belong to
 
 
 VERIFIED = -1  # no length to compare with, but the transport checks completeness (chunked framing, botocore)
@@ -84,8 +85,12 @@ def fetch_checked(uri: str, target: Path, s3: Any, md5: bool = False) -> Fetched
         chunks: Iterator[bytes] = iter(lambda: body.read(CHUNK), b"")
         length = response.get("ContentLength")
         expected = int(length) if length is not None else VERIFIED
+        # This response's ETag, not a separate HEAD's: an overwrite between the two would pair new bytes' ETag
+        # with the old bytes' hash.
+        etag = str(response["ETag"]).strip('"') if response.get("ETag") else None
     elif uri.startswith(("https://", "http://")):
         chunks, expected = _http_chunks(uri)
+        etag = None
     else:
         raise StepError(f"unsupported source scheme in {uri}")
     size = 0
@@ -100,7 +105,7 @@ def fetch_checked(uri: str, target: Path, s3: Any, md5: bool = False) -> Fetched
         target.unlink(missing_ok=True)
         raise TruncatedDownload(f"source {uri} ended after {size} of {expected} bytes; it is fetched again")
     return Fetched(sha.hexdigest(), size, complete=expected is not None,
-                   md5=md5_digest.hexdigest() if md5_digest is not None else None)
+                   md5=md5_digest.hexdigest() if md5_digest is not None else None, etag=etag)
 
 
 def fetch(uri: str, target: Path, s3: Any) -> str:
@@ -131,8 +136,8 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_master(uri: str, s3: Any, checksum: Checksum | None = None) -> tuple[Path, Path, str]:
-    """A fresh output folder and the master fetched beside it in the step's scratch: (out_dir, master, sha256).
+def fetch_master(uri: str, s3: Any, checksum: Checksum | None = None) -> tuple[Path, Path, Fetched]:
+    """A fresh output folder and the master fetched beside it in the step's scratch: (out_dir, master, fetched).
     With a declared checksum, a master that differs is refused here (permanent only when it arrived whole)."""
     from kubemam.worker.contract import work_dir
 
@@ -143,4 +148,4 @@ def fetch_master(uri: str, s3: Any, checksum: Checksum | None = None) -> tuple[P
     master = scratch / "master"
     fetched = fetch_checked(uri, master, s3, md5=checksum is not None and checksum.algorithm == "md5")
     check_checksum(checksum, master, fetched)
-    return out_dir, master, fetched.sha256
+    return out_dir, master, fetched

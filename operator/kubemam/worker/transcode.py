@@ -187,20 +187,40 @@ def _fetch_master(s3: Any, source: dict[str, Any], scratch: Path) -> Path:
     return master
 
 
+def master_vouch(uri: str, found: dict[str, Any], sha256: str | None, etag: str | None) -> str | None:
+    """What vouches that the S3 object `found` (its HEAD) is the master ingest hashed, so a chunk may read its
+    range alone, pinned to that version by If-Match: "sha256" (the store's full-object SHA-256 equals the
+    ingested one), "copy" (the x-amz-meta-sha256 of a verified copy does), "etag" (its ETag is the one of the
+    GET ingest hashed). None: nothing does, and no ETag was recorded — fetch and hash it whole. A recorded ETag
+    that differs, with no checksum to vouch, means the master was overwritten since ingest: StepError, never a
+    whole fetch the chunk's scratch was not sized for."""
+    if sha256 and full_object_checksum(found) == b64_sha256(sha256):
+        return "sha256"
+    if sha256 and (found.get("Metadata") or {}).get(SHA256_METADATA) == sha256:
+        return "copy"
+    if not etag:
+        return None
+    current = str(found.get("ETag") or "").strip('"')
+    if current != etag:
+        raise StepError(f"the master at {uri} changed since ingest: its ETag is {current or 'missing'}, ingest "
+                        f"hashed the version with ETag {etag}, and the store holds no SHA-256 equal to the "
+                        f"ingested {sha256}; re-ingest it")
+    return "etag"
+
+
 def _vouched_master(s3: Any, source: dict[str, Any]) -> tuple[S3Uri, str, int] | None:
-    """(where, ETag, size) of an S3 master whose store vouches it is the one ingested — a full-object SHA-256,
-    or the x-amz-meta-sha256 of a verified copy, equal to the ingested sha256 — so a chunk can read its range
-    alone. None: fetch and hash it whole, as the single pass does."""
-    if not str(source.get("uri", "")).startswith("s3://") or not source.get("sha256"):
+    """(where, ETag, size) of an S3 master a chunk may read by ranges (master_vouch); None: fetch it whole."""
+    if not str(source.get("uri", "")).startswith("s3://") or not (source.get("sha256") or source.get("etag")):
         return None
     where = S3Uri.parse(source["uri"])
     found = head(s3, where, checksum=True)
     if found is None:
         raise StepError(f"source {source['uri']} does not exist")
-    sha256 = source["sha256"]
-    if full_object_checksum(found) != b64_sha256(sha256) and \
-            (found.get("Metadata") or {}).get(SHA256_METADATA) != sha256:
+    by = master_vouch(source["uri"], found, source.get("sha256"), source.get("etag"))
+    if by is None:
         return None
+    log.info("reading ranges of %s: vouched for by its %s", source["uri"],
+             {"sha256": "full-object SHA-256", "copy": "verified copy's SHA-256", "etag": "ETag at ingest"}[by])
     return where, str(found["ETag"]), int(found["ContentLength"])
 
 
@@ -290,8 +310,13 @@ def run_chunk(s3: Any, inputs: dict[str, Any], jobs: list[Job], scratch: Path) -
             try:
                 _run_ffmpeg(command, seconds, 0, 95)
             except RuntimeError:
-                if ranged.refused:  # the master changed under us: the next attempt checks it again
-                    raise RuntimeError(f"the master changed while chunk {index} read it ({ranged.refused})") from None
+                if ranged.refused and ranged.refused.endswith(("PreconditionFailed", "412")):
+                    # Overwritten under us (If-Match): the next attempt's HEAD names the change (master_vouch).
+                    raise RuntimeError(f"the master changed while chunk {index} read it ({ranged.refused}); the "
+                                       "next attempt checks it again") from None
+                if ranged.refused:
+                    raise RuntimeError(f"S3 refused a ranged read of the master for chunk {index} "
+                                       f"({ranged.refused})") from None
                 raise
         log.info("chunk %d read %d bytes of the %d-byte master (%.2fx its share)", index, ranged.bytes_read, size,
                  ranged.bytes_read / max(1.0, size * window.frames / int(inputs["master"]["frames"])))
