@@ -32,8 +32,9 @@ class OperatorConfig(BaseModel):
     s3_retry_seconds: float | None = Field(default=None, ge=0, description="How long a step pod waits for S3 to "
                                            "answer before it fails (the workers' default is 60 s); passed on to "
                                            "every step Job when set.")
-    archive_check_seconds: float = Field(default=120.0, gt=0, description="How often archived assets are "
-                                         "re-planned: tier transitions and fixity slots are met this closely.")
+    archive_check_seconds: float = Field(default=3600.0, gt=0, description="A safety net: how often every "
+                                         "archived asset is re-planned anyway. Tier transitions, fixity slots and "
+                                         "the end of a grace are met to the second by the archive clock.")
     api_connect_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Every Kubernetes API call: connecting (and the TLS handshake) must take "
         "no longer; a call that does fails, and its handler or reconcile is retried with backoff.")

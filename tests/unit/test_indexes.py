@@ -104,3 +104,22 @@ def test_an_asset_waits_on_its_jobs_only_while_the_index_holds_them_as_its_statu
     assert not waits_on_jobs(watched, _asset("S3SecretMissing", [pending]))
     assert not waits_on_jobs(watched, _asset("IngestPending", []))
 
+
+
+def test_only_a_change_the_planner_sees_reconciles_a_jobs_owner() -> None:
+    from kubemam.plan.jobstate import observe_job
+
+    seen = indexes.JobTransitions(capacity=2)
+    pending = _job("clip-ingest-1", ASSET_UID)
+    refused_again = _job("clip-ingest-1", ASSET_UID, terminating=0)  # the Job controller wrote its status again
+    running = _job("clip-ingest-1", ASSET_UID, active=1)
+    assert seen.changed("uid-1", observe_job(pending))  # never seen: reconcile
+    seen.record("uid-1", observe_job(pending))
+    assert not seen.changed("uid-1", observe_job(refused_again))
+    assert seen.changed("uid-1", observe_job(running))
+    seen.forget("uid-1")  # deleted
+    assert seen.changed("uid-1", observe_job(pending))
+    for uid in ("uid-1", "uid-2", "uid-3"):
+        seen.record(uid, observe_job(pending))
+    assert seen.changed("uid-1", observe_job(pending))  # the oldest went first: one more reconcile, no harm
+    assert not seen.changed("uid-3", observe_job(pending))

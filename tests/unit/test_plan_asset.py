@@ -174,7 +174,7 @@ def test_a_missing_s3_secret_is_a_condition_and_starts_no_job() -> None:
 def test_a_job_the_api_server_refused_is_a_condition_and_starts_no_job() -> None:
     from dataclasses import replace
 
-    facts = replace(_facts(), job_refused="the API server refused the step's Job in namespace media (403 Forbidden): no")
+    facts = replace(_facts(), job_refused="the API server refused the step's Job in namespace media (403): no")
     plan = plan_asset(facts, CONFIG, NOW)
     assert plan.create_jobs == [] and plan.status.phase == "Pending"
     assert _cond(plan.status, "Ready") == ("False", "JobRefused")

@@ -178,12 +178,13 @@ def waits_on_jobs(watched: Watched, body: dict[str, Any]) -> bool:
     return waiting
 
 
-def reconcile(api: KubeApi, config: OperatorConfig, watched: Watched, namespace: str, name: str) -> None:
-    """Bring one asset's Jobs and status to what its spec and the cluster call for."""
+def reconcile(api: KubeApi, config: OperatorConfig, watched: Watched, namespace: str, name: str) -> datetime | None:
+    """Bring one asset's Jobs and status to what its spec and the cluster call for. Returns when time alone
+    next changes its archive plan (a tier transition, a fixity slot...: the archive clock wakes it then)."""
     with _locks[(namespace, name)]:
         body = api.get(MEDIA_ASSET.plural, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return
+            return None
         facts = gather(api, body, watched, config)
         now = datetime.now(UTC)
         plan = plan_asset(facts, config, now)
@@ -213,6 +214,7 @@ def reconcile(api: KubeApi, config: OperatorConfig, watched: Watched, namespace:
         if plan.archive is not None:
             _archive_effects(api, body, plan.archive)
         _expire_superseded(api, namespace, facts.jobs, plan.status.jobs or [])
+        return plan.archive.wake if plan.archive is not None else None
 
 
 SUPERSEDED_TTL_SECONDS = 600

@@ -192,3 +192,35 @@ class JobResults:
 
 
 JOB_RESULTS = JobResults()
+
+
+class JobTransitions:
+    """What a step Job last looked like to the asset planner (its JobObservation, without the result), per
+    Job uid, when a reconcile of its owner last succeeded. The Job controller rewrites a Job's status far
+    more often than the planner's view of it changes (a refused pod, a ready count, a start time): those
+    events need no reconcile. Bounded: a forgotten Job reconciles once more."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def changed(self, uid: str, view: Any) -> bool:
+        with self._lock:
+            return not uid or self._seen.get(uid) != view
+
+    def record(self, uid: str, view: Any) -> None:
+        if not uid:
+            return
+        with self._lock:
+            self._seen[uid] = view
+            self._seen.move_to_end(uid)
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._seen.pop(uid, None)
+
+
+JOB_TRANSITIONS = JobTransitions()

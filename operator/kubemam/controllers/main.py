@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -19,8 +20,10 @@ from kubemam.api.common import GROUP, VERSION
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
 from kubemam.config import OperatorConfig
 from kubemam.controllers import archive, asset, indexes, policies, progress, rights, session, telemetry
+from kubemam.controllers.clock import AimedClock
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR
+from kubemam.plan.jobstate import observe_job
 
 FINALIZER = f"{GROUP}/finalizer"
 ASSETS = (GROUP, VERSION, MEDIA_ASSET.plural)
@@ -94,7 +97,7 @@ def _not_ready(status: Any, **_: Any) -> bool:
 def _reconcile_assets_referencing(kwargs: dict[str, Any], namespace: str, field: str, name: str) -> None:
     watched = _watched(kwargs)
     for asset_name in watched.assets_referencing(namespace, field, name):
-        asset.reconcile(api(), settings(), watched, namespace, asset_name)
+        _reconcile(namespace, asset_name, watched)
 
 
 # --- Indexes: what a reconcile reads, kept from the watches (controllers/indexes.py) ----------------
@@ -145,15 +148,57 @@ def _watched(kwargs: dict[str, Any]) -> indexes.Watched:
 @kopf.on.update(*ASSETS, id="asset")
 @metrics.reconciled("MediaAsset")
 def asset_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
-    asset.reconcile(api(), settings(), _watched(kwargs), _ns(namespace), name)
+    _reconcile(_ns(namespace), name, _watched(kwargs))
 
 
 RECHECK_WAITING_TURNS = 10
 
 
+ARCHIVE_CLOCK_HEARTBEAT = "archive clock"
+ARCHIVE_WORKER_HEARTBEAT = "archive reconcile"
+ARCHIVE_WORKERS = 2
+ARCHIVE_RETRY_MAX_SECONDS = 300.0
+_archive_clock: AimedClock | None = None  # built at startup, with the operator's indexes
+
+
+def _reconcile(namespace: str, name: str, watched: indexes.Watched) -> None:
+    """Reconcile the asset, then aim the archive clock at the next instant time alone changes its plan."""
+    wake = asset.reconcile(api(), settings(), watched, namespace, name)
+    if _archive_clock is not None:
+        _archive_clock.aim(f"{namespace}/{name}", wake)
+
+
 @metrics.reconciled("MediaAsset")
 def _reconcile_asset(namespace: str, name: str, watched: indexes.Watched) -> None:
-    asset.reconcile(api(), settings(), watched, namespace, name)
+    _reconcile(namespace, name, watched)
+
+
+@kopf.on.startup(id="archive-clock-start")
+def archive_clock_start(**kwargs: Any) -> None:
+    """Tier transitions, fixity slots, the grace of extra copies and thaw polls come with time, not with
+    events: one clock wakes each archived asset at its next such instant (every reconcile aims it, the
+    resume of every asset on start included), instead of a timer per asset."""
+    global _archive_clock
+    watched = _watched(kwargs)
+
+    @metrics.reconciled("MediaAsset")
+    def reconcile(namespace: str, name: str) -> datetime | None:
+        return asset.reconcile(api(), settings(), watched, namespace, name)
+
+    def wake(key: str) -> datetime | None:
+        namespace, _, name = key.partition("/")
+        return reconcile(namespace, name)
+
+    _archive_clock = AimedClock(wake, name="archive",
+                                clock_heartbeat=ARCHIVE_CLOCK_HEARTBEAT, worker_heartbeat=ARCHIVE_WORKER_HEARTBEAT,
+                                workers=ARCHIVE_WORKERS, retry_max=ARCHIVE_RETRY_MAX_SECONDS,
+                                stuck_seconds=settings().stuck_seconds)
+
+
+@kopf.on.cleanup(id="archive-clock-stop")
+def archive_clock_stop(**_: Any) -> None:
+    if _archive_clock is not None:
+        _archive_clock.stop()
 
 
 @kopf.timer(*ASSETS, id="asset-recheck", interval=settings().recheck_seconds,
@@ -192,13 +237,23 @@ def progress_stop(memo: Any, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-mirror")
 @metrics.reconciled("Job")
-def job_changed(body: Any, namespace: str | None, **kwargs: Any) -> None:
+def job_changed(body: Any, namespace: str | None, type: str | None, **kwargs: Any) -> None:  # noqa: A002
     if (body.get("metadata", {}).get("labels") or {}).get(LABEL_STEP) == rights.DISTRIBUTE:
         _rights_now(_ns(namespace))
         return
+    # Only a change the planner sees reconciles the owner (controllers/indexes.py JobTransitions): the Job
+    # controller's other status writes (a refused pod, a ready count) are most of a Job's events.
+    uid = str(body.get("metadata", {}).get("uid") or "")
+    view = (observe_job(dict(body)), bool(body.get("metadata", {}).get("deletionTimestamp")))
+    if type == "DELETED":
+        indexes.JOB_TRANSITIONS.forget(uid)
+    elif not indexes.JOB_TRANSITIONS.changed(uid, view):
+        return
     for owner in body.get("metadata", {}).get("ownerReferences") or []:
         if owner.get("kind") == MEDIA_ASSET.kind and owner.get("controller"):
-            asset.reconcile(api(), settings(), _watched(kwargs), _ns(namespace), owner["name"])
+            _reconcile(_ns(namespace), owner["name"], _watched(kwargs))
+    if type != "DELETED":
+        indexes.JOB_TRANSITIONS.record(uid, view)  # after the reconcile: a failed one is tried on the next event
 
 
 @kopf.on.field(*ASSETS, field="status.packages", id="asset-packaged")
@@ -220,8 +275,9 @@ def _archived(spec: Any, status: Any, **_: Any) -> bool:
             initial_delay=settings().archive_check_seconds, when=_archived)
 @metrics.reconciled("MediaAsset")
 def asset_archive_clock(namespace: str | None, name: str, **kwargs: Any) -> None:
-    """Tier transitions and fixity slots come with time, not with events: re-plan archived assets."""
-    asset.reconcile(api(), settings(), _watched(kwargs), _ns(namespace), name)
+    """A slow safety net (hourly by default) under the archive clock, which meets each archived asset's
+    time-driven changes to the second."""
+    _reconcile(_ns(namespace), name, _watched(kwargs))
 
 
 @kopf.on.delete(*ASSETS, id="asset-deleted")
@@ -229,6 +285,8 @@ def asset_deleted(body: Any, **_: Any) -> None:
     """The finalizer stays until the asset is taken down from every distribution target (the rights
     clock is poked meanwhile), then until a legal hold and retention allow it and every archived copy
     is purged."""
+    if _archive_clock is not None:
+        _archive_clock.drop(f"{body['metadata']['namespace']}/{body['metadata']['name']}")
     try:
         archive.take_down_first(api(), dict(body), _rights_now)
         archive.delete_archived(api(), settings(), dict(body))
@@ -355,10 +413,10 @@ KOPF_THREADS_HEARTBEAT = "kopf handler threads"
 
 @kopf.on.probe(id="heartbeats")
 async def heartbeats(settings: kopf.OperatorSettings, **_: Any) -> dict[str, float]:
-    """Fails while a thread of ours is stuck (kubemam.health): the rights clock or one of its
-    workers, the metrics inventory, the progress loop, or Kopf's handler threads — a no-op handed to their pool that has
-    not run within the limit means every thread is blocked. Async, so that a full pool cannot stop
-    the probe itself from answering."""
+    """Fails while a thread of ours is stuck (kubemam.health): the rights or archive clock or one of
+    their workers, the metrics inventory, the progress loop, or Kopf's handler threads — a no-op handed
+    to their pool that has not run within the limit means every thread is blocked. Async, so that a
+    full pool cannot stop the probe itself from answering."""
     beats = health.HEARTBEATS
     if not beats.running(KOPF_THREADS_HEARTBEAT):
         beats.start(KOPF_THREADS_HEARTBEAT, operator_settings().stuck_seconds)

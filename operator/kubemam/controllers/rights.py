@@ -13,12 +13,9 @@ down is taken down at once.
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
-import queue
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -33,6 +30,7 @@ from kubemam.api.distribution import TARGETS_CONFIGMAP, TARGETS_KEY, Distributio
 from kubemam.api.kinds import MEDIA_ASSET, RIGHTS_WINDOW
 from kubemam.api.rights import RightsWindowSpec
 from kubemam.config import OperatorConfig
+from kubemam.controllers.clock import RETRY_FIRST_SECONDS, AimedClock, retry_delay
 from kubemam.controllers.stepjobs import create_step_job
 from kubemam.health import HEARTBEATS, Heartbeats
 from kubemam.kubeapi import KubeApi
@@ -64,12 +62,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DISTRIBUTE", "RightsClock", "jobs_refused", "reconcile_rights", "retry_delay", "still_distributed"]
 
-# The rights clock's liveness (kubemam.health): its thread beats at least every BEAT_SECONDS; each
+# The rights clock's liveness (kubemam.health): its thread beats at least every clock.BEAT_SECONDS; each
 # namespace's run is a task named "rights reconcile <namespace>".
 CLOCK_HEARTBEAT = "rights clock"
 WORKER_HEARTBEAT = "rights reconcile"
-BEAT_SECONDS = 10.0
-RETRY_FIRST_SECONDS = 1.0
 
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 # Namespaces where a distribute Job could not be created and none exists: the namespace is being
@@ -214,130 +210,15 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
         return min(plan.wake, soon) if plan.wake else soon
 
 
-def retry_delay(failures: int, first: float = RETRY_FIRST_SECONDS, most: float = 30.0) -> float:
-    """The wait before a namespace's next attempt after `failures` failed reconciles in a row:
-    `first`, doubling, at most `most`."""
-    return float(min(most, first * 2 ** min(max(0, failures - 1), 32)))  # a bounded exponent: no overflow
-
-
-class RightsClock:
-    """Wakes a namespace's rights reconcile at its next window transition, to the second.
-
-    One thread keeps a heap of (instant, namespace) — a namespace has one alarm, the earliest it was
-    aimed at — and hands each due namespace to a bounded pool of workers, so one namespace whose
-    reconcile blocks (a hung API call, until its timeout) never delays another's takedown. A
-    namespace never runs twice at once: an alarm or a poke that comes due while it runs makes one
-    more run right after. Event handlers `poke` instead of reconciling inline, so a burst of
-    triggers collapses into one run. The callback returns the following transition, so the clock
-    keeps itself aimed. A callback that raises is retried after 1 s, doubling up to `retry_max`
-    seconds for that namespace, reset by a success; while a namespace waits out its backoff a poke
-    does not bring it forward (100 windows' timers would otherwise retry a failing namespace as
-    fast as they fire).
-
-    Liveness (kubemam.health): the clock thread beats at least every BEAT_SECONDS; each run is a
-    task, stuck once it runs longer than `stuck_seconds`.
+class RightsClock(AimedClock):
+    """Wakes a namespace's rights reconcile at its next window transition, to the second (controllers/clock.py:
+    a bounded pool of workers, one run per namespace at a time, pokes collapsing into one run, backoff after a
+    failure up to `retry_max` seconds). Liveness: CLOCK_HEARTBEAT beats, each run is "WORKER_HEARTBEAT <namespace>".
     """
 
     def __init__(self, callback: Callable[[str], datetime | None], *, workers: int = 4,
                  retry_first: float = RETRY_FIRST_SECONDS, retry_max: float = 30.0, stuck_seconds: float = 300.0,
                  heartbeats: Heartbeats = HEARTBEATS) -> None:
-        self._callback = callback
-        self._retry_first = retry_first
-        self._retry_max = retry_max
-        self._stuck = stuck_seconds
-        self._heartbeats = heartbeats
-        self._heap: list[tuple[float, str]] = []
-        self._due: dict[str, float] = {}
-        self._running: set[str] = set()
-        self._again: set[str] = set()  # came due while running: one more run after this one
-        self._failures: dict[str, int] = {}
-        self._retry_at: dict[str, float] = {}  # in backoff: no run before this instant
-        self._ready: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._wake = threading.Condition()
-        self._stopped = False
-        # Daemon threads of our own rather than a ThreadPoolExecutor, whose threads the interpreter
-        # joins at exit: a stuck worker must not keep a stopping operator alive.
-        self._threads = [threading.Thread(target=self._dispatch, name="rights-clock", daemon=True)] + [
-            threading.Thread(target=self._work, name=f"rights-worker-{n}", daemon=True) for n in range(workers)]
-        for thread in self._threads:
-            thread.start()
-
-    def aim(self, namespace: str, instant: datetime | None) -> None:
-        if instant is None:
-            return
-        with self._wake:
-            self._aim(namespace, instant.timestamp())
-
-    def poke(self, namespace: str) -> None:
-        """Reconcile as soon as possible; a burst of pokes (100 windows resuming) is one run."""
-        self.aim(namespace, datetime.now(UTC))
-
-    def stop(self) -> None:
-        """Stop dispatching; a run in progress finishes on its own (its thread is a daemon)."""
-        with self._wake:
-            self._stopped = True
-            self._wake.notify_all()
-        for _ in self._threads[1:]:
-            self._ready.put(None)
-        self._heartbeats.finish(CLOCK_HEARTBEAT)
-
-    def _aim(self, namespace: str, when: float) -> None:
-        """Holding self._wake."""
-        when = max(when, self._retry_at.get(namespace, when))
-        due = self._due.get(namespace)
-        if due is not None and due <= when:
-            return  # an earlier alarm covers it: that run re-aims at the next transition
-        self._due[namespace] = when
-        heapq.heappush(self._heap, (when, namespace))
-        self._wake.notify_all()
-
-    def _dispatch(self) -> None:
-        while True:
-            with self._wake:
-                if self._stopped:
-                    return
-                self._heartbeats.beat(CLOCK_HEARTBEAT, self._stuck)
-                now = time.time()
-                if not self._heap or self._heap[0][0] > now:
-                    # Wake at least every BEAT_SECONDS, so an idle clock still shows it is alive.
-                    self._wake.wait(timeout=BEAT_SECONDS if not self._heap else
-                                    min(BEAT_SECONDS, self._heap[0][0] - now))
-                    continue
-                when, namespace = heapq.heappop(self._heap)
-                if self._due.get(namespace) != when:
-                    continue  # re-aimed since
-                del self._due[namespace]
-                if namespace in self._running:
-                    self._again.add(namespace)
-                    continue
-                self._running.add(namespace)
-            self._ready.put(namespace)
-
-    def _work(self) -> None:
-        while (namespace := self._ready.get()) is not None:
-            following: datetime | None = None
-            failed: Exception | None = None
-            failures, delay = 0, 0.0
-            try:
-                with self._heartbeats.busy(f"{WORKER_HEARTBEAT} {namespace}", self._stuck):
-                    following = self._callback(namespace)
-            except Exception as err:  # noqa: BLE001 - the clock must outlive one failed reconcile
-                failed = err
-            with self._wake:
-                self._running.discard(namespace)
-                if failed is None:
-                    self._failures.pop(namespace, None)
-                    self._retry_at.pop(namespace, None)
-                    if following is not None:
-                        self._aim(namespace, following.timestamp())
-                else:
-                    failures = self._failures[namespace] = self._failures.get(namespace, 0) + 1
-                    delay = retry_delay(failures, self._retry_first, self._retry_max)
-                    self._retry_at[namespace] = time.time() + delay
-                    self._aim(namespace, self._retry_at[namespace])
-                if namespace in self._again:
-                    self._again.discard(namespace)
-                    self._aim(namespace, time.time())
-            if failed is not None:
-                log.warning("rights reconcile of %s failed (%d in a row); retrying in %.0f s: %s: %s", namespace,
-                            failures, delay, type(failed).__name__, failed, exc_info=failures == 1)
+        super().__init__(callback, name="rights", clock_heartbeat=CLOCK_HEARTBEAT, worker_heartbeat=WORKER_HEARTBEAT,
+                         workers=workers, retry_first=retry_first, retry_max=retry_max, stuck_seconds=stuck_seconds,
+                         heartbeats=heartbeats)

@@ -14,6 +14,7 @@ Not under kubemam.io/: Kopf keeps its own state there and ignores changes to tho
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from kubemam.api.archive import ArchivePolicySpec, Location
@@ -61,6 +62,7 @@ class ArchiveOutcome:
     fixity_failures: int = 0  # bad copies found by a fixity run whose result is first seen now
     fixity_repaired: list[str] = field(default_factory=list)  # their "location:key" (the first few)
     copied: dict[str, int] = field(default_factory=dict)  # tier -> bytes, from a place run first seen now
+    wake: datetime | None = None  # the next instant time alone changes this plan (plan/archive_wake.py)
 
 
 def legal_hold(policy: ArchivePolicySpec | None, annotations: dict[str, str]) -> bool:

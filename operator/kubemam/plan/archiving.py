@@ -40,6 +40,7 @@ from kubemam.plan.archive_facts import (
     secret_name,
     start_job,
 )
+from kubemam.plan.archive_wake import archive_wake
 from kubemam.plan.conditions import Verdict
 from kubemam.plan.fixity import plan_fixity
 from kubemam.plan.migrate import plan_migration
@@ -185,7 +186,8 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
     request = archive_request(facts, ARCHIVE, inputs.to_wire(), secret_env)
     observed = find_job(facts, request.name)
     result = observed.result if observed is not None else None
-    if observed is not None and observed.state == "Succeeded" and result and "restoring" in result:
+    polling = observed is not None and observed.state == "Succeeded" and result is not None and "restoring" in result
+    if polling:
         # A cold copy is thawing: ask again every RESTORE_POLL until it can be read.
         poll = int(now.timestamp() // RESTORE_POLL.total_seconds())
         request = archive_request(facts, ARCHIVE, {**inputs.to_wire(), "run": f"poll-{poll}"}, secret_env)
@@ -278,6 +280,7 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
         "restore": restore, "fixity": fixity, "preservation_master": preservation,
         "legal_hold": hold, "extra_copies": extra,
     })
+    out.wake = archive_wake(facts, out.storage, RESTORE_POLL if polling else None, now)
     return out
 
 
