@@ -48,6 +48,7 @@ bench: binaries
 	$(BIN)/python bench/takedown.py --published 5000 --assets 1000 --titles-per-window 100 --open-seconds 900
 	$(BIN)/python bench/tier_move.py
 	$(BIN)/python bench/large.py
+	$(BIN)/python bench/long_master.py
 	$(BIN)/python bench/packager.py --verify --play
 	$(BIN)/python bench/scale.py --assets 1000
 	$(BIN)/python bench/scale.py --assets 3000

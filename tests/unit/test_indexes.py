@@ -123,3 +123,4 @@ def test_only_a_change_the_planner_sees_reconciles_a_jobs_owner() -> None:
         seen.record(uid, observe_job(pending))
     assert seen.changed("uid-1", observe_job(pending))  # the oldest went first: one more reconcile, no harm
     assert not seen.changed("uid-3", observe_job(pending))
+

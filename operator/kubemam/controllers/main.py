@@ -87,10 +87,13 @@ def _ns(namespace: str | None) -> str:
 
 def _not_ready(status: Any, **_: Any) -> bool:
     """Not Ready and not Failed: a Failed asset waits for a change of its spec or a retry request (an
-    annotation: both are updates), not for a timer that would re-check it for ever."""
-    if (status or {}).get("phase") == "Failed":
+    annotation: both are updates), not for a timer that would re-check it for ever. An asset with no
+    conditions yet has never been reconciled: its creation handler is still queued (Kopf retries that one
+    itself), and a timer run beside it would only add a reconcile to the backlog of a burst."""
+    conditions = (status or {}).get("conditions") or []
+    if (status or {}).get("phase") == "Failed" or not conditions:
         return False
-    ready = next((c for c in (status or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
     return ready is None or ready.get("status") != "True"
 
 

@@ -1,0 +1,348 @@
+"""Long-master benchmark (issue 18): a synthetic master through ingest, chunked transcode, package and
+archive, each step the real `kubemam worker <step>` process against a real MinIO; the peak memory of every
+step at two programme lengths, which must not grow with the length.
+
+Master (cached in ~/.cache/kubemam/bench-long-master): lavfi testsrc2 320x180 25 fps, x264 ultrafast with a
+1 s GOP (crf 30) and a 48 kHz stereo sine in AAC, in a .mov — the codec the ingest tests use, cheap to make
+and to decode on 2 cores. Ladder: 320x180 and 160x90 H.264 ultrafast, stereo AAC, 6 s segments, chunks of
+--chunk-seconds (the same at both lengths: a chunk's work must not depend on the programme's length), DASH +
+HLS in the clear. Every step's input comes from the planners, as the operator builds it: ingest_request,
+fit_ladder/chunking/transcode_inputs (as plan_transcode calls them), completed + plan_package, and
+plan_archive's Job (its container env, the S3 Secret's keys filled in) for a one-location policy.
+
+Per step (chunks: the largest of all indexes; wall time: their sum, run one after another):
+  largest  the largest single process of the step's tree (worker, ffmpeg, …): wait4's ru_maxrss, which
+           Linux takes over the child and every descendant it reaped — exact
+  tree     the sum of VmRSS over the process tree, sampled from /proc every 0.05 s — what a pod's memory
+           limit sees, approximately (a peak between two samples is missed)
+and, for the long master, each command's (python, ffmpeg, ffprobe, kubemam-encrypt) largest VmHWM seen.
+Each step's output is checked where it landed (the renditions, the package's manifest, the archived master).
+Goals (issue 18): every step ≤ 300 MiB (tree), and the long master's peak within ±10 % of the short one's.
+They are printed, not enforced, unless --strict. Wall times are noisy on a shared machine.
+
+Usage: .venv/bin/python bench/long_master.py [--minutes 10 120] [--smoke] [--chunk-seconds 300] [--strict]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubemam.api.archive import ArchivePolicySpec
+from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
+from kubemam.api.ladder import TranscodeLadderSpec
+from kubemam.config import OperatorConfig
+from kubemam.plan.archive_facts import asset_prefix
+from kubemam.plan.archiving import ArchiveFacts, master_key, plan_archive
+from kubemam.plan.facts import AssetFacts
+from kubemam.plan.ingest import ingest_request
+from kubemam.plan.package import plan_package
+from kubemam.plan.transcode import chunking, completed, fit_ladder, master_facts, transcode_inputs
+from kubemam.steps.ingest import IngestResult
+from kubemam.steps.registry import INGEST, step
+from kubemam.storage.uri import S3Uri
+from kubemam_local.gotools import resolve_tool
+from kubemam_local.minio import MinioServer
+
+CACHE = Path.home() / ".cache" / "kubemam" / "bench-long-master"
+BUCKET = "kubemam-library"
+NAMESPACE = "bench"
+MiB = 1024 * 1024
+LIMIT_MIB = 300
+TOLERANCE = 0.10
+S3_SECRET = "kubemam-s3"
+
+
+def ladder(chunk_seconds: int) -> TranscodeLadderSpec:
+    rung = {"codec": "h264", "profile": "high", "preset": "ultrafast",
+            "rateControl": {"mode": "crf", "crf": 30, "maxrateKbps": 800, "bufsizeKbps": 1600}}
+    return TranscodeLadderSpec.model_validate({
+        "segmentDurationSeconds": 6,
+        "renditions": [{"name": "h264-180p", "width": 320, "height": 180, **rung},
+                       {"name": "h264-90p", "width": 160, "height": 90, **rung}],
+        "audio": [{"name": "stereo", "bitrateKbps": 96}],
+        "chunking": {"chunkSeconds": chunk_seconds, "maxParallel": 2},
+        "packaging": {"formats": ["dash", "hls"]},
+    })
+
+
+def policy() -> ArchivePolicySpec:
+    return ArchivePolicySpec.model_validate({
+        "locations": [{"name": "nearline", "uri": "s3://kubemam-nearline/archive", "site": "a"}],
+        "tiers": [{"name": "hot", "location": "nearline", "storageClass": "STANDARD"}],
+        "copies": {"minCopies": 1, "requireOffsite": False},
+    })
+
+
+def master(minutes: int) -> Path:
+    """The synthetic programme, made once and cached (a 2-hour one takes a few minutes on 2 cores)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"master-{minutes}m.mov"
+    if path.exists():
+        return path
+    seconds = minutes * 60
+    tmp = path.with_suffix(".tmp.mov")
+    print(f"making {path.name} ...", flush=True)
+    subprocess.run(["nice", "-n", "10", "ffmpeg", "-v", "error", "-y",
+                    "-f", "lavfi", "-i", f"testsrc2=s=320x180:r=25:d={seconds}",
+                    "-f", "lavfi", "-i", f"sine=f=1000:sample_rate=48000:d={seconds},volume=0.3",
+                    "-map", "0:v", "-map", "1:a", "-ac", "2", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "30",
+                    "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-shortest",
+                    "-timecode", "10:00:00:00", str(tmp)], check=True)
+    tmp.rename(path)
+    return path
+
+
+def _tree(root: int) -> dict[int, tuple[str, int, int]]:
+    """root and every descendant, from /proc: pid -> (command, resident bytes, peak resident bytes)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    found = {}
+    for pid in tree:
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                          if ":" in line)
+            found[pid] = (fields["Name"].strip(), int(fields["VmRSS"].split()[0]) * 1024,
+                          int(fields["VmHWM"].split()[0]) * 1024)
+        except (OSError, KeyError, ValueError, IndexError):
+            continue  # gone, or a zombie (no Vm* lines)
+    return found
+
+
+@dataclass
+class Measured:
+    seconds: float = 0.0
+    largest_mib: float = 0.0
+    tree_mib: float = 0.0
+    runs: int = 0
+    by_command: dict[str, float] = field(default_factory=dict)  # command -> its largest peak (VmHWM), MiB
+
+    def add(self, other: Measured) -> None:
+        """Chunks: the worst index's memory, the sum of their times."""
+        self.seconds += other.seconds
+        self.largest_mib = max(self.largest_mib, other.largest_mib)
+        self.tree_mib = max(self.tree_mib, other.tree_mib)
+        self.runs += other.runs
+        for command, mib in other.by_command.items():
+            self.by_command[command] = max(self.by_command.get(command, 0.0), mib)
+
+
+def run_worker(name: str, env: dict[str, str], work: Path) -> tuple[Measured, dict[str, Any]]:
+    """One `kubemam worker <name>` process, measured from outside; its termination message."""
+    message = work / f"termination-{uuid.uuid4().hex}"
+    env = {**env, "KUBEMAM_TERMINATION_MESSAGE_PATH": str(message), "TMPDIR": str(work / "scratch")}
+    (work / "scratch").mkdir(exist_ok=True)
+    log = work / f"{name}.log"
+    started = time.perf_counter()
+    with open(log, "a") as out:
+        process = subprocess.Popen([sys.executable, "-m", "kubemam", "worker", name], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
+        peak = [0]
+        by_command: dict[str, int] = {}
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.05):
+                tree = _tree(process.pid)
+                peak[0] = max(peak[0], sum(rss for _, rss, _ in tree.values()))
+                for command, _, hwm in tree.values():
+                    by_command[command] = max(by_command.get(command, 0), hwm)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        done.set()
+        sampler.join()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"worker {name} failed ({code}); see {log}:\n{log.read_text()[-3000:]}")
+    result = json.loads(message.read_text()) if message.exists() else {}
+    largest = usage.ru_maxrss * 1024
+    return Measured(elapsed, largest / MiB, max(peak[0], largest) / MiB, 1,
+                    {command: hwm / MiB for command, hwm in by_command.items()}), result
+
+
+@dataclass
+class Run:
+    minutes: int
+    master_mib: float = 0.0
+    steps: dict[str, Measured] = field(default_factory=dict)
+
+
+def pipeline(minio: MinioServer, minutes: int, chunk_seconds: int, work: Path) -> Run:
+    run = Run(minutes)
+    work.mkdir(parents=True, exist_ok=True)
+    path = master(minutes)
+    run.master_mib = path.stat().st_size / MiB
+    s3 = minio.client()
+    name = f"long-{minutes}m-{uuid.uuid4().hex[:6]}"
+    source = f"s3://{BUCKET}/incoming/{name}.mov"
+    s3.upload_file(str(path), BUCKET, f"incoming/{name}.mov")
+    env = {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
+           "AWS_SECRET_ACCESS_KEY": minio.secret_key, "KUBEMAM_ENCRYPT": str(resolve_tool("kubemam-encrypt"))}
+    spec = MediaAssetSpec.model_validate({"source": {"uri": source}, "metadata": {"title": name},
+                                          "timeline": {"frameRate": "25", "startTimecode": "10:00:00:00"},
+                                          "ladderRef": {"name": "long"}, "archivePolicyRef": {"name": "long"}})
+    the_ladder = ladder(chunk_seconds)
+    config = OperatorConfig(s3_endpoint=minio.endpoint, s3_credentials_secret=S3_SECRET,
+                            library_uri=f"s3://{BUCKET}")
+    uid = str(uuid.uuid4())
+    facts = AssetFacts(name, NAMESPACE, uid, 1, spec, MediaAssetStatus(), True, True, ladder=the_ladder)
+
+    # ingest: probe, checksum, QC, proxy, thumbnails
+    request = ingest_request(facts, config)
+    measured, reported = run_worker("ingest", {**env, "KUBEMAM_STEP_INPUT": json.dumps(request.inputs)}, work)
+    run.steps["ingest"] = measured
+    parsed = step(INGEST).parse_result(reported)
+    assert isinstance(parsed, IngestResult), reported
+    technical = parsed.full_technical()
+    if technical is None:
+        raise SystemExit(f"ingest reported no technical metadata: {str(reported)[:500]}")
+    status = MediaAssetStatus(technical=technical, previews=parsed.previews, qc=parsed.qc)
+
+    # transcode: the Indexed Job's chunks, one process per index, then the stitch (audio encoded there)
+    root = facts.root(config)
+    fit = fit_ladder(the_ladder, technical, f"{root}/renditions")
+    plan = chunking(the_ladder, master_facts(technical))
+    if plan is None:
+        raise SystemExit(f"{minutes} min in chunks of {chunk_seconds} s is one chunk: lower --chunk-seconds")
+    video = [t for t in fit.targets if t.kind == "video"]
+    chunk_inputs = json.dumps(transcode_inputs(source, technical, the_ladder, video, "chunk", f"{root}/chunks", plan))
+    chunks = Measured()
+    for index in range(plan.count):
+        measured, _ = run_worker("transcode", {**env, "KUBEMAM_STEP_INPUT": chunk_inputs,
+                                               "JOB_COMPLETION_INDEX": str(index)}, work)
+        chunks.add(measured)
+    run.steps["transcode chunk"] = chunks
+    stitch_inputs = transcode_inputs(source, technical, the_ladder, fit.targets, "stitch", f"{root}/chunks", plan)
+    measured, stitched = run_worker("transcode", {**env, "KUBEMAM_STEP_INPUT": json.dumps(stitch_inputs)}, work)
+    run.steps["transcode stitch"] = measured
+    done = completed(fit.targets, None, [stitched])
+    renditions = [done[t.name] for t in fit.targets if t.name in done]
+    if len(renditions) != len(fit.targets):
+        raise SystemExit(f"the stitch reported {sorted(done)}, not every rung of {[t.name for t in fit.targets]}")
+    for rendition in renditions:
+        _landed(s3, rendition.uri, rendition.size_bytes)
+
+    # package: every rendition into DASH + HLS
+    packaging = plan_package(name, uid, spec, the_ladder, renditions, status.previews, root, NAMESPACE)
+    assert packaging is not None
+    measured, packaged = run_worker("package", {**env, "KUBEMAM_STEP_INPUT": json.dumps(packaging.inputs)}, work)
+    run.steps["package"] = measured
+    _landed(s3, str(packaged.get("manifestUri")), None)
+
+    # archive: the place Job plan_archive asks for, its env as the kubelet would give it
+    archive_facts = ArchiveFacts(name, NAMESPACE, uid, spec, status.model_copy(update={"renditions": renditions}),
+                                 policy(), {}, [], [], [])
+    outcome = plan_archive(archive_facts, config, datetime.now(UTC))
+    jobs = [j for j in outcome.create_jobs if j["metadata"]["labels"]["kubemam.io/step"] == "archive"]
+    if len(jobs) != 1:
+        raise SystemExit(f"plan_archive asked for {len(jobs)} archive Jobs: {outcome.verdicts}")
+    container = jobs[0]["spec"]["template"]["spec"]["containers"][0]
+    archive_env = dict(env)
+    secrets = {"AWS_ACCESS_KEY_ID": minio.access_key, "AWS_SECRET_ACCESS_KEY": minio.secret_key}
+    for entry in container.get("env") or []:
+        ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+        if ref and ref["name"] == S3_SECRET:
+            archive_env[entry["name"]] = secrets[ref["key"]]
+        elif "value" in entry:
+            archive_env[entry["name"]] = entry["value"]
+    measured, _ = run_worker("archive", archive_env, work)
+    run.steps["archive"] = measured
+    archived = f"{asset_prefix(archive_facts.policy.locations[0], NAMESPACE, name)}/{master_key(source)}"
+    _landed(s3, archived, path.stat().st_size)
+    return run
+
+
+def _landed(s3: Any, uri: str, size: int | None) -> None:
+    """A step's output is in storage (at its size, when known), or the run stops naming it."""
+    where = S3Uri.parse(uri)
+    try:
+        head = s3.head_object(Bucket=where.bucket, Key=where.key)
+    except s3.exceptions.ClientError as err:
+        raise SystemExit(f"{uri} is not in storage: {err}") from err
+    if size is not None and head["ContentLength"] != size:
+        raise SystemExit(f"{uri} holds {head['ContentLength']} bytes, not {size}")
+
+
+def report(small: Run, large: Run) -> list[str]:
+    """The table and the goals; returns the goals missed."""
+    print(f"\nmasters: {small.minutes} min ({small.master_mib:.0f} MiB) and {large.minutes} min "
+          f"({large.master_mib:.0f} MiB); peak RSS in MiB as largest process / process tree")
+    print(f"  {'step':<18} {f'{small.minutes} min':>13} {f'{large.minutes} min':>13} {'ratio (tree)':>12} "
+          f"{'wall s':>15}")
+    over, grew = [], []
+    smalls = small.steps
+    for key, big in large.steps.items():
+        little = smalls[key]
+        ratio = big.tree_mib / little.tree_mib
+        print(f"  {key:<18} {little.largest_mib:5.0f} /{little.tree_mib:5.0f}  {big.largest_mib:5.0f} /"
+              f"{big.tree_mib:5.0f}  {ratio:11.2f}× {little.seconds:7.1f}/{big.seconds:7.1f}")
+        if max(little.tree_mib, big.tree_mib) > LIMIT_MIB:
+            over.append(f"{key}: {max(little.tree_mib, big.tree_mib):.0f} MiB > {LIMIT_MIB} MiB")
+        if abs(ratio - 1) > TOLERANCE:
+            grew.append(f"{key}: the {large.minutes} min master's peak is {ratio:.2f}× the {small.minutes} min one's")
+    counts = ", ".join(f"{run.steps[k].runs} at {run.minutes} min" for run in (small, large) for k in run.steps
+                       if k.startswith("transcode chunk"))
+    print(f"  (transcode chunk: the worst index's peak, wall time summed over the indexes run one at a time; "
+          f"{counts})")
+    for key, big in large.steps.items():
+        print(f"  {key} at {large.minutes} min, each command's largest peak (VmHWM, sampled): "
+              + ", ".join(f"{command} {mib:.0f}" for command, mib in sorted(big.by_command.items(),
+                                                                          key=lambda item: -item[1])))
+    print(f"goal: every step ≤ {LIMIT_MIB} MiB: {'MISSED' if over else 'met'}")
+    print(f"goal: {large.minutes} min within ±{TOLERANCE:.0%} of {small.minutes} min: {'MISSED' if grew else 'met'}")
+    for line in over + grew:
+        print(f"  MISSED {line}")
+    return over + grew
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=int, nargs=2, default=[10, 120], metavar=("SHORT", "LONG"))
+    parser.add_argument("--chunk-seconds", type=int, default=300)
+    parser.add_argument("--smoke", action="store_true", help="1 and 2 minutes in 30 s chunks")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    args = parser.parse_args()
+    minutes, chunk_seconds = ([1, 2], 30) if args.smoke else (sorted(args.minutes), args.chunk_seconds)
+    with tempfile.TemporaryDirectory(prefix="kubemam-long-master-") as tmp:
+        work = Path(tmp)
+        with MinioServer(buckets=[BUCKET, "kubemam-nearline"], workdir=work / "minio") as minio:
+            runs = []
+            for length in minutes:
+                print(f"{length} min master: ingest, transcode in {chunk_seconds} s chunks, package, archive ...",
+                      flush=True)
+                runs.append(pipeline(minio, length, chunk_seconds, work / f"{length}m"))
+        missed = report(runs[0], runs[1])
+    if missed and args.strict:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
