@@ -133,3 +133,31 @@ def test_the_loudness_series_keeps_the_loudest_reading_of_each_second() -> None:
     assert series[1].momentary == -18.0 and series[0].momentary == -30.0
     assert series[0].short_term == -28.0 + 9 / 100 and series[3].short_term == -28.0 + 30 / 100
     assert min(p.short_term for p in series) > LOUDNESS_FLOOR
+
+
+def test_a_two_hour_log_is_read_line_by_line_in_bounded_memory() -> None:
+    """ebur128 writes ten meter lines a second: ~13 MB of log for two hours. The reader keeps the per-second
+    points and the findings, never the log (run_qc feeds it from ffmpeg's stderr file, line by line)."""
+    import tracemalloc
+
+    from kubemam.media.qc import QCLogReader
+
+    def lines():  # the log of a 2-hour programme, made as it is read
+        for tenth in range(72_000):
+            t = tenth / 10
+            yield (f"[Parsed_ebur128_1 @ 0x55d] [info] t: {t:<10.1f} TARGET:-23 LUFS    M: -22.{tenth % 10} "
+                   f"S: -23.1     I: -23.0 LUFS       LRA:   2.0 LU  FTPK: -3.0 dBFS  TPK: -3.0 dBFS\n")
+            if tenth == 36_000:
+                yield "[blackdetect @ 0x1] [info] black_start:3600 black_end:3601.5 black_duration:1.5\n"
+        yield from (line + "\n" for line in LOG.splitlines()[5:])  # the summary
+
+    reader = QCLogReader()
+    tracemalloc.start()
+    for line in lines():
+        reader.feed(line)
+    found = reader.measurements()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(found.loudness) == 7_200 and found.loudness[1].momentary == -22.0  # the loudest of the second
+    assert found.black == [(3600.0, 3601.5)] and found.integrated_lufs == -14.2 and found.true_peak_dbtp == 0.4
+    assert peak < 4 * 1024 * 1024, f"{peak / 1e6:.1f} MB held for a 13 MB log"

@@ -42,9 +42,14 @@ def parse_ffmpeg_progress(lines: Iterable[str]) -> Iterator[FfmpegProgress]:
             block = {}
 
 
+STDERR_TAIL = 64 * 1024  # what a caller that reads stderr line by line still gets back, for its error message
+
+
 def run_ffmpeg_with_progress(command: list[str], report: Callable[[FfmpegProgress], None] | None,
-                             stats_period: str = "1") -> tuple[int, str]:
-    """Run ffmpeg with its -progress stream on stdout, each update to report; (exit code, stderr text).
+                             stats_period: str = "1",
+                             stderr_line: Callable[[str], None] | None = None) -> tuple[int, str]:
+    """Run ffmpeg with its -progress stream on stdout, each update to report; (exit code, stderr text) — or,
+    with `stderr_line`, each stderr line handed to it after the run and only the last 64 KiB returned.
 
     stderr goes to a file, not a pipe: a master full of decode errors must not fill a pipe nobody
     reads while progress is being read. -progress and -stats_period are global options, so they go
@@ -59,6 +64,12 @@ def run_ffmpeg_with_progress(command: list[str], report: Callable[[FfmpegProgres
                 report(update)
         code = proc.wait()
         errors.seek(0)
+        if stderr_line is None:
+            return code, errors.read().decode(errors="replace")
+        # Line by line: a long programme's log (ebur128: ~110 KB a minute) is never held whole.
+        for raw in errors:
+            stderr_line(raw.decode(errors="replace"))
+        errors.seek(max(0, errors.tell() - STDERR_TAIL))
         return code, errors.read().decode(errors="replace")
 
 

@@ -76,38 +76,86 @@ def _number(text: str) -> float | None:
     return None if text == "-inf" else float(text)
 
 
-def loudness_series(log: str, step: float = 1.0) -> list[LoudnessPoint]:
-    """Momentary and short-term loudness over time from ebur128's meter lines, one point per `step` seconds
-    (the loudest momentary reading of each step, so a short peak is not averaged away): a 2-hour master
-    is 7,200 points, not 72,000."""
-    buckets: dict[int, tuple[float, float]] = {}
-    for t, momentary, short in _METER.findall(log):
-        key = int(float(t) // step)
+class _LoudnessBuckets:
+    """ebur128's meter readings kept one point per `step` seconds: the loudest momentary and short-term
+    reading of each step, so a short peak is not averaged away (a 2-hour master is 7,200 points, not 72,000)."""
+
+    def __init__(self, step: float = 1.0) -> None:
+        self.step = step
+        self._buckets: dict[int, tuple[float, float]] = {}
+
+    def add(self, t: str, momentary: str, short: str) -> None:
+        key = int(float(t) // self.step)
         m, s = _number(momentary) or LOUDNESS_FLOOR, _number(short) or LOUDNESS_FLOOR
-        kept = buckets.get(key)
-        buckets[key] = (max(m, kept[0]), max(s, kept[1])) if kept else (m, s)
-    return [LoudnessPoint(key * step, m, s) for key, (m, s) in sorted(buckets.items())]
+        kept = self._buckets.get(key)
+        self._buckets[key] = (max(m, kept[0]), max(s, kept[1])) if kept else (m, s)
+
+    def points(self) -> list[LoudnessPoint]:
+        return [LoudnessPoint(key * self.step, m, s) for key, (m, s) in sorted(self._buckets.items())]
+
+
+def loudness_series(log: str, step: float = 1.0) -> list[LoudnessPoint]:
+    """Momentary and short-term loudness over time from ebur128's meter lines, one point per `step` seconds."""
+    buckets = _LoudnessBuckets(step)
+    for t, momentary, short in _METER.findall(log):
+        buckets.add(t, momentary, short)
+    return buckets.points()
+
+
+SUMMARY_LINES = 40  # ebur128's closing summary is a dozen lines
+
+
+class QCLogReader:
+    """ffmpeg's QC log read one line at a time, keeping only what QCMeasurements holds: ebur128 writes ten
+    meter lines a second (~110 KB of log per programme minute, 13 MB for two hours), so the log is never
+    held whole."""
+
+    def __init__(self) -> None:
+        self._found = QCMeasurements()
+        self._freeze_starts: list[float] = []
+        self._freeze_ends: list[float] = []
+        self._loudness = _LoudnessBuckets()
+        self._summary: list[str] | None = None
+
+    def feed(self, line: str) -> None:
+        line = line.rstrip("\r\n")
+        if self._summary is not None and len(self._summary) < SUMMARY_LINES:
+            self._summary.append(line)
+        if "Summary:" in line:
+            self._summary = [line[line.rfind("Summary:"):]]  # the last summary counts
+        if meter := _METER.search(line):
+            self._loudness.add(*meter.groups())
+            return
+        for a, b in _BLACK.findall(line):
+            self._found.black.append((float(a), float(b)))
+        self._freeze_starts += [float(x) for x in _FREEZE_START.findall(line)]
+        self._freeze_ends += [float(x) for x in _FREEZE_END.findall(line)]
+        if decode := _DECODE_ERROR.match(line):
+            self._found.decode_errors += 1
+            if len(self._found.decode_messages) < MAX_DECODE_MESSAGES:
+                self._found.decode_messages.append(f"{decode.group(1)}: {decode.group(2).strip()}")
+
+    def measurements(self) -> QCMeasurements:
+        found = self._found
+        ends = self._freeze_ends
+        found.freezes = [(s, ends[i] if i < len(ends) else None) for i, s in enumerate(self._freeze_starts)]
+        found.loudness = self._loudness.points()
+        summary = "\n".join(self._summary or [])
+        if summary:
+            if m := _INTEGRATED.search(summary):
+                found.integrated_lufs = _number(m.group(1))
+            if m := _LRA.search(summary):
+                found.loudness_range_lu = float(m.group(1))
+            if m := _PEAK.search(summary):
+                found.true_peak_dbtp = _number(m.group(1))
+        return found
 
 
 def parse_qc_log(log: str) -> QCMeasurements:
-    found = QCMeasurements()
-    found.black = [(float(a), float(b)) for a, b in _BLACK.findall(log)]
-    starts = [float(x) for x in _FREEZE_START.findall(log)]
-    ends = [float(x) for x in _FREEZE_END.findall(log)]
-    found.freezes = [(s, ends[i] if i < len(ends) else None) for i, s in enumerate(starts)]
-    decode = _DECODE_ERROR.findall(log)
-    found.decode_errors = len(decode)
-    found.decode_messages = [f"{codec}: {text.strip()}" for codec, text in decode[:MAX_DECODE_MESSAGES]]
-    found.loudness = loudness_series(log)
-    summary = log[log.rfind("Summary:"):] if "Summary:" in log else ""
-    if summary:
-        if m := _INTEGRATED.search(summary):
-            found.integrated_lufs = _number(m.group(1))
-        if m := _LRA.search(summary):
-            found.loudness_range_lu = float(m.group(1))
-        if m := _PEAK.search(summary):
-            found.true_peak_dbtp = _number(m.group(1))
-    return found
+    reader = QCLogReader()
+    for line in log.splitlines():
+        reader.feed(line)
+    return reader.measurements()
 
 
 @dataclass(frozen=True)
@@ -163,10 +211,12 @@ def verdict(findings: list[Finding], measured: QCMeasurements, policy: QCPolicy,
 def run_qc(source: Path, has_audio: bool, policy: QCPolicy,
            report: Callable[[FfmpegProgress], None] | None = None) -> QCMeasurements:
     """The QC decode; ffmpeg's -progress stream (stdout) goes to report as it runs."""
-    returncode, text = run_ffmpeg_with_progress(qc_command(source, has_audio, policy), report, stats_period="0.5")
+    reader = QCLogReader()
+    returncode, tail = run_ffmpeg_with_progress(qc_command(source, has_audio, policy), report, stats_period="0.5",
+                                                stderr_line=reader.feed)
     if returncode != 0:
-        raise QCError(f"ffmpeg QC pass failed: {text.strip()[-500:]}")
-    return parse_qc_log(text)
+        raise QCError(f"ffmpeg QC pass failed: {tail.strip()[-500:]}")
+    return reader.measurements()
 
 
 def _rate(text: str | None) -> Fraction | None:
