@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -24,6 +24,7 @@ from kubemam.controllers.clock import AimedClock
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR
 from kubemam.plan.jobstate import observe_job
+from kubemam.timestamps import parse_time
 
 FINALIZER = f"{GROUP}/finalizer"
 ASSETS = (GROUP, VERSION, MEDIA_ASSET.plural)
@@ -85,14 +86,21 @@ def _ns(namespace: str | None) -> str:
     return namespace
 
 
-def _not_ready(status: Any, **_: Any) -> bool:
+# An asset with no conditions has never been reconciled: its creation handler is still queued behind a burst
+# (a timer run beside it only adds to that backlog), or Kopf lost its patches to an overloaded API server and
+# will not come back to it (seen at 10,000 assets created at once): after this long, the timer reconciles it.
+NEVER_RECONCILED_GRACE = timedelta(minutes=5)
+
+
+def _not_ready(status: Any, meta: Any = None, at: datetime | None = None, **_: Any) -> bool:
     """Not Ready and not Failed: a Failed asset waits for a change of its spec or a retry request (an
-    annotation: both are updates), not for a timer that would re-check it for ever. An asset with no
-    conditions yet has never been reconciled: its creation handler is still queued (Kopf retries that one
-    itself), and a timer run beside it would only add a reconcile to the backlog of a burst."""
+    annotation: both are updates), not for a timer that would re-check it for ever."""
     conditions = (status or {}).get("conditions") or []
-    if (status or {}).get("phase") == "Failed" or not conditions:
+    if (status or {}).get("phase") == "Failed":
         return False
+    if not conditions:
+        created = parse_time(str((meta or {}).get("creationTimestamp") or ""))
+        return created is None or (at or datetime.now(UTC)) - created >= NEVER_RECONCILED_GRACE
     ready = next((c for c in conditions if c.get("type") == "Ready"), None)
     return ready is None or ready.get("status") != "True"
 
