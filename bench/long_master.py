@@ -11,8 +11,9 @@ fit_ladder/chunking/transcode_inputs (as plan_transcode calls them), completed +
 plan_archive's Job (its container env, the S3 Secret's keys filled in) for a one-location policy.
 
 Per step (chunks: the largest of all indexes; wall time: their sum, run one after another):
-  largest  the largest single process of the step's tree (worker, ffmpeg, …): wait4's ru_maxrss, which
-           Linux takes over the child and every descendant it reaped — exact
+  largest  the largest single process of the step's tree (worker, ffmpeg, …): its VmHWM (a high-water
+           mark, so sampling misses only what grows after the last sample) — not wait4's ru_maxrss, which
+           at exec takes in the forking parent's size (this benchmark's)
   tree     the sum of VmRSS over the process tree, sampled from /proc every 0.05 s — what a pod's memory
            limit sees, approximately (a peak between two samples is missed)
 and, for the long master, each command's (python, ffmpeg, ffprobe, kubemam-encrypt) largest VmHWM seen.
@@ -38,6 +39,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from proctree import descendants, memory
 
 from kubemam.api.archive import ArchivePolicySpec
 from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
@@ -105,33 +108,8 @@ def master(minutes: int) -> Path:
 
 
 def _tree(root: int) -> dict[int, tuple[str, int, int]]:
-    """root and every descendant, from /proc: pid -> (command, resident bytes, peak resident bytes)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in tree:
-                tree.add(pid)
-                frontier.append(pid)
-    found = {}
-    for pid in tree:
-        try:
-            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                          if ":" in line)
-            found[pid] = (fields["Name"].strip(), int(fields["VmRSS"].split()[0]) * 1024,
-                          int(fields["VmHWM"].split()[0]) * 1024)
-        except (OSError, KeyError, ValueError, IndexError):
-            continue  # gone, or a zombie (no Vm* lines)
-    return found
+    """root and every descendant: pid -> (command, resident bytes, peak resident bytes)."""
+    return {pid: found for pid in descendants(root) if (found := memory(pid)) is not None}
 
 
 @dataclass
@@ -175,7 +153,7 @@ def run_worker(name: str, env: dict[str, str], work: Path) -> tuple[Measured, di
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        _, status, usage = os.wait4(process.pid, 0)
+        _, status, _ = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - started
         done.set()
         sampler.join()
@@ -183,7 +161,9 @@ def run_worker(name: str, env: dict[str, str], work: Path) -> tuple[Measured, di
     if code != 0:
         raise SystemExit(f"worker {name} failed ({code}); see {log}:\n{log.read_text()[-3000:]}")
     result = json.loads(message.read_text()) if message.exists() else {}
-    largest = usage.ru_maxrss * 1024
+    # Not wait4's ru_maxrss: at exec Linux folds the forking parent's (this benchmark's) high-water mark into
+    # the child's, so it reads this process's size whenever that is the larger. VmHWM is per exec'd image.
+    largest = max(by_command.values(), default=0)
     return Measured(elapsed, largest / MiB, max(peak[0], largest) / MiB, 1,
                     {command: hwm / MiB for command, hwm in by_command.items()}), result
 

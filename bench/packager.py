@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from proctree import descendants, memory
+
 from kubemam_local.gotools import resolve_tool
 from kubemam_local.minio import MinioServer
 
@@ -107,26 +109,7 @@ def shaka_packager() -> Path:
 
 def _tree_rss(root: int) -> int:
     """Resident bytes of root and every descendant, from /proc."""
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            parents[int(entry)] = int(fields[1])
-            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            continue
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in tree:
-                tree.add(pid)
-                frontier.append(pid)
-    return sum(rss.get(pid, 0) for pid in tree)
+    return sum(found[1] for pid in descendants(root) if (found := memory(pid)) is not None)
 
 
 @dataclass
