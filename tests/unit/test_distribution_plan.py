@@ -14,12 +14,14 @@ from typing import Any
 from kubemam.api.asset import MediaAssetStatus
 from kubemam.api.distribution import DistributionTarget
 from kubemam.api.rights import RightsWindowSpec
+from kubemam.api.territories import ISO3166_ALPHA2
 from kubemam.config import OperatorConfig
 from kubemam.plan.conditions import find
 from kubemam.plan.distribution import (
     APPLIED,
     ISOLATED,
-    MAX_BATCH,
+    MAX_PUBLISHES,
+    MAX_TAKEDOWNS,
     RECORDED_JOB_TTL,
     AnnotateJob,
     AssetFacts,
@@ -38,6 +40,7 @@ from kubemam.plan.distribution import (
     still_distributed,
 )
 from kubemam.plan.jobs import STEP_INPUT_ENV
+from kubemam.plan.staging import INLINE_LIMIT, INPUT_FILE_ENV, INPUT_KEY, STAGE_LIMIT, staged_files, utf8_size
 from kubemam.steps.distribute import DistributeFailure, DistributeInput
 from kubemam.steps.registry import STEPS
 
@@ -148,21 +151,55 @@ def test_a_closed_window_takes_down_what_it_published() -> None:
     assert [plan.job.feed(f.uri) for f in plan.job.inputs.feeds] == [[]]
 
 
-def test_takedowns_go_first_in_batches_of_at_most_max_batch() -> None:
-    closed = [_asset(f"old{n:03d}", published="gone") for n in range(MAX_BATCH + 5)]
+def test_every_due_takedown_goes_in_one_staged_job_before_the_publishes() -> None:
+    closed = [_asset(f"old{n:04d}", published="gone") for n in range(1005)]
     fresh = [_asset(f"new{n}") for n in range(3)]
-    windows = [_window("gone", 0, 10, names=[a.name for a in closed]), _window("open", 0, 100, names=[
-        a.name for a in fresh])]
+    windows = [_window("gone", 0, 10, names=[a.name for a in closed[:500]]),
+               _window("gone-too", 0, 10, names=[a.name for a in closed[500:]]),
+               _window("open", 0, 100, names=[a.name for a in fresh])]
     plan = plan_distribution(_facts(windows, closed + fresh), CONFIG, _at(20))
     assert plan.job is not None
     actions = plan.job.inputs.actions
-    assert len(actions) == MAX_BATCH and {a.action for a in actions} == {"takedown"}
-    # The last takedowns, then the publishes, each in a Job of its own once the one before finished.
+    assert len(actions) == 1005 and {a.action for a in actions} == {"takedown"}
+    # Too big for the env: the input travels in the Job's ConfigMap, and the env only names it.
+    staged = staged_files(plan.job.job)
+    assert utf8_size(staged[INPUT_KEY]) > INLINE_LIMIT
+    env = {e["name"]: e.get("value") for e in plan.job.job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert STEP_INPUT_ENV not in env and INPUT_FILE_ENV in env
+    # The planner reads the finished Job's input back from that ConfigMap (and nothing without it).
+    finished = {**plan.job.job, "status": {"succeeded": 1, "completionTime": "2027-01-01T00:00:21Z",
+                                           "conditions": [{"type": "Complete", "status": "True"}]}}
+    seen = observe_job(finished, staged_input=staged[INPUT_KEY])
+    assert seen.state == "Succeeded" and seen.inputs == plan.job.inputs
+    assert observe_job(finished).inputs is None
+    assert observe_job(finished, staged_input=staged[INPUT_KEY].replace("old0001", "old0002")).inputs is None
+    # Then the publishes, in a Job of their own once the takedowns finished.
     facts = _finish(_after(_facts(windows, closed + fresh), plan), "Succeeded", _at(21))
     second = plan_distribution(facts, CONFIG, _at(22))
-    assert second.job is not None and [a.action for a in second.job.inputs.actions] == ["takedown"] * 5
-    third = plan_distribution(_finish(_after(facts, second), "Succeeded", _at(23)), CONFIG, _at(24))
-    assert third.job is not None and [a.action for a in third.job.inputs.actions] == ["publish"] * 3
+    assert second.job is not None and [a.action for a in second.job.inputs.actions] == ["publish"] * 3
+
+
+def test_takedowns_past_the_stage_limit_or_the_cap_follow_in_the_next_job() -> None:
+    """A worldwide target's takedown is ~1.3 KB: what does not fit beside the feeds waits for the next Job."""
+    world = list(ISO3166_ALPHA2)
+    target = DistributionTarget(name="svod-world", channel="svod", origin="s3://origin/world", territories=world)
+    spec = RightsWindowSpec.model_validate({"assets": {"selector": {"matchLabels": {"series": "coastal"}}},
+                                            "territories": world, "channels": ["svod"], "start": _at(0),
+                                            "end": _at(10)})
+    closed = [AssetFacts(f"t{n:04d}", {"series": "coastal"}, MediaAssetStatus.model_validate({
+        "packages": [{"format": "dash", "manifestUri": f"s3://lib/assets/media/t{n:04d}/packages/abc/manifest.mpd"}],
+        "distribution": [{"target": "svod-world", "window": "w1", "channel": "svod", "territories": world,
+                          "state": "Published", "since": "2026-12-31T00:00:00Z",
+                          "origin": f"s3://origin/world/media/t{n:04d}"}]})) for n in range(1200)]
+    facts = DistributionFacts("media", [WindowFacts("w1", 1, spec)], closed, [], [target])
+    plan = plan_distribution(facts, CONFIG, _at(20))
+    assert plan.job is not None
+    first = len(plan.job.inputs.actions)
+    assert 300 < first < 1200
+    assert sum(utf8_size(k) + utf8_size(v) for k, v in staged_files(plan.job.job).items()) <= STAGE_LIMIT
+    second = plan_distribution(_finish(_after(facts, plan), "Succeeded", _at(21)), CONFIG, _at(22))
+    assert second.job is not None and first + len(second.job.inputs.actions) == 1200
+    assert MAX_TAKEDOWNS >= 1000 and MAX_PUBLISHES <= MAX_TAKEDOWNS
 
 
 def test_one_job_at_a_time() -> None:

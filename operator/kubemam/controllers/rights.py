@@ -18,8 +18,10 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from kubernetes.client.exceptions import ApiException
@@ -51,11 +53,14 @@ from kubemam.plan.distribution import (
     PatchAssetStatus,
     PatchWindowStatus,
     WindowFacts,
+    inputs_needed,
     observe_job,
     plan_distribution,
+    staged_input_sha256,
     still_distributed,
 )
 from kubemam.plan.jobs import LABEL_MANAGED_BY, LABEL_STEP
+from kubemam.plan.staging import INPUT_KEY, config_map_name
 from kubemam.steps.registry import DISTRIBUTE
 
 log = logging.getLogger(__name__)
@@ -71,6 +76,13 @@ _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 # Namespaces where a distribute Job could not be created and none exists: the namespace is being
 # deleted (the API server refuses new objects), so no takedown can run there any more.
 _refused: set[str] = set()
+# A finished batch's records are written this many at a time (under the API client's pool of connections).
+WRITE_THREADS = 8
+W = TypeVar("W")
+# Staged batch inputs read back, by (namespace, Job, sha256): at most STAGED_CACHE (each under 900 KiB).
+STAGED_CACHE = 8
+_staged: dict[tuple[str, str, str], str] = {}
+_staged_lock = threading.Lock()
 # After a conditions write lost a race (409), the next reconcile comes this soon.
 CONFLICT_RETRY_SECONDS = 1.0
 
@@ -106,12 +118,33 @@ def _asset(namespace: str, body: dict[str, Any]) -> AssetFacts:
                       meta.get("resourceVersion"), deleting=bool(meta.get("deletionTimestamp")))
 
 
+def _staged_input(api: KubeApi, namespace: str, body: dict[str, Any]) -> str | None:
+    """A large batch's input, from the ConfigMap the Job owns (read only when the planner needs the input;
+    kept by its sha256, as the ConfigMap is immutable, so a failed Job's is read once, not every reconcile)."""
+    digest = staged_input_sha256(body) if inputs_needed(body) else None
+    if digest is None:
+        return None
+    key = (namespace, str(body["metadata"]["name"]), digest)
+    with _staged_lock:
+        if key in _staged:
+            return _staged[key]
+    data = api.config_map_data(namespace, config_map_name(key[1]))
+    text = (data or {}).get(INPUT_KEY)
+    if text is not None:
+        with _staged_lock:
+            _staged[key] = text
+            while len(_staged) > STAGED_CACHE:
+                _staged.pop(next(iter(_staged)))
+    return text
+
+
 def _job(api: KubeApi, namespace: str, body: dict[str, Any]) -> DistributeJob:
     """A distribute Job; a failed one not yet recorded with its worker's report (which actions failed),
     read once from its pod's termination message."""
-    seen = observe_job(body)
+    staged = _staged_input(api, namespace, body)
+    seen = observe_job(body, staged_input=staged)
     if seen.state == "Failed" and not seen.applied:
-        seen = observe_job(body, api.termination_message(namespace, seen.name))
+        seen = observe_job(body, api.termination_message(namespace, seen.name), staged)
     return seen
 
 
@@ -169,30 +202,48 @@ def _create_job(api: KubeApi, namespace: str, write: CreateJob) -> None:
                     "there any more", namespace, write.name)
 
 
+def _each(pool: ThreadPoolExecutor | None, fn: Callable[[W], bool], writes: list[W]) -> list[bool]:
+    """fn over writes that do not depend on one another (asset records, Events), WRITE_THREADS at once:
+    1,000 takedowns recorded are 1,000 status writes. The first error is raised once all have ended."""
+    if pool is None or len(writes) < 2:
+        return [fn(w) for w in writes]
+    futures = [pool.submit(fn, w) for w in writes]
+    wait(futures)
+    return [f.result() for f in futures]
+
+
+def _event(api: KubeApi, write: CreateEvent) -> bool:
+    api.create_event(write.event)
+    return True
+
+
 def act(api: KubeApi, namespace: str, plan: DistributionPlan) -> bool:
-    """The metrics and the audit log, then the plan's writes in its order. Counted first, so whoever
-    reads a record (history, asset status) finds it counted; a reconcile that fails before the Job is
-    marked applied counts it again. False when an asset's conditions must be written again."""
+    """The metrics and the audit log, then the plan's writes in its order (the asset records together, then
+    the Job, the windows, the Events together, the applied marks). Counted first, so whoever reads a record
+    (history, asset status) finds it counted; a reconcile that fails before the Job is marked applied counts
+    it again. False when an asset's conditions must be written again."""
     _observe(namespace, plan)
-    settled = True
-    for write in plan.writes:
-        if isinstance(write, PatchAssetStatus):
-            landed = _patch_asset(api, namespace, write)
-            settled = settled and landed
-            if not landed and write.required:
+    assets = plan.of(PatchAssetStatus)
+    events = plan.of(CreateEvent)
+    many = len(assets) > 1 or len(events) > 1
+    with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix=f"rights-{namespace}") if many else nullcontext() \
+            as pool:
+        landed = _each(pool, lambda w: _patch_asset(api, namespace, w), assets)
+        settled = all(landed)
+        for write, ok in zip(assets, landed, strict=True):
+            if not ok and write.required:
                 # The batch publishes an asset that changed since it was read (it may be going) or is
                 # gone: nothing more this run — the Job must not publish what no record would show.
                 log.info("asset %s/%s changed while its publish was planned; planning again", namespace,
                          write.asset)
                 return False
-        elif isinstance(write, CreateJob):
-            _create_job(api, namespace, write)
-        elif isinstance(write, PatchWindowStatus):
-            api.patch_status(RIGHTS_WINDOW.plural, namespace, write.window, write.patch)
-        elif isinstance(write, CreateEvent):
-            api.create_event(write.event)
-        elif isinstance(write, AnnotateJob):
-            api.annotate_job(namespace, write.job, write.annotations, ttl_seconds=write.ttl_seconds)
+        for job in plan.of(CreateJob):
+            _create_job(api, namespace, job)
+        for window in plan.of(PatchWindowStatus):
+            api.patch_status(RIGHTS_WINDOW.plural, namespace, window.window, window.patch)
+        _each(pool, lambda e: _event(api, e), events)
+        for mark in plan.of(AnnotateJob):
+            api.annotate_job(namespace, mark.job, mark.annotations, ttl_seconds=mark.ttl_seconds)
     return settled
 
 

@@ -3,9 +3,10 @@ Jobs, targets) and the clock, everything the controller must do, in the order it
 
 - What finished distribute Jobs did is carried into asset `status.distribution`, window history,
   Events, metrics and the audit log; then the Jobs are marked applied and given a TTL.
-- plan/availability.py decides what must be published and taken down; the next batch (takedowns
-  first, at most MAX_BATCH, no two origins that overlap) becomes a distribute Job when none is
-  running, or waits out the backoff of a batch that failed whole.
+- plan/availability.py decides what must be published and taken down; the next batch (every due
+  takedown in one Job before any publish, publishes MAX_PUBLISHES at a time, no two origins that
+  overlap, staged once it outgrows the env) becomes a distribute Job when none is running, or waits out
+  the backoff of a batch that failed whole.
 - **Quarantine.** A batch whose worker names the actions that failed (`DistributeFailure`) is recorded
   action by action: what verified is recorded as done (takedowns included), and each failed (asset,
   target) pair is quarantined in the asset's record — attempts, the worker's words, `retryAt` (2, 4,
@@ -48,7 +49,15 @@ from kubemam.plan.jobs import STEP_INPUT_ENV, Owner, StepJobRequest, build_step_
 from kubemam.plan.jobstate import job_state, parse_result
 from kubemam.plan.qcgate import publishable
 from kubemam.plan.rights import plan_window, targets_verdict
-from kubemam.plan.staging import StepInputTooLarge, serialize, staged_files, utf8_size
+from kubemam.plan.staging import (
+    INPUT_FILE_ENV,
+    INPUT_SHA256_ENV,
+    STAGE_LIMIT,
+    StepInputTooLarge,
+    serialize,
+    staged_files,
+    utf8_size,
+)
 from kubemam.plan.staging import sha256 as sha256_text
 from kubemam.steps.distribute import (
     DistributeAction,
@@ -65,10 +74,15 @@ APPLIED = f"{GROUP}/applied"
 # Set with APPLIED on a failed Job whose worker named the actions that failed: those pairs were
 # quarantined, so the batch as a whole does not count as failed (no batch backoff on top).
 ISOLATED = f"{GROUP}/failed-actions"
-# The input travels inline (the planner reads it back from the Job): under plan/staging.py's inline limit,
-# with room for the feed references. An action is ~260 bytes, ~1.3 KB on a worldwide target.
-MAX_BATCH = 200
-BATCH_BYTES = 64 * 1024
+# A batch's input is staged (plan/staging.py) once it outgrows the env, so its size is bounded by the
+# stage limit less the feeds staged beside it (BATCH_HEADROOM covers the input's other fields and the feed
+# references). Takedowns have a deadline: every due one goes in one Job, up to MAX_TAKEDOWNS (an action is
+# ~260 bytes, ~1.3 KB on a worldwide target). Publishes copy whole packages and a running Job holds back the
+# next takedown, so a publish batch stays short: MAX_PUBLISHES.
+MAX_TAKEDOWNS = 5000
+MAX_PUBLISHES = 200
+BATCH_HEADROOM = 16 * 1024
+FEED_REF_BYTES = 400  # one feed's reference in the input ({uri, file, sha256, entries}), generously
 RECORDED_JOB_TTL = 86400
 MAX_EVENT_NAME = 253
 MAX_EVENT_MESSAGE = 1024
@@ -123,10 +137,26 @@ class DistributionFacts:
     target_problem: str | None = None  # the targets ConfigMap does not parse: takedowns only
 
 
-def observe_job(job: dict[str, Any], termination_message: str | None = None) -> DistributeJob:
+def inputs_needed(job: dict[str, Any]) -> bool:
+    """The planner reads a Job's input only to record it (finished, not yet applied) or to count a failure:
+    a namespace keeps a day of Jobs."""
+    state = job_state(job)[0]
+    applied = ((job.get("metadata") or {}).get("annotations") or {}).get(APPLIED) == "true"
+    return state == "Failed" or (state == "Succeeded" and not applied)
+
+
+def staged_input_sha256(job: dict[str, Any]) -> str | None:
+    """The sha256 of the Job's input when it was staged (its ConfigMap holds it, under INPUT_KEY), else None."""
+    env = _env(job)
+    return env.get(INPUT_SHA256_ENV) if INPUT_FILE_ENV in env else None
+
+
+def observe_job(job: dict[str, Any], termination_message: str | None = None,
+                staged_input: str | None = None) -> DistributeJob:
     """A distribute Job (a batch/v1 manifest as listed) as plain facts. Its input is read only when
-    the planner needs it (a Job to record, or a failure to count): a namespace keeps a day of Jobs.
-    `termination_message`: a failed Job's, read by the controller only before the Job is recorded."""
+    the planner needs it (inputs_needed). `termination_message`: a failed Job's, read by the controller
+    only before the Job is recorded; `staged_input`: the input a large batch staged in the Job's ConfigMap
+    (checked against the sha256 its env carries)."""
     meta = job.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     state = cast(JobState, job_state(job)[0])
@@ -139,8 +169,8 @@ def observe_job(job: dict[str, Any], termination_message: str | None = None) -> 
         failed: dict[str, Any] = next((c for c in status.get("conditions") or []
                                        if c.get("type") == "Failed" and c.get("status") == "True"), {})
         finished = parse_time(failed.get("lastTransitionTime"))
-    needed = state == "Failed" or (state == "Succeeded" and not applied)
-    return DistributeJob(name=str(meta.get("name", "")), state=state, inputs=_inputs(job) if needed else None,
+    return DistributeJob(name=str(meta.get("name", "")), state=state,
+                         inputs=_inputs(job, staged_input) if inputs_needed(job) else None,
                          finished_at=finished, applied=applied,
                          failure=read_failure(termination_message) if state == "Failed" else None,
                          isolated=ISOLATED in annotations)
@@ -157,9 +187,16 @@ def read_failure(termination_message: str | None) -> DistributeFailure | None:
         return None
 
 
-def _inputs(job: dict[str, Any]) -> DistributeInput | None:
+def _env(job: dict[str, Any]) -> dict[str, str]:
     containers = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
-    raw = next((e.get("value") for e in containers[0].get("env") or [] if e.get("name") == STEP_INPUT_ENV), None)
+    return {str(e.get("name")): str(e.get("value")) for e in containers[0].get("env") or [] if "value" in e}
+
+
+def _inputs(job: dict[str, Any], staged: str | None = None) -> DistributeInput | None:
+    env = _env(job)
+    raw = env.get(STEP_INPUT_ENV)
+    if raw is None and staged is not None and sha256_text(staged) == env.get(INPUT_SHA256_ENV):
+        raw = staged
     try:
         return DistributeInput.model_validate(json.loads(raw)) if raw else None
     except (ValueError, ValidationError):
@@ -252,13 +289,21 @@ def _overlaps(folder: str, taken: list[str]) -> bool:
     return any(folder.startswith(t) or t.startswith(folder) for t in taken)
 
 
-def batch_of(actions: list[Action]) -> list[Action]:
+def batch_budget(feeds: dict[str, list[dict[str, Any]]]) -> int:
+    """Bytes left for a batch's actions once the feeds are staged beside its input."""
+    staged = sum(utf8_size(f"feed-{i}.json") + utf8_size(feed_file(entries)) + FEED_REF_BYTES
+                 for i, entries in enumerate(feeds.values()))
+    return STAGE_LIMIT - staged - BATCH_HEADROOM
+
+
+def batch_of(actions: list[Action], budget: int = STAGE_LIMIT - BATCH_HEADROOM) -> list[Action]:
     """The next Job's share: takedowns before any publish (they are the ones with a deadline, and a
-    broken package must not hold them back), at most MAX_BATCH actions and BATCH_BYTES of input (UTF-8,
-    as serialized) so the input stays inline in one env variable, and no two actions whose origins
-    overlap (a target renamed over the same origin): the later one waits for the next batch instead of
-    making the worker refuse it."""
+    broken package must not hold them back), at most MAX_TAKEDOWNS or MAX_PUBLISHES actions and `budget`
+    bytes of input (UTF-8, as serialized), and no two actions whose origins overlap (a target renamed over
+    the same origin): the later one waits for the next batch instead of making the worker refuse it.
+    The first action is always chosen: one that cannot be staged is refused with its size named."""
     takedowns = [a for a in actions if a.action == "takedown"]
+    most = MAX_TAKEDOWNS if takedowns else MAX_PUBLISHES
     chosen: list[Action] = []
     folders: list[str] = []
     size = 0
@@ -267,12 +312,12 @@ def batch_of(actions: list[Action]) -> list[Action]:
         if _overlaps(folder, folders):
             continue
         weight = utf8_size(serialize(action.to_input().to_wire())) + 1
-        if chosen and size + weight > BATCH_BYTES:
+        if chosen and size + weight > budget:
             break
         chosen.append(action)
         folders.append(folder)
         size += weight
-        if len(chosen) == MAX_BATCH:
+        if len(chosen) == most:
             break
     return chosen
 
@@ -537,7 +582,11 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
     refused: str | None = None  # the feeds are too big even to stage
     failed_attempts: int | None = None if due else 0
     if due and active is None:
-        chosen = batch_of(due)
+        # The feeds as they would be if every due publish ran now: an upper bound on what is staged beside
+        # the batch, so the batch leaves them room.
+        on_origin = {(a.name, d.target) for a in assets for d in a.distribution if d.state == "Published"}
+        wanted = {(a.asset, a.target.name) for a in due if a.action == "publish"}
+        chosen = batch_of(due, batch_budget(feeds_for(facts.namespace, rights, windows, on_origin | wanted)))
         batch = [a.to_input() for a in chosen]
         actions_hash = input_hash([a.to_wire() for a in batch])
         failed_attempts = failures.get(actions_hash, 0)
@@ -548,7 +597,6 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
             wake = min(retry_at, wake) if wake else retry_at
         else:
             # The feeds advertise what is on the origins and what this batch publishes, nothing held back.
-            on_origin = {(a.name, d.target) for a in assets for d in a.distribution if d.state == "Published"}
             publishing = {(a.asset, a.target.name) for a in chosen if a.action == "publish"}
             feeds = feeds_for(facts.namespace, rights, windows, on_origin | publishing)
             try:
