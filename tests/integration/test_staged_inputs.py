@@ -35,10 +35,11 @@ pytestmark = pytest.mark.integration
 NAMESPACE = "kubemam-staged"
 ORIGIN = "kubemam-origin"
 TITLES = 2000
-# Titles created as MediaAssets for the operator-level test: 300 on a worldwide target already make a feed
-# (~420 KB) over what one env variable carries; KUBEMAM_STAGED_TITLES=2000 runs the full size (minutes on 2 cores,
-# the operator resumes every asset first).
-E2E_TITLES = int(os.environ.get("KUBEMAM_STAGED_TITLES", "300"))
+# Titles created as MediaAssets for the operator-level test, the issue's full size (KUBEMAM_STAGED_TITLES makes it
+# smaller to iterate); and the titles no window licenses any more, taken down in one Job: 100 takedowns on a
+# worldwide target (~1.3 KB each) are an input over what one env variable carries.
+E2E_TITLES = int(os.environ.get("KUBEMAM_STAGED_TITLES", "2000"))
+WITHDRAWN = 100
 
 
 def _asset(name: str, markers: list[dict[str, Any]], source: str = "s3://kubemam-library/incoming/a.mov"
@@ -160,8 +161,10 @@ def _title(index: int) -> str:
 
 def test_a_catalogue_feed_is_staged_beside_the_input_and_written_whole(stack: LocalStack) -> None:
     """E2E_TITLES titles published worldwide in one namespace (their records written as the rights controller
-    writes them; a file:// source keeps ingest away) and one title no window licenses any more: its takedown
-    Job carries the namespace's feed in a staged file, never in its input, and the origin's feed lists them all."""
+    writes them; a file:// source keeps ingest away) and WITHDRAWN titles no window licenses any more: one
+    takedown Job carries them all, its input staged in the Job's ConfigMap, the namespace's feed in a staged file
+    beside it (never in the input); the origin's feed lists the licensed titles, and every takedown is recorded,
+    which the operator can only do by reading the staged input back."""
     from kubemam.api.territories import ISO3166_ALPHA2
 
     world = sorted(ISO3166_ALPHA2)
@@ -193,18 +196,33 @@ def test_a_catalogue_feed_is_staged_beside_the_input_and_written_whole(stack: Lo
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda i: published(_title(i), "catalogue", {"catalogue": "big"}), range(E2E_TITLES)))
-    published("withdrawn", "expired", {"catalogue": "gone"})  # licensed by no window: taken down
+    # The titles to withdraw, licensed until their window goes once the catalogue is in: all at the same instant.
+    stack.custom.create("rightswindows", {
+        "apiVersion": "kubemam.io/v1alpha1", "kind": "RightsWindow", "metadata": {"name": "leaving"},
+        "spec": {"assets": {"selector": {"matchLabels": {"catalogue": "leaving"}}}, "territories": world,
+                 "channels": ["svod"], "start": stamp, "end": end}})
+    withdrawn = [f"withdrawn-{n:03d}" for n in range(WITHDRAWN)]
+    for name in withdrawn:
+        stack.store.put_object(Bucket=ORIGIN, Key=f"svod-no/{NAMESPACE}/{name}/manifest.mpd", Body=b"<MPD/>")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda name: published(name, "leaving", {"catalogue": "leaving"}), withdrawn))
 
     selector = "kubemam.io/step=distribute"
+    assert not _jobs(stack.api, NAMESPACE, selector)  # everything published is licensed: nothing to do
+    stack.custom.delete("rightswindows", "leaving")
     try:
         job = wait_for(lambda: _jobs(stack.api, NAMESPACE, selector), timeout=300, what="the distribute Job")[0]
     except AssertionError as err:
         raise AssertionError(f"{err}\n{stack.log.read_text()[-4000:]}") from None
-    inputs = json.loads(_env(job)["KUBEMAM_STEP_INPUT"] or "{}")
-    assert [(a["action"], a["asset"]) for a in inputs["actions"]] == [("takedown", "withdrawn")]
+    env = _env(job)
+    assert "KUBEMAM_STEP_INPUT" not in env and env[staging.INPUT_FILE_ENV] == f"{staging.STAGED_DIR}/input.json"
+    staged = core.read_namespaced_config_map(f"{job.metadata.name}-staged", NAMESPACE).data
+    assert staging.sha256(staged["input.json"]) == env[staging.INPUT_SHA256_ENV]
+    inputs = json.loads(staged["input.json"])
+    assert sorted((a["action"], a["asset"]) for a in inputs["actions"]) == [("takedown", n) for n in withdrawn]
     [feed] = inputs["feeds"]
     assert feed["entries"] == E2E_TITLES and set(feed) == {"uri", "file", "sha256", "entries"}  # a reference
-    assert len(json.dumps(inputs).encode()) < 4096
+    assert len(staged[feed["file"]].encode()) < 60 * E2E_TITLES + 8192  # compact: ~50 bytes a title
 
     def done() -> bool:
         [seen] = _jobs(stack.api, NAMESPACE, selector)[:1] or [None]
@@ -217,9 +235,14 @@ def test_a_catalogue_feed_is_staged_beside_the_input_and_written_whole(stack: Lo
     assert sorted(e["asset"] for e in document["entries"]) == [_title(i) for i in range(E2E_TITLES)]
     assert document["entries"][0] == {"asset": _title(0), "target": "svod-no", "channel": "svod",
                                       "territories": world, "window": "catalogue", "start": stamp, "end": end}
-    status = wait_for(lambda: [d for d in stack.custom.get("mediaassets", "withdrawn")["status"]["distribution"]
-                               if d["state"] == "TakenDown"], what="the takedown recorded")
-    assert status[0]["target"] == "svod-no"
+    assert stack.store.list_objects_v2(Bucket=ORIGIN, Prefix=f"svod-no/{NAMESPACE}/withdrawn-").get("KeyCount") == 0
+
+    def recorded() -> list[str]:
+        return [name for name in withdrawn
+                if [d["state"] for d in stack.custom.get("mediaassets", name)["status"]["distribution"]]
+                != ["TakenDown"]]
+
+    wait_for(lambda: not recorded(), timeout=60, what="every takedown recorded on its asset")
 
 
 def test_the_planners_2000_title_feed_reaches_the_origin_through_the_worker(minio: Any, tmp_path: Path) -> None:

@@ -55,3 +55,27 @@ def test_objects_without_a_manifest_are_not_a_result(minio: Any) -> None:
     prefix = S3Uri("kubemam-library", f"assets/{uuid.uuid4().hex}/ingest")
     s3.put_object(Bucket=prefix.bucket, Key=prefix.join("half-written.mp4").key, Body=b"x")
     assert read_manifest(s3, prefix) is None
+
+
+def test_a_commit_of_more_objects_than_one_delete_request_takes_lands_whole(minio: Any, tmp_path: Path) -> None:
+    """1,050 segments go 8 at a time and a 17 MiB object alone; every byte lands at its key and the staging
+    prefix is emptied past one DeleteObjects request's 1,000 keys."""
+    out = tmp_path / "many"
+    (out / "video").mkdir(parents=True)
+    for n in range(1050):
+        (out / "video" / f"seg-{n:05d}.m4s").write_bytes(n.to_bytes(4, "big") * 64)
+    big = bytes(range(256)) * (17 * 4096)
+    (out / "video" / "whole.mp4").write_bytes(big)
+    s3 = make_client(minio.endpoint, minio.access_key, minio.secret_key)
+    prefix = S3Uri("kubemam-library", f"assets/{uuid.uuid4().hex}/package")
+    manifest = commit(s3, out, prefix, step="package", input_hash="h1", worker_version="0.1.0", now=NOW)
+    stored = dict(list_objects(s3, prefix))
+    assert len(stored) == 1052 and len(manifest.objects) == 1051
+    assert verify(s3, prefix, manifest) == []
+    for n in (0, 517, 1049):
+        body = s3.get_object(Bucket=prefix.bucket, Key=prefix.join(f"video/seg-{n:05d}.m4s").key)["Body"].read()
+        assert body == n.to_bytes(4, "big") * 64
+    assert s3.get_object(Bucket=prefix.bucket, Key=prefix.join("video/whole.mp4").key)["Body"].read() == big
+    assert not [k for k in stored if k.startswith(".tmp/")]
+    left = s3.list_objects_v2(Bucket=prefix.bucket, Prefix=prefix.join(".tmp").key + "/")
+    assert left.get("KeyCount") == 0

@@ -2,7 +2,10 @@
 
 Commit order: every object to a temporary prefix, server-side copy to its final key, then the
 manifest, then the temporary objects are removed. Readers trust only a manifest, so a crash at
-any point leaves either no manifest (re-run) or a complete, verifiable result.
+any point leaves either no manifest (re-run) or a complete, verifiable result. Within each stage
+the small objects go COMMIT_THREADS at a time (a package is thousands of segments: one PUT after
+another was most of the package step's time); a large one goes alone (its parts in parallel), so
+memory stays that of one multipart upload.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,9 @@ from kubemam.storage.transfer import copy_within
 from kubemam.storage.uri import S3Uri
 
 TMP_DIR = ".tmp"
+COMMIT_THREADS = 8  # small objects at once, under botocore's pool of 10 connections
+PARALLEL_BELOW = 16 * 1024 * 1024  # a segment; a rendition or a master goes alone
+DELETE_BATCH = 1000  # keys per DeleteObjects, S3's limit
 log = logging.getLogger(__name__)
 
 
@@ -142,18 +149,44 @@ def commit(s3: Any, local_dir: Path, prefix: S3Uri, *, step: str, input_hash: st
     manifest = Manifest(step=step, input_hash=input_hash, worker_version=worker_version, created=now,
                         objects=entries_for(local_dir), result=result or {})
     if content_addressed:
-        for entry in manifest.objects:
-            upload_file(s3, local_dir / entry.key, prefix.join(entry.key), entry.size)
+        _each(manifest.objects, lambda e: upload_file(s3, local_dir / e.key, prefix.join(e.key), e.size))
         return _publish(s3, prefix, manifest)
     staging = prefix.join(TMP_DIR, uuid.uuid4().hex)
-    for entry in manifest.objects:
-        upload_file(s3, local_dir / entry.key, staging.join(entry.key), entry.size)
-    for entry in manifest.objects:  # over 5 GiB CopyObject refuses: those go in UploadPartCopy parts
-        copy_within(s3, staging.join(entry.key), prefix.join(entry.key), entry.size)
+    _each(manifest.objects, lambda e: upload_file(s3, local_dir / e.key, staging.join(e.key), e.size))
+    # Over 5 GiB CopyObject refuses: those go in UploadPartCopy parts.
+    _each(manifest.objects, lambda e: copy_within(s3, staging.join(e.key), prefix.join(e.key), e.size))
     _publish(s3, prefix, manifest)
-    for entry in manifest.objects:
-        s3.delete_object(Bucket=staging.bucket, Key=staging.join(entry.key).key)
+    delete_keys(s3, staging.bucket, [staging.join(e.key).key for e in manifest.objects])
     return manifest
+
+
+def _each(entries: Sequence[Any], fn: Callable[[Any], None]) -> None:
+    """fn over the entries: small ones (segments) COMMIT_THREADS at a time, larger ones one after another (one
+    big enough to go in parts is already parallel), so at most COMMIT_THREADS x PARALLEL_BELOW bytes are ever in
+    flight. The first error is raised once every call ended."""
+    small = [e for e in entries if e.size < PARALLEL_BELOW]
+    large = [e for e in entries if e.size >= PARALLEL_BELOW]
+    if len(small) > 1:
+        with ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit") as pool:
+            futures = [pool.submit(fn, e) for e in small]
+        for future in futures:
+            future.result()
+    else:
+        for entry in small:
+            fn(entry)
+    for entry in large:
+        fn(entry)
+
+
+def delete_keys(s3: Any, bucket: str, keys: Sequence[str]) -> None:
+    """Delete keys, DELETE_BATCH a request; a key already gone is not an error, any other refusal is."""
+    for start in range(0, len(keys), DELETE_BATCH):
+        batch = keys[start:start + DELETE_BATCH]
+        answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+        errors = [e for e in answer.get("Errors") or [] if e.get("Code") != "NoSuchKey"]
+        if errors:
+            raise RuntimeError(f"could not delete {len(errors)} of {len(batch)} objects in {bucket}, e.g. "
+                               f"{errors[0].get('Key')}: {errors[0].get('Code')} {errors[0].get('Message')}")
 
 
 def upload_file(s3: Any, path: Path, uri: S3Uri, size: int) -> None:
