@@ -584,6 +584,20 @@ def test_a_batch_never_holds_two_overlapping_origins() -> None:
     assert nxt.job is not None and [a.target for a in nxt.job.inputs.actions] == ["old-b"]
 
 
+def test_nested_origins_are_held_back_whichever_comes_first() -> None:
+    from kubemam.plan.distribution import _Folders
+
+    folders = _Folders()
+    for folder in ("origin/svod/ns/a/", "origin/svod/ns/c/", "origin/avod/"):
+        assert not folders.overlaps(folder)
+        folders.add(folder)
+    assert folders.overlaps("origin/svod/ns/a/")  # the same
+    assert folders.overlaps("origin/avod/ns/b/")  # inside one taken
+    assert folders.overlaps("origin/svod/")  # holds one taken
+    assert not folders.overlaps("origin/svod/ns/b/") and not folders.overlaps("origin/svod/ns/a-b/")
+    assert not folders.overlaps("origin/av/")
+
+
 def test_a_failed_jobs_report_is_read_from_its_termination_message() -> None:
     plan = plan_distribution(_facts(), CONFIG, _at(1))
     assert plan.job is not None

@@ -22,8 +22,8 @@ from typing import Any
 
 from kubemam.api.asset import DistributionStatus
 from kubemam.api.distribution import DistributionTarget
-from kubemam.api.rights import RightsWindowSpec
-from kubemam.plan.selectors import selected
+from kubemam.api.rights import AssetSelection, RightsWindowSpec
+from kubemam.plan.selectors import selector_matches
 from kubemam.steps.distribute import ActionKind, DistributeAction
 
 
@@ -148,10 +148,19 @@ def _clash(a: RightsWindowSpec, b: RightsWindowSpec, within: set[str] | None = N
             and bool(set(a.channels) & set(b.channels)) and bool(shared))
 
 
+def _selection(selection: AssetSelection, assets: list[Asset], names: set[str]) -> set[str]:
+    """The assets a window covers (plan/selectors.py `selected`, by set rather than asset by asset)."""
+    chosen = set(selection.names or []) & names
+    if selection.selector is not None:
+        chosen |= {a.name for a in assets if selector_matches(selection.selector, a.labels)}
+    return chosen
+
+
 def plan_rights(namespace: str, windows: list[Window], assets: list[Asset], targets: list[DistributionTarget],
                 now: datetime, publish: bool = True) -> RightsPlan:
     """`publish=False`: takedowns only (the targets are stand-ins, not the ConfigMap's)."""
-    selects = {w.name: {a.name for a in assets if selected(w.spec.assets, a.name, a.labels)} for w in windows}
+    names = {a.name for a in assets}
+    selects = {w.name: _selection(w.spec.assets, assets, names) for w in windows}
     conflicts: dict[str, list[str]] = {w.name: [] for w in windows}
     for i, a in enumerate(windows):
         for b in windows[i + 1:]:

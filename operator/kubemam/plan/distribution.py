@@ -18,8 +18,9 @@ Jobs, targets) and the clock, everything the controller must do, in the order it
   the assets' status says is published, to the origin recorded there.
 - Each window gets its whole desired status (plan/rights.py, conditions through plan/conditions.py).
 
-Write order (`DistributionPlan.writes`): asset status, then the Job (at a transition the takedown
-comes first), then window status, Events and only then the applied mark. History and Events are
+Write order (`DistributionPlan.writes`): the Pending records of what the next Job publishes, the Job,
+then every other asset status write (a finished batch's records, conditions), window status, Events and
+only then the applied mark. History and Events are
 written before the mark, so a crash between the two re-records the Job, and that adds nothing:
 history entries already there are skipped, Events have fixed names (create tolerates 409) and a
 quarantine already counted for that Job is not counted again.
@@ -27,6 +28,7 @@ quarantine already counted for that Job is not counted again.
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections import defaultdict
 from collections.abc import Mapping
@@ -285,8 +287,24 @@ class DistributionPlan:
 
 # --- pure helpers ------------------------------------------------------------------------------
 
-def _overlaps(folder: str, taken: list[str]) -> bool:
-    return any(folder.startswith(t) or t.startswith(folder) for t in taken)
+class _Folders:
+    """Folders taken (each `bucket/prefix/`): does a new one nest with any of them, in O(depth + log n)
+    rather than against each (a batch of 5,000 takedowns)."""
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+        self.ordered: list[str] = []
+
+    def overlaps(self, folder: str) -> bool:
+        parts = folder.split("/")[:-1]
+        if any("/".join(parts[:n]) + "/" in self.taken for n in range(1, len(parts) + 1)):
+            return True  # the same folder, or one it lies in
+        at = bisect.bisect_left(self.ordered, folder)
+        return at < len(self.ordered) and self.ordered[at].startswith(folder)  # one that lies in it
+
+    def add(self, folder: str) -> None:
+        self.taken.add(folder)
+        bisect.insort(self.ordered, folder)
 
 
 def batch_budget(feeds: dict[str, list[dict[str, Any]]]) -> int:
@@ -305,17 +323,17 @@ def batch_of(actions: list[Action], budget: int = STAGE_LIMIT - BATCH_HEADROOM) 
     takedowns = [a for a in actions if a.action == "takedown"]
     most = MAX_TAKEDOWNS if takedowns else MAX_PUBLISHES
     chosen: list[Action] = []
-    folders: list[str] = []
+    folders = _Folders()
     size = 0
     for action in takedowns or actions:
         folder = origin_folder(action.origin)
-        if _overlaps(folder, folders):
+        if folders.overlaps(folder):
             continue
         weight = utf8_size(serialize(action.to_input().to_wire())) + 1
         if chosen and size + weight > budget:
             break
         chosen.append(action)
-        folders.append(folder)
+        folders.add(folder)
         size += weight
         if len(chosen) == most:
             break
@@ -632,9 +650,12 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
             window_writes.append(PatchWindowStatus(window.name, patch))
 
     published_by_job = {a.asset for a in job.inputs.actions if a.action == "publish"} if job else set()
-    asset_writes: list[Write] = [w for a in facts.assets
-                                 if (w := _asset_write(a, recorder, by_asset, now, a.name in published_by_job))]
-    writes: list[Write] = [*asset_writes, *([job] if job else []), *window_writes, *recorder.events,
+    asset_writes = [w for a in facts.assets
+                    if (w := _asset_write(a, recorder, by_asset, now, a.name in published_by_job))]
+    # Only the Pending records of the publishes must land before the Job; every other asset write (a finished
+    # batch's records, conditions) follows it, so a thousand records to write never delay a takedown.
+    writes: list[Write] = [*[w for w in asset_writes if w.required], *([job] if job else []),
+                           *[w for w in asset_writes if not w.required], *window_writes, *recorder.events,
                            *recorder.annotate]
     return DistributionPlan(writes, desired, failed_attempts, recorder.observations, recorder.audit, wake,
                             sum(len(lines) for lines in by_asset.values()))
