@@ -94,6 +94,22 @@ def seed(state: dict[str, Any], s3: Any, titles: list[str], groups: dict[str, st
         list(pool.map(one, titles))
 
 
+def settle(state: dict[str, Any], titles: list[str], timeout: float = 900.0) -> None:
+    """Until the rights controller has written its Distributed condition on every seeded title (what it does
+    once after publishing each): the takedown then meets the catalogue as it stands after real publishes."""
+    custom = client.CustomObjectsApi(config.new_client_from_config(state["kubeconfig"]))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, DEMO_NAMESPACE, "mediaassets",
+                                                     _request_timeout=(5, 120))["items"]
+        bare = [a for a in items if not any(c.get("type") == "Distributed"
+                                            for c in (a.get("status") or {}).get("conditions") or [])]
+        if not bare and len(items) >= len(titles):
+            return
+        time.sleep(5)
+    raise SystemExit("the operator did not settle the seeded titles in time")
+
+
 def phases(log: Path, end: datetime) -> None:
     """Where the seconds after the window end went: the rights reconciles and Jobs the operator logged."""
     for line in log.read_text(errors="replace").splitlines():
@@ -209,9 +225,10 @@ def run(state: dict[str, Any], count: int, open_seconds: int, published: int = 0
     if seeded:
         made = time.monotonic()
         seed(state, s3, titles, groups, start)
+        settle(state, titles)
         end = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=open_seconds)
-        print(f"{published} titles recorded Published and their objects put on the origin in "
-              f"{time.monotonic() - made:.1f} s; the windows of {count} titles now end {stamp(end)}")
+        print(f"{published} titles recorded Published and their objects put on the origin, and the operator "
+              f"settled, in {time.monotonic() - made:.1f} s; the windows of {count} titles now end {stamp(end)}")
         for window in windows:
             if window["metadata"]["name"].startswith("w-closing"):
                 window["spec"]["end"] = stamp(end)

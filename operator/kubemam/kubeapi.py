@@ -110,24 +110,30 @@ class KubeApi:
                      resource_version: str | None = None) -> bool:
         """Merge-patch the status subresource; a vanished object is not an error (False). With
         `resource_version`, the API server refuses the patch (409) if the object changed since."""
+        return self.patch_status_version(plural, namespace, name, status_patch, resource_version) is not None
+
+    def patch_status_version(self, plural: str, namespace: str, name: str, status_patch: dict[str, Any],
+                             resource_version: str | None = None) -> str | None:
+        """patch_status, answering the object's resourceVersion after the write (None: it is gone)."""
         body: dict[str, Any] = {"status": status_patch}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
-            self.custom.api_client.call_api(
+            response = self.custom.api_client.call_api(
                 f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
                 "PATCH",
                 body=body,
                 header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
                 auth_settings=["BearerToken"],
                 _preload_content=False,
+                _return_http_data_only=True,
                 _request_timeout=self.timeout,
             )
         except ApiException as err:
             if err.status != 404:
                 raise
-            return False
-        return True
+            return None
+        return str((_raw(response).get("metadata") or {}).get("resourceVersion") or "")
 
     # --- Jobs and pods -----------------------------------------------------------------------
 

@@ -124,3 +124,60 @@ def test_only_a_change_the_planner_sees_reconciles_a_jobs_owner() -> None:
     assert seen.changed("uid-1", observe_job(pending))  # the oldest went first: one more reconcile, no harm
     assert not seen.changed("uid-3", observe_job(pending))
 
+
+
+def _rights_body(name: str, version: str, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "media", "resourceVersion": version, "generation": 3,
+                         "labels": {"series": "coastal"}, "managedFields": [{"manager": "kubectl"}] * 20},
+            "spec": {"source": {"uri": "s3://lib/a.mov"}, "descriptive": {"synopsis": "x" * 5000}},
+            "status": {"phase": "Ready", "technical": {"sizeBytes": 1}, "qc": {"verdict": "Passed"}, **status}}
+
+
+def test_the_rights_index_keeps_what_the_rights_planner_reads_and_nothing_else() -> None:
+    body = _rights_body("ep1", "41", distribution=[{"target": "svod-no", "state": "Published"}],
+                  packages=[{"format": "dash", "manifestUri": "s3://lib/p/manifest.mpd"}])
+    [(namespace, entry)] = indexes.asset_rights_entry("media", "ep1", body).items()
+    assert namespace == "media" and len(entry[2]) < 400  # no spec, no managedFields
+    seen = _watched(asset_rights={"media": [entry]}).rights_assets("media")
+    assert seen == [{"metadata": {"name": "ep1", "resourceVersion": "41", "labels": {"series": "coastal"},
+                                  "generation": 3},
+                     "status": {"qc": {"verdict": "Passed"}, "packages": body["status"]["packages"],
+                                "distribution": body["status"]["distribution"]}}]
+    going = {**body, "metadata": {**body["metadata"], "deletionTimestamp": "2027-01-01T00:00:00Z"}}
+    [entry] = indexes.asset_rights_entry("media", "ep1", going).values()
+    assert indexes.rights_asset(entry)["metadata"]["deletionTimestamp"] == "2027-01-01T00:00:00Z"
+
+
+class _Lister:
+    """The API server's LIST, counted (the index is what spares it)."""
+
+    def __init__(self, bodies: list[dict[str, Any]]) -> None:
+        self.bodies, self.calls = bodies, 0
+
+    def list_objects(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        self.calls += 1
+        return self.bodies
+
+
+def test_the_rights_gather_reads_the_index_once_it_holds_this_operators_own_writes() -> None:
+    from kubemam.controllers.rights import AssetSource
+
+    source = AssetSource()
+    source.CATCH_UP_SECONDS = 0.2
+    api = _Lister([_rights_body("ep1", "50")])
+    assert source.assets(api, "media") == api.bodies and api.calls == 1  # no index yet (Kopf not ready)
+    index: dict[str, list[dict[str, Any]]] = {"media": [_rights_body("ep1", "50")]}
+    source.use(lambda namespace: index.get(namespace, []))
+    assert source.assets(api, "media") == index["media"] and api.calls == 1
+    # A status this operator wrote (version 52) that the watch has not brought yet: not the stale copy.
+    source.wrote("media", "ep1", "52")
+    assert source.assets(api, "media") == api.bodies and api.calls == 2
+    source.wrote("media", "ep1", "52")
+    index["media"] = [_rights_body("ep1", "53")]  # ours, and someone's later write
+    assert source.assets(api, "media") == index["media"] and api.calls == 2
+    source.wrote("media", "ep1", "60")
+    index["media"] = []  # deleted since
+    assert source.assets(api, "media") == [] and api.calls == 2
+    source.wrote("media", "ep1", "abc")  # not etcd's numbers: only the very version counts
+    index["media"] = [_rights_body("ep1", "abd")]
+    assert source.assets(api, "media") == api.bodies and api.calls == 3

@@ -5,16 +5,20 @@ them: the API server sees the writes, not the reads. Kopf fills every index from
 other handler runs, so a reconcile never sees a half-listed cluster. The index functions (registered in
 controllers/main.py) keep only what a reconcile reads: a Job's pod template (its step input) is dropped.
 
+The rights planner reads its namespace's assets from here too (asset_rights_entry), so a window's end
+does not wait on a LIST of the whole catalogue.
+
 One small cache holds what no watch carries: a finished Job's result (its pod's termination message,
 read once per Job and kept by the Job's uid).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubemam.api.kinds import MEDIA_ASSET
@@ -49,14 +53,39 @@ def asset_phase_entry(namespace: str, name: str, body: Mapping[str, Any]) -> dic
     return {namespace: {"metadata": {"name": name}, "status": {"phase": phase} if phase else {}}}
 
 
+# What the rights planner reads of an asset's status (controllers/rights.py gather).
+RIGHTS_STATUS_FIELDS = ("packages", "distribution", "conditions", "qc", "qcApproval")
+
+
+def asset_rights_entry(namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, tuple[str, str, str]]:
+    """An asset as the rights planner reads it, by namespace: (name, resourceVersion, the rest as compact JSON —
+    a string costs a tenth of the dicts it encodes, and 10,000 assets are kept)."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    kept = {"labels": dict(meta.get("labels") or {}), "generation": meta.get("generation"),
+            "deletionTimestamp": meta.get("deletionTimestamp"),
+            "status": {k: status[k] for k in RIGHTS_STATUS_FIELDS if k in status}}
+    return {namespace: (name, str(meta.get("resourceVersion") or ""), json.dumps(kept, separators=(",", ":")))}
+
+
+def rights_asset(entry: tuple[str, str, str]) -> dict[str, Any]:
+    """An asset_rights_entry value as an object body (metadata and the status fields kept)."""
+    name, version, text = entry
+    kept = json.loads(text)
+    meta = {"name": name, "resourceVersion": version, "labels": kept["labels"], "generation": kept["generation"]}
+    if kept.get("deletionTimestamp"):
+        meta["deletionTimestamp"] = kept["deletionTimestamp"]
+    return {"metadata": meta, "status": kept["status"]}
+
+
 def asset_ref_entries(namespace: str, name: str, body: Mapping[str, Any]) -> dict[AssetRefKey, str]:
     """An asset's name under every ladder and policy it names."""
     spec = body.get("spec") or {}
     entries = {}
-    for field in ASSET_REF_FIELDS:
-        ref = (spec.get(field) or {}).get("name")
+    for ref_field in ASSET_REF_FIELDS:
+        ref = (spec.get(ref_field) or {}).get("name")
         if ref:
-            entries[(namespace, field, str(ref))] = name
+            entries[(namespace, ref_field, str(ref))] = name
     return entries
 
 
@@ -123,6 +152,7 @@ class Watched:
     jobs: Mapping[JobKey | str, Iterable[dict[str, Any]]]
     asset_refs: Mapping[AssetRefKey, Iterable[str]]
     asset_phases: Mapping[str, Iterable[dict[str, Any]]]
+    asset_rights: Mapping[str, Iterable[tuple[str, str, str]]] = field(default_factory=dict)
 
     def ladder(self, namespace: str, name: str) -> dict[str, Any] | None:
         found = _values(self.ladders, (namespace, name))
@@ -146,6 +176,10 @@ class Watched:
     def namespace_assets(self, namespace: str) -> list[dict[str, Any]]:
         """The namespace's assets: {"metadata": {"name"}, "status": {"phase"?}} each."""
         return _values(self.asset_phases, namespace)
+
+    def rights_assets(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's assets as the rights planner reads them (asset_rights_entry)."""
+        return [rights_asset(entry) for entry in _values(self.asset_rights, namespace)]
 
     def assets_referencing(self, namespace: str, field: str, name: str) -> list[str]:
         return sorted(set(_values(self.asset_refs, (namespace, field, name))))

@@ -135,6 +135,11 @@ def asset_refs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[An
     return indexes.asset_ref_entries(_ns(namespace), name, body)
 
 
+@kopf.index(*ASSETS, id="asset_rights")
+def asset_rights(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+    return indexes.asset_rights_entry(_ns(namespace), name, body)
+
+
 @kopf.index(*ASSETS, id="asset_phases")
 def asset_phases(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
     return indexes.asset_phase_entry(_ns(namespace), name, body)
@@ -146,9 +151,14 @@ def asset_jobs(namespace: str | None, body: Any, **_: Any) -> dict[Any, Any]:
 
 
 def _watched(kwargs: dict[str, Any]) -> indexes.Watched:
-    return indexes.Watched(ladders=kwargs["ladder_specs"], policies=kwargs["policy_specs"],
-                           windows=kwargs["window_specs"], jobs=kwargs["asset_jobs"], asset_refs=kwargs["asset_refs"],
-                           asset_phases=kwargs["asset_phases"])
+    watched = indexes.Watched(ladders=kwargs["ladder_specs"], policies=kwargs["policy_specs"],
+                              windows=kwargs["window_specs"], jobs=kwargs["asset_jobs"],
+                              asset_refs=kwargs["asset_refs"], asset_phases=kwargs["asset_phases"],
+                              asset_rights=kwargs["asset_rights"])
+    if rights.ASSETS.index is None:
+        # A handler runs only once Kopf has filled every index: from now on the rights gather reads them.
+        rights.ASSETS.use(watched.rights_assets)
+    return watched
 
 
 # --- MediaAsset ------------------------------------------------------------------------------
@@ -345,9 +355,10 @@ def _rights_now(namespace: str) -> None:
 @kopf.on.create(*WINDOWS, id="window")
 @kopf.on.update(*WINDOWS, id="window")
 @kopf.timer(*WINDOWS, id="window-clock", interval=30.0, initial_delay=30.0)
-def window_changed(namespace: str | None, **_: Any) -> None:
+def window_changed(namespace: str | None, **kwargs: Any) -> None:
     # The timer is a safety net (and picks up changed distribution targets); transitions are
     # met to the second by the rights clock.
+    _watched(kwargs)
     _rights_now(_ns(namespace))
 
 

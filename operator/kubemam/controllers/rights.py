@@ -150,9 +150,69 @@ def _job(api: KubeApi, namespace: str, body: dict[str, Any]) -> DistributeJob:
     return seen
 
 
+class AssetSource:
+    """The namespace's assets for the rights planner: from the operator's index (controllers/indexes.py
+    asset_rights_entry) once Kopf has filled it, else by a LIST. An index trails the API server by a watch
+    event: it is used only once it shows every status this process wrote there (read your own writes, by
+    resourceVersion); otherwise the gather waits for it up to CATCH_UP_SECONDS, then LISTs."""
+
+    CATCH_UP_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        self.index: Callable[[str], list[dict[str, Any]]] | None = None
+        self.written: defaultdict[str, dict[str, str]] = defaultdict(dict)  # namespace -> asset -> version
+        self.lock = threading.Lock()
+
+    def use(self, index: Callable[[str], list[dict[str, Any]]]) -> None:
+        self.index = index
+
+    def wrote(self, namespace: str, name: str, version: str) -> None:
+        with self.lock:
+            self.written[namespace][name] = version
+
+    def _behind(self, namespace: str, bodies: list[dict[str, Any]]) -> bool:
+        """Some write of ours is not in the index yet (each one seen is forgotten)."""
+        with self.lock:
+            mine = self.written[namespace]
+            if not mine:
+                return False
+            seen = {b["metadata"]["name"]: str(b["metadata"].get("resourceVersion") or "") for b in bodies}
+            for name, version in list(mine.items()):
+                if name not in seen or _not_older(seen[name], version):
+                    del mine[name]  # deleted since, or the index holds our write or a later one
+            return bool(mine)
+
+    def assets(self, api: KubeApi, namespace: str) -> list[dict[str, Any]]:
+        if self.index is not None:
+            deadline = time.monotonic() + self.CATCH_UP_SECONDS
+            while True:
+                bodies = self.index(namespace)
+                if not self._behind(namespace, bodies):
+                    return bodies
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+            log.info("the asset index of %s is behind this operator's own writes; listing instead", namespace)
+        bodies = api.list_objects(MEDIA_ASSET.plural, namespace)
+        with self.lock:
+            self.written[namespace].clear()  # a LIST is at least as new as every write that answered before it
+        return bodies
+
+
+def _not_older(seen: str, written: str) -> bool:
+    """The index's resourceVersion is the one written or a later one. Versions are opaque to clients, but
+    etcd's are its revision (a number that only grows); one that is not a number must match exactly."""
+    if seen == written:
+        return True
+    return seen.isdigit() and written.isdigit() and int(seen) > int(written)
+
+
+ASSETS = AssetSource()
+
+
 def gather(api: KubeApi, namespace: str) -> DistributionFacts:
     windows = [_window(w) for w in api.list_objects(RIGHTS_WINDOW.plural, namespace)]
-    assets = [_asset(namespace, a) for a in api.list_objects(MEDIA_ASSET.plural, namespace)]
+    assets = [_asset(namespace, a) for a in ASSETS.assets(api, namespace)]
     jobs = [_job(api, namespace, j)
             for j in api.list_jobs(namespace, {LABEL_MANAGED_BY: "kubemam", LABEL_STEP: DISTRIBUTE})]
     targets, problem = _targets(api, namespace)
@@ -182,12 +242,18 @@ def _patch_asset(api: KubeApi, namespace: str, write: PatchAssetStatus) -> bool:
     the guarded part lost that race (or the asset is gone) and waits for the next reconcile; the
     records of finished Jobs (`fallback`) were written all the same."""
     try:
-        return api.patch_status(MEDIA_ASSET.plural, namespace, write.asset, write.patch, write.resource_version)
+        version = api.patch_status_version(MEDIA_ASSET.plural, namespace, write.asset, write.patch,
+                                           write.resource_version)
+        if version:
+            ASSETS.wrote(namespace, write.asset, version)
+        return version is not None
     except ApiException as err:
         if err.status != 409 or write.resource_version is None:
             raise
     if write.fallback:
-        api.patch_status(MEDIA_ASSET.plural, namespace, write.asset, write.fallback)
+        version = api.patch_status_version(MEDIA_ASSET.plural, namespace, write.asset, write.fallback)
+        if version:
+            ASSETS.wrote(namespace, write.asset, version)
     return False
 
 
