@@ -68,10 +68,11 @@ from kubemam.steps.distribute import (
     feed_entries,
     input_problem,
 )
-from kubemam.storage.s3 import list_entries, make_client, read_json, read_manifest, wait_until_reachable
+from kubemam.storage.s3 import make_client, read_json, read_manifest, wait_until_reachable
 from kubemam.storage.transfer import copy_within
 from kubemam.storage.uri import S3Uri, S3UriError
 from kubemam.worker.contract import MAX_MESSAGE, StepError, staged_file, staged_path, step_input, write_result
+from kubemam.worker.listing import Listing, list_prefix, list_prefixes
 
 log = logging.getLogger("kubemam.worker.distribute")
 
@@ -340,11 +341,8 @@ def failure_report(failed: Sequence[tuple[int, str]], summary: str, usage: str,
 
 # --- storage -----------------------------------------------------------------------------------
 
-Listing = dict[str, tuple[int, str]]  # relative key -> (size, ETag)
-
-
 def _listing(s3: Any, prefix: S3Uri) -> Listing:
-    return {key: (size, etag) for key, size, etag in list_entries(s3, prefix)}
+    return list_prefix(s3, prefix)
 
 
 def _put_json(s3: Any, uri: S3Uri, document: Any) -> None:
@@ -425,7 +423,7 @@ def publish_all(s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action],
             outcomes[action.index].objects = len(got)
     readable = [a for a in actions if a.index in expected]
     existing: dict[int, Listing] = {}
-    for action, got in zip(readable, _gather(pool, lambda a: _listing(s3, a.origin), readable), strict=True):
+    for action, got in zip(readable, list_prefixes(s3, pool, [a.origin for a in readable], THREADS), strict=True):
         if isinstance(got, Exception):
             outcomes[action.index].fail(f"listing {action.origin}: {_describe(got)}")
         else:
@@ -441,7 +439,7 @@ def publish_all(s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action],
             else:
                 outcomes[action.index].changed += 1
     live = [outcomes[i].action for i in existing if outcomes[i].error is None]
-    for action, got in zip(live, _gather(pool, lambda a: _listing(s3, a.origin), live), strict=True):
+    for action, got in zip(live, list_prefixes(s3, pool, [a.origin for a in live], THREADS), strict=True):
         outcome = outcomes[action.index]
         if isinstance(got, Exception):
             outcome.fail(f"verifying {action.origin}: {_describe(got)}")
@@ -538,7 +536,8 @@ class _Takedowns:
     def listed(self, todo: Sequence[Action]) -> dict[int, Listing]:
         """What is left under each origin; an empty one is verified now."""
         left: dict[int, Listing] = {}
-        for action, got in zip(todo, _gather(self.pool, lambda a: _listing(self.s3, a.origin), todo), strict=True):
+        listings = list_prefixes(self.s3, self.pool, [a.origin for a in todo], THREADS)  # siblings by span
+        for action, got in zip(todo, listings, strict=True):
             outcome = self.outcomes[action.index]
             if isinstance(got, Exception):
                 outcome.fail(f"listing {action.origin}: {_describe(got)}")
