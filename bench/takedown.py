@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,22 +77,16 @@ def remaining(s3: Any, assets: list[str]) -> set[str]:
     return present & set(assets)
 
 
-def seed(state: dict[str, Any], s3: Any, titles: list[str], groups: dict[str, str], since: datetime) -> None:
-    """--seeded: the titles as the rights controller leaves them once published (a Published record in status,
-    the package's objects on the origin), written directly, so the run measures the takedown alone."""
-    api = config.new_client_from_config(state["kubeconfig"])
-    custom = client.CustomObjectsApi(api)
+def seeded_record(s3: Any, groups: dict[str, str], since: datetime) -> Callable[[str], dict[str, Any]]:
+    """--seeded: a title as the rights controller leaves it once published (its package's objects on the
+    origin, a Published record), so the run measures the takedown alone."""
 
-    def one(name: str) -> None:
+    def record(name: str) -> dict[str, Any]:
         for key, body in PACKAGE_FILES.items():
             s3.put_object(Bucket=ORIGIN, Key=f"svod/{DEMO_NAMESPACE}/{name}/{key}", Body=body)
-        record = {"target": "svod-no", "window": f"w-{groups[name]}", "channel": "svod", "territories": ["NO"],
-                  "state": "Published", "since": stamp(since), "origin": f"s3://{ORIGIN}/svod/{DEMO_NAMESPACE}/{name}"}
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, DEMO_NAMESPACE, "mediaassets", name,
-                                                     {"status": {"distribution": [record]}}, _request_timeout=(5, 60))
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(one, titles))
+        return {"target": "svod-no", "window": f"w-{groups[name]}", "channel": "svod", "territories": ["NO"],
+                "state": "Published", "since": stamp(since), "origin": f"s3://{ORIGIN}/svod/{DEMO_NAMESPACE}/{name}"}
+    return record
 
 
 def settle(state: dict[str, Any], titles: list[str], timeout: float = 900.0) -> None:
@@ -155,9 +150,11 @@ def main() -> int:
             cluster.down(Path(tmp))
 
 
-def _create_titles(state: dict[str, Any], titles: list[str], groups: dict[str, str]) -> None:
+def _create_titles(state: dict[str, Any], titles: list[str], groups: dict[str, str],
+                   published: Callable[[str], dict[str, Any]] | None = None) -> None:
     """The titles, each with its package in status (standing in for a finished package step): through the
-    API with 16 client threads, as a GitOps sync of a large catalogue would apply them."""
+    API with 16 client threads, as a GitOps sync of a large catalogue would apply them. `published`: the
+    title's Published record too, in the same status write (its objects put on the origin first)."""
     api = config.new_client_from_config(state["kubeconfig"])
     custom = client.CustomObjectsApi(api)
     package = {"packages": [{"format": "dash", "manifestUri": "s3://kubemam-library/bench/package/manifest.mpd"}]}
@@ -172,8 +169,9 @@ def _create_titles(state: dict[str, Any], titles: list[str], groups: dict[str, s
         except ApiException as err:
             if err.status != 409:
                 raise
+        status = {**package, "distribution": [published(name)]} if published else package
         custom.patch_namespaced_custom_object_status(GROUP, VERSION, DEMO_NAMESPACE, "mediaassets", name,
-                                                     {"status": package}, _request_timeout=(5, 60))
+                                                     {"status": status}, _request_timeout=(5, 60))
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(create, titles))
@@ -203,37 +201,38 @@ def run(state: dict[str, Any], count: int, open_seconds: int, published: int = 0
     closing = set(assets)
     groups = {name: f"{'closing' if name in closing else 'staying'}-{n // titles_per_window:04d}"
               for n, name in enumerate(titles)}
-    made = time.monotonic()
-    _create_titles(state, titles, groups)
-    print(f"{published} titles created with their packages in status in {time.monotonic() - made:.1f} s")
 
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=15)
+    def windows_from(start: datetime, end: datetime) -> list[dict[str, Any]]:
+        far = end + timedelta(days=365)
+        return [{"apiVersion": "kubemam.io/v1alpha1", "kind": "RightsWindow", "metadata": {"name": f"w-{group}"},
+                 "spec": {"assets": ({"names": [name for name in titles if groups[name] == group]}
+                                     if titles_per_window == 1 else
+                                     {"selector": {"matchLabels": {"bench.kubemam.io/licence": group}}}),
+                          "territories": ["NO"], "channels": ["svod"], "start": stamp(start),
+                          "end": stamp(end if group.startswith("closing") else far)}}
+                for group in sorted(set(groups.values()))]
+
+    made = time.monotonic()
     if seeded:
-        start -= timedelta(minutes=2)
-    end = start + timedelta(seconds=open_seconds)
-    far = end + timedelta(days=365)
-    windows = [{"apiVersion": "kubemam.io/v1alpha1", "kind": "RightsWindow",
-                "metadata": {"name": f"w-{group}"},
-                "spec": {"assets": ({"names": [name for name in titles if groups[name] == group]}
-                                    if titles_per_window == 1 else
-                                    {"selector": {"matchLabels": {"bench.kubemam.io/licence": group}}}),
-                         "territories": ["NO"], "channels": ["svod"],
-                         "start": stamp(start),
-                         "end": stamp(far if seeded or not group.startswith("closing") else end)}}
-               for group in sorted(set(groups.values()))]
-    kubectl(state, "apply", "-f", "-", stdin=yaml.safe_dump_all(windows))
-    if seeded:
-        made = time.monotonic()
-        seed(state, s3, titles, groups, start)
+        # The windows first (open, ending in a year), then each title with its record in one status write:
+        # never a licensed title without its record (the operator would publish it) or the reverse.
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+        kubectl(state, "apply", "-f", "-", stdin=yaml.safe_dump_all(windows_from(start, start + timedelta(days=365))))
+        _create_titles(state, titles, groups, seeded_record(s3, groups, start))
         settle(state, titles)
         end = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=open_seconds)
-        print(f"{published} titles recorded Published and their objects put on the origin, and the operator "
-              f"settled, in {time.monotonic() - made:.1f} s; the windows of {count} titles now end {stamp(end)}")
-        for window in windows:
-            if window["metadata"]["name"].startswith("w-closing"):
-                window["spec"]["end"] = stamp(end)
+        windows = windows_from(start, end)
         kubectl(state, "apply", "-f", "-", stdin=yaml.safe_dump_all(windows))
+        print(f"{published} titles created as published (their records in status, their objects on the origin) "
+              f"and the operator settled in {time.monotonic() - made:.1f} s; the windows of {count} titles now end "
+              f"{stamp(end)}")
     else:
+        _create_titles(state, titles, groups)
+        print(f"{published} titles created with their packages in status in {time.monotonic() - made:.1f} s")
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=15)
+        end = start + timedelta(seconds=open_seconds)
+        windows = windows_from(start, end)
+        kubectl(state, "apply", "-f", "-", stdin=yaml.safe_dump_all(windows))
         print(f"{published} titles published by {len(windows)} windows, {len(PACKAGE_FILES)} objects each; "
               f"windows open {stamp(start)}; those of {count} titles close {stamp(end)}")
 

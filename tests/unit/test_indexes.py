@@ -181,3 +181,8 @@ def test_the_rights_gather_reads_the_index_once_it_holds_this_operators_own_writ
     source.wrote("media", "ep1", "abc")  # not etcd's numbers: only the very version counts
     index["media"] = [_rights_body("ep1", "abd")]
     assert source.assets(api, "media") == api.bodies and api.calls == 3
+    # A guarded write lost to a newer asset than the index showed: the next gather LISTs, once.
+    index["media"] = [_rights_body("ep1", "70")]
+    source.distrust("media")
+    assert source.assets(api, "media") == api.bodies and api.calls == 4
+    assert source.assets(api, "media") == index["media"] and api.calls == 4

@@ -161,6 +161,7 @@ class AssetSource:
     def __init__(self) -> None:
         self.index: Callable[[str], list[dict[str, Any]]] | None = None
         self.written: defaultdict[str, dict[str, str]] = defaultdict(dict)  # namespace -> asset -> version
+        self.distrusted: set[str] = set()
         self.lock = threading.Lock()
 
     def use(self, index: Callable[[str], list[dict[str, Any]]]) -> None:
@@ -169,6 +170,13 @@ class AssetSource:
     def wrote(self, namespace: str, name: str, version: str) -> None:
         with self.lock:
             self.written[namespace][name] = version
+
+    def distrust(self, namespace: str) -> None:
+        """A guarded write met a newer asset than the index showed (409): someone else's writes are still on
+        their way to it (Kopf works through a backlog of events after a bulk change). The next gather LISTs,
+        so the planner does not plan the same stale batch again every second until the index catches up."""
+        with self.lock:
+            self.distrusted.add(namespace)
 
     def _behind(self, namespace: str, bodies: list[dict[str, Any]]) -> bool:
         """Some write of ours is not in the index yet (each one seen is forgotten)."""
@@ -183,7 +191,10 @@ class AssetSource:
             return bool(mine)
 
     def assets(self, api: KubeApi, namespace: str) -> list[dict[str, Any]]:
-        if self.index is not None:
+        with self.lock:
+            distrusted = namespace in self.distrusted
+            self.distrusted.discard(namespace)
+        if self.index is not None and not distrusted:
             deadline = time.monotonic() + self.CATCH_UP_SECONDS
             while True:
                 bodies = self.index(namespace)
@@ -250,6 +261,7 @@ def _patch_asset(api: KubeApi, namespace: str, write: PatchAssetStatus) -> bool:
     except ApiException as err:
         if err.status != 409 or write.resource_version is None:
             raise
+    ASSETS.distrust(namespace)
     if write.fallback:
         version = api.patch_status_version(MEDIA_ASSET.plural, namespace, write.asset, write.fallback)
         if version:
