@@ -106,7 +106,8 @@ def settle(state: dict[str, Any], titles: list[str], timeout: float = 900.0) -> 
 
 
 def phases(log: Path, end: datetime) -> None:
-    """Where the seconds after the window end went: the rights reconciles and Jobs the operator logged."""
+    """Where the seconds around the window end went: the rights reconciles (from a minute before) and Jobs the
+    operator logged."""
     for line in log.read_text(errors="replace").splitlines():
         if not line.startswith("[") or ("rights kubemam-demo:" not in line and "created Job" not in line):
             continue
@@ -114,7 +115,7 @@ def phases(log: Path, end: datetime) -> None:
             at = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
         except ValueError:
             continue
-        if at >= end - timedelta(seconds=1):
+        if at >= end - timedelta(seconds=60):
             print(f"  {(at - end).total_seconds():+7.2f} s  {line[line.index(']', 25) + 1:].strip()[:150]}")
 
 
