@@ -23,7 +23,7 @@ from kubemam.controllers import archive, asset, indexes, policies, progress, rig
 from kubemam.controllers.clock import AimedClock
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR
-from kubemam.plan.jobstate import observe_job
+from kubemam.plan.jobstate import job_state, observe_job
 from kubemam.timestamps import parse_time
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -260,7 +260,11 @@ def progress_stop(memo: Any, **_: Any) -> None:
 @metrics.reconciled("Job")
 def job_changed(body: Any, namespace: str | None, type: str | None, **kwargs: Any) -> None:  # noqa: A002
     if (body.get("metadata", {}).get("labels") or {}).get(LABEL_STEP) == rights.DISTRIBUTE:
-        _rights_now(_ns(namespace))
+        # Only an ending (or a deletion) changes what the rights planner does: while its Job runs it waits. A
+        # Job's other events (its pod made, started, a ready count) would each cost a gather and a plan of the
+        # whole namespace, on the CPU the takedown's own pod needs.
+        if type == "DELETED" or job_state(dict(body))[0] in ("Succeeded", "Failed"):
+            _rights_now(_ns(namespace))
         return
     # Only a change the planner sees reconciles the owner (controllers/indexes.py JobTransitions): the Job
     # controller's other status writes (a refused pod, a ready count) are most of a Job's events.
