@@ -40,7 +40,11 @@ def test_siblings_listed_by_span_match_their_own_listings_and_skip_the_rest(mini
         assert got[5]["manifest.mpd"][0] == len(f"{root}/t-010/manifest.mpd")
         # A span that walks too far for its few folders gives up and lists them one by one: same answer.
         monkeypatch.setattr(listing, "SPAN_KEYS_PER_PREFIX", 1)
+        abandoned: list[int] = []
+        real = listing.list_prefix
+        monkeypatch.setattr(listing, "list_prefix", lambda s3_, p: abandoned.append(1) or real(s3_, p))
         assert listing.list_prefixes(s3, pool, wanted, threads=2) == got
+        assert len(abandoned) == len(wanted)  # every folder listed alone after its span gave up
         # An unreadable bucket fails each of its prefixes alone; the others are listed.
         broken = [S3Uri("no-such-bucket-here", f"o/{t}") for t in titles[:20]]
         mixed = listing.list_prefixes(s3, pool, broken + wanted, threads=4)

@@ -179,6 +179,24 @@ def test_every_due_takedown_goes_in_one_staged_job_before_the_publishes() -> Non
     assert second.job is not None and [a.action for a in second.job.inputs.actions] == ["publish"] * 3
 
 
+def test_a_failed_job_is_counted_from_its_annotation_without_reading_its_input() -> None:
+    from kubemam.plan.distribution import ACTIONS_HASH, inputs_needed
+
+    plan = plan_distribution(_facts(), CONFIG, _at(1))
+    assert plan.job is not None
+    job = json.loads(json.dumps(plan.job.job))
+    assert job["metadata"]["annotations"][ACTIONS_HASH] == plan.job.inputs.actions_hash
+    job["status"] = {"conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": "2027-01-01T00:00:04Z"}]}
+    assert inputs_needed(job)  # not recorded yet
+    job["metadata"]["annotations"][APPLIED] = "true"
+    assert not inputs_needed(job)
+    seen = observe_job(job)
+    assert seen.inputs is None and seen.actions_hash == plan.job.inputs.actions_hash
+    # Counted: the same batch waits out its backoff.
+    waiting = plan_distribution(_facts(jobs=[seen]), CONFIG, _at(5))
+    assert waiting.job is None and waiting.failed_attempts == 1 and waiting.wake == _at(6)
+
+
 def test_takedowns_past_the_stage_limit_or_the_cap_follow_in_the_next_job() -> None:
     """A worldwide target's takedown is ~1.3 KB: what does not fit beside the feeds waits for the next Job."""
     world = list(ISO3166_ALPHA2)

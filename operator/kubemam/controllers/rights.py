@@ -257,6 +257,8 @@ def _patch_asset(api: KubeApi, namespace: str, write: PatchAssetStatus) -> bool:
                                            write.resource_version)
         if version:
             ASSETS.wrote(namespace, write.asset, version)
+        elif version is None and write.required:
+            ASSETS.distrust(namespace)  # gone, and the index may not know yet
         return version is not None
     except ApiException as err:
         if err.status != 409 or write.resource_version is None:

@@ -52,6 +52,7 @@ from kubemam.plan.jobstate import job_state, parse_result
 from kubemam.plan.qcgate import publishable
 from kubemam.plan.rights import plan_window, targets_verdict
 from kubemam.plan.staging import (
+    INLINE_LIMIT,
     INPUT_FILE_ENV,
     INPUT_SHA256_ENV,
     STAGE_LIMIT,
@@ -73,6 +74,7 @@ from kubemam.steps.registry import DISTRIBUTE
 from kubemam.timestamps import parse_time
 
 APPLIED = f"{GROUP}/applied"
+ACTIONS_HASH = f"{GROUP}/actions-hash"
 # Set with APPLIED on a failed Job whose worker named the actions that failed: those pairs were
 # quarantined, so the batch as a whole does not count as failed (no batch backoff on top).
 ISOLATED = f"{GROUP}/failed-actions"
@@ -127,6 +129,7 @@ class DistributeJob:
     applied: bool = False  # its outcome is already recorded
     failure: DistributeFailure | None = None  # a failed Job's worker named the actions that failed
     isolated: bool = False  # recorded as a per-action failure (ISOLATED): not a failure of the whole batch
+    actions_hash: str | None = None  # its batch's actions (ACTIONS_HASH), which a retry of them shares
 
 
 @dataclass(frozen=True)
@@ -140,11 +143,13 @@ class DistributionFacts:
 
 
 def inputs_needed(job: dict[str, Any]) -> bool:
-    """The planner reads a Job's input only to record it (finished, not yet applied) or to count a failure:
-    a namespace keeps a day of Jobs."""
+    """The planner reads a Job's input only to record it (finished, not yet applied), or to count a failure
+    of a Job made before its actions' hash was an annotation: a namespace keeps a day of Jobs, and a staged
+    input is a ConfigMap read."""
     state = job_state(job)[0]
-    applied = ((job.get("metadata") or {}).get("annotations") or {}).get(APPLIED) == "true"
-    return state == "Failed" or (state == "Succeeded" and not applied)
+    annotations = (job.get("metadata") or {}).get("annotations") or {}
+    applied = annotations.get(APPLIED) == "true"
+    return (state in ("Failed", "Succeeded") and not applied) or (state == "Failed" and ACTIONS_HASH not in annotations)
 
 
 def staged_input_sha256(job: dict[str, Any]) -> str | None:
@@ -171,8 +176,9 @@ def observe_job(job: dict[str, Any], termination_message: str | None = None,
         failed: dict[str, Any] = next((c for c in status.get("conditions") or []
                                        if c.get("type") == "Failed" and c.get("status") == "True"), {})
         finished = parse_time(failed.get("lastTransitionTime"))
-    return DistributeJob(name=str(meta.get("name", "")), state=state,
-                         inputs=_inputs(job, staged_input) if inputs_needed(job) else None,
+    inputs = _inputs(job, staged_input) if inputs_needed(job) else None
+    return DistributeJob(name=str(meta.get("name", "")), state=state, inputs=inputs,
+                         actions_hash=annotations.get(ACTIONS_HASH) or (inputs.actions_hash if inputs else None),
                          finished_at=finished, applied=applied,
                          failure=read_failure(termination_message) if state == "Failed" else None,
                          isolated=ISOLATED in annotations)
@@ -412,6 +418,8 @@ def _distribute_job(namespace: str, inputs: DistributeInput, files: dict[str, st
     # down): no owner. It expires a day after it finished only once its outcome is recorded
     # (AnnotateJob), so an operator down for longer never loses one.
     job["metadata"].pop("ownerReferences", None)
+    # Failures are counted per batch of actions, from the annotation: not by reading each failed Job's input.
+    job["metadata"].setdefault("annotations", {})[ACTIONS_HASH] = inputs.actions_hash
     return job
 
 
@@ -569,8 +577,8 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
         if seen.state in ("Pending", "Running"):
             active = seen
             continue
-        if seen.state == "Failed" and seen.inputs is not None and seen.inputs.actions_hash:
-            key = seen.inputs.actions_hash
+        key = seen.actions_hash or (seen.inputs.actions_hash if seen.inputs is not None else None)
+        if seen.state == "Failed" and key:
             attempts[key] += 1
             if seen.failure is None and not seen.isolated:
                 failures[key] += 1
@@ -603,8 +611,12 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
         # The feeds as they would be if every due publish ran now: an upper bound on what is staged beside
         # the batch, so the batch leaves them room.
         on_origin = {(a.name, d.target) for a in assets for d in a.distribution if d.state == "Published"}
-        wanted = {(a.asset, a.target.name) for a in due if a.action == "publish"}
-        chosen = batch_of(due, batch_budget(feeds_for(facts.namespace, rights, windows, on_origin | wanted)))
+        takedowns_due = any(a.action == "takedown" for a in due)  # then the batch publishes nothing
+        wanted = set() if takedowns_due else {(a.asset, a.target.name) for a in due if a.action == "publish"}
+        # An input that stays inline leaves the ConfigMap to the feeds: never less than that.
+        budget = max(batch_budget(feeds_for(facts.namespace, rights, windows, on_origin | wanted)),
+                     INLINE_LIMIT - BATCH_HEADROOM)
+        chosen = batch_of(due, budget)
         batch = [a.to_input() for a in chosen]
         actions_hash = input_hash([a.to_wire() for a in batch])
         failed_attempts = failures.get(actions_hash, 0)

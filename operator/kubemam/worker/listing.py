@@ -5,9 +5,10 @@ MinIO 1,000 of them took 2.5 s where one listing of the 5,000 keys they hold too
 (prefixes with one parent folder) are listed by *span*: their sorted folders are cut into contiguous
 slices, one per thread, and each slice is one paginated listing of the parent from its first folder to
 its last, keeping the keys of the folders asked for. A span also walks the siblings in between, which
-may be many (1,000 titles among 100,000): a slice that has walked SPAN_KEYS_PER_PREFIX keys per folder
-it serves without reaching its end gives up and lists its folders one by one, so a span never costs
-much more than the per-prefix listings it replaces.
+may be many (1,000 titles among 100,000): a slice that has walked SPAN_KEYS_PER_PREFIX keys of other
+folders per folder it serves without reaching its end gives up and lists its folders one by one, so a
+span never costs much more than the per-prefix listings it replaces (the keys of the folders asked for
+are read either way: a package of thousands of segments does not count against its span).
 """
 
 from __future__ import annotations
@@ -58,13 +59,14 @@ def _span(s3: Any, bucket: str, parent: str, folders: list[str]) -> dict[str, Li
             key = str(obj["Key"])
             if key > last and not key.startswith(last):
                 return found
-            walked += 1
             cut = key.find("/", len(parent))
             folder = key[:cut + 1] if cut >= 0 else None
             if folder in wanted:
                 found[folder][key[len(folder):]] = (int(obj["Size"]), str(obj.get("ETag", "")))
-        if walked > budget:
-            raise _Abandoned
+            else:
+                walked += 1  # a sibling's key: the span's cost over the listings it replaces
+                if walked > budget:
+                    raise _Abandoned
     return found
 
 
