@@ -167,6 +167,9 @@ def test_a_broken_target_is_quarantined_while_the_good_one_keeps_publishing_and_
     _window(stack, ns, "first", ["ep1"], now - timedelta(minutes=1), now + timedelta(hours=1))
     _wait(stack, lambda: _published(stack, good, ns, "ep1") and _published(stack, bad, ns, "ep1"), 60,
           "ep1 on both origins")
+    # Recorded, so its Job has ended: it writes the feeds after the copies, into the bucket about to go.
+    _wait(stack, lambda: all((_record(stack, ns, "ep1", t) or {}).get("state") == "Published"
+                             for t in ("svod-good", "svod-bad")), 30, "ep1's publishes recorded")
 
     # The bad target's bucket goes (its content with it: a takedown there can never verify).
     _delete_bucket(stack, bad)

@@ -23,6 +23,7 @@ CALLS: dict[str, tuple[Any, ...]] = {
     "get": ("mediaassets", NS, "a"),
     "list_objects": ("mediaassets", NS),
     "patch_status": ("mediaassets", NS, "a", {"phase": "Ready"}),
+    "patch_status_version": ("mediaassets", NS, "a", {"phase": "Ready"}),
     "list_jobs": (NS, {"kubemam.io/asset": "a"}),
     "create_job": (JOB,),
     "config_map_data": (NS, "kubemam-distribution"),
