@@ -80,10 +80,6 @@ _refused: set[str] = set()
 # A finished batch's records are written this many at a time (under the API client's pool of connections).
 WRITE_THREADS = 8
 W = TypeVar("W")
-# Staged batch inputs read back, by (namespace, Job, sha256): at most STAGED_CACHE (each under 900 KiB).
-STAGED_CACHE = 8
-_staged: dict[tuple[str, str, str], str] = {}
-_staged_lock = threading.Lock()
 SLOW_RECONCILE_SECONDS = 1.0  # a reconcile this slow says where its time went
 # After a conditions write lost a race (409), the next reconcile comes this soon.
 CONFLICT_RETRY_SECONDS = 1.0
@@ -121,23 +117,12 @@ def _asset(namespace: str, body: dict[str, Any]) -> AssetFacts:
 
 
 def _staged_input(api: KubeApi, namespace: str, body: dict[str, Any]) -> str | None:
-    """A large batch's input, from the ConfigMap the Job owns (read only when the planner needs the input;
-    kept by its sha256, as the ConfigMap is immutable, so a failed Job's is read once, not every reconcile)."""
-    digest = staged_input_sha256(body) if inputs_needed(body) else None
-    if digest is None:
+    """A large batch's input, from the ConfigMap the Job owns: read only when the planner needs the input
+    (to record the Job; failures are counted from its actions-hash annotation)."""
+    if staged_input_sha256(body) is None or not inputs_needed(body):
         return None
-    key = (namespace, str(body["metadata"]["name"]), digest)
-    with _staged_lock:
-        if key in _staged:
-            return _staged[key]
-    data = api.config_map_data(namespace, config_map_name(key[1]))
-    text = (data or {}).get(INPUT_KEY)
-    if text is not None:
-        with _staged_lock:
-            _staged[key] = text
-            while len(_staged) > STAGED_CACHE:
-                _staged.pop(next(iter(_staged)))
-    return text
+    data = api.config_map_data(namespace, config_map_name(str(body["metadata"]["name"])))
+    return (data or {}).get(INPUT_KEY)
 
 
 def _job(api: KubeApi, namespace: str, body: dict[str, Any]) -> DistributeJob:

@@ -614,8 +614,8 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
         takedowns_due = any(a.action == "takedown" for a in due)  # then the batch publishes nothing
         wanted = set() if takedowns_due else {(a.asset, a.target.name) for a in due if a.action == "publish"}
         # An input that stays inline leaves the ConfigMap to the feeds: never less than that.
-        budget = max(batch_budget(feeds_for(facts.namespace, rights, windows, on_origin | wanted)),
-                     INLINE_LIMIT - BATCH_HEADROOM)
+        upper = feeds_for(facts.namespace, rights, windows, on_origin | wanted)
+        budget = max(batch_budget(upper), INLINE_LIMIT - BATCH_HEADROOM)
         chosen = batch_of(due, budget)
         batch = [a.to_input() for a in chosen]
         actions_hash = input_hash([a.to_wire() for a in batch])
@@ -628,7 +628,8 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
         else:
             # The feeds advertise what is on the origins and what this batch publishes, nothing held back.
             publishing = {(a.asset, a.target.name) for a in chosen if a.action == "publish"}
-            feeds = feeds_for(facts.namespace, rights, windows, on_origin | publishing)
+            feeds = upper if publishing == wanted else feeds_for(facts.namespace, rights, windows,
+                                                                 on_origin | publishing)
             try:
                 job = _new_job(facts, batch, attempts.get(actions_hash, 0), feeds, config)
             except StepInputTooLarge as err:

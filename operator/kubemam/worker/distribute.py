@@ -341,10 +341,6 @@ def failure_report(failed: Sequence[tuple[int, str]], summary: str, usage: str,
 
 # --- storage -----------------------------------------------------------------------------------
 
-def _listing(s3: Any, prefix: S3Uri) -> Listing:
-    return list_prefix(s3, prefix)
-
-
 def _put_json(s3: Any, uri: S3Uri, document: Any) -> None:
     s3.put_object(Bucket=uri.bucket, Key=uri.key, Body=json.dumps(document, indent=2).encode(),
                   ContentType="application/json")
@@ -382,7 +378,7 @@ class Outcome:
 def _package_objects(s3: Any, action: Action) -> Listing:
     """The objects a publish copies: what the package's manifest names, each present at its size."""
     assert action.package is not None
-    listing = _listing(s3, action.package)
+    listing = list_prefix(s3, action.package)
     if not listing:
         raise StepError(f"package {action.package} holds nothing")
     manifest = read_manifest(s3, action.package)
@@ -516,7 +512,7 @@ class _Takedowns:
         if not self.hooked:
             return
         try:
-            keys = [key for key, _ in _listing(self.s3, self.ledger_dir).items() if key.endswith(".json")]
+            keys = [key for key, _ in list_prefix(self.s3, self.ledger_dir).items() if key.endswith(".json")]
         except Exception as err:
             self.fail_hooked(f"listing the pending purges {self.ledger_dir}: {_describe(err)}")
             return

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from kubemam.storage.s3 import list_entries
 from kubemam.storage.uri import S3Uri
 
 Listing = dict[str, tuple[int, str]]  # key relative to the prefix -> (size, ETag)
@@ -31,11 +32,7 @@ class _Abandoned(Exception):
 
 
 def list_prefix(s3: Any, prefix: S3Uri) -> Listing:
-    listing: Listing = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=prefix.bucket, Prefix=prefix.prefix):
-        for obj in page.get("Contents") or []:
-            listing[obj["Key"][len(prefix.prefix):]] = (int(obj["Size"]), str(obj.get("ETag", "")))
-    return listing
+    return {key: (size, etag) for key, size, etag in list_entries(s3, prefix)}
 
 
 def _parent(prefix: S3Uri) -> tuple[str, str]:
