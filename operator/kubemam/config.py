@@ -49,6 +49,10 @@ class OperatorConfig(BaseModel):
     distribution_retry_max_seconds: float = Field(
         default=60.0, ge=1, description="Longest wait before a failed distribution action is tried again (a "
         "quarantined (asset, target) pair, or a batch that failed whole): 2, 4, 8 … seconds up to this.")
+    takedown_lead_seconds: float = Field(
+        default=15.0, ge=0, le=300, description="Takedowns that fall due at a window's end are armed this long "
+        "before it: their Job is created and its pod lists the origins ahead, then deletes on the second. "
+        "A licence changed within this lead cancels the armed Job. 0: takedowns start at the end.")
     stuck_seconds: float = Field(
         default=300.0, gt=0, description="Liveness: a rights reconcile, a metrics sweep or a Kopf handler "
         "thread busy longer than this (or a clock thread silent as long) fails /healthz, so the pod restarts.")
@@ -74,6 +78,7 @@ ENV_FIELDS = {
     "rights_retry_max_seconds": "KUBEMAM_RIGHTS_RETRY_MAX_SECONDS",
     "stuck_seconds": "KUBEMAM_STUCK_SECONDS",
     "distribution_retry_max_seconds": "KUBEMAM_DISTRIBUTION_RETRY_MAX_SECONDS",
+    "takedown_lead_seconds": "KUBEMAM_TAKEDOWN_LEAD_SECONDS",
 }
 
 

@@ -168,10 +168,12 @@ class KubeApi:
             raise
         return dict(body.get("data") or {})
 
-    def delete_job(self, namespace: str, name: str) -> None:
-        """Delete a Job and its pods (a failed one, to run it again); 404 is fine."""
+    def delete_job(self, namespace: str, name: str, foreground: bool = False) -> None:
+        """Delete a Job and its pods (a failed one, to run it again); 404 is fine. `foreground`: the Job stays
+        listed (deletionTimestamp set) until its pods are gone, so whoever waits on it knows when they are."""
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background",
+            self.batch.delete_namespaced_job(name, namespace,
+                                             propagation_policy="Foreground" if foreground else "Background",
                                              _preload_content=False, _request_timeout=self.timeout)
         except ApiException as err:
             if err.status != 404:

@@ -523,6 +523,69 @@ def test_takedown_empties_the_origin_and_purges_the_removed_paths(minio: Any, s3
     assert _get_or_none(s3, purge_ledger(S3Uri.parse(inputs["usage"]), inputs["batch"])) is None  # purged: no ledger
 
 
+def _armed_env(minio: Any, tmp_path: Path, inputs: dict[str, Any]) -> tuple[dict[str, str], Path]:
+    message = tmp_path / f"termination-{uuid.uuid4().hex}"
+    staged = tmp_path / f"staged-{uuid.uuid4().hex}"
+    inputs = _staged(inputs, staged)
+    return {**_env(minio), "KUBEMAM_STEP_INPUT": json.dumps(inputs), "KUBEMAM_TERMINATION_MESSAGE_PATH": str(message),
+            "TMPDIR": str(tmp_path), staging.STAGED_DIR_ENV: str(staged)}, message
+
+
+def test_an_armed_takedown_lists_ahead_and_deletes_nothing_before_its_instant(minio: Any, s3: Any,
+                                                                                tmp_path: Path) -> None:
+    ns = f"arm-{uuid.uuid4().hex[:6]}"
+    keys = _fill_origin(s3, ns, "ep1", count=9)
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
+    inputs = {**_inputs(ns, [_action("takedown", ns, "ep1"), _action("takedown", ns, "never-published")]),
+              "notBefore": at.isoformat().replace("+00:00", "Z")}
+    env, message = _armed_env(minio, tmp_path, inputs)
+    worker = subprocess.Popen([sys.executable, "-m", "kubemam", "worker", "distribute"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Listed ahead, then waiting: everything is still on the origin until the instant.
+        while datetime.now(UTC) < at - timedelta(seconds=0.5):
+            assert sorted(_listing(s3, f"s3://{ORIGIN}/svod-nordics/{ns}/ep1")) == keys
+            time.sleep(0.2)
+        out, err = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err[-2000:]
+    finished = datetime.now(UTC)
+    assert "armed: 2 origins listed (9 objects)" in err
+    assert _listing(s3, f"s3://{ORIGIN}/svod-nordics/{ns}/ep1") == {}
+    usage, _ = _get(s3, inputs["usage"])
+    # Verified at the instant or after, never before it (the empty origin too: it was listed ahead).
+    assert [(r["asset"], r["objects"]) for r in usage["records"]] == [("ep1", len(keys)), ("never-published", 0)]
+    assert all(at <= parse_time(r["at"]) <= finished for r in usage["records"])
+    assert json.loads(message.read_text())["takenDown"] == 2
+
+
+def test_an_armed_takedown_stopped_before_its_instant_deletes_nothing(minio: Any, s3: Any, tmp_path: Path) -> None:
+    """A cancelled armed Job's pod gets SIGTERM while it waits: it exits, retryable, and the origin is whole."""
+    ns = f"arm-{uuid.uuid4().hex[:6]}"
+    keys = _fill_origin(s3, ns, "ep1", count=5)
+    at = datetime.now(UTC) + timedelta(seconds=60)
+    inputs = {**_inputs(ns, [_action("takedown", ns, "ep1")]), "notBefore": at.isoformat().replace("+00:00", "Z")}
+    env, message = _armed_env(minio, tmp_path, inputs)
+    worker = subprocess.Popen([sys.executable, "-m", "kubemam", "worker", "distribute"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert worker.stdout is not None
+        seen = ""
+        while "armed:" not in seen:
+            line = worker.stdout.readline()
+            assert line, f"the worker ended before arming: {seen[-2000:]}"
+            seen += line
+        worker.terminate()
+        worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert worker.returncode == 128 + 15
+    assert sorted(_listing(s3, f"s3://{ORIGIN}/svod-nordics/{ns}/ep1")) == keys
+    assert json.loads(message.read_text()).get("retryable") is True
+    assert _get_or_none(s3, S3Uri.parse(inputs["usage"])) is None  # nothing recorded as done
+
+
 def test_a_failing_purge_webhook_fails_the_action_with_the_objects_gone_and_the_rerun_purges_them(
         minio: Any, s3: Any, tmp_path: Path, webhook: PurgeServer) -> None:
     ns = f"wh-{uuid.uuid4().hex[:6]}"

@@ -19,12 +19,15 @@ from kubemam.config import OperatorConfig
 from kubemam.plan.conditions import find
 from kubemam.plan.distribution import (
     APPLIED,
+    CANCELLED,
     ISOLATED,
     MAX_PUBLISHES,
     MAX_TAKEDOWNS,
+    NOT_BEFORE,
     RECORDED_JOB_TTL,
     AnnotateJob,
     AssetFacts,
+    CancelJob,
     CreateEvent,
     CreateJob,
     DistributeJob,
@@ -46,6 +49,7 @@ from kubemam.steps.registry import STEPS
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 CONFIG = OperatorConfig()
+LEAD = timedelta(seconds=CONFIG.takedown_lead_seconds)
 NORWAY = DistributionTarget(name="svod-no", channel="svod", origin="s3://origin/svod-no", territories=["NO"])
 
 
@@ -133,7 +137,8 @@ def test_an_open_window_publishes_and_the_job_carries_the_steps_input() -> None:
     assert container["command"] == ["kubemam", "worker", "distribute"]
     wire = json.loads(next(e["value"] for e in container["env"] if e["name"] == STEP_INPUT_ENV))
     # The wire shape the worker reads: camelCase, nulls kept, and the model takes it back unchanged.
-    assert set(wire) == {"namespace", "batch", "actions", "actionsHash", "attempt", "feeds", "usage"}
+    assert set(wire) == {"namespace", "batch", "actions", "actionsHash", "attempt", "feeds", "usage", "notBefore"}
+    assert wire["notBefore"] is None  # not armed: it runs at once
     assert wire["actions"][0]["purgeWebhook"] is None and DistributeInput.model_validate(wire) == inputs
     STEPS["distribute"].validate_input(wire)
     assert plan.wake == _at(100) and plan.failed_attempts == 0
@@ -296,7 +301,8 @@ def test_a_succeeded_job_is_recorded_history_first_then_marked() -> None:
 
     # Marked: nothing left to do until the window closes.
     settled = plan_distribution(_after(crashed, again), CONFIG, _at(6))
-    assert settled.writes == [] and settled.wake == _at(100)
+    # The next instant is the takedown's arming, the lead before the end.
+    assert settled.writes == [] and settled.wake == _at(100) - LEAD
 
 
 def test_a_takedown_after_the_end_observes_its_latency() -> None:
@@ -376,6 +382,111 @@ def test_a_distribute_job_as_listed_is_observed() -> None:
     assert observe_job(job).applied is True
     job["status"] = {"conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": "2027-01-01T00:00:04Z"}]}
     assert (observe_job(job).state, observe_job(job).finished_at) == ("Failed", _at(4))
+
+
+# --- takedowns armed ahead of a window's end ----------------------------------------------------
+
+def _armed(facts: DistributionFacts, plan: DistributionPlan, state: JobState = "Running") -> DistributionFacts:
+    """The facts once an armed Job exists, observed as the controller observes it (from its manifest)."""
+    assert plan.job is not None
+    job = json.loads(json.dumps(plan.job.job))
+    job["status"] = {"active": 1} if state == "Running" else {}
+    seen = observe_job(job)
+    assert seen.inputs == plan.job.inputs  # an armed Job's input is read while it waits: cancel or not
+    return replace(_after(facts, plan), jobs=[seen])
+
+
+def test_takedowns_due_at_an_end_are_armed_ahead_of_it_and_recorded_after_it() -> None:
+    facts = _facts(assets=[_asset(published="w1"), _asset("ep2", published="w1")])
+    early = plan_distribution(facts, CONFIG, _at(80))
+    assert early.job is None and early.wake == _at(100) - LEAD
+
+    plan = plan_distribution(facts, CONFIG, _at(86))
+    assert plan.job is not None and _kinds(plan)[0] == "CreateJob"
+    assert not any(w.required for w in plan.of(PatchAssetStatus))  # nothing needs to land before it
+    inputs = plan.job.inputs
+    assert [(a.action, a.asset) for a in inputs.actions] == [("takedown", "ep1"), ("takedown", "ep2")]
+    assert inputs.not_before == _at(100)
+    assert plan.job.job["metadata"]["annotations"][NOT_BEFORE] == "2027-01-01T00:01:40Z"
+    # The feeds are as they will be at the end, when the Job writes them: without the titles leaving.
+    assert [plan.job.feed(f.uri) for f in inputs.feeds] == [[]]
+    assert plan.windows["w1"].phase == "Open" and plan.wake == _at(100)
+    # Its records stay Published until the Job has verified the takedowns.
+    assert [d.state for a in _after(facts, plan).assets for d in (a.status.distribution if a.status else [])] == [
+        "Published", "Published"]
+
+    running = _armed(facts, plan)
+    assert plan_distribution(running, CONFIG, _at(90)).writes == []  # nothing changed: it stays armed
+    at_end = plan_distribution(running, CONFIG, _at(100))
+    assert at_end.job is None and not at_end.of(CancelJob)  # due now, and the armed Job does it
+
+    done = plan_distribution(_finish(running, "Succeeded", _at(100.5)), CONFIG, _at(101))
+    assert done.observations == [Observation("svod", "takedown", 0.5)] * 2
+    assert [h.action for h in done.windows["w1"].history or []] == ["TakenDown", "TakenDown"]
+
+
+def test_an_armed_job_is_cancelled_when_a_licence_is_extended_within_the_lead() -> None:
+    facts = _facts(assets=[_asset(published="w1"), _asset("ep2", published="w1")])
+    plan = plan_distribution(facts, CONFIG, _at(86))
+    running = _armed(facts, plan)
+    extended = replace(running, windows=[replace(running.windows[0], spec=running.windows[0].spec.model_copy(
+        update={"end": _at(500)}))])
+    cancel = plan_distribution(extended, CONFIG, _at(95))
+    assert _kinds(cancel) == ["PatchAssetStatus", "PatchAssetStatus", "CancelJob", "PatchWindowStatus"]
+    [what] = cancel.of(CancelJob)
+    assert what.job == plan.job.name if plan.job else False
+    assert what.why == "ep1 on svod-no is no longer due to be taken down at 2027-01-01T00:01:40Z (and 1 more)"
+    # Its pod may have deleted in a race with the cancel: the records say so before the Job goes, and must
+    # land on the assets as they were read (else nothing follows, and the next reconcile plans again).
+    for write in cancel.of(PatchAssetStatus):
+        assert write.required and [d["state"] for d in write.patch["distribution"]] == ["Failed"]
+
+    # Cancelled and being deleted, the Job holds the namespace until its pod is gone; it is never recorded.
+    marked = _after(extended, cancel)
+    gone_soon = replace(marked, jobs=[replace(j, cancelled=True, applied=True, deleting=True) for j in marked.jobs])
+    waiting = plan_distribution(gone_soon, CONFIG, _at(96))
+    assert waiting.job is None and not waiting.of(CancelJob) and not waiting.of(AnnotateJob)
+    # Cancelled but not deleted (the operator stopped in between): deleted again.
+    again = plan_distribution(replace(gone_soon, jobs=[replace(j, deleting=False) for j in gone_soon.jobs]),
+                              CONFIG, _at(96))
+    assert [w.job for w in again.of(CancelJob)] == [what.job]
+    # Gone: whatever the pod did, both titles are published again while the extended licence runs.
+    republish = plan_distribution(replace(gone_soon, jobs=[]), CONFIG, _at(97))
+    assert republish.job is not None and republish.job.inputs.not_before is None
+    assert [(a.action, a.asset) for a in republish.job.inputs.actions] == [("publish", "ep1"), ("publish", "ep2")]
+
+
+def test_an_armed_job_is_kept_when_more_takedowns_fall_due_with_it() -> None:
+    facts = _facts([_window(names=["ep1"])], [_asset(published="w1"), _asset("ep2")])
+    plan = plan_distribution(facts, CONFIG, _at(86))
+    assert plan.job is not None and [a.asset for a in plan.job.inputs.actions] == ["ep1"]
+    running = _armed(facts, plan)
+    # ep2, published under another window, is found to end at the same second: it follows, nothing is cancelled.
+    later = replace(running, windows=[*running.windows, _window("w2", names=["ep2"])],
+                    assets=[running.assets[0], _asset("ep2", published="w2")])
+    kept = plan_distribution(later, CONFIG, _at(90))
+    assert kept.job is None and not kept.of(CancelJob)
+
+
+def test_no_lead_takes_down_at_the_end() -> None:
+    config = OperatorConfig(takedown_lead_seconds=0)
+    facts = _facts(assets=[_asset(published="w1")])
+    early = plan_distribution(facts, config, _at(99))
+    assert early.job is None and early.wake == _at(100)
+    plan = plan_distribution(facts, config, _at(100))
+    assert plan.job is not None and plan.job.inputs.not_before is None
+    assert NOT_BEFORE not in plan.job.job["metadata"]["annotations"]
+
+
+def test_a_cancelled_job_is_observed_as_such() -> None:
+    facts = _facts(assets=[_asset(published="w1")])
+    plan = plan_distribution(facts, CONFIG, _at(86))
+    assert plan.job is not None
+    job = json.loads(json.dumps(plan.job.job))
+    job["metadata"]["annotations"].update({CANCELLED: "true", APPLIED: "true"})
+    job["metadata"]["deletionTimestamp"] = "2027-01-01T00:01:35Z"
+    seen = observe_job(job)
+    assert (seen.cancelled, seen.deleting, seen.not_before, seen.inputs) == (True, True, _at(100), None)
 
 
 # --- one bad target: quarantined pairs, the rest flowing -----------------------------------------

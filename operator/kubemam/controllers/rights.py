@@ -44,8 +44,11 @@ from kubemam.metrics import (
     TAKEDOWN_LATENCY,
 )
 from kubemam.plan.distribution import (
+    APPLIED,
+    CANCELLED,
     AnnotateJob,
     AssetFacts,
+    CancelJob,
     CreateEvent,
     CreateJob,
     DistributeJob,
@@ -269,6 +272,14 @@ def _create_job(api: KubeApi, namespace: str, write: CreateJob) -> None:
                     "there any more", namespace, write.name)
 
 
+def _cancel_job(api: KubeApi, namespace: str, write: CancelJob) -> None:
+    """Marked first (never recorded, whatever its pod managed), then deleted with its pod; the Job stays
+    listed until the pod is gone, and until then no other batch starts."""
+    log.info("cancelling armed Job %s/%s: %s", namespace, write.job, write.why)
+    api.annotate_job(namespace, write.job, {APPLIED: "true", CANCELLED: "true"})  # 404: gone already
+    api.delete_job(namespace, write.job, foreground=True)
+
+
 def _each(pool: ThreadPoolExecutor | None, fn: Callable[[W], bool], writes: list[W]) -> list[bool]:
     """fn over writes that do not depend on one another (asset records, Events), WRITE_THREADS at once:
     1,000 takedowns recorded are 1,000 status writes. The first error is raised once all have ended."""
@@ -322,6 +333,8 @@ def act(api: KubeApi, namespace: str, plan: DistributionPlan) -> bool:
                 for write in run:
                     if isinstance(write, CreateJob):
                         _create_job(api, namespace, write)
+                    elif isinstance(write, CancelJob):
+                        _cancel_job(api, namespace, write)
                     elif isinstance(write, PatchWindowStatus):
                         api.patch_status(RIGHTS_WINDOW.plural, namespace, write.window, write.patch)
                     elif isinstance(write, AnnotateJob):

@@ -75,6 +75,10 @@ from kubemam.timestamps import parse_time
 
 APPLIED = f"{GROUP}/applied"
 ACTIONS_HASH = f"{GROUP}/actions-hash"
+# An armed takedown batch: its worker deletes nothing before this instant (the windows' end).
+NOT_BEFORE = f"{GROUP}/not-before"
+# An armed Job the planner cancelled (a licence changed within the lead): deleted, never recorded.
+CANCELLED = f"{GROUP}/cancelled"
 # Set with APPLIED on a failed Job whose worker named the actions that failed: those pairs were
 # quarantined, so the batch as a whole does not count as failed (no batch backoff on top).
 ISOLATED = f"{GROUP}/failed-actions"
@@ -130,6 +134,9 @@ class DistributeJob:
     failure: DistributeFailure | None = None  # a failed Job's worker named the actions that failed
     isolated: bool = False  # recorded as a per-action failure (ISOLATED): not a failure of the whole batch
     actions_hash: str | None = None  # its batch's actions (ACTIONS_HASH), which a retry of them shares
+    not_before: datetime | None = None  # armed: its worker deletes nothing before then (NOT_BEFORE)
+    cancelled: bool = False  # an armed Job cancelled (CANCELLED): it holds the namespace until it is gone
+    deleting: bool = False  # deletionTimestamp set
 
 
 @dataclass(frozen=True)
@@ -149,7 +156,10 @@ def inputs_needed(job: dict[str, Any]) -> bool:
     state = job_state(job)[0]
     annotations = (job.get("metadata") or {}).get("annotations") or {}
     applied = annotations.get(APPLIED) == "true"
-    return (state in ("Failed", "Succeeded") and not applied) or (state == "Failed" and ACTIONS_HASH not in annotations)
+    # An armed Job that has not finished: whether a licence change since must cancel it.
+    armed = NOT_BEFORE in annotations and CANCELLED not in annotations and state in ("Pending", "Running")
+    uncounted = state == "Failed" and ACTIONS_HASH not in annotations
+    return (state in ("Failed", "Succeeded") and not applied) or uncounted or armed
 
 
 def staged_input_sha256(job: dict[str, Any]) -> str | None:
@@ -181,7 +191,8 @@ def observe_job(job: dict[str, Any], termination_message: str | None = None,
                          actions_hash=annotations.get(ACTIONS_HASH) or (inputs.actions_hash if inputs else None),
                          finished_at=finished, applied=applied,
                          failure=read_failure(termination_message) if state == "Failed" else None,
-                         isolated=ISOLATED in annotations)
+                         isolated=ISOLATED in annotations, not_before=parse_time(annotations.get(NOT_BEFORE)),
+                         cancelled=CANCELLED in annotations, deleting=bool(meta.get("deletionTimestamp")))
 
 
 def read_failure(termination_message: str | None) -> DistributeFailure | None:
@@ -243,6 +254,16 @@ class CreateJob:
 
 
 @dataclass(frozen=True)
+class CancelJob:
+    """An armed Job whose takedowns are no longer all due at its instant: marked (applied, CANCELLED), then
+    deleted with its pod (foreground). Its actions' records were marked Failed before, so whatever its pod
+    may have done in a race with the deletion is put right (published again, or taken down)."""
+
+    job: str
+    why: str
+
+
+@dataclass(frozen=True)
 class PatchWindowStatus:
     window: str
     patch: dict[str, Any]
@@ -260,8 +281,8 @@ class AnnotateJob:
     ttl_seconds: int
 
 
-Write = PatchAssetStatus | CreateJob | PatchWindowStatus | CreateEvent | AnnotateJob
-W = TypeVar("W", PatchAssetStatus, CreateJob, PatchWindowStatus, CreateEvent, AnnotateJob)
+Write = PatchAssetStatus | CreateJob | CancelJob | PatchWindowStatus | CreateEvent | AnnotateJob
+W = TypeVar("W", PatchAssetStatus, CreateJob, CancelJob, PatchWindowStatus, CreateEvent, AnnotateJob)
 
 
 @dataclass(frozen=True)
@@ -420,13 +441,16 @@ def _distribute_job(namespace: str, inputs: DistributeInput, files: dict[str, st
     job["metadata"].pop("ownerReferences", None)
     # Failures are counted per batch of actions, from the annotation: not by reading each failed Job's input.
     job["metadata"].setdefault("annotations", {})[ACTIONS_HASH] = inputs.actions_hash
+    if inputs.not_before is not None:
+        job["metadata"]["annotations"][NOT_BEFORE] = _stamp(inputs.not_before)
     return job
 
 
 def _next_inputs(namespace: str, actions: list[DistributeAction], attempt: int,
                  feeds: dict[str, list[dict[str, Any]]], files: dict[str, str],
-                 config: OperatorConfig) -> DistributeInput:
-    """The batch's input; each feed by reference to its staged file (`files`, in sorted uri order)."""
+                 config: OperatorConfig, not_before: datetime | None = None) -> DistributeInput:
+    """The batch's input; each feed by reference to its staged file (`files`, in sorted uri order).
+    `not_before`: an armed batch's instant."""
     wire = [a.to_wire() for a in actions]
     refs = [DistributeFeed(uri=uri, file=f"feed-{i}.json", sha256=sha256_text(files[f"feed-{i}.json"]),
                            entries=len(entries))
@@ -434,10 +458,11 @@ def _next_inputs(namespace: str, actions: list[DistributeAction], attempt: int,
     draft: dict[str, Any] = {
         "namespace": namespace, "actions": wire, "actionsHash": input_hash(wire), "attempt": attempt,
         "feeds": [f.to_wire() for f in refs],
-        "usage": f"{config.library_uri.rstrip('/')}/usage/{namespace}/"}
+        "usage": f"{config.library_uri.rstrip('/')}/usage/{namespace}/",
+        **({"notBefore": _stamp(not_before)} if not_before is not None else {})}
     batch = input_hash(draft)[:16]
     return DistributeInput(namespace=namespace, batch=batch, actions=actions, actions_hash=draft["actionsHash"],
-                           attempt=attempt, feeds=refs, usage=f"{draft['usage']}{batch}.json")
+                           attempt=attempt, feeds=refs, usage=f"{draft['usage']}{batch}.json", not_before=not_before)
 
 
 # --- the planner -------------------------------------------------------------------------------
@@ -527,6 +552,14 @@ class _Recorder:
             self.put(action, "Failed", job.finished_at or self.now,
                      current.quarantine if current is not None else None)
 
+    def unsure(self, inputs: DistributeInput) -> None:
+        """A cancelled armed batch's pod may have deleted some of its origins in a race with the cancel: its
+        pairs are Failed (maybe on the origin), so each is published again while licensed, else taken down."""
+        for action in inputs.actions:
+            current = self.current(action.asset, action.target)
+            if current is not None and current.state == "Published":
+                self.put(action, "Failed", self.now, current.quarantine)
+
     def record(self, job: DistributeJob) -> None:
         at = job.finished_at or self.now
         annotations = {APPLIED: "true"}
@@ -570,10 +603,18 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
     recorder = _Recorder(facts, {w.name: w.spec.end for w in windows}, now, longest)
 
     active: DistributeJob | None = None
+    cancels: list[CancelJob] = []
     attempts: dict[str, int] = defaultdict(int)  # Failed Jobs per actions hash: the next attempt's number
     failures: dict[str, int] = defaultdict(int)  # of those, the ones that failed whole
     last_failure: dict[str, datetime] = {}
     for seen in sorted(facts.jobs, key=lambda j: j.finished_at or _EPOCH):
+        if seen.cancelled:
+            # Never recorded; it holds the namespace until its pod is gone (foreground deletion), so no
+            # new batch races whatever that pod is still doing.
+            active = seen
+            if not seen.deleting:
+                cancels.append(CancelJob(seen.name, "cancelled before; deleting it again"))
+            continue
         if seen.state in ("Pending", "Running"):
             active = seen
             continue
@@ -604,19 +645,43 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
         else:
             wake = min(retry_at, wake) if wake else retry_at
 
+    # Takedowns armed ahead of a window's end (config.takedown_lead_seconds): a Job made now whose worker
+    # deletes nothing before `arm_at`, so the end meets a pod that has listed its origins and waits.
+    lead = timedelta(seconds=config.takedown_lead_seconds)
+    armed = active if active is not None and active.not_before is not None and not active.cancelled else None
+    if armed is not None and armed.not_before is not None and now < armed.not_before and armed.inputs is not None:
+        then = plan_rights(facts.namespace, windows, assets, targets, armed.not_before, publish=False)
+        still = {(a.asset, a.target.name) for a in then.actions if a.action == "takedown"}
+        gone = [a for a in armed.inputs.actions if (a.asset, a.target) not in still]
+        if gone:
+            recorder.unsure(armed.inputs)
+            cancels.append(CancelJob(armed.name, f"{gone[0].asset} on {gone[0].target} is no longer due to be "
+                                     f"taken down at {_stamp(armed.not_before)}" +
+                                     (f" (and {len(gone) - 1} more)" if len(gone) > 1 else "")))
+    candidates, source, arm_at = due, rights, None
+    transition = rights.next_transition
+    if not due and active is None and lead and transition is not None:
+        if now < transition - lead:
+            wake = min(wake, transition - lead) if wake else transition - lead
+        else:
+            then = plan_rights(facts.namespace, windows, assets, targets, transition, publish=False)
+            candidates = [a for a in then.actions
+                          if a.action == "takedown" and _held(a, recorder.distribution, transition) is None]
+            source, arm_at = then, transition
+
     job: CreateJob | None = None
     refused: str | None = None  # the feeds are too big even to stage
     failed_attempts: int | None = None if due else 0
-    if due and active is None:
+    if candidates and active is None:
         # The feeds as they would be if every due publish ran now: an upper bound on what is staged beside
         # the batch, so the batch leaves them room.
         on_origin = {(a.name, d.target) for a in assets for d in a.distribution if d.state == "Published"}
-        takedowns_due = any(a.action == "takedown" for a in due)  # then the batch publishes nothing
-        wanted = set() if takedowns_due else {(a.asset, a.target.name) for a in due if a.action == "publish"}
+        takedowns_due = any(a.action == "takedown" for a in candidates)  # then the batch publishes nothing
+        wanted = set() if takedowns_due else {(a.asset, a.target.name) for a in candidates if a.action == "publish"}
         # An input that stays inline leaves the ConfigMap to the feeds: never less than that.
-        upper = feeds_for(facts.namespace, rights, windows, on_origin | wanted)
+        upper = feeds_for(facts.namespace, source, windows, on_origin | wanted)
         budget = max(batch_budget(upper), INLINE_LIMIT - BATCH_HEADROOM)
-        chosen = batch_of(due, budget)
+        chosen = batch_of(candidates, budget)
         batch = [a.to_input() for a in chosen]
         actions_hash = input_hash([a.to_wire() for a in batch])
         failed_attempts = failures.get(actions_hash, 0)
@@ -628,10 +693,10 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
         else:
             # The feeds advertise what is on the origins and what this batch publishes, nothing held back.
             publishing = {(a.asset, a.target.name) for a in chosen if a.action == "publish"}
-            feeds = upper if publishing == wanted else feeds_for(facts.namespace, rights, windows,
+            feeds = upper if publishing == wanted else feeds_for(facts.namespace, source, windows,
                                                                  on_origin | publishing)
             try:
-                job = _new_job(facts, batch, attempts.get(actions_hash, 0), feeds, config)
+                job = _new_job(facts, batch, attempts.get(actions_hash, 0), feeds, config, arm_at)
             except StepInputTooLarge as err:
                 refused = str(err)  # no Job: the windows say why; nothing else changes
             else:
@@ -663,11 +728,13 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
             window_writes.append(PatchWindowStatus(window.name, patch))
 
     published_by_job = {a.asset for a in job.inputs.actions if a.action == "publish"} if job else set()
+    # A cancelled batch's records (Failed) must land before its Job goes, as a publish's Pending before its Job.
+    unsure = {a.asset for a in armed.inputs.actions} if armed and armed.inputs and cancels else set()
     asset_writes = [w for a in facts.assets
-                    if (w := _asset_write(a, recorder, by_asset, now, a.name in published_by_job))]
+                    if (w := _asset_write(a, recorder, by_asset, now, a.name in published_by_job | unsure))]
     # Only the Pending records of the publishes must land before the Job; every other asset write (a finished
     # batch's records, conditions) follows it, so a thousand records to write never delay a takedown.
-    writes: list[Write] = [*[w for w in asset_writes if w.required], *([job] if job else []),
+    writes: list[Write] = [*[w for w in asset_writes if w.required], *cancels, *([job] if job else []),
                            *[w for w in asset_writes if not w.required], *window_writes, *recorder.events,
                            *recorder.annotate]
     return DistributionPlan(writes, desired, failed_attempts, recorder.observations, recorder.audit, wake,
@@ -675,13 +742,14 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
 
 
 def _new_job(facts: DistributionFacts, batch: list[DistributeAction], attempt: int,
-             feeds: dict[str, list[dict[str, Any]]], config: OperatorConfig) -> CreateJob:
+             feeds: dict[str, list[dict[str, Any]]], config: OperatorConfig,
+             not_before: datetime | None = None) -> CreateJob:
     """The batch's Job, under a name no Job of the last day has: the same actions needed again (a
     publish after a takedown, a retry) must not meet the finished Job of the same input (409)."""
     taken = {j.name for j in facts.jobs}
     files = {f"feed-{i}.json": feed_file(entries) for i, (_, entries) in enumerate(sorted(feeds.items()))}
     while True:
-        inputs = _next_inputs(facts.namespace, batch, attempt, feeds, files, config)
+        inputs = _next_inputs(facts.namespace, batch, attempt, feeds, files, config, not_before)
         job = _distribute_job(facts.namespace, inputs, files, config)
         if job["metadata"]["name"] not in taken:
             return CreateJob(job, inputs)
@@ -689,10 +757,10 @@ def _new_job(facts: DistributionFacts, batch: list[DistributeAction], attempt: i
 
 
 def _asset_write(asset: AssetFacts, recorder: _Recorder, quarantined: dict[str, list[str]], now: datetime,
-                 publishing: bool) -> PatchAssetStatus | None:
-    """The asset's distribution records, and its Distributed condition once it has any. `publishing`:
-    the Job that follows publishes it, so the write (its Pending records) must land on the asset as it
-    was read, or not at all."""
+                 must_land: bool) -> PatchAssetStatus | None:
+    """The asset's distribution records, and its Distributed condition once it has any. `must_land`: the
+    Job that follows publishes it (its Pending records), or an armed Job that touched it is cancelled (its
+    Failed records), so the write must land on the asset as it was read, or nothing after it may go."""
     if asset.status is None:
         return None
     before = [d.to_wire() for d in asset.status.distribution or []]
@@ -705,7 +773,7 @@ def _asset_write(asset: AssetFacts, recorder: _Recorder, quarantined: dict[str, 
             patch = {**patch, "conditions": [c.to_wire() for c in conditions]}
     if not patch:
         return None
-    guarded = publishing or "conditions" in patch
-    fallback = None if publishing else {k: v for k, v in patch.items() if k != "conditions"} or None
+    guarded = must_land or "conditions" in patch
+    fallback = None if must_land else {k: v for k, v in patch.items() if k != "conditions"} or None
     return PatchAssetStatus(asset.name, patch, asset.resource_version if guarded else None, fallback,
-                            required=publishing)
+                            required=must_land)

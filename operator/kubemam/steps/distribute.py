@@ -9,7 +9,7 @@ import json
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, AwareDatetime, Field, ValidationInfo, field_validator, model_validator
 
 from kubemam.api.rights import Channel
 from kubemam.api.territories import known_territories
@@ -139,6 +139,15 @@ class DistributeInput(_Wire):
                          "done and the same actions needed again): a new attempt is a new Job name")
     feeds: list[DistributeFeed] = Field(default_factory=list)
     usage: S3Location
+    not_before: AwareDatetime | None = Field(
+        default=None, description="An armed batch (takedowns only): the worker checks the buckets and lists the "
+        "origins ahead, then deletes nothing before this instant, the end of the windows that license them")
+
+    @model_validator(mode="after")
+    def _armed_takedowns_only(self) -> DistributeInput:
+        if self.not_before is not None and any(a.action != "takedown" for a in self.actions):
+            raise ValueError("notBefore arms takedowns only; a batch with a publish cannot carry it")
+        return self
 
     @field_validator("batch")
     @classmethod

@@ -127,6 +127,7 @@ class Batch:
     feeds: tuple[Feed, ...]
     usage: S3Uri
     refused: Mapping[int, str] = field(default_factory=dict)  # action index -> why it may not run
+    not_before: datetime | None = None  # armed: nothing is deleted before then
 
 
 def _uri(text: str, where: str) -> S3Uri:
@@ -188,7 +189,8 @@ def parse_input(raw: Mapping[str, Any]) -> Batch:
     feeds = tuple(Feed(_uri(f.uri, f"feeds[{i}].uri"), file=f.file, sha256=f.sha256, count=f.entries)
                   for i, f in enumerate(model.feeds))
     usage = _uri(model.usage, "input.usage")
-    return Batch(model.namespace, model.batch, actions, feeds, usage, overlap_problems(actions, feeds, usage))
+    return Batch(model.namespace, model.batch, actions, feeds, usage, overlap_problems(actions, feeds, usage),
+                 model.not_before)
 
 
 def load_feeds(batch: Batch) -> Batch:
@@ -620,13 +622,29 @@ class _Takedowns:
                             _describe(err))
 
 
+def wait_until(instant: datetime, clock: Callable[[], datetime], sleep: Callable[[float], None] = time.sleep) -> None:
+    """Back only once `clock()` has reached `instant` (a SIGTERM meanwhile ends the step: worker/steps.py)."""
+    while (left := (instant - clock()).total_seconds()) > 0:
+        sleep(min(left, 1.0))
+
+
 def takedown_all(s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action], usage: S3Uri, batch: str,
-                 clock: Callable[[], datetime]) -> list[Outcome]:
+                 clock: Callable[[], datetime], not_before: datetime | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> list[Outcome]:
     """List every origin, delete in waves (manifests first) and list again, up to TAKEDOWN_ROUNDS
-    times, until empty; then purge. An action that fails leaves the others going."""
+    times, until empty; then purge. An action that fails leaves the others going. `not_before`: an armed
+    batch lists ahead and then waits; nothing is deleted, and nothing counts as taken down, before then."""
     work = _Takedowns(s3, pool, actions, usage, batch, clock)
     work.read_ledgers()
     remaining = work.listed(work.live(work.outcomes))
+    if not_before is not None:
+        log.info("armed: %d origins listed (%d objects); deleting at %s", len(actions),
+                 sum(len(keys) for keys in remaining.values()), iso(not_before))
+        wait_until(not_before, clock, sleep)
+        work.started = time.monotonic()
+        for outcome in work.outcomes.values():
+            if outcome.at is not None:  # empty when listed: verified now, at the end
+                outcome.at, outcome.seconds = clock(), 0.0
     work.write_ledger(remaining)
     for _ in range(TAKEDOWN_ROUNDS):
         if not remaining:
@@ -720,7 +738,7 @@ def distribute(s3: Any, batch: Batch, clock: Callable[[], datetime],
     takedowns = [a for a in runnable if a.action == "takedown"]
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         # Takedowns first: ending availability is the obligation with a deadline.
-        for outcome in takedown_all(s3, pool, takedowns, batch.usage, batch.batch, clock):
+        for outcome in takedown_all(s3, pool, takedowns, batch.usage, batch.batch, clock, batch.not_before):
             outcomes[outcome.action.index] = outcome
         for outcome in publish_all(s3, pool, publishes, clock):
             outcomes[outcome.action.index] = outcome
