@@ -84,6 +84,13 @@ def _report(stack: LocalStack, start: datetime, end: datetime) -> list[dict[str,
     return list(csv.DictReader(io.StringIO(out)))
 
 
+def _armed_job(stack: LocalStack, end: datetime) -> Any:
+    """The distribute Job armed for `end` (its not-before annotation), if any."""
+    jobs = client.BatchV1Api(stack.api).list_namespaced_job(NAMESPACE, label_selector="kubemam.io/step=distribute")
+    return next((j for j in jobs.items if (j.metadata.annotations or {}).get("kubemam.io/not-before") == _stamp(end)),
+                None)
+
+
 def test_windows_publish_and_take_down_on_time(control_plane: Any, tmp_path: Path) -> None:
     with local_stack(control_plane, tmp_path, NAMESPACE) as stack:
         stack.store.create_bucket(Bucket=ORIGIN)
@@ -135,6 +142,12 @@ def test_windows_publish_and_take_down_on_time(control_plane: Any, tmp_path: Pat
         assert [(e["asset"], e["target"], e["window"]) for e in feed["entries"]] == [("ep1", "svod-nordics",
                                                                                       "nordics")]
 
+        # Armed ahead of the end: the takedown's Job exists before it, and deletes nothing until it.
+        armed = wait_for(lambda: _armed_job(stack, end), timeout=30, what="the takedown armed before the end")
+        assert armed.metadata.creation_timestamp < end, armed.metadata
+        while datetime.now(UTC) < end - timedelta(seconds=1):
+            assert _keys(stack, nordics) != [], "taken down before the end"
+            time.sleep(0.2)
         # Gone within 5 s of the end, verified by listing.
         wait_for(lambda: _keys(stack, nordics) == [], timeout=30, what="the takedown")
         removed = datetime.now(UTC)
@@ -153,12 +166,14 @@ def test_windows_publish_and_take_down_on_time(control_plane: Any, tmp_path: Pat
         distributed = stack.custom.condition("mediaassets", "ep1", "Distributed")
         assert distributed is not None and distributed["status"] == "True", distributed
 
-        # A window that ends while the operator is down is taken down as soon as it is back.
+        # A window that ends while the operator is down is taken down as soon as it is back. (It is stopped
+        # well before the end's lead, so that no armed Job takes it down on its own.)
         start2 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-        end2 = start2 + timedelta(seconds=8)
+        end2 = start2 + timedelta(seconds=35)
         stack.custom.create("rightswindows", _window("nordics-again", start2, end2, ["NO", "SE"]))
         wait_for(lambda: _keys(stack, nordics) != [], timeout=25, what="the second publish")
         stack.stop_operator()
+        assert _armed_job(stack, end2) is None
         time.sleep(max(0.0, (end2 - datetime.now(UTC)).total_seconds() + 2))
         assert _keys(stack, nordics) != []  # nobody took it down while the operator was away
         restarted = time.monotonic()
@@ -225,3 +240,21 @@ def test_windows_publish_and_take_down_on_time(control_plane: Any, tmp_path: Pat
         assert "Scheduled CONFLICT" in rows["exclusive-a"] and "opens in " in rows["exclusive-a"], overview
         assert "Closed" in rows["nordics"], overview
         assert "TakenDown svod-nordics" in rows["ep1"], overview
+
+        # A licence extended within the lead cancels the armed takedown: the title stays (re-published, as the
+        # cancelled pod might have raced the cancel), and the records say Published again.
+        start3 = datetime.now(UTC).replace(microsecond=0)
+        end3 = start3 + timedelta(seconds=25)
+        stack.custom.create("rightswindows", _window("extended", start3, end3, ["NO", "SE"]))
+        wait_for(lambda: _keys(stack, nordics) != [], timeout=25, what="the third publish")
+        armed = wait_for(lambda: _armed_job(stack, end3), timeout=30, what="the third takedown armed")
+        client.CustomObjectsApi(stack.api).patch_namespaced_custom_object(
+            "kubemam.io", "v1alpha1", NAMESPACE, "rightswindows", "extended",
+            {"spec": {"end": _stamp(end3 + timedelta(hours=1))}})
+        wait_for(lambda: _armed_job(stack, end3) is None, timeout=30, what="the armed Job cancelled and gone")
+        time.sleep(max(0.0, (end3 - datetime.now(UTC)).total_seconds() + 3))
+        assert _keys(stack, nordics) != [], "taken down though the licence was extended"
+        wait_for(lambda: [(d["target"], d["state"]) for d in
+                          stack.custom.get("mediaassets", "ep1")["status"]["distribution"]] == [
+                              ("svod-nordics", "Published")], timeout=60, what="Published again")
+        assert armed.metadata.name in stack.log.read_text()  # "cancelling armed Job …: ep1 on svod-nordics …"
