@@ -27,6 +27,7 @@ Usage: .venv/bin/python bench/takedown.py [--assets 100] [--open-seconds 40] [--
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -90,15 +91,19 @@ def seeded_record(s3: Any, groups: dict[str, str], since: datetime) -> Callable[
 
 
 def settle(state: dict[str, Any], titles: list[str], timeout: float = 900.0) -> None:
-    """Until the rights controller has written its Distributed condition on every seeded title (what it does
-    once after publishing each): the takedown then meets the catalogue as it stands after real publishes."""
+    """Until the operator has handled every seeded title's creation (Kopf's last-handled annotation, the asset
+    controller's Ready condition) and the rights controller has written its Distributed condition on each
+    (what it does once after publishing each): the takedown then meets the catalogue as it stands after real
+    publishes, not a burst of 5,000 creations still being worked through."""
     custom = client.CustomObjectsApi(config.new_client_from_config(state["kubeconfig"]))
     deadline = time.monotonic() + timeout
+    handled = f"{GROUP}/last-handled-configuration"
     while time.monotonic() < deadline:
         items = custom.list_namespaced_custom_object(GROUP, VERSION, DEMO_NAMESPACE, "mediaassets",
                                                      _request_timeout=(5, 120))["items"]
-        bare = [a for a in items if not any(c.get("type") == "Distributed"
-                                            for c in (a.get("status") or {}).get("conditions") or [])]
+        bare = [a for a in items if handled not in (a["metadata"].get("annotations") or {})
+                or not {"Distributed", "Ready"} <= {c.get("type") for c in (a.get("status") or {}).get("conditions")
+                                                    or []}]
         if not bare and len(items) >= len(titles):
             return
         time.sleep(5)
@@ -141,6 +146,7 @@ def main() -> int:
     parser.add_argument("--seeded", action="store_true",
                         help="write the titles as published (records and origin objects) instead of publishing "
                              "them through the operator; --open-seconds then counts from when that is done")
+    parser.add_argument("--keep-log", type=Path, help="copy the operator's log here at the end")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kubemam-bench-") as tmp:
         state = cluster.up(Path(tmp))
@@ -149,6 +155,8 @@ def main() -> int:
                        max(1, args.titles_per_window), args.seeded, Path(tmp) / "operator.log")
         finally:
             cluster.down(Path(tmp))
+            if args.keep_log and (Path(tmp) / "operator.log").exists():
+                shutil.copyfile(Path(tmp) / "operator.log", args.keep_log)
 
 
 def _create_titles(state: dict[str, Any], titles: list[str], groups: dict[str, str],

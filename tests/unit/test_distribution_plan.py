@@ -21,6 +21,7 @@ from kubemam.plan.distribution import (
     APPLIED,
     CANCELLED,
     ISOLATED,
+    MAX_CONDITION_WRITES,
     MAX_PUBLISHES,
     MAX_TAKEDOWNS,
     NOT_BEFORE,
@@ -382,6 +383,25 @@ def test_a_distribute_job_as_listed_is_observed() -> None:
     assert observe_job(job).applied is True
     job["status"] = {"conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": "2027-01-01T00:00:04Z"}]}
     assert (observe_job(job).state, observe_job(job).finished_at) == ("Failed", _at(4))
+
+
+def test_condition_writes_are_spread_over_reconciles_records_never() -> None:
+    titles = [_asset(f"ep{n:03d}", published="w1") for n in range(450)]
+    plan = plan_distribution(_facts(assets=titles), CONFIG, _at(10))
+    writes = plan.of(PatchAssetStatus)
+    # Each title needs its Distributed condition; a reconcile writes MAX_CONDITION_WRITES and comes back.
+    assert len(writes) == MAX_CONDITION_WRITES and all(set(w.patch) == {"conditions"} for w in writes)
+    assert plan.wake == _at(10) + timedelta(seconds=1)
+    second = plan_distribution(_after(_facts(assets=titles), plan), CONFIG, _at(11))
+    assert len(second.of(PatchAssetStatus)) == MAX_CONDITION_WRITES
+    assert not {w.asset for w in writes} & {w.asset for w in second.of(PatchAssetStatus)}
+
+    # A finished takedown's records all go in one reconcile (the Job is marked applied after them).
+    closing = [_asset(f"ep{n:03d}", published="w1") for n in range(450)]
+    armed = plan_distribution(_facts(assets=closing), CONFIG, _at(100))
+    assert armed.job is not None and len(armed.job.inputs.actions) == 450
+    done = plan_distribution(_finish(_after(_facts(assets=closing), armed), "Succeeded", _at(101)), CONFIG, _at(102))
+    assert sum("distribution" in w.patch for w in done.of(PatchAssetStatus)) == 450 and done.of(AnnotateJob)
 
 
 # --- takedowns armed ahead of a window's end ----------------------------------------------------

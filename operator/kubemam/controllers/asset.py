@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from kubemam import metrics
@@ -178,43 +179,71 @@ def waits_on_jobs(watched: Watched, body: dict[str, Any]) -> bool:
     return waiting
 
 
+# A status write guarded by the resourceVersion read, refused because another writer (the rights planner's
+# Distributed condition and records) came in between: the reconcile runs again on the fresh object this often.
+STATUS_CONFLICT_ATTEMPTS = 5
+
+
+class _StatusConflict(Exception):
+    pass
+
+
 def reconcile(api: KubeApi, config: OperatorConfig, watched: Watched, namespace: str, name: str) -> datetime | None:
     """Bring one asset's Jobs and status to what its spec and the cluster call for. Returns when time alone
-    next changes its archive plan (a tier transition, a fixity slot...: the archive clock wakes it then)."""
+    next changes its archive plan (a tier transition, a fixity slot...: the archive clock wakes it then).
+    Its status write is guarded by the resourceVersion it read: a merge patch replaces the conditions list
+    whole, and written over a newer object it would drop the rights planner's Distributed condition."""
     with _locks[(namespace, name)]:
-        body = api.get(MEDIA_ASSET.plural, namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return None
-        facts = gather(api, body, watched, config)
-        now = datetime.now(UTC)
-        plan = plan_asset(facts, config, now)
-        if plan.key_secret is not None and plan.create_jobs:
-            problem = ensure_content_keys(api, namespace, plan.key_secret, body)  # before the Job that mounts it
-            if problem is not None:  # a Secret not the asset's under a key name: planned again, without that Job
-                plan = plan_asset(dataclasses.replace(facts, key_secret_problem=problem), config, now)
-        for superseded in plan.delete_jobs:
-            # Its inputs changed (a marker, QC or ladder edit): one Job per step runs, the newest.
-            api.delete_job(namespace, superseded)
-            log.info("deleted superseded Job %s/%s", namespace, superseded)
-        for job in plan.create_jobs:
+        for attempt in range(STATUS_CONFLICT_ATTEMPTS):
             try:
-                created = create_step_job(api, job)
-            except JobRefused as refused:  # no retry mends it: the asset says why, the recheck timer asks again
-                plan = plan_asset(dataclasses.replace(facts, job_refused=str(refused)), config, now)
-                break
-            if created:
-                log.info("created Job %s/%s", namespace, job["metadata"]["name"])
-        gate = plan.qc_gate
-        if gate is not None and gate.approval is not None and gate.newly_approved:
-            # Before the status that records it: a crash in between re-audits under the same Event name.
-            api.create_event(qc_approval_event(body, gate.approval, gate.verdict.message))
-        patch = status_patch(body.get("status"), plan.status.to_wire())
-        if patch:
-            api.patch_status(MEDIA_ASSET.plural, namespace, name, patch)
-        if plan.archive is not None:
-            _archive_effects(api, body, plan.archive)
-        _expire_superseded(api, namespace, facts.jobs, plan.status.jobs or [])
-        return plan.archive.wake if plan.archive is not None else None
+                return _reconcile_once(api, config, watched, namespace, name)
+            except _StatusConflict:
+                log.debug("asset %s/%s changed while it was reconciled (attempt %d); again", namespace, name,
+                          attempt + 1)
+        raise RuntimeError(f"asset {namespace}/{name} kept changing while its status was written "
+                           f"({STATUS_CONFLICT_ATTEMPTS} attempts); retried")
+
+
+def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, namespace: str,
+                    name: str) -> datetime | None:
+    body = api.get(MEDIA_ASSET.plural, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    facts = gather(api, body, watched, config)
+    now = datetime.now(UTC)
+    plan = plan_asset(facts, config, now)
+    if plan.key_secret is not None and plan.create_jobs:
+        problem = ensure_content_keys(api, namespace, plan.key_secret, body)  # before the Job that mounts it
+        if problem is not None:  # a Secret not the asset's under a key name: planned again, without that Job
+            plan = plan_asset(dataclasses.replace(facts, key_secret_problem=problem), config, now)
+    for superseded in plan.delete_jobs:
+        # Its inputs changed (a marker, QC or ladder edit): one Job per step runs, the newest.
+        api.delete_job(namespace, superseded)
+        log.info("deleted superseded Job %s/%s", namespace, superseded)
+    for job in plan.create_jobs:
+        try:
+            created = create_step_job(api, job)
+        except JobRefused as refused:  # no retry mends it: the asset says why, the recheck timer asks again
+            plan = plan_asset(dataclasses.replace(facts, job_refused=str(refused)), config, now)
+            break
+        if created:
+            log.info("created Job %s/%s", namespace, job["metadata"]["name"])
+    gate = plan.qc_gate
+    if gate is not None and gate.approval is not None and gate.newly_approved:
+        # Before the status that records it: a crash in between re-audits under the same Event name.
+        api.create_event(qc_approval_event(body, gate.approval, gate.verdict.message))
+    patch = status_patch(body.get("status"), plan.status.to_wire())
+    if patch:
+        try:
+            api.patch_status(MEDIA_ASSET.plural, namespace, name, patch, body["metadata"].get("resourceVersion"))
+        except ApiException as err:
+            if err.status == 409:
+                raise _StatusConflict from err
+            raise
+    if plan.archive is not None:
+        _archive_effects(api, body, plan.archive)
+    _expire_superseded(api, namespace, facts.jobs, plan.status.jobs or [])
+    return plan.archive.wake if plan.archive is not None else None
 
 
 SUPERSEDED_TTL_SECONDS = 600

@@ -357,9 +357,11 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
         acted = time.monotonic()
         if plan.job is not None or acted - started > SLOW_RECONCILE_SECONDS:
             # Where a takedown's seconds go before its Job exists (bench/takedown.py reads this line).
+            records = sum("distribution" in w.patch for w in plan.of(PatchAssetStatus))
             log.info("rights %s: gather %.2f s (%d assets, %d windows, %d Jobs), plan %.2f s, act %.2f s "
-                     "(%d writes)", namespace, gathered - started, len(facts.assets), len(facts.windows),
-                     len(facts.jobs), planned - gathered, acted - planned, len(plan.writes))
+                     "(%d writes: %d asset records, %d asset conditions)", namespace, gathered - started,
+                     len(facts.assets), len(facts.windows), len(facts.jobs), planned - gathered, acted - planned,
+                     len(plan.writes), records, len(plan.of(PatchAssetStatus)) - records)
         if settled:
             return plan.wake
         soon = at + timedelta(seconds=CONFLICT_RETRY_SECONDS)

@@ -14,6 +14,10 @@ Jobs, targets) and the clock, everything the controller must do, in the order it
   other action keeps flowing. A quarantine is never final: it is retried until it succeeds, and it is
   dropped once the action it holds is no longer wanted. The pair shows in a `Distributed=False
   Quarantined` condition on the asset and on the window, and in the quarantined gauge.
+- **Armed takedowns.** Within `takedown_lead_seconds` of the next transition, with nothing due and no Job
+  running, the takedowns due at that instant go in a Job made now with `notBefore` set to it: its worker
+  lists ahead and deletes from then. Before the instant, an armed Job whose takedowns are no longer all due
+  then (a licence extended) is cancelled (CancelJob), its titles' records marked Failed first.
 - **Unreadable targets** (an invalid ConfigMap) refuse publishes only: takedowns are planned from what
   the assets' status says is published, to the origin recorded there.
 - Each window gets its whole desired status (plan/rights.py, conditions through plan/conditions.py).
@@ -95,6 +99,11 @@ RECORDED_JOB_TTL = 86400
 MAX_EVENT_NAME = 253
 MAX_EVENT_MESSAGE = 1024
 MAX_CONDITION_PAIRS = 5  # pairs named in a condition message; the rest are counted
+# Condition-only asset writes per reconcile; the rest follow a second later. A reconcile holds its namespace,
+# and a thousand conditions to write (a catalogue's first reconcile, a bulk change) must not hold an armed
+# takedown past its lead. Records are never deferred: a finished Job is marked applied only after all of them.
+MAX_CONDITION_WRITES = 200
+DEFERRED_WRITES_SECONDS = 1.0
 DISTRIBUTED = "Distributed"
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
@@ -732,6 +741,12 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
     unsure = {a.asset for a in armed.inputs.actions} if armed and armed.inputs and cancels else set()
     asset_writes = [w for a in facts.assets
                     if (w := _asset_write(a, recorder, by_asset, now, a.name in published_by_job | unsure))]
+    conditions_only = [w for w in asset_writes if not w.required and "distribution" not in w.patch]
+    if len(conditions_only) > MAX_CONDITION_WRITES:
+        deferred = {id(w) for w in conditions_only[MAX_CONDITION_WRITES:]}
+        asset_writes = [w for w in asset_writes if id(w) not in deferred]
+        soon = now + timedelta(seconds=DEFERRED_WRITES_SECONDS)
+        wake = min(wake, soon) if wake else soon
     # Only the Pending records of the publishes must land before the Job; every other asset write (a finished
     # batch's records, conditions) follows it, so a thousand records to write never delay a takedown.
     writes: list[Write] = [*[w for w in asset_writes if w.required], *cancels, *([job] if job else []),
