@@ -90,23 +90,35 @@ def seeded_record(s3: Any, groups: dict[str, str], since: datetime) -> Callable[
     return record
 
 
-def settle(state: dict[str, Any], titles: list[str], timeout: float = 900.0) -> None:
-    """Until the operator has handled every seeded title's creation (Kopf's last-handled annotation, the asset
-    controller's Ready condition) and the rights controller has written its Distributed condition on each
-    (what it does once after publishing each): the takedown then meets the catalogue as it stands after real
-    publishes, not a burst of 5,000 creations still being worked through."""
+QUIET_SECONDS = 15.0
+
+
+def settle(state: dict[str, Any], titles: list[str], log: Path, timeout: float = 900.0) -> None:
+    """Until the asset controller has written its Ready condition and the rights controller its Distributed
+    condition on every seeded title (what it does once after publishing each), and then until no asset
+    handler has run for QUIET_SECONDS (from the operator's log): the takedown then meets the catalogue as it
+    stands after real publishes, not a burst of 5,000 creations still being worked through."""
     custom = client.CustomObjectsApi(config.new_client_from_config(state["kubeconfig"]))
     deadline = time.monotonic() + timeout
-    handled = f"{GROUP}/last-handled-configuration"
     while time.monotonic() < deadline:
         items = custom.list_namespaced_custom_object(GROUP, VERSION, DEMO_NAMESPACE, "mediaassets",
                                                      _request_timeout=(5, 120))["items"]
-        bare = [a for a in items if handled not in (a["metadata"].get("annotations") or {})
-                or not {"Distributed", "Ready"} <= {c.get("type") for c in (a.get("status") or {}).get("conditions")
-                                                    or []}]
+        bare = [a for a in items if not {"Distributed", "Ready"} <= {
+            c.get("type") for c in (a.get("status") or {}).get("conditions") or []}]
         if not bare and len(items) >= len(titles):
-            return
+            break
         time.sleep(5)
+    else:
+        raise SystemExit("the operator did not settle the seeded titles in time")
+    while time.monotonic() < deadline:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if "Handler 'asset" in line]
+        try:
+            last = datetime.strptime(lines[-1][1:24], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC) if lines else None
+        except ValueError:
+            last = None
+        if last is None or (datetime.now(UTC) - last).total_seconds() >= QUIET_SECONDS:
+            return
+        time.sleep(2)
     raise SystemExit("the operator did not settle the seeded titles in time")
 
 
@@ -228,7 +240,7 @@ def run(state: dict[str, Any], count: int, open_seconds: int, published: int = 0
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
         kubectl(state, "apply", "-f", "-", stdin=yaml.safe_dump_all(windows_from(start, start + timedelta(days=365))))
         _create_titles(state, titles, groups, seeded_record(s3, groups, start))
-        settle(state, titles)
+        settle(state, titles, log or Path("/dev/null"))
         end = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=open_seconds)
         windows = windows_from(start, end)
         kubectl(state, "apply", "-f", "-", stdin=yaml.safe_dump_all(windows))

@@ -142,7 +142,7 @@ def test_an_open_window_publishes_and_the_job_carries_the_steps_input() -> None:
     assert wire["notBefore"] is None  # not armed: it runs at once
     assert wire["actions"][0]["purgeWebhook"] is None and DistributeInput.model_validate(wire) == inputs
     STEPS["distribute"].validate_input(wire)
-    assert plan.wake == _at(100) and plan.failed_attempts == 0
+    assert plan.wake == _at(100) - LEAD and plan.failed_attempts == 0  # the end's takedown is armed then
     assert plan.windows["w1"].phase == "Open"
     # The same facts plan the same Job: its name is the hash of its input.
     assert plan_distribution(_facts(), CONFIG, _at(2)).job == plan.job
@@ -486,6 +486,17 @@ def test_an_armed_job_is_kept_when_more_takedowns_fall_due_with_it() -> None:
                     assets=[running.assets[0], _asset("ep2", published="w2")])
     kept = plan_distribution(later, CONFIG, _at(90))
     assert kept.job is None and not kept.of(CancelJob)
+
+
+def test_takedowns_about_to_fall_due_go_before_publishes_due_now() -> None:
+    facts = _facts([_window(names=["ep1"]), _window("w2", 0, 500, names=["ep2"])],
+                   [_asset(published="w1"), _asset("ep2")])
+    armed = plan_distribution(facts, CONFIG, _at(90))
+    assert armed.job is not None and armed.job.inputs.not_before == _at(100)
+    assert [(a.action, a.asset) for a in armed.job.inputs.actions] == [("takedown", "ep1")]
+    # Before the lead, the publish goes as ever.
+    early = plan_distribution(facts, CONFIG, _at(50))
+    assert early.job is not None and [a.action for a in early.job.inputs.actions] == ["publish"]
 
 
 def test_no_lead_takes_down_at_the_end() -> None:

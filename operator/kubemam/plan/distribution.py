@@ -669,14 +669,17 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
                                      (f" (and {len(gone) - 1} more)" if len(gone) > 1 else "")))
     candidates, source, arm_at = due, rights, None
     transition = rights.next_transition
-    if not due and active is None and lead and transition is not None:
+    # Takedowns due now go first, unarmed; publishes due now wait behind takedowns about to be due (a batch of
+    # 200 publishes could otherwise hold the namespace past the end).
+    if active is None and lead and transition is not None and not any(a.action == "takedown" for a in due):
         if now < transition - lead:
             wake = min(wake, transition - lead) if wake else transition - lead
         else:
             then = plan_rights(facts.namespace, windows, assets, targets, transition, publish=False)
-            candidates = [a for a in then.actions
-                          if a.action == "takedown" and _held(a, recorder.distribution, transition) is None]
-            source, arm_at = then, transition
+            at_end = [a for a in then.actions
+                      if a.action == "takedown" and _held(a, recorder.distribution, transition) is None]
+            if at_end:
+                candidates, source, arm_at = at_end, then, transition
 
     job: CreateJob | None = None
     refused: str | None = None  # the feeds are too big even to stage
