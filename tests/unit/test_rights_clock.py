@@ -125,6 +125,34 @@ def test_a_namespace_never_runs_twice_at_once_and_pokes_while_it_runs_make_one_m
     assert len(runs) == 2 and most == 1
 
 
+def test_pokes_are_spaced_after_a_run_alarms_are_not_and_an_idle_poke_skips_a_busy_key(
+        clocks: list[RightsClock]) -> None:
+    runs: list[float] = []
+    alarm: list[datetime | None] = [None]
+
+    def reconcile(namespace: str) -> datetime | None:
+        runs.append(time.time())
+        aimed, alarm[0] = alarm[0], None  # each alarm is returned once
+        return aimed
+
+    clocks.append(clock := RightsClock(reconcile, heartbeats=Heartbeats(), spacing=0.5))
+    clock.poke("ns")
+    _wait(lambda: len(runs) == 1)
+    clock.poke("ns")  # right after the run: no sooner than 0.5 s after it ended
+    _wait(lambda: len(runs) == 2)
+    assert runs[1] - runs[0] >= 0.45
+    clock.poke("ns", idle=5.0)  # a safety net for a namespace that just ran: nothing
+    time.sleep(0.7)
+    assert len(runs) == 2
+    alarm[0] = _in(0.1)  # an alarm the run aims at is met at its instant, spacing or not
+    clock.poke("ns")
+    _wait(lambda: len(runs) == 4)
+    assert runs[3] - runs[2] < 0.4
+    time.sleep(0.6)
+    clock.poke("ns", idle=0.5)  # idle long enough: it runs
+    _wait(lambda: len(runs) == 5)
+
+
 def test_the_clock_keeps_itself_aimed_at_the_next_transition(clocks: list[RightsClock]) -> None:
     runs: list[float] = []
     transitions = [_in(0.2), _in(0.4), None]

@@ -43,7 +43,10 @@ class AimedClock:
     next instant (or None), so the clock keeps itself aimed. A callback that raises is retried after
     `retry_first` seconds, doubling up to `retry_max` for that key, reset by a success; while a key
     waits out its backoff a poke does not bring it forward (a hundred triggers would otherwise retry a
-    failing key as fast as they come).
+    failing key as fast as they come). Pokes come no sooner than `spacing` seconds after the key's last
+    run ended: a burst of events (5,000 assets created, each poking its namespace) then costs a run every
+    `spacing` seconds rather than back-to-back runs; alarms are exact. `poke(idle=…)` is a safety net: it does
+    nothing for a key that runs or ran that recently.
 
     Liveness (kubemam.health): the clock thread beats `clock_heartbeat` at least every BEAT_SECONDS;
     each run is a task "<worker_heartbeat> <key>", stuck once it runs longer than `stuck_seconds`.
@@ -51,8 +54,11 @@ class AimedClock:
 
     def __init__(self, callback: Callable[[str], datetime | None], *, name: str, clock_heartbeat: str,
                  worker_heartbeat: str, workers: int = 4, retry_first: float = RETRY_FIRST_SECONDS,
-                 retry_max: float = 30.0, stuck_seconds: float = 300.0, heartbeats: Heartbeats = HEARTBEATS) -> None:
+                 retry_max: float = 30.0, stuck_seconds: float = 300.0, heartbeats: Heartbeats = HEARTBEATS,
+                 spacing: float = 0.0) -> None:
         self._callback = callback
+        self._spacing = spacing
+        self._last_end: dict[str, float] = {}  # when each key's last run ended
         self._clock_heartbeat = clock_heartbeat
         self._worker_heartbeat = worker_heartbeat
         self._retry_first = retry_first
@@ -81,9 +87,15 @@ class AimedClock:
         with self._wake:
             self._aim(key, instant.timestamp())
 
-    def poke(self, key: str) -> None:
-        """Run as soon as possible; a burst of pokes (100 windows resuming) is one run."""
-        self.aim(key, datetime.now(UTC))
+    def poke(self, key: str, idle: float = 0.0) -> None:
+        """Run as soon as possible (`spacing` after the last run); a burst of pokes (100 windows resuming) is
+        one run. `idle`: only if the key is not running and its last run ended at least that long ago."""
+        with self._wake:
+            now = time.time()
+            last = self._last_end.get(key)
+            if idle and (key in self._running or (last is not None and now - last < idle)):
+                return
+            self._aim(key, max(now, last + self._spacing) if last is not None else now)
 
     def drop(self, key: str) -> None:
         """Forget the key's alarm (its object is gone); a run under way finishes."""
@@ -92,6 +104,7 @@ class AimedClock:
             self._again.discard(key)
             self._failures.pop(key, None)
             self._retry_at.pop(key, None)
+            self._last_end.pop(key, None)
             self._compact()
 
     def alarm(self, key: str) -> datetime | None:
@@ -161,6 +174,7 @@ class AimedClock:
                 failed = err
             with self._wake:
                 self._running.discard(key)
+                self._last_end[key] = time.time()
                 if failed is None:
                     self._failures.pop(key, None)
                     self._retry_at.pop(key, None)
@@ -171,9 +185,9 @@ class AimedClock:
                     delay = retry_delay(failures, self._retry_first, self._retry_max)
                     self._retry_at[key] = time.time() + delay
                     self._aim(key, self._retry_at[key])
-                if key in self._again:
+                if key in self._again:  # poked (or an alarm came due) during the run
                     self._again.discard(key)
-                    self._aim(key, time.time())
+                    self._aim(key, time.time() + self._spacing)
             if failed is not None:
                 log.warning("%s of %s failed (%d in a row); retrying in %.0f s: %s: %s", self._worker_heartbeat, key,
                             failures, delay, type(failed).__name__, failed, exc_info=failures == 1)

@@ -86,6 +86,11 @@ W = TypeVar("W")
 SLOW_RECONCILE_SECONDS = 1.0  # a reconcile this slow says where its time went
 # After a conditions write lost a race (409), the next reconcile comes this soon.
 CONFLICT_RETRY_SECONDS = 1.0
+# Pokes (asset and Job events) run a namespace no sooner than this after its last run ended: a reconcile of a
+# 5,000-title namespace is 1-2 s of CPU, and a burst of events must not run it back to back.
+POKE_SPACING_SECONDS = 1.0
+# The windows' 30 s timer is a safety net: it pokes only a namespace that has not run for this long.
+SAFETY_NET_IDLE_SECONDS = 25.0
 
 
 def _targets(api: KubeApi, namespace: str) -> tuple[list[DistributionTarget], str | None]:
@@ -376,7 +381,7 @@ class RightsClock(AimedClock):
 
     def __init__(self, callback: Callable[[str], datetime | None], *, workers: int = 4,
                  retry_first: float = RETRY_FIRST_SECONDS, retry_max: float = 30.0, stuck_seconds: float = 300.0,
-                 heartbeats: Heartbeats = HEARTBEATS) -> None:
+                 heartbeats: Heartbeats = HEARTBEATS, spacing: float = POKE_SPACING_SECONDS) -> None:
         super().__init__(callback, name="rights", clock_heartbeat=CLOCK_HEARTBEAT, worker_heartbeat=WORKER_HEARTBEAT,
                          workers=workers, retry_first=retry_first, retry_max=retry_max, stuck_seconds=stuck_seconds,
-                         heartbeats=heartbeats)
+                         heartbeats=heartbeats, spacing=spacing)
