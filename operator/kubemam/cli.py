@@ -63,14 +63,21 @@ def _run(args: argparse.Namespace) -> int:
     from kubemam.controllers import session
 
     session.scopes = len(args.namespace or ()) or 1  # each namespace has its own watch streams
+    from kubemam.controllers import shutdown
+
     kopf.run(
         settings=settings,
         standalone=True,  # one replica, no peering: see docs/architecture.md
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
+        stop_flag=shutdown.STOP,  # set by SIGTERM/SIGINT even when asyncio misses them (controllers/shutdown.py)
     )
-    return 0
+    # Kopf has stopped. The handler threads still in an API call (up to its timeout), and any handler calls
+    # queued in Kopf's executor, would be joined by the interpreter's exit: behind a backlog of 2,000 assets
+    # that took over 30 s, past a pod's grace period. Every handler is safe to cut short and run again.
+    logging.shutdown()
+    os._exit(0)
 
 
 def _worker(args: argparse.Namespace) -> int:

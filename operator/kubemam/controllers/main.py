@@ -19,7 +19,7 @@ from kubemam import health, metrics
 from kubemam.api.common import GROUP, VERSION
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
 from kubemam.config import OperatorConfig
-from kubemam.controllers import archive, asset, indexes, policies, progress, rights, session, telemetry
+from kubemam.controllers import archive, asset, indexes, policies, progress, rights, session, shutdown, telemetry
 from kubemam.controllers.clock import AimedClock
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR
@@ -71,6 +71,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # 60 s by default, which held every deletion during a running step a whole minute. The timer's run
     # is one reconcile (a second or two), so look again after 1 s.
     settings.background.cancellation_polling = 1.0
+
+
+@kopf.on.startup(id="stop-on-signal")
+async def stop_on_signal(**_: Any) -> None:
+    """SIGTERM stops the operator even when asyncio's self-pipe is full (controllers/shutdown.py)."""
+    shutdown.install()
 
 
 @kopf.on.login(id="login")
