@@ -142,7 +142,7 @@ def test_an_open_window_publishes_and_the_job_carries_the_steps_input() -> None:
     assert wire["notBefore"] is None  # not armed: it runs at once
     assert wire["actions"][0]["purgeWebhook"] is None and DistributeInput.model_validate(wire) == inputs
     STEPS["distribute"].validate_input(wire)
-    assert plan.wake == _at(100) - LEAD and plan.failed_attempts == 0  # the end's takedown is armed then
+    assert plan.wake == _at(100) and plan.failed_attempts == 0
     assert plan.windows["w1"].phase == "Open"
     # The same facts plan the same Job: its name is the hash of its input.
     assert plan_distribution(_facts(), CONFIG, _at(2)).job == plan.job
@@ -488,15 +488,17 @@ def test_an_armed_job_is_kept_when_more_takedowns_fall_due_with_it() -> None:
     assert kept.job is None and not kept.of(CancelJob)
 
 
-def test_takedowns_about_to_fall_due_go_before_publishes_due_now() -> None:
+def test_publishes_due_now_go_before_an_armed_takedown() -> None:
     facts = _facts([_window(names=["ep1"]), _window("w2", 0, 500, names=["ep2"])],
                    [_asset(published="w1"), _asset("ep2")])
-    armed = plan_distribution(facts, CONFIG, _at(90))
-    assert armed.job is not None and armed.job.inputs.not_before == _at(100)
-    assert [(a.action, a.asset) for a in armed.job.inputs.actions] == [("takedown", "ep1")]
-    # Before the lead, the publish goes as ever.
-    early = plan_distribution(facts, CONFIG, _at(50))
-    assert early.job is not None and [a.action for a in early.job.inputs.actions] == ["publish"]
+    # Within the lead, a publish due now still goes first (never held back by ends that keep coming)...
+    first = plan_distribution(facts, CONFIG, _at(90))
+    assert first.job is not None and first.job.inputs.not_before is None
+    assert [(a.action, a.asset) for a in first.job.inputs.actions] == [("publish", "ep2")]
+    # ...and once it is recorded, the takedown is armed for the end.
+    done = plan_distribution(_finish(_after(facts, first), "Succeeded", _at(92)), CONFIG, _at(93))
+    assert done.job is not None and done.job.inputs.not_before == _at(100)
+    assert [(a.action, a.asset) for a in done.job.inputs.actions] == [("takedown", "ep1")]
 
 
 def test_no_lead_takes_down_at_the_end() -> None:

@@ -669,9 +669,9 @@ def plan_distribution(facts: DistributionFacts, config: OperatorConfig, now: dat
                                      (f" (and {len(gone) - 1} more)" if len(gone) > 1 else "")))
     candidates, source, arm_at = due, rights, None
     transition = rights.next_transition
-    # Takedowns due now go first, unarmed; publishes due now wait behind takedowns about to be due (a batch of
-    # 200 publishes could otherwise hold the namespace past the end).
-    if active is None and lead and transition is not None and not any(a.action == "takedown" for a in due):
+    # Only with nothing due now: what is due goes first, unarmed. (Arming ahead of publishes due now would let
+    # a catalogue whose windows end every few seconds hold its publishes back for ever.)
+    if active is None and lead and transition is not None and not due:
         if now < transition - lead:
             wake = min(wake, transition - lead) if wake else transition - lead
         else:
