@@ -622,15 +622,14 @@ class _Takedowns:
                             _describe(err))
 
 
-def wait_until(instant: datetime, clock: Callable[[], datetime], sleep: Callable[[float], None] = time.sleep) -> None:
+def wait_until(instant: datetime, clock: Callable[[], datetime]) -> None:
     """Back only once `clock()` has reached `instant` (a SIGTERM meanwhile ends the step: worker/steps.py)."""
     while (left := (instant - clock()).total_seconds()) > 0:
-        sleep(min(left, 1.0))
+        time.sleep(min(left, 1.0))
 
 
 def takedown_all(s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action], usage: S3Uri, batch: str,
-                 clock: Callable[[], datetime], not_before: datetime | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> list[Outcome]:
+                 clock: Callable[[], datetime], not_before: datetime | None = None) -> list[Outcome]:
     """List every origin, delete in waves (manifests first) and list again, up to TAKEDOWN_ROUNDS
     times, until empty; then purge. An action that fails leaves the others going. `not_before`: an armed
     batch lists ahead and then waits; nothing is deleted, and nothing counts as taken down, before then."""
@@ -640,7 +639,7 @@ def takedown_all(s3: Any, pool: ThreadPoolExecutor, actions: Sequence[Action], u
     if not_before is not None:
         log.info("armed: %d origins listed (%d objects); deleting at %s", len(actions),
                  sum(len(keys) for keys in remaining.values()), iso(not_before))
-        wait_until(not_before, clock, sleep)
+        wait_until(not_before, clock)
         work.started = time.monotonic()
         for outcome in work.outcomes.values():
             if outcome.at is not None:  # empty when listed: verified now, at the end
