@@ -93,6 +93,14 @@ def seeded_record(s3: Any, groups: dict[str, str], since: datetime) -> Callable[
 QUIET_SECONDS = 15.0
 
 
+def _logged_at(line: str) -> datetime | None:
+    """When the operator logged a line ("[2026-12-01 01:32:27,597] …"), or None for a line without a time."""
+    try:
+        return datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def settle(state: dict[str, Any], titles: list[str], log: Path, timeout: float = 900.0) -> None:
     """Until the asset controller has written its Ready condition and the rights controller its Distributed
     condition on every seeded title (what it does once after publishing each), and then until no asset
@@ -112,10 +120,7 @@ def settle(state: dict[str, Any], titles: list[str], log: Path, timeout: float =
         raise SystemExit("the operator did not settle the seeded titles in time")
     while time.monotonic() < deadline:
         lines = [line for line in log.read_text(errors="replace").splitlines() if "Handler 'asset" in line]
-        try:
-            last = datetime.strptime(lines[-1][1:24], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC) if lines else None
-        except ValueError:
-            last = None
+        last = _logged_at(lines[-1]) if lines else None
         if last is None or (datetime.now(UTC) - last).total_seconds() >= QUIET_SECONDS:
             return
         time.sleep(2)
@@ -128,11 +133,8 @@ def phases(log: Path, end: datetime) -> None:
     for line in log.read_text(errors="replace").splitlines():
         if not line.startswith("[") or ("rights kubemam-demo:" not in line and "created Job" not in line):
             continue
-        try:
-            at = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        if at >= end - timedelta(seconds=60):
+        at = _logged_at(line)
+        if at is not None and at >= end - timedelta(seconds=60):
             print(f"  {(at - end).total_seconds():+7.2f} s  {line[line.index(']', 25) + 1:].strip()[:150]}")
 
 
