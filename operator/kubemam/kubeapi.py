@@ -80,6 +80,12 @@ def _raw(response: Any) -> Any:
     return json.loads(response.data)
 
 
+def _done(response: Any) -> None:
+    """Read an unread answer to its end: urllib3 hands a connection back to the pool only then. A write whose
+    answer is left unread (`_preload_content=False`) costs the next call a new TLS connection."""
+    response.data  # noqa: B018 (reading it is the point)
+
+
 class KubeApi:
     def __init__(self, api_client: client.ApiClient | None = None, timeout: Timeout = DEFAULT_TIMEOUT) -> None:
         if api_client is None:
@@ -147,8 +153,8 @@ class KubeApi:
         """Create a Job; False when it already exists (the same inputs, so nothing to do) or when
         its namespace is being deleted (nothing will ever need it)."""
         try:
-            self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False,
-                                             _request_timeout=self.timeout)
+            _done(self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False,
+                                                   _request_timeout=self.timeout))
             return True
         except ApiException as err:
             if err.status == 409 or (err.status == 403 and "NamespaceTerminating" in str(err.body)):
@@ -172,9 +178,9 @@ class KubeApi:
         """Delete a Job and its pods (a failed one, to run it again); 404 is fine. `foreground`: the Job stays
         listed (deletionTimestamp set) until its pods are gone, so whoever waits on it knows when they are."""
         try:
-            self.batch.delete_namespaced_job(name, namespace,
-                                             propagation_policy="Foreground" if foreground else "Background",
-                                             _preload_content=False, _request_timeout=self.timeout)
+            _done(self.batch.delete_namespaced_job(name, namespace,
+                                                   propagation_policy="Foreground" if foreground else "Background",
+                                                   _preload_content=False, _request_timeout=self.timeout))
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -186,8 +192,8 @@ class KubeApi:
         if ttl_seconds is not None:
             body["spec"] = {"ttlSecondsAfterFinished": ttl_seconds}
         try:
-            self.batch.patch_namespaced_job(name, namespace, body, _preload_content=False,
-                                            _request_timeout=self.timeout)
+            _done(self.batch.patch_namespaced_job(name, namespace, body, _preload_content=False,
+                                                  _request_timeout=self.timeout))
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -195,8 +201,8 @@ class KubeApi:
     def create_event(self, event: dict[str, Any]) -> None:
         """Record an Event; a lost one (the namespace is going away) is not worth failing for."""
         try:
-            self.core.create_namespaced_event(event["metadata"]["namespace"], event, _preload_content=False,
-                                              _request_timeout=self.timeout)
+            _done(self.core.create_namespaced_event(event["metadata"]["namespace"], event, _preload_content=False,
+                                                    _request_timeout=self.timeout))
         except ApiException as err:
             if err.status not in (403, 404, 409):
                 raise
@@ -204,8 +210,8 @@ class KubeApi:
     def create_secret(self, secret: dict[str, Any]) -> bool:
         """Create a Secret; False when one of that name exists already (409)."""
         try:
-            self.core.create_namespaced_secret(secret["metadata"]["namespace"], secret, _preload_content=False,
-                                               _request_timeout=self.timeout)
+            _done(self.core.create_namespaced_secret(secret["metadata"]["namespace"], secret, _preload_content=False,
+                                                     _request_timeout=self.timeout))
             return True
         except ApiException as err:
             if err.status == 409:
@@ -286,8 +292,8 @@ class KubeApi:
         """Create a ConfigMap; False when it exists already (its name is the Job's, so its content is the
         same: the worker checks the digest anyway) or its namespace is being deleted."""
         try:
-            self.core.create_namespaced_config_map(config_map["metadata"]["namespace"], config_map,
-                                                   _preload_content=False, _request_timeout=self.timeout)
+            _done(self.core.create_namespaced_config_map(config_map["metadata"]["namespace"], config_map,
+                                                         _preload_content=False, _request_timeout=self.timeout))
             return True
         except ApiException as err:
             if err.status == 409 or (err.status == 403 and "NamespaceTerminating" in str(err.body)):
@@ -310,8 +316,8 @@ class KubeApi:
     def set_config_map_owner(self, namespace: str, name: str, owner: dict[str, Any]) -> None:
         """Make `owner` the ConfigMap's only owner (a merge patch: repeating it changes nothing); 404 is fine."""
         try:
-            self.core.patch_namespaced_config_map(name, namespace, {"metadata": {"ownerReferences": [owner]}},
-                                                  _preload_content=False, _request_timeout=self.timeout)
+            _done(self.core.patch_namespaced_config_map(name, namespace, {"metadata": {"ownerReferences": [owner]}},
+                                                        _preload_content=False, _request_timeout=self.timeout))
         except ApiException as err:
             if err.status != 404:
                 raise
