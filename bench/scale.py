@@ -88,6 +88,22 @@ class Process:
         raise RuntimeError(f"no {key} for pid {self.pid}")
 
 
+def cluster_process(program: str, directory: str) -> Process | None:
+    """A process of this local cluster (its arguments name the cluster's directory) by its program's file
+    name (kube-apiserver, etcd): the machine's two cores are shared, and the API server's share bounds how
+    fast the operator's calls are answered."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if Path(argv[0]).name == program and any(directory in arg for arg in argv[1:]):
+            return Process(int(entry.name))
+    return None
+
+
 def request_counts(api: client.ApiClient) -> Counter[tuple[str, str, str]]:
     """apiserver_request_total summed by (verb, resource, subresource), watches left out."""
     response = api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False,
@@ -209,6 +225,8 @@ def run(state: dict[str, Any], count: int, quiet_seconds: float, job_timeout: fl
         created_at[name] = time.monotonic()
 
     rss_before = operator.memory("VmRSS")
+    apiserver, etcd = (cluster_process(program, state["logs"]) for program in ("kube-apiserver", "etcd"))
+    others_start = {p.pid: p.cpu_seconds() for p in (apiserver, etcd) if p is not None}
     cpu_start, requests_start = operator.cpu_seconds(), request_counts(api)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -227,7 +245,10 @@ def run(state: dict[str, Any], count: int, quiet_seconds: float, job_timeout: fl
         latencies = [jobs.first_seen[name] - created_at[name] for name in names]
         last_job = max(jobs.first_seen[name] for name in names) - started
     jobs.stopping.set()
-    burst_cpu = (operator.cpu_seconds() - cpu_start) / (time.monotonic() - started)
+    burst_seconds = time.monotonic() - started
+    burst_cpu = (operator.cpu_seconds() - cpu_start) / burst_seconds
+    cluster_cpu = ", ".join(f"{label} {(p.cpu_seconds() - others_start[p.pid]) / burst_seconds:.2f} core"
+                            for label, p in (("API server", apiserver), ("etcd", etcd)) if p is not None)
     burst = request_counts(api) - requests_start
     p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
 
@@ -256,7 +277,8 @@ def run(state: dict[str, Any], count: int, quiet_seconds: float, job_timeout: fl
              ("idle operator CPU <= 0.05 core (at 1,000)", cpu <= 0.05 if thousand else None),
              ("idle operator CPU <= 0.2 core (at 10,000)", cpu <= 0.2 if ten_thousand else None)]
     print(f"asset -> Job: p50 {p50:.2f} s, p99 {p99:.2f} s, max {max(latencies):.2f} s; last Job after "
-          f"{last_job:.1f} s; operator CPU until then {burst_cpu:.2f} core (1.0: one core, its GIL's ceiling)")
+          f"{last_job:.1f} s; operator CPU until then {burst_cpu:.2f} core (1.0: one core, its GIL's ceiling)"
+          + (f"; {cluster_cpu} on {os.cpu_count()} CPUs" if cluster_cpu else ""))
     print("API requests per asset until the last Job: " + ", ".join(
         f"{verb} {resource}{'/' + sub if sub else ''} {n / count:.2f}"
         for (verb, resource, sub), n in burst.most_common(8)))

@@ -149,16 +149,16 @@ class KubeApi:
                                                  _request_timeout=self.timeout))
         return list(body.get("items") or [])
 
-    def create_job(self, job: dict[str, Any]) -> bool:
-        """Create a Job; False when it already exists (the same inputs, so nothing to do) or when
-        its namespace is being deleted (nothing will ever need it)."""
+    def create_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a Job; the Job as the API server made it (uid included), or None when it already exists
+        (the same inputs, so nothing to do) or when its namespace is being deleted (nothing will ever need it)."""
         try:
-            _done(self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False,
-                                                   _request_timeout=self.timeout))
-            return True
+            created: dict[str, Any] = _raw(self.batch.create_namespaced_job(
+                job["metadata"]["namespace"], job, _preload_content=False, _request_timeout=self.timeout))
+            return created
         except ApiException as err:
             if err.status == 409 or (err.status == 403 and "NamespaceTerminating" in str(err.body)):
-                return False
+                return None
             refused = _refusal(err, "Job", job["metadata"]["namespace"])
             if refused is not None:
                 raise refused from None

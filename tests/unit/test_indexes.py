@@ -125,6 +125,32 @@ def test_only_a_change_the_planner_sees_reconciles_a_jobs_owner() -> None:
     assert not seen.changed("uid-3", observe_job(pending))
 
 
+def test_a_job_made_by_a_reconcile_looks_to_its_first_event_as_already_seen() -> None:
+    """The Job the API server answers a create with, and the same Job in its first watch event (the Job
+    controller has set a start time by then), are one view: that event reconciles nothing."""
+    seen = indexes.JobTransitions()
+    created = _job("clip-ingest-1", ASSET_UID)
+    first_event = _job("clip-ingest-1", ASSET_UID, startTime="2026-12-01T04:00:00Z", ready=0, terminating=0)
+    seen.record("uid-1", indexes.job_view(created))
+    assert not seen.changed("uid-1", indexes.job_view(first_event))
+    deleting = {**first_event, "metadata": {**first_event["metadata"], "deletionTimestamp": "2026-12-01T04:01:00Z"}}
+    assert seen.changed("uid-1", indexes.job_view(deleting))
+
+
+def test_only_the_assets_that_found_a_reference_missing_wait_for_it() -> None:
+    waiting = indexes.WaitingReferences()
+    ladders: dict[str, dict[str, Any]] = {}
+    for asset in ("a", "b"):
+        assert waiting.resolve("media", "ladderRef", "ott", asset, lambda: ladders.get("ott")) is None
+    ladders["ott"] = {"renditions": []}
+    # "b" planned again after the ladder appeared, before the ladder's handler ran: it waits no more.
+    assert waiting.resolve("media", "ladderRef", "ott", "b", lambda: ladders.get("ott")) == {"renditions": []}
+    assert waiting.resolve("media", "archivePolicyRef", "ott", "c", lambda: None) is None  # another field
+    assert waiting.take("media", "ladderRef", "ott") == ["a"]
+    assert waiting.take("media", "ladderRef", "ott") == []  # taken once: a reconcile notes it again if need be
+    assert waiting.take("media", "archivePolicyRef", "ott") == ["c"]
+
+
 
 def _rights_body(name: str, version: str, **status: Any) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": "media", "resourceVersion": version, "generation": 3,

@@ -24,7 +24,7 @@ from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.api.rights import RightsWindowSpec
 from kubemam.archive.ebucore import RightsSummary
 from kubemam.config import OperatorConfig
-from kubemam.controllers.indexes import JOB_RESULTS, Watched
+from kubemam.controllers.indexes import JOB_RESULTS, JOB_TRANSITIONS, WAITING_REFERENCES, Watched, job_view
 from kubemam.controllers.keys import ensure_content_keys
 from kubemam.controllers.stepjobs import create_step_job
 from kubemam.kubeapi import JobRefused, KubeApi
@@ -100,7 +100,9 @@ def gather(api: KubeApi, body: dict[str, Any], watched: Watched, config: Operato
     status = MediaAssetStatus.model_validate(body.get("status") or {})
     ladder_found, ladder = None, None
     if spec.ladder_ref:
-        ladder_spec = watched.ladder(namespace, spec.ladder_ref.name)
+        ladder_name = spec.ladder_ref.name
+        ladder_spec = WAITING_REFERENCES.resolve(namespace, "ladderRef", ladder_name, meta["name"],
+                                                 lambda: watched.ladder(namespace, ladder_name))
         ladder_found = ladder_spec is not None
         if ladder_spec is not None:
             # An invalid ladder is reported on the ladder itself; the asset plans without it.
@@ -108,7 +110,9 @@ def gather(api: KubeApi, body: dict[str, Any], watched: Watched, config: Operato
                 ladder = TranscodeLadderSpec.model_validate(ladder_spec)
     policy_found, policy = None, None
     if spec.archive_policy_ref:
-        policy_spec = watched.policy(namespace, spec.archive_policy_ref.name)
+        policy_name = spec.archive_policy_ref.name
+        policy_spec = WAITING_REFERENCES.resolve(namespace, "archivePolicyRef", policy_name, meta["name"],
+                                                 lambda: watched.policy(namespace, policy_name))
         policy_found = policy_spec is not None
         if policy_spec is not None:
             # A policy that does not validate, or that its own checks refuse, archives nothing.
@@ -188,15 +192,18 @@ class _StatusConflict(Exception):
     pass
 
 
-def reconcile(api: KubeApi, config: OperatorConfig, watched: Watched, namespace: str, name: str) -> datetime | None:
+def reconcile(api: KubeApi, config: OperatorConfig, watched: Watched, namespace: str, name: str,
+              seen: dict[str, Any] | None = None) -> datetime | None:
     """Bring one asset's Jobs and status to what its spec and the cluster call for. Returns when time alone
     next changes its archive plan (a tier transition, a fixity slot...: the archive clock wakes it then).
     Its status write is guarded by the resourceVersion it read: a merge patch replaces the conditions list
-    whole, and written over a newer object it would drop the rights planner's Distributed condition."""
+    whole, and written over a newer object it would drop the rights planner's Distributed condition.
+    `seen`: the asset as its own watch event brought it, planned from on the first attempt instead of a GET
+    (a conflict means it was not the latest: the next attempt reads it)."""
     with _locks[(namespace, name)]:
         for attempt in range(STATUS_CONFLICT_ATTEMPTS):
             try:
-                return _reconcile_once(api, config, watched, namespace, name)
+                return _reconcile_once(api, config, watched, namespace, name, seen if attempt == 0 else None)
             except _StatusConflict:
                 log.debug("asset %s/%s changed while it was reconciled (attempt %d); again", namespace, name,
                           attempt + 1)
@@ -205,8 +212,8 @@ def reconcile(api: KubeApi, config: OperatorConfig, watched: Watched, namespace:
 
 
 def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, namespace: str,
-                    name: str) -> datetime | None:
-    body = api.get(MEDIA_ASSET.plural, namespace, name)
+                    name: str, seen: dict[str, Any] | None = None) -> datetime | None:
+    body = seen if seen is not None else api.get(MEDIA_ASSET.plural, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return None
     facts = gather(api, body, watched, config)
@@ -220,13 +227,15 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
         # Its inputs changed (a marker, QC or ladder edit): one Job per step runs, the newest.
         api.delete_job(namespace, superseded)
         log.info("deleted superseded Job %s/%s", namespace, superseded)
+    made = []
     for job in plan.create_jobs:
         try:
             created = create_step_job(api, job)
         except JobRefused as refused:  # no retry mends it: the asset says why, the recheck timer asks again
             plan = plan_asset(dataclasses.replace(facts, job_refused=str(refused)), config, now)
             break
-        if created:
+        if created is not None:
+            made.append(created)
             log.info("created Job %s/%s", namespace, job["metadata"]["name"])
     gate = plan.qc_gate
     if gate is not None and gate.approval is not None and gate.newly_approved:
@@ -240,6 +249,12 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
             if err.status == 409:
                 raise _StatusConflict from err
             raise
+    recorded = {j.name for j in plan.status.jobs or []}
+    for created in made:
+        # The status just written records it as Pending, as its first event will show it: that event needs
+        # no reconcile (one GET, gather and plan per Job made, queued behind a burst of new assets).
+        if created["metadata"].get("name") in recorded:
+            JOB_TRANSITIONS.record(str(created["metadata"].get("uid") or ""), job_view(created))
     if plan.archive is not None:
         _archive_effects(api, body, plan.archive)
     _expire_superseded(api, namespace, facts.jobs, plan.status.jobs or [])

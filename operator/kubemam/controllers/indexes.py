@@ -23,7 +23,7 @@ from typing import Any
 
 from kubemam.api.kinds import MEDIA_ASSET
 from kubemam.plan.jobs import LABEL_ASSET
-from kubemam.plan.jobstate import job_state
+from kubemam.plan.jobstate import JobObservation, job_state, observe_job
 
 LadderKey = tuple[str, str]  # (namespace, name)
 AssetRefKey = tuple[str, str, str]  # (namespace, spec field, referenced name)
@@ -258,3 +258,42 @@ class JobTransitions:
 
 
 JOB_TRANSITIONS = JobTransitions()
+
+
+class WaitingReferences:
+    """The assets whose last plan found a ladder or policy they name missing, by (namespace, field, name): a
+    ladder or policy that appears reconciles those, not every asset naming it. (Applied together with a
+    thousand assets, it had reconciled every asset it found indexed, each of which its own creation handler
+    reconciled as well.) An asset is noted before the index is read, under the lock its taker holds, so a
+    reference that appears between the two is never missed."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[tuple[str, str, str], set[str]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, namespace: str, field: str, name: str, asset: str,
+                look_up: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """What `look_up` finds, noting the asset as waiting while it finds nothing."""
+        key = (namespace, field, name)
+        with self._lock:
+            found = look_up()
+            if found is None:
+                self._waiting.setdefault(key, set()).add(asset)
+            elif key in self._waiting:
+                self._waiting[key].discard(asset)
+                if not self._waiting[key]:
+                    del self._waiting[key]
+            return found
+
+    def take(self, namespace: str, field: str, name: str) -> list[str]:
+        """The assets waiting for this reference, forgotten here (their reconcile notes them again if need be)."""
+        with self._lock:
+            return sorted(self._waiting.pop((namespace, field, name), set()))
+
+
+WAITING_REFERENCES = WaitingReferences()
+
+
+def job_view(job: dict[str, Any]) -> tuple[JobObservation, bool]:
+    """What JOB_TRANSITIONS keeps of a Job: the planner's observation of it, and whether it is being deleted."""
+    return observe_job(job), bool((job.get("metadata") or {}).get("deletionTimestamp"))

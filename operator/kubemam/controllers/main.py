@@ -6,6 +6,8 @@ what it did. Handlers return None and patch declared status fields themselves.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,11 +21,22 @@ from kubemam import health, metrics
 from kubemam.api.common import GROUP, VERSION
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
 from kubemam.config import OperatorConfig
-from kubemam.controllers import archive, asset, indexes, policies, progress, rights, session, shutdown, telemetry
+from kubemam.controllers import (
+    archive,
+    asset,
+    diffbase,
+    indexes,
+    policies,
+    progress,
+    rights,
+    session,
+    shutdown,
+    telemetry,
+)
 from kubemam.controllers.clock import AimedClock
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR
-from kubemam.plan.jobstate import job_state, observe_job
+from kubemam.plan.jobstate import job_state
 from kubemam.timestamps import parse_time
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -46,11 +59,19 @@ def settings() -> OperatorConfig:
 operator_settings = settings  # where a Kopf keyword argument named `settings` hides the function
 
 
+_KOPF_SETTINGS: list[kopf.OperatorSettings] = []  # Kopf's, as `configure` got them (its thread pool is there)
+
+
+def _kopf_settings() -> kopf.OperatorSettings:
+    return _KOPF_SETTINGS[-1]
+
+
 @kopf.on.startup(id="configure")
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    _KOPF_SETTINGS[:] = [settings]
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = diffbase.LeanAnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
     # Explicit watch timeouts: a silently dead watch connection is re-established.
@@ -58,6 +79,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
+    # After its own patch, Kopf waits this long for the watch to bring that version before it takes an event
+    # as the latest state. Behind a burst the watch runs more than its default 5 s late: Kopf then saw the
+    # asset's status write (older than its annotations) as a new creation and ran the handler again, for
+    # 841 of 1,000 assets created at once (a GET, a reconcile and a PATCH each). The wait ends as soon as the
+    # version arrives.
+    settings.persistence.consistency_timeout = 60.0
     # Kopf's own API calls (patches, posts, watch connections) time out like ours (kubeapi.py): a hung
     # one fails and Kopf retries it with its error backoffs instead of waiting for ever.
     ours = operator_settings()
@@ -112,47 +139,65 @@ def _not_ready(status: Any, meta: Any = None, at: datetime | None = None, **_: A
 
 
 def _reconcile_assets_referencing(kwargs: dict[str, Any], namespace: str, field: str, name: str) -> None:
+    """A ladder or policy changed or went: every asset naming it plans again."""
     watched = _watched(kwargs)
     for asset_name in watched.assets_referencing(namespace, field, name):
         _reconcile(namespace, asset_name, watched)
 
 
+def _reconcile_assets_waiting(kwargs: dict[str, Any], namespace: str, field: str, name: str) -> None:
+    """A ladder or policy appeared (created, or seen on start): the assets whose plan found it missing plan
+    again. The others have their own handlers still to run (or, on start, their resume)."""
+    watched = _watched(kwargs)
+    for asset_name in indexes.WAITING_REFERENCES.take(namespace, field, name):
+        _reconcile(namespace, asset_name, watched)
+
+
+def _reconcile_assets_for(reason: Any, kwargs: dict[str, Any], namespace: str, field: str, name: str) -> None:
+    if reason == kopf.Reason.UPDATE:
+        _reconcile_assets_referencing(kwargs, namespace, field, name)
+    else:
+        _reconcile_assets_waiting(kwargs, namespace, field, name)
+
+
 # --- Indexes: what a reconcile reads, kept from the watches (controllers/indexes.py) ----------------
-# Kopf fills them before any other handler runs and passes them to every handler by these ids.
+# Kopf fills them before any other handler runs and passes them to every handler by these ids. They are
+# async: Kopf runs a sync handler on its thread pool, and every event of an asset waited for three index
+# updates behind the reconciles that hold those threads in API calls (1,000 assets created at once).
 
 
 @kopf.index(*LADDERS, id="ladder_specs")
-def ladder_specs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+async def ladder_specs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
     return indexes.spec_entry(_ns(namespace), name, body)
 
 
 @kopf.index(*POLICIES, id="policy_specs")
-def policy_specs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+async def policy_specs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
     return indexes.spec_entry(_ns(namespace), name, body)
 
 
 @kopf.index(*WINDOWS, id="window_specs")
-def window_specs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+async def window_specs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
     return indexes.window_entry(_ns(namespace), name, body)
 
 
 @kopf.index(*ASSETS, id="asset_refs")
-def asset_refs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+async def asset_refs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
     return indexes.asset_ref_entries(_ns(namespace), name, body)
 
 
 @kopf.index(*ASSETS, id="asset_rights")
-def asset_rights(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+async def asset_rights(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
     return indexes.asset_rights_entry(_ns(namespace), name, body)
 
 
 @kopf.index(*ASSETS, id="asset_phases")
-def asset_phases(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+async def asset_phases(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
     return indexes.asset_phase_entry(_ns(namespace), name, body)
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="asset_jobs")
-def asset_jobs(namespace: str | None, body: Any, **_: Any) -> dict[Any, Any]:
+async def asset_jobs(namespace: str | None, body: Any, **_: Any) -> dict[Any, Any]:
     return indexes.job_entry(_ns(namespace), body)
 
 
@@ -174,8 +219,12 @@ def _watched(kwargs: dict[str, Any]) -> indexes.Watched:
 @kopf.on.create(*ASSETS, id="asset")
 @kopf.on.update(*ASSETS, id="asset")
 @metrics.reconciled("MediaAsset")
-def asset_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
-    _reconcile(_ns(namespace), name, _watched(kwargs))
+def asset_changed(namespace: str | None, name: str, body: Any, reason: Any, **kwargs: Any) -> None:
+    # A new asset (or one seen on start, from the initial list) is planned from its event's body: one GET
+    # fewer per asset in a burst of creations. An edit reads the asset afresh: a superseded Job is deleted
+    # only on the latest spec.
+    seen = dict(body) if reason in (kopf.Reason.CREATE, kopf.Reason.RESUME) else None
+    _reconcile(_ns(namespace), name, _watched(kwargs), seen)
 
 
 RECHECK_WAITING_TURNS = 10
@@ -188,9 +237,9 @@ ARCHIVE_RETRY_MAX_SECONDS = 300.0
 _archive_clock: AimedClock | None = None  # built at startup, with the operator's indexes
 
 
-def _reconcile(namespace: str, name: str, watched: indexes.Watched) -> None:
+def _reconcile(namespace: str, name: str, watched: indexes.Watched, seen: dict[str, Any] | None = None) -> None:
     """Reconcile the asset, then aim the archive clock at the next instant time alone changes its plan."""
-    wake = asset.reconcile(api(), settings(), watched, namespace, name)
+    wake = asset.reconcile(api(), settings(), watched, namespace, name, seen)
     if _archive_clock is not None:
         _archive_clock.aim(f"{namespace}/{name}", wake)
 
@@ -230,17 +279,19 @@ def archive_clock_stop(**_: Any) -> None:
 
 @kopf.timer(*ASSETS, id="asset-recheck", interval=settings().recheck_seconds,
             initial_delay=settings().recheck_seconds, when=_not_ready)
-def asset_recheck(namespace: str | None, name: str, body: Any, memo: Any, **kwargs: Any) -> None:
+async def asset_recheck(namespace: str | None, name: str, body: Any, memo: Any, **kwargs: Any) -> None:
     """A safety net for an asset that is not Ready: watches can miss what a timer will not. An asset that
     only waits for its Jobs (their events reconcile it) is re-checked in full every RECHECK_WAITING_TURNS
-    turns, not every turn: a catalogue of queued assets costs the API server nothing while it waits."""
+    turns, not every turn: a catalogue of queued assets costs the API server nothing while it waits. Async:
+    a turn that skips (from the indexes) takes no trip through the handler threads; a reconcile does."""
     watched = _watched(kwargs)
     turn = int(memo.get("recheck_turn", 0)) + 1
     if asset.waits_on_jobs(watched, dict(body)) and turn < RECHECK_WAITING_TURNS:
         memo["recheck_turn"] = turn
         return
     memo["recheck_turn"] = 0
-    _reconcile_asset(_ns(namespace), name, watched)
+    await asyncio.get_running_loop().run_in_executor(
+        _kopf_settings().execution.executor, functools.partial(_reconcile_asset, _ns(namespace), name, watched))
 
 
 @kopf.on.startup(id="progress-start")
@@ -263,8 +314,9 @@ def progress_stop(memo: Any, **_: Any) -> None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-mirror")
-@metrics.reconciled("Job")
-def job_changed(body: Any, namespace: str | None, type: str | None, **kwargs: Any) -> None:  # noqa: A002
+async def job_changed(body: Any, namespace: str | None, type: str | None, **kwargs: Any) -> None:  # noqa: A002
+    """Async, so that the many Job events that change nothing cost no trip through the handler threads; a
+    reconcile they call for runs on those threads."""
     if (body.get("metadata", {}).get("labels") or {}).get(LABEL_STEP) == rights.DISTRIBUTE:
         # Only an ending (or a deletion) changes what the rights planner does: while its Job runs it waits. A
         # Job's other events (its pod made, started, a ready count) would each cost a gather and a plan of the
@@ -275,23 +327,32 @@ def job_changed(body: Any, namespace: str | None, type: str | None, **kwargs: An
     # Only a change the planner sees reconciles the owner (controllers/indexes.py JobTransitions): the Job
     # controller's other status writes (a refused pod, a ready count) are most of a Job's events.
     uid = str(body.get("metadata", {}).get("uid") or "")
-    view = (observe_job(dict(body)), bool(body.get("metadata", {}).get("deletionTimestamp")))
+    view = indexes.job_view(dict(body))
     if type == "DELETED":
         indexes.JOB_TRANSITIONS.forget(uid)
     elif not indexes.JOB_TRANSITIONS.changed(uid, view):
         return
-    for owner in body.get("metadata", {}).get("ownerReferences") or []:
-        if owner.get("kind") == MEDIA_ASSET.kind and owner.get("controller"):
-            _reconcile(_ns(namespace), owner["name"], _watched(kwargs))
+    owners = [owner["name"] for owner in body.get("metadata", {}).get("ownerReferences") or []
+              if owner.get("kind") == MEDIA_ASSET.kind and owner.get("controller")]
+    if owners:
+        await asyncio.get_running_loop().run_in_executor(
+            _kopf_settings().execution.executor,
+            functools.partial(_reconcile_job_owners, _ns(namespace), owners, _watched(kwargs)))
     if type != "DELETED":
         indexes.JOB_TRANSITIONS.record(uid, view)  # after the reconcile: a failed one is tried on the next event
+
+
+@metrics.reconciled("Job")
+def _reconcile_job_owners(namespace: str, owners: list[str], watched: indexes.Watched) -> None:
+    for owner in owners:
+        _reconcile(namespace, owner, watched)
 
 
 @kopf.on.field(*ASSETS, field="status.packages", id="asset-packaged")
 @kopf.on.field(*ASSETS, field="metadata.labels", id="asset-labels")
 @kopf.on.field(*ASSETS, field="status.qcApproval", id="asset-qc-approval")
 @kopf.on.field(*ASSETS, field="status.qc.verdict", id="asset-qc-verdict")
-def asset_distribution_inputs(namespace: str | None, **_: Any) -> None:
+async def asset_distribution_inputs(namespace: str | None, **_: Any) -> None:
     """A newly packaged, relabelled or QC-approved asset may now be (or no longer be) licensed somewhere."""
     _rights_now(_ns(namespace))
 
@@ -332,9 +393,9 @@ def asset_deleted(body: Any, **_: Any) -> None:
 @kopf.on.create(*LADDERS, id="ladder")
 @kopf.on.update(*LADDERS, id="ladder")
 @metrics.reconciled("TranscodeLadder")
-def ladder_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
+def ladder_changed(namespace: str | None, name: str, reason: Any, **kwargs: Any) -> None:
     policies.reconcile_ladder(api(), _ns(namespace), name)
-    _reconcile_assets_referencing(kwargs, _ns(namespace), "ladderRef", name)
+    _reconcile_assets_for(reason, kwargs, _ns(namespace), "ladderRef", name)
 
 
 @kopf.on.delete(*LADDERS, id="ladder-deleted", optional=True)
@@ -391,9 +452,9 @@ def window_deleted(namespace: str | None, **_: Any) -> None:
 @kopf.on.create(*POLICIES, id="policy")
 @kopf.on.update(*POLICIES, id="policy")
 @metrics.reconciled("ArchivePolicy")
-def policy_changed(namespace: str | None, name: str, **kwargs: Any) -> None:
+def policy_changed(namespace: str | None, name: str, reason: Any, **kwargs: Any) -> None:
     policies.reconcile_policy(api(), _ns(namespace), name)
-    _reconcile_assets_referencing(kwargs, _ns(namespace), "archivePolicyRef", name)
+    _reconcile_assets_for(reason, kwargs, _ns(namespace), "archivePolicyRef", name)
 
 
 @kopf.timer(*POLICIES, id="policy-recount", interval=60.0, initial_delay=60.0)
