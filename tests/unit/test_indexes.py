@@ -149,6 +149,10 @@ def test_only_the_assets_that_found_a_reference_missing_wait_for_it() -> None:
     assert waiting.take("media", "ladderRef", "ott") == ["a"]
     assert waiting.take("media", "ladderRef", "ott") == []  # taken once: a reconcile notes it again if need be
     assert waiting.take("media", "archivePolicyRef", "ott") == ["c"]
+    # Deleted while "a" and "d" named it (or their reconcile failed): made again, it reaches them.
+    waiting.note("media", "ladderRef", "ott", ["d", "a"])
+    waiting.note("media", "ladderRef", "ott", [])
+    assert waiting.take("media", "ladderRef", "ott") == ["a", "d"]
 
 
 

@@ -237,24 +237,33 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
         if created is not None:
             made.append(created)
             log.info("created Job %s/%s", namespace, job["metadata"]["name"])
-    gate = plan.qc_gate
-    if gate is not None and gate.approval is not None and gate.newly_approved:
-        # Before the status that records it: a crash in between re-audits under the same Event name.
-        api.create_event(qc_approval_event(body, gate.approval, gate.verdict.message))
-    patch = status_patch(body.get("status"), plan.status.to_wire())
-    if patch:
-        try:
-            api.patch_status(MEDIA_ASSET.plural, namespace, name, patch, body["metadata"].get("resourceVersion"))
-        except ApiException as err:
-            if err.status == 409:
-                raise _StatusConflict from err
-            raise
-    recorded = {j.name for j in plan.status.jobs or []}
+    # A Job made here is recorded as made before its first event can come (it often comes before the status
+    # write below): the status records it as Pending, as that event shows it, so the event needs no reconcile
+    # (one GET, gather and plan per Job made, queued behind a burst of new assets). If the status write
+    # fails, the record goes: the Job's next event reconciles its asset.
+    listed = {j.name for j in plan.status.jobs or []}
+    made_uids = []
     for created in made:
-        # The status just written records it as Pending, as its first event will show it: that event needs
-        # no reconcile (one GET, gather and plan per Job made, queued behind a burst of new assets).
-        if created["metadata"].get("name") in recorded:
-            JOB_TRANSITIONS.record(str(created["metadata"].get("uid") or ""), job_view(created))
+        if created["metadata"].get("name") in listed:
+            made_uids.append(str(created["metadata"].get("uid") or ""))
+            JOB_TRANSITIONS.record(made_uids[-1], job_view(created))
+    gate = plan.qc_gate
+    try:
+        if gate is not None and gate.approval is not None and gate.newly_approved:
+            # Before the status that records it: a crash in between re-audits under the same Event name.
+            api.create_event(qc_approval_event(body, gate.approval, gate.verdict.message))
+        patch = status_patch(body.get("status"), plan.status.to_wire())
+        if patch:
+            try:
+                api.patch_status(MEDIA_ASSET.plural, namespace, name, patch, body["metadata"].get("resourceVersion"))
+            except ApiException as err:
+                if err.status == 409:
+                    raise _StatusConflict from err
+                raise
+    except BaseException:
+        for uid in made_uids:
+            JOB_TRANSITIONS.forget(uid)
+        raise
     if plan.archive is not None:
         _archive_effects(api, body, plan.archive)
     _expire_superseded(api, namespace, facts.jobs, plan.status.jobs or [])

@@ -264,8 +264,9 @@ class WaitingReferences:
     """The assets whose last plan found a ladder or policy they name missing, by (namespace, field, name): a
     ladder or policy that appears reconciles those, not every asset naming it. (Applied together with a
     thousand assets, it had reconciled every asset it found indexed, each of which its own creation handler
-    reconciled as well.) An asset is noted before the index is read, under the lock its taker holds, so a
-    reference that appears between the two is never missed."""
+    reconciled as well.) The index is read and the asset noted under the lock its taker holds, and Kopf updates
+    the index before it runs the reference's own handler: a reference that appears meanwhile is never missed.
+    A reference deleted while assets name it has them noted too (it may be made again under its name)."""
 
     def __init__(self) -> None:
         self._waiting: dict[tuple[str, str, str], set[str]] = {}
@@ -284,6 +285,13 @@ class WaitingReferences:
                 if not self._waiting[key]:
                     del self._waiting[key]
             return found
+
+    def note(self, namespace: str, field: str, name: str, assets: Iterable[str]) -> None:
+        """These assets wait for the reference (it was deleted while they named it, or their reconcile failed)."""
+        assets = list(assets)
+        if assets:
+            with self._lock:
+                self._waiting.setdefault((namespace, field, name), set()).update(assets)
 
     def take(self, namespace: str, field: str, name: str) -> list[str]:
         """The assets waiting for this reference, forgotten here (their reconcile notes them again if need be)."""

@@ -146,11 +146,17 @@ def _reconcile_assets_referencing(kwargs: dict[str, Any], namespace: str, field:
 
 
 def _reconcile_assets_waiting(kwargs: dict[str, Any], namespace: str, field: str, name: str) -> None:
-    """A ladder or policy appeared (created, or seen on start): the assets whose plan found it missing plan
-    again. The others have their own handlers still to run (or, on start, their resume)."""
+    """A ladder or policy appeared (created, or seen on start): the assets whose plan found it missing, or
+    that named it when it was deleted, plan again. The others have their own handlers still to run (or, on
+    start, their resume). Assets not reconciled (an API error) wait again, for the handler's retry."""
     watched = _watched(kwargs)
-    for asset_name in indexes.WAITING_REFERENCES.take(namespace, field, name):
-        _reconcile(namespace, asset_name, watched)
+    waiting = indexes.WAITING_REFERENCES.take(namespace, field, name)
+    for done, asset_name in enumerate(waiting):
+        try:
+            _reconcile(namespace, asset_name, watched)
+        except Exception:
+            indexes.WAITING_REFERENCES.note(namespace, field, name, waiting[done:])
+            raise
 
 
 def _reconcile_assets_for(reason: Any, kwargs: dict[str, Any], namespace: str, field: str, name: str) -> None:
@@ -220,10 +226,11 @@ def _watched(kwargs: dict[str, Any]) -> indexes.Watched:
 @kopf.on.update(*ASSETS, id="asset")
 @metrics.reconciled("MediaAsset")
 def asset_changed(namespace: str | None, name: str, body: Any, reason: Any, **kwargs: Any) -> None:
-    # A new asset (or one seen on start, from the initial list) is planned from its event's body: one GET
-    # fewer per asset in a burst of creations. An edit reads the asset afresh: a superseded Job is deleted
-    # only on the latest spec.
-    seen = dict(body) if reason in (kopf.Reason.CREATE, kopf.Reason.RESUME) else None
+    # A new asset is planned from its creation event's body: one GET fewer per asset in a burst. It has no
+    # Jobs yet, so a body that is no longer the latest can delete nothing (on start, the listed body may be
+    # minutes old when its turn comes, and a Job made meanwhile from a newer spec would be deleted as
+    # superseded): every other run reads the asset afresh.
+    seen = dict(body) if reason == kopf.Reason.CREATE else None
     _reconcile(_ns(namespace), name, _watched(kwargs), seen)
 
 
@@ -398,6 +405,19 @@ def ladder_changed(namespace: str | None, name: str, reason: Any, **kwargs: Any)
     _reconcile_assets_for(reason, kwargs, _ns(namespace), "ladderRef", name)
 
 
+@kopf.on.event(*LADDERS, id="ladder-gone")
+async def ladder_gone(type: str | None, namespace: str | None, name: str, **kwargs: Any) -> None:  # noqa: A002
+    """A ladder has no finalizer: deleted, it may be gone before `ladder-deleted` runs. Its assets then wait for
+    it, so that one made again under its name reconciles them (`ladder` on create takes only those waiting)."""
+    if type == "DELETED":
+        _note_waiting(kwargs, _ns(namespace), "ladderRef", name)
+
+
+def _note_waiting(kwargs: dict[str, Any], namespace: str, field: str, name: str) -> None:
+    assets = _watched(kwargs).assets_referencing(namespace, field, name)
+    indexes.WAITING_REFERENCES.note(namespace, field, name, assets)
+
+
 @kopf.on.delete(*LADDERS, id="ladder-deleted", optional=True)
 @metrics.reconciled("TranscodeLadder")
 def ladder_deleted(namespace: str | None, name: str, **kwargs: Any) -> None:
@@ -462,6 +482,13 @@ def policy_changed(namespace: str | None, name: str, reason: Any, **kwargs: Any)
 def policy_recount(namespace: str | None, name: str, **_: Any) -> None:
     """Keeps assetsCovered current as assets come and go."""
     policies.reconcile_policy(api(), _ns(namespace), name)
+
+
+@kopf.on.event(*POLICIES, id="policy-gone")
+async def policy_gone(type: str | None, namespace: str | None, name: str, **kwargs: Any) -> None:  # noqa: A002
+    """As `ladder-gone`, for an ArchivePolicy."""
+    if type == "DELETED":
+        _note_waiting(kwargs, _ns(namespace), "archivePolicyRef", name)
 
 
 @kopf.on.delete(*POLICIES, id="policy-deleted", optional=True)
