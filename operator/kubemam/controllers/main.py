@@ -7,9 +7,9 @@ what it did. Handlers return None and patch declared status fields themselves.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -62,8 +62,9 @@ operator_settings = settings  # where a Kopf keyword argument named `settings` h
 _KOPF_SETTINGS: list[kopf.OperatorSettings] = []  # Kopf's, as `configure` got them (its thread pool is there)
 
 
-def _kopf_settings() -> kopf.OperatorSettings:
-    return _KOPF_SETTINGS[-1]
+async def _on_handler_threads(work: Callable[..., None], *args: Any) -> None:
+    """Blocking work (a reconcile) of an async handler, run on Kopf's own handler threads as a sync handler is."""
+    await asyncio.get_running_loop().run_in_executor(_KOPF_SETTINGS[-1].execution.executor, work, *args)
 
 
 @kopf.on.startup(id="configure")
@@ -297,8 +298,7 @@ async def asset_recheck(namespace: str | None, name: str, body: Any, memo: Any, 
         memo["recheck_turn"] = turn
         return
     memo["recheck_turn"] = 0
-    await asyncio.get_running_loop().run_in_executor(
-        _kopf_settings().execution.executor, functools.partial(_reconcile_asset, _ns(namespace), name, watched))
+    await _on_handler_threads(_reconcile_asset, _ns(namespace), name, watched)
 
 
 @kopf.on.startup(id="progress-start")
@@ -342,9 +342,7 @@ async def job_changed(body: Any, namespace: str | None, type: str | None, **kwar
     owners = [owner["name"] for owner in body.get("metadata", {}).get("ownerReferences") or []
               if owner.get("kind") == MEDIA_ASSET.kind and owner.get("controller")]
     if owners:
-        await asyncio.get_running_loop().run_in_executor(
-            _kopf_settings().execution.executor,
-            functools.partial(_reconcile_job_owners, _ns(namespace), owners, _watched(kwargs)))
+        await _on_handler_threads(_reconcile_job_owners, _ns(namespace), owners, _watched(kwargs))
     if type != "DELETED":
         indexes.JOB_TRANSITIONS.record(uid, view)  # after the reconcile: a failed one is tried on the next event
 
