@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubemam.controllers import indexes
@@ -89,21 +90,28 @@ def _asset(reason: str, jobs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_an_asset_waits_on_its_jobs_only_while_the_index_holds_them_as_its_status_records_them() -> None:
-    from kubemam.controllers.asset import waits_on_jobs
+    """The asset clock's look at an asset from its watch event: one waiting for Jobs the index holds as its
+    status records them is looked at WAITING_FACTOR times later than one that may need the operator."""
+    from kubemam.config import OperatorConfig
+    from kubemam.controllers.asset import next_recheck
+    from kubemam.plan.recheck import WAITING_FACTOR
 
+    config = OperatorConfig(recheck_seconds=60)
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    waiting, soon = now + timedelta(seconds=60 * WAITING_FACTOR), now + timedelta(seconds=60)
     queued = indexes.job_entry("media", _job("clip-ingest-1", ASSET_UID))
     watched = _watched(jobs={k: [v] for k, v in queued.items()})
     pending = {"name": "clip-ingest-1", "step": "ingest", "state": "Pending"}
-    assert waits_on_jobs(watched, _asset("IngestPending", [pending]))
+    assert next_recheck(watched, _asset("IngestPending", [pending]), config, now) == waiting
     # The Job is running now, but the asset's status has not caught up: re-check it.
-    assert not waits_on_jobs(watched, _asset("IngestPending", [{**pending, "state": "Running"}]))
+    assert next_recheck(watched, _asset("IngestPending", [{**pending, "state": "Running"}]), config, now) == soon
     # Deleted (or its event missed): not in the index.
-    assert not waits_on_jobs(_watched(), _asset("IngestPending", [pending]))
+    assert next_recheck(_watched(), _asset("IngestPending", [pending]), config, now) == soon
     # A failed Job's retry may come due; a missing Secret is no Job's event.
-    assert not waits_on_jobs(watched, _asset("IngestPending", [pending, {**pending, "name": "x", "state": "Failed"}]))
-    assert not waits_on_jobs(watched, _asset("S3SecretMissing", [pending]))
-    assert not waits_on_jobs(watched, _asset("IngestPending", []))
-
+    assert next_recheck(watched, _asset("IngestPending", [pending, {**pending, "name": "x", "state": "Failed"}]),
+                        config, now) == soon
+    assert next_recheck(watched, _asset("S3SecretMissing", [pending]), config, now) == soon
+    assert next_recheck(watched, _asset("IngestPending", []), config, now) == soon
 
 
 def test_only_a_change_the_planner_sees_reconciles_a_jobs_owner() -> None:

@@ -320,3 +320,20 @@ def test_the_archive_clock_beats_and_times_its_runs_under_its_own_names(clocks: 
     release.set()
     _wait(lambda: not beats.running("archive reconcile media/ep1"))
     assert "archive reconcile media/ep1" not in [s.name for s in beats.stale()]
+
+
+def test_a_reconcile_resets_an_assets_alarm_and_an_event_only_aims_one_that_has_none(
+        clocks: list[AimedClock]) -> None:
+    ran: list[str] = []
+    clocks.append(clock := _archive_clock(lambda key: ran.append(key) and None))
+    clock.aim("media/ep1", _in(0.3))
+    clock.reset("media/ep1", _in(3600))  # a fresh reconcile found it waits on its Jobs: later, not sooner
+    assert clock.alarm("media/ep1") is not None and clock.alarm("media/ep1") > _in(3000)  # type: ignore[operator]
+    clock.ensure("media/ep1", _in(0.1))  # an event: the alarm the reconcile set stands
+    clock.ensure("media/ep2", _in(0.1))  # never reconciled here: the event aims it
+    clock.aim("media/ep3", _in(0.1))
+    clock.reset("media/ep3", None)  # Ready now: no alarm
+    _wait(lambda: "media/ep2" in ran)
+    time.sleep(0.4)
+    assert ran == ["media/ep2"]
+    assert clock.alarm("media/ep3") is None

@@ -8,7 +8,7 @@ import logging
 import re
 import threading
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -29,6 +29,7 @@ from kubemam.controllers.keys import ensure_content_keys
 from kubemam.controllers.stepjobs import create_step_job
 from kubemam.kubeapi import JobRefused, KubeApi
 from kubemam.media.progress import latest_progress
+from kubemam.plan import recheck
 from kubemam.plan.archive import policy_problems
 from kubemam.plan.archiving import ArchiveOutcome
 from kubemam.plan.asset import plan_asset
@@ -39,6 +40,7 @@ from kubemam.plan.jobstate import JobObservation, observe_job
 from kubemam.plan.qcgate import approval_request
 from kubemam.plan.selectors import selected
 from kubemam.steps.registry import ARCHIVE
+from kubemam.timestamps import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -157,30 +159,16 @@ def _rights_summary(watched: Watched, namespace: str, name: str, labels: dict[st
     return sorted(summaries, key=lambda r: r.window)
 
 
-# The Ready reasons of an asset that waits for one of its Jobs to start or to finish.
-WAITING_REASONS = frozenset(f"{step}{state}" for step in ("Ingest", "Transcode", "Package", "Archive")
-                            for state in ("Pending", "Running"))
-
-
-def waits_on_jobs(watched: Watched, body: dict[str, Any]) -> bool:
-    """The asset waits for Jobs that exist as its status records them, and for nothing else: their events
-    will reconcile it, so a timer has nothing to add. Not so with a failed Job (a retry may be due) or a
-    recorded Job the index does not hold (deleted, or an event missed)."""
-    meta, status = body["metadata"], body.get("status") or {}
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
-    if ready is None or ready.get("status") == "True" or ready.get("reason") not in WAITING_REASONS:
-        return False
-    indexed = {observation.name: observation.state
-               for observation in map(observe_job, watched.owned_jobs(meta["namespace"], meta["uid"]))}
-    waiting = False
-    for job in status.get("jobs") or []:
-        state = job.get("state")
-        if state == "Succeeded":
-            continue
-        if state not in ("Pending", "Running") or indexed.get(job.get("name")) != state:
-            return False
-        waiting = True
-    return waiting
+def next_recheck(watched: Watched, body: dict[str, Any], config: OperatorConfig, now: datetime) -> datetime | None:
+    """When the asset is next planned though no event came (plan/recheck.py), judged from its body as a watch
+    event brought it and its Jobs as the index holds them."""
+    meta = body.get("metadata") or {}
+    jobs = {o.name: o.state for o in map(observe_job, watched.owned_jobs(meta.get("namespace") or "",
+                                                                           meta.get("uid") or ""))}
+    return recheck.next_recheck(body.get("spec") or {}, body.get("status") or {},
+                                parse_time(str(meta.get("creationTimestamp") or "")), jobs, now,
+                                timedelta(seconds=config.recheck_seconds),
+                                timedelta(seconds=config.archive_check_seconds))
 
 
 # A status write guarded by the resourceVersion read, refused because another writer (the rights planner's
@@ -195,7 +183,8 @@ class _StatusConflict(Exception):
 def reconcile(api: KubeApi, config: OperatorConfig, watched: Watched, namespace: str, name: str,
               seen: dict[str, Any] | None = None) -> datetime | None:
     """Bring one asset's Jobs and status to what its spec and the cluster call for. Returns when time alone
-    next changes its archive plan (a tier transition, a fixity slot...: the archive clock wakes it then).
+    next changes its plan (a tier transition, a fixity slot...) or is due a safety-net look (plan/recheck.py):
+    the asset clock wakes it then; None for neither.
     Its status write is guarded by the resourceVersion it read: a merge patch replaces the conditions list
     whole, and written over a newer object it would drop the rights planner's Distributed condition.
     `seen`: the asset as its own watch event brought it, planned from on the first attempt instead of a GET
@@ -231,7 +220,7 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
     for job in plan.create_jobs:
         try:
             created = create_step_job(api, job)
-        except JobRefused as refused:  # no retry mends it: the asset says why, the recheck timer asks again
+        except JobRefused as refused:  # no retry mends it: the asset says why, the asset clock asks again
             plan = plan_asset(dataclasses.replace(facts, job_refused=str(refused)), config, now)
             break
         if created is not None:
@@ -248,11 +237,12 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
             made_uids.append(str(created["metadata"].get("uid") or ""))
             JOB_TRANSITIONS.record(made_uids[-1], job_view(created))
     gate = plan.qc_gate
+    written = plan.status.to_wire()
     try:
         if gate is not None and gate.approval is not None and gate.newly_approved:
             # Before the status that records it: a crash in between re-audits under the same Event name.
             api.create_event(qc_approval_event(body, gate.approval, gate.verdict.message))
-        patch = status_patch(body.get("status"), plan.status.to_wire())
+        patch = status_patch(body.get("status"), written)
         if patch:
             try:
                 api.patch_status(MEDIA_ASSET.plural, namespace, name, patch, body["metadata"].get("resourceVersion"))
@@ -267,7 +257,12 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
     if plan.archive is not None:
         _archive_effects(api, body, plan.archive)
     _expire_superseded(api, namespace, facts.jobs, plan.status.jobs or [])
-    return plan.archive.wake if plan.archive is not None else None
+    looked_again = recheck.next_recheck(
+        body.get("spec") or {}, written, parse_time(str(body["metadata"].get("creationTimestamp") or "")),
+        {str(job.get("name")): str(job.get("state")) for job in written.get("jobs") or []}, now,
+        timedelta(seconds=config.recheck_seconds), timedelta(seconds=config.archive_check_seconds))
+    wake = plan.archive.wake if plan.archive is not None else None
+    return min((w for w in (wake, looked_again) if w is not None), default=None)
 
 
 SUPERSEDED_TTL_SECONDS = 600

@@ -1,8 +1,9 @@
 """An aimed clock: runs a callback for a key at the next instant that key needs it, and not otherwise.
 
-The rights clock (keys: namespaces, controllers/rights.py) and the archive clock (keys: "namespace/name" of
-archived MediaAssets, controllers/main.py) are two instances: what changes with time alone (a window
-opening, a tier transition, a fixity slot) is met to the second without a timer per object.
+The rights clock (keys: namespaces, controllers/rights.py) and the asset clock (keys: "namespace/name" of
+MediaAssets, controllers/main.py) are two instances: what changes with time alone (a window opening, a tier
+transition, a fixity slot, the safety-net re-check of an asset not Ready) is met to the second without a timer
+per object.
 """
 
 from __future__ import annotations
@@ -87,6 +88,24 @@ class AimedClock:
         with self._wake:
             self._aim(key, instant.timestamp())
 
+    def reset(self, key: str, instant: datetime | None) -> None:
+        """The key's alarm is now this instant, later or earlier than before (None: no alarm): what a fresh
+        look at its object found supersedes what an older one did."""
+        with self._wake:
+            if instant is None:
+                self._due.pop(key, None)
+                self._compact()
+            else:
+                self._aim(key, instant.timestamp(), replace=True)
+
+    def ensure(self, key: str, instant: datetime | None) -> None:
+        """Aim the key only if it has no alarm and is not running (a run re-aims it when it ends)."""
+        if instant is None:
+            return
+        with self._wake:
+            if key not in self._due and key not in self._running:
+                self._aim(key, instant.timestamp())
+
     def poke(self, key: str, idle: float = 0.0) -> None:
         """Run as soon as possible (`spacing` after the last run); a burst of pokes (100 windows resuming) is
         one run. `idle`: only if the key is not running and its last run ended at least that long ago."""
@@ -122,11 +141,11 @@ class AimedClock:
             self._ready.put(None)
         self._heartbeats.finish(self._clock_heartbeat)
 
-    def _aim(self, key: str, when: float) -> None:
+    def _aim(self, key: str, when: float, replace: bool = False) -> None:
         """Holding self._wake."""
         when = max(when, self._retry_at.get(key, when))
         due = self._due.get(key)
-        if due is not None and due <= when:
+        if due is not None and (due == when or (due < when and not replace)):
             return  # an earlier alarm covers it: that run re-aims at the next instant
         self._due[key] = when
         heapq.heappush(self._heap, (when, key))

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -37,7 +37,6 @@ from kubemam.controllers.clock import AimedClock
 from kubemam.kubeapi import KubeApi
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR
 from kubemam.plan.jobstate import job_state
-from kubemam.timestamps import parse_time
 
 FINALIZER = f"{GROUP}/finalizer"
 ASSETS = (GROUP, VERSION, MEDIA_ASSET.plural)
@@ -118,25 +117,6 @@ def _ns(namespace: str | None) -> str:
     if namespace is None:
         raise kopf.PermanentError("a namespaced object arrived without a namespace")
     return namespace
-
-
-# An asset with no conditions has never been reconciled: its creation handler is still queued behind a burst
-# (a timer run beside it only adds to that backlog), or Kopf lost its patches to an overloaded API server and
-# will not come back to it (seen at 10,000 assets created at once): after this long, the timer reconciles it.
-NEVER_RECONCILED_GRACE = timedelta(minutes=5)
-
-
-def _not_ready(status: Any, meta: Any = None, at: datetime | None = None, **_: Any) -> bool:
-    """Not Ready and not Failed: a Failed asset waits for a change of its spec or a retry request (an
-    annotation: both are updates), not for a timer that would re-check it for ever."""
-    conditions = (status or {}).get("conditions") or []
-    if (status or {}).get("phase") == "Failed":
-        return False
-    if not conditions:
-        created = parse_time(str((meta or {}).get("creationTimestamp") or ""))
-        return created is None or (at or datetime.now(UTC)) - created >= NEVER_RECONCILED_GRACE
-    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-    return ready is None or ready.get("status") != "True"
 
 
 def _reconcile_assets_referencing(kwargs: dict[str, Any], namespace: str, field: str, name: str) -> None:
@@ -235,21 +215,19 @@ def asset_changed(namespace: str | None, name: str, body: Any, reason: Any, **kw
     _reconcile(_ns(namespace), name, _watched(kwargs), seen)
 
 
-RECHECK_WAITING_TURNS = 10
-
-
-ARCHIVE_CLOCK_HEARTBEAT = "archive clock"
-ARCHIVE_WORKER_HEARTBEAT = "archive reconcile"
-ARCHIVE_WORKERS = 2
-ARCHIVE_RETRY_MAX_SECONDS = 300.0
-_archive_clock: AimedClock | None = None  # built at startup, with the operator's indexes
+ASSET_CLOCK_HEARTBEAT = "asset clock"
+ASSET_WORKER_HEARTBEAT = "asset reconcile"
+ASSET_CLOCK_WORKERS = 2
+ASSET_RETRY_MAX_SECONDS = 300.0
+_asset_clock: AimedClock | None = None  # built at startup, with the operator's indexes
 
 
 def _reconcile(namespace: str, name: str, watched: indexes.Watched, seen: dict[str, Any] | None = None) -> None:
-    """Reconcile the asset, then aim the archive clock at the next instant time alone changes its plan."""
+    """Reconcile the asset, then set its alarm on the asset clock: the next instant time alone changes its
+    plan, or its safety-net look is due (asset.reconcile)."""
     wake = asset.reconcile(api(), settings(), watched, namespace, name, seen)
-    if _archive_clock is not None:
-        _archive_clock.aim(f"{namespace}/{name}", wake)
+    if _asset_clock is not None:
+        _asset_clock.reset(f"{namespace}/{name}", wake)
 
 
 @metrics.reconciled("MediaAsset")
@@ -257,12 +235,14 @@ def _reconcile_asset(namespace: str, name: str, watched: indexes.Watched) -> Non
     _reconcile(namespace, name, watched)
 
 
-@kopf.on.startup(id="archive-clock-start")
-def archive_clock_start(**kwargs: Any) -> None:
-    """Tier transitions, fixity slots, the grace of extra copies and thaw polls come with time, not with
-    events: one clock wakes each archived asset at its next such instant (every reconcile aims it, the
-    resume of every asset on start included), instead of a timer per asset."""
-    global _archive_clock
+@kopf.on.startup(id="asset-clock-start")
+def asset_clock_start(**kwargs: Any) -> None:
+    """What comes with time and not with events: tier transitions, fixity slots, the grace of extra copies,
+    thaw polls, and the safety-net look at an asset not Ready (plan/recheck.py). One clock wakes each asset
+    at its next such instant (every reconcile sets it; every asset event aims one that has none), instead
+    of Kopf timers per asset: a timer is a task per asset holding its latest body, and its turns cost CPU
+    while a catalogue sits idle."""
+    global _asset_clock
     watched = _watched(kwargs)
 
     @metrics.reconciled("MediaAsset")
@@ -273,32 +253,29 @@ def archive_clock_start(**kwargs: Any) -> None:
         namespace, _, name = key.partition("/")
         return reconcile(namespace, name)
 
-    _archive_clock = AimedClock(wake, name="archive",
-                                clock_heartbeat=ARCHIVE_CLOCK_HEARTBEAT, worker_heartbeat=ARCHIVE_WORKER_HEARTBEAT,
-                                workers=ARCHIVE_WORKERS, retry_max=ARCHIVE_RETRY_MAX_SECONDS,
-                                stuck_seconds=settings().stuck_seconds)
+    _asset_clock = AimedClock(wake, name="asset",
+                              clock_heartbeat=ASSET_CLOCK_HEARTBEAT, worker_heartbeat=ASSET_WORKER_HEARTBEAT,
+                              workers=ASSET_CLOCK_WORKERS, retry_max=ASSET_RETRY_MAX_SECONDS,
+                              stuck_seconds=settings().stuck_seconds)
 
 
-@kopf.on.cleanup(id="archive-clock-stop")
-def archive_clock_stop(**_: Any) -> None:
-    if _archive_clock is not None:
-        _archive_clock.stop()
+@kopf.on.cleanup(id="asset-clock-stop")
+def asset_clock_stop(**_: Any) -> None:
+    if _asset_clock is not None:
+        _asset_clock.stop()
 
 
-@kopf.timer(*ASSETS, id="asset-recheck", interval=settings().recheck_seconds,
-            initial_delay=settings().recheck_seconds, when=_not_ready)
-async def asset_recheck(namespace: str | None, name: str, body: Any, memo: Any, **kwargs: Any) -> None:
-    """A safety net for an asset that is not Ready: watches can miss what a timer will not. An asset that
-    only waits for its Jobs (their events reconcile it) is re-checked in full every RECHECK_WAITING_TURNS
-    turns, not every turn: a catalogue of queued assets costs the API server nothing while it waits. Async:
-    a turn that skips (from the indexes) takes no trip through the handler threads; a reconcile does."""
-    watched = _watched(kwargs)
-    turn = int(memo.get("recheck_turn", 0)) + 1
-    if asset.waits_on_jobs(watched, dict(body)) and turn < RECHECK_WAITING_TURNS:
-        memo["recheck_turn"] = turn
+def _aim_unless_set(watched: indexes.Watched, event_type: str | None, body: Any) -> None:
+    """An asset event: one the clock holds no alarm for (never reconciled here: its handler still queued, or
+    Kopf lost it) gets one from what the event shows; a deleted one is forgotten."""
+    if _asset_clock is None:
         return
-    memo["recheck_turn"] = 0
-    await _on_handler_threads(_reconcile_asset, _ns(namespace), name, watched)
+    meta = body.get("metadata") or {}
+    key = f"{meta.get('namespace')}/{meta.get('name')}"
+    if event_type == "DELETED":
+        _asset_clock.drop(key)
+    elif not meta.get("deletionTimestamp") and _asset_clock.alarm(key) is None:
+        _asset_clock.ensure(key, asset.next_recheck(watched, dict(body), settings(), datetime.now(UTC)))
 
 
 @kopf.on.startup(id="progress-start")
@@ -362,28 +339,13 @@ async def asset_distribution_inputs(namespace: str | None, **_: Any) -> None:
     _rights_now(_ns(namespace))
 
 
-def _archived(spec: Any, status: Any, **_: Any) -> bool:
-    """Copies placed under a policy: only they have tier transitions and fixity slots coming due. The first
-    archive follows the ingest Job's events."""
-    return bool((spec or {}).get("archivePolicyRef")) and bool((status or {}).get("storage"))
-
-
-@kopf.timer(*ASSETS, id="asset-archive", interval=settings().archive_check_seconds,
-            initial_delay=settings().archive_check_seconds, when=_archived)
-@metrics.reconciled("MediaAsset")
-def asset_archive_clock(namespace: str | None, name: str, **kwargs: Any) -> None:
-    """A slow safety net (hourly by default) under the archive clock, which meets each archived asset's
-    time-driven changes to the second."""
-    _reconcile(_ns(namespace), name, _watched(kwargs))
-
-
 @kopf.on.delete(*ASSETS, id="asset-deleted")
 def asset_deleted(body: Any, **_: Any) -> None:
     """The finalizer stays until the asset is taken down from every distribution target (the rights
     clock is poked meanwhile), then until a legal hold and retention allow it and every archived copy
     is purged."""
-    if _archive_clock is not None:
-        _archive_clock.drop(f"{body['metadata']['namespace']}/{body['metadata']['name']}")
+    if _asset_clock is not None:
+        _asset_clock.drop(f"{body['metadata']['namespace']}/{body['metadata']['name']}")
     try:
         archive.take_down_first(api(), dict(body), _rights_now)
         archive.delete_archived(api(), settings(), dict(body))
@@ -503,8 +465,12 @@ def policy_deleted(namespace: str | None, name: str, **kwargs: Any) -> None:
 @kopf.on.event(*ASSETS, id="asset-metrics")
 async def asset_metrics(event: Any, body: Any, **kwargs: Any) -> None:
     """Running-step progress gauges, and each new ingest QC result counted once (in memory only: async, so
-    that it takes no handler thread from the reconciles)."""
-    telemetry.asset_event(_watched(kwargs), (event or {}).get("type"), body)
+    that it takes no handler thread from the reconciles). The asset clock's safety net rides along: one
+    handler per event, not two."""
+    watched = _watched(kwargs)
+    event_type = (event or {}).get("type")
+    telemetry.asset_event(watched, event_type, body)
+    _aim_unless_set(watched, event_type, body)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-metrics")
