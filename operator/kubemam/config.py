@@ -34,7 +34,7 @@ class OperatorConfig(BaseModel):
                                            "every step Job when set.")
     archive_check_seconds: float = Field(default=3600.0, gt=0, description="A safety net: how often every "
                                          "archived asset is re-planned anyway. Tier transitions, fixity slots and "
-                                         "the end of a grace are met to the second by the archive clock.")
+                                         "the end of a grace are met to the second by the asset clock.")
     api_connect_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Every Kubernetes API call: connecting (and the TLS handshake) must take "
         "no longer; a call that does fails, and its handler or reconcile is retried with backoff.")

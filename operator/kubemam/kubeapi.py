@@ -52,7 +52,7 @@ def new_api_client(configuration: client.Configuration | None = None) -> client.
         load_config()
         configuration = client.Configuration.get_default_copy()
     configuration.retries = _RETRIES
-    # Kopf's 8 handler threads, the rights and archive clocks' workers and the rights writes' threads share
+    # Kopf's 8 handler threads, the rights and asset clocks' workers and the rights writes' threads share
     # it: urllib3 drops (and later reopens) every connection past the pool's size, 5 per core by default.
     configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, CONNECTIONS)
     return client.ApiClient(configuration)

@@ -109,7 +109,7 @@ def _annotate(stack: LocalStack, key: str, value: str | None) -> None:
 
 def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp_path: Path,
                                                          site_b: MinioServer) -> None:
-    # The safety net hourly: the move to the warm tier 45 s after ingest is the archive clock's doing.
+    # The safety net hourly: the move to the warm tier 45 s after ingest is the asset clock's doing.
     env = {"KUBEMAM_ARCHIVE_CHECK_SECONDS": "3600"}
     with local_stack(control_plane, tmp_path, NAMESPACE, operator_env=env) as stack:
         a, b = stack.store, site_b.client()

@@ -503,7 +503,7 @@ KOPF_THREADS_HEARTBEAT = "kopf handler threads"
 
 @kopf.on.probe(id="heartbeats")
 async def heartbeats(settings: kopf.OperatorSettings, **_: Any) -> dict[str, float]:
-    """Fails while a thread of ours is stuck (kubemam.health): the rights or archive clock or one of
+    """Fails while a thread of ours is stuck (kubemam.health): the rights or asset clock or one of
     their workers, the metrics inventory, the progress loop, or Kopf's handler threads — a no-op handed
     to their pool that has not run within the limit means every thread is blocked. Async, so that a
     full pool cannot stop the probe itself from answering."""

@@ -1,4 +1,4 @@
-"""When an archived asset's plan next changes with time alone (pure): the instant the archive clock
+"""When an archived asset's plan next changes with time alone (pure): the instant the asset clock
 (controllers/clock.py) wakes the asset at, instead of a timer re-planning every archived asset.
 
 plan/archiving.py reads the clock in these places, and nowhere else once its status is written:
