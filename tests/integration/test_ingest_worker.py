@@ -99,6 +99,9 @@ def test_ingest_commits_proxy_probe_and_qc_and_reports_them(minio: Any, sample: 
     probe = json.loads(subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_streams",
                                        str(proxy)], capture_output=True, text=True, check=True).stdout)
     assert probe["streams"][0]["height"] == 360
+    # Fragmented (bounded muxer memory for long masters), with the random-access index players seek by at its end.
+    data = proxy.read_bytes()
+    assert b"moof" in data and b"mfra" in data[-4096:]
 
     # A second run of the same input finds the verified manifest and changes nothing.
     etag = s3.head_object(Bucket=prefix.bucket, Key=prefix.join("manifest.json").key)["ETag"]
