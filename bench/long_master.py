@@ -22,6 +22,7 @@ Goals (issue 18): every step ≤ 300 MiB (tree), and the long master's peak with
 They are printed, not enforced, unless --strict. Wall times are noisy on a shared machine.
 
 Usage: .venv/bin/python bench/long_master.py [--minutes 10 120] [--smoke] [--chunk-seconds 300] [--strict]
+       [--until ingest|transcode|package|archive]
 """
 
 from __future__ import annotations
@@ -175,7 +176,10 @@ class Run:
     steps: dict[str, Measured] = field(default_factory=dict)
 
 
-def pipeline(minio: MinioServer, minutes: int, chunk_seconds: int, work: Path) -> Run:
+STEPS = ("ingest", "transcode", "package", "archive")
+
+
+def pipeline(minio: MinioServer, minutes: int, chunk_seconds: int, work: Path, until: str = "archive") -> Run:
     run = Run(minutes)
     work.mkdir(parents=True, exist_ok=True)
     path = master(minutes)
@@ -199,6 +203,8 @@ def pipeline(minio: MinioServer, minutes: int, chunk_seconds: int, work: Path) -
     request = ingest_request(facts, config)
     measured, reported = run_worker("ingest", {**env, "KUBEMAM_STEP_INPUT": json.dumps(request.inputs)}, work)
     run.steps["ingest"] = measured
+    if until == "ingest":
+        return run
     parsed = step(INGEST).parse_result(reported)
     assert isinstance(parsed, IngestResult), reported
     technical = parsed.full_technical()
@@ -229,6 +235,8 @@ def pipeline(minio: MinioServer, minutes: int, chunk_seconds: int, work: Path) -
         raise SystemExit(f"the stitch reported {sorted(done)}, not every rung of {[t.name for t in fit.targets]}")
     for rendition in renditions:
         _landed(s3, rendition.uri, rendition.size_bytes)
+    if until == "transcode":
+        return run
 
     # package: every rendition into DASH + HLS
     packaging = plan_package(name, uid, spec, the_ladder, renditions, status.previews, root, NAMESPACE)
@@ -236,6 +244,8 @@ def pipeline(minio: MinioServer, minutes: int, chunk_seconds: int, work: Path) -
     measured, packaged = run_worker("package", {**env, "KUBEMAM_STEP_INPUT": json.dumps(packaging.inputs)}, work)
     run.steps["package"] = measured
     _landed(s3, str(packaged.get("manifestUri")), None)
+    if until == "package":
+        return run
 
     # archive: the place Job plan_archive asks for, its env as the kubelet would give it
     archive_facts = ArchiveFacts(name, NAMESPACE, uid, spec, status.model_copy(update={"renditions": renditions}),
@@ -309,6 +319,8 @@ def main() -> None:
     parser.add_argument("--chunk-seconds", type=int, default=300)
     parser.add_argument("--smoke", action="store_true", help="1 and 2 minutes in 30 s chunks")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--until", choices=STEPS, default="archive",
+                        help="stop after this step (measure one step's growth without the hours the rest take)")
     args = parser.parse_args()
     minutes, chunk_seconds = ([1, 2], 30) if args.smoke else (sorted(args.minutes), args.chunk_seconds)
     with tempfile.TemporaryDirectory(prefix="kubemam-long-master-") as tmp:
@@ -318,7 +330,7 @@ def main() -> None:
             for length in minutes:
                 print(f"{length} min master: ingest, transcode in {chunk_seconds} s chunks, package, archive ...",
                       flush=True)
-                runs.append(pipeline(minio, length, chunk_seconds, work / f"{length}m"))
+                runs.append(pipeline(minio, length, chunk_seconds, work / f"{length}m", args.until))
         missed = report(runs[0], runs[1])
     if missed and args.strict:
         sys.exit(1)
