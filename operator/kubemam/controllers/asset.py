@@ -165,8 +165,14 @@ def next_recheck(watched: Watched, body: dict[str, Any], config: OperatorConfig,
     meta = body.get("metadata") or {}
     jobs = {o.name: o.state for o in map(observe_job, watched.owned_jobs(meta.get("namespace") or "",
                                                                            meta.get("uid") or ""))}
-    return recheck.next_recheck(body.get("spec") or {}, body.get("status") or {},
-                                parse_time(str(meta.get("creationTimestamp") or "")), jobs, now,
+    return _recheck_at(config, body, body.get("status") or {}, jobs, now)
+
+
+def _recheck_at(config: OperatorConfig, body: dict[str, Any], status: dict[str, Any], job_states: dict[str, str],
+                now: datetime) -> datetime | None:
+    """plan/recheck.py for this asset with `status`, under the operator's settings."""
+    created = parse_time(str((body.get("metadata") or {}).get("creationTimestamp") or ""))
+    return recheck.next_recheck(body.get("spec") or {}, status, created, job_states, now,
                                 timedelta(seconds=config.recheck_seconds),
                                 timedelta(seconds=config.archive_check_seconds))
 
@@ -257,10 +263,9 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
     if plan.archive is not None:
         _archive_effects(api, body, plan.archive)
     _expire_superseded(api, namespace, facts.jobs, plan.status.jobs or [])
-    looked_again = recheck.next_recheck(
-        body.get("spec") or {}, written, parse_time(str(body["metadata"].get("creationTimestamp") or "")),
-        {str(job.get("name")): str(job.get("state")) for job in written.get("jobs") or []}, now,
-        timedelta(seconds=config.recheck_seconds), timedelta(seconds=config.archive_check_seconds))
+    looked_again = _recheck_at(config, body, written,
+                               {str(job.get("name")): str(job.get("state")) for job in written.get("jobs") or []},
+                               now)
     wake = plan.archive.wake if plan.archive is not None else None
     return min((w for w in (wake, looked_again) if w is not None), default=None)
 

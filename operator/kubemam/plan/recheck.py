@@ -59,7 +59,7 @@ def next_recheck(spec: Mapping[str, Any], status: Mapping[str, Any], created: da
         return None
     ready = _ready(status)
     if not status.get("conditions"):
-        return max(now, (created or now) + NEVER_RECONCILED_GRACE) if created is not None else now + recheck
+        return max(now, created + NEVER_RECONCILED_GRACE) if created is not None else now + recheck
     if ready is not None and ready.get("status") == "True":
         archived = bool(spec.get("archivePolicyRef")) and bool(status.get("storage"))
         return now + archive_check if archived else None
