@@ -112,6 +112,29 @@ class KubeApi:
             GROUP, VERSION, namespace, plural, _preload_content=False, _request_timeout=self.timeout))
         return list(body.get("items") or [])
 
+    def add_finalizer(self, plural: str, namespace: str, name: str, finalizers: list[str], finalizer: str,
+                      resource_version: str) -> str | None:
+        """Add `finalizer` to the object's `finalizers` as read at `resource_version` (a merge patch replaces
+        the list whole, so the API server refuses it with 409 if the object changed since). Answers the
+        object's resourceVersion after the write (None: it is gone)."""
+        body = {"metadata": {"finalizers": [*finalizers, finalizer], "resourceVersion": resource_version}}
+        try:
+            response = self.custom.api_client.call_api(
+                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}",
+                "PATCH",
+                body=body,
+                header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            return None
+        return str((_raw(response).get("metadata") or {}).get("resourceVersion") or "")
+
     def patch_status(self, plural: str, namespace: str, name: str, status_patch: dict[str, Any],
                      resource_version: str | None = None) -> bool:
         """Merge-patch the status subresource; a vanished object is not an error (False). With

@@ -67,3 +67,29 @@ def test_what_the_essence_drops_is_not_in_the_lean_body() -> None:
     lean = lean_body(_asset(packages=[{"format": "hls"}]), WATCHED)
     assert set(lean["metadata"]) == {"labels", "annotations"}
     assert lean["status"] == {"packages": [{"format": "hls"}]}
+
+
+def test_assets_diff_bases_stay_in_memory_and_other_kinds_go_to_annotations() -> None:
+    from kubemam.controllers.diffbase import MemoryDiffBaseStorage
+
+    storage = MemoryDiffBaseStorage("MediaAsset", LeanAnnotationsDiffBaseStorage(prefix=GROUP,
+                                                                                key="last-handled-configuration"))
+    asset = kopf.Body(_asset(packages=[{"name": "ott"}]))
+    assert storage.fetch(body=asset) is None  # new to this process: a creation to Kopf, whatever the annotations say
+    essence = storage.build(body=asset, extra_fields=WATCHED)
+    patch = kopf.Patch()
+    storage.store(body=asset, patch=patch, essence=essence)
+    assert not patch  # nothing written to the asset: no patch, no event
+    assert storage.fetch(body=asset) == essence and len(storage) == 1
+    assert storage.fetch(body=kopf.Body({**_asset(), "metadata": {**_asset()["metadata"], "uid": "u-2"}})) is None
+
+    ladder = kopf.Body({"apiVersion": "kubemam.io/v1alpha1", "kind": "TranscodeLadder",
+                        "metadata": {"name": "ott", "namespace": "media", "uid": "l-1"}, "spec": {"rungs": []}})
+    ladder_essence = storage.build(body=ladder)
+    patch = kopf.Patch()
+    storage.store(body=ladder, patch=patch, essence=ladder_essence)
+    assert f"{GROUP}/last-handled-configuration" in patch["metadata"]["annotations"]
+    assert len(storage) == 1  # a ladder's is on the ladder, not here
+
+    storage.forget("u-1")
+    assert storage.fetch(body=asset) is None and len(storage) == 0

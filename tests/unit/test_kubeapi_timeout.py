@@ -24,6 +24,7 @@ CALLS: dict[str, tuple[Any, ...]] = {
     "list_objects": ("mediaassets", NS),
     "patch_status": ("mediaassets", NS, "a", {"phase": "Ready"}),
     "patch_status_version": ("mediaassets", NS, "a", {"phase": "Ready"}),
+    "add_finalizer": ("mediaassets", NS, "a", [], "kubemam.io/finalizer", "1"),
     "list_jobs": (NS, {"kubemam.io/asset": "a"}),
     "create_job": (JOB,),
     "config_map_data": (NS, "kubemam-distribution"),

@@ -11,6 +11,8 @@ from pydantic.alias_generators import to_camel
 GROUP = "kubemam.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+# Held by a MediaAsset while deleting it needs the operator (takedown, purge of archived copies). Pinned.
+FINALIZER = f"{GROUP}/finalizer"
 
 # RFC 1123 label, the shape of most Kubernetes object names we refer to.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from kubemam import metrics
 from kubemam.api.archive import ArchivePolicySpec
 from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus, QCApproval
-from kubemam.api.common import API_VERSION, GROUP
+from kubemam.api.common import API_VERSION, FINALIZER, GROUP
 from kubemam.api.kinds import MEDIA_ASSET
 from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.api.rights import RightsWindowSpec
@@ -36,10 +36,11 @@ from kubemam.plan.asset import plan_asset
 from kubemam.plan.conditions import status_patch
 from kubemam.plan.facts import AssetFacts
 from kubemam.plan.hashing import input_hash
+from kubemam.plan.jobs import LABEL_STEP
 from kubemam.plan.jobstate import JobObservation, observe_job
 from kubemam.plan.qcgate import approval_request
 from kubemam.plan.selectors import selected
-from kubemam.steps.registry import ARCHIVE
+from kubemam.steps.registry import ARCHIVE, INGEST
 from kubemam.timestamps import parse_time
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,11 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
         # Its inputs changed (a marker, QC or ladder edit): one Job per step runs, the newest.
         api.delete_job(namespace, superseded)
         log.info("deleted superseded Job %s/%s", namespace, superseded)
+    # Before any Job but an ingest the asset carries the finalizer: from then on it may be archived or
+    # published, and deleting it needs its delete handler. Not before: a new asset's first write is its Job.
+    version = body["metadata"].get("resourceVersion")
+    if any(job["metadata"]["labels"].get(LABEL_STEP) != INGEST for job in plan.create_jobs):
+        version = _hold_by_finalizer(api, body)
     made = []
     for job in plan.create_jobs:
         try:
@@ -251,7 +257,7 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
         patch = status_patch(body.get("status"), written)
         if patch:
             try:
-                api.patch_status(MEDIA_ASSET.plural, namespace, name, patch, body["metadata"].get("resourceVersion"))
+                api.patch_status(MEDIA_ASSET.plural, namespace, name, patch, version)
             except ApiException as err:
                 if err.status == 409:
                     raise _StatusConflict from err
@@ -268,6 +274,30 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
                                now)
     wake = plan.archive.wake if plan.archive is not None else None
     return min((w for w in (wake, looked_again) if w is not None), default=None)
+
+
+def _hold_by_finalizer(api: KubeApi, body: dict[str, Any]) -> str | None:
+    """The asset carries the finalizer, so deleting it waits for the delete handler (a takedown, a purge of
+    archived copies). Added here, not by Kopf: Kopf's own patch came before any handler ran (a round trip
+    through the watch before an asset's first Job), or, left to its patch after the handler, after the status
+    write had changed the resourceVersion that patch tests, so it failed and was made again (two writes per
+    new asset; controllers/main.py `_held`). An ingest needs no finalizer: it neither archives nor publishes.
+    A merge patch guarded by the resourceVersion read (a 409 reconciles again on the fresh object). Answers
+    the resourceVersion the status write is then guarded by."""
+    meta = body["metadata"]
+    finalizers = list(meta.get("finalizers") or [])
+    current: str | None = meta.get("resourceVersion")
+    if FINALIZER in finalizers:
+        return current
+    try:
+        version = api.add_finalizer(MEDIA_ASSET.plural, meta["namespace"], meta["name"], finalizers, FINALIZER,
+                                    current or "")
+    except ApiException as err:
+        if err.status == 409:
+            raise _StatusConflict from err
+        raise
+    log.debug("added the finalizer to %s/%s", meta["namespace"], meta["name"])
+    return version
 
 
 SUPERSEDED_TTL_SECONDS = 600

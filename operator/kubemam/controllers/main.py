@@ -18,7 +18,7 @@ import kopf
 
 from kubemam import config as config_module
 from kubemam import health, metrics
-from kubemam.api.common import GROUP, VERSION
+from kubemam.api.common import FINALIZER, GROUP, VERSION
 from kubemam.api.kinds import ARCHIVE_POLICY, MEDIA_ASSET, RIGHTS_WINDOW, TRANSCODE_LADDER
 from kubemam.config import OperatorConfig
 from kubemam.controllers import (
@@ -38,7 +38,6 @@ from kubemam.kubeapi import KubeApi
 from kubemam.plan.jobs import LABEL_STEP, MANAGED_SELECTOR
 from kubemam.plan.jobstate import job_state
 
-FINALIZER = f"{GROUP}/finalizer"
 ASSETS = (GROUP, VERSION, MEDIA_ASSET.plural)
 LADDERS = (GROUP, VERSION, TRANSCODE_LADDER.plural)
 WINDOWS = (GROUP, VERSION, RIGHTS_WINDOW.plural)
@@ -59,6 +58,12 @@ operator_settings = settings  # where a Kopf keyword argument named `settings` h
 
 
 _KOPF_SETTINGS: list[kopf.OperatorSettings] = []  # Kopf's, as `configure` got them (its thread pool is there)
+# MediaAssets' diff base, in memory (controllers/diffbase.py); the other kinds' in annotations.
+_DIFF_BASE = diffbase.MemoryDiffBaseStorage(
+    MEDIA_ASSET.kind, diffbase.LeanAnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration"))
+# Assets whose ADDED event came from the watch and whose creation handler has not run yet: only these are planned
+# from the event's body (after a restart every asset is a creation to Kopf, and a listed body may be old).
+_JUST_ADDED: set[str] = set()
 
 
 async def _on_handler_threads(work: Callable[..., None], *args: Any) -> None:
@@ -70,10 +75,8 @@ async def _on_handler_threads(work: Callable[..., None], *args: Any) -> None:
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _KOPF_SETTINGS[:] = [settings]
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = diffbase.LeanAnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.progress_storage = diffbase.UnmarkedAnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = _DIFF_BASE
     # Explicit watch timeouts: a silently dead watch connection is re-established.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -207,11 +210,13 @@ def _watched(kwargs: dict[str, Any]) -> indexes.Watched:
 @kopf.on.update(*ASSETS, id="asset")
 @metrics.reconciled("MediaAsset")
 def asset_changed(namespace: str | None, name: str, body: Any, reason: Any, **kwargs: Any) -> None:
-    # A new asset is planned from its creation event's body: one GET fewer per asset in a burst. It has no
-    # Jobs yet, so a body that is no longer the latest can delete nothing (on start, the listed body may be
-    # minutes old when its turn comes, and a Job made meanwhile from a newer spec would be deleted as
-    # superseded): every other run reads the asset afresh.
-    seen = dict(body) if reason == kopf.Reason.CREATE else None
+    # A new asset is planned from its ADDED event's body: one GET fewer per asset in a burst. It has no Jobs
+    # yet, so a body that is no longer the latest can delete nothing. Every other run reads the asset afresh:
+    # on start every asset is a creation to Kopf (its diff base is in memory), and a listed body may be
+    # minutes old when its turn comes (a Job made meanwhile from a newer spec would be deleted as superseded).
+    uid = str(body.get("metadata", {}).get("uid") or "")
+    seen = dict(body) if reason == kopf.Reason.CREATE and uid in _JUST_ADDED else None
+    _JUST_ADDED.discard(uid)
     _reconcile(_ns(namespace), name, _watched(kwargs), seen)
 
 
@@ -339,7 +344,16 @@ async def asset_distribution_inputs(namespace: str | None, **_: Any) -> None:
     _rights_now(_ns(namespace))
 
 
-@kopf.on.delete(*ASSETS, id="asset-deleted")
+def _held(meta: Any, **_: Any) -> bool:
+    """Deleting the asset waits for its delete handler once the asset carries the finalizer, which its
+    reconcile puts on before any Job but an ingest (controllers/asset.py `_hold_by_finalizer`). Left to
+    Kopf, the finalizer came in a patch of its own before any handler ran, and no handler ran until that
+    patch came back through the watch: behind a burst of new assets that round trip was a third of Kopf's
+    patches and most of the wait for an asset's first Job."""
+    return FINALIZER in ((meta or {}).get("finalizers") or [])
+
+
+@kopf.on.delete(*ASSETS, id="asset-deleted", when=_held)
 def asset_deleted(body: Any, **_: Any) -> None:
     """The finalizer stays until the asset is taken down from every distribution target (the rights
     clock is poked meanwhile), then until a legal hold and retention allow it and every archived copy
@@ -465,12 +479,18 @@ def policy_deleted(namespace: str | None, name: str, **kwargs: Any) -> None:
 @kopf.on.event(*ASSETS, id="asset-metrics")
 async def asset_metrics(event: Any, body: Any, **kwargs: Any) -> None:
     """Running-step progress gauges, and each new ingest QC result counted once (in memory only: async, so
-    that it takes no handler thread from the reconciles). The asset clock's safety net rides along: one
-    handler per event, not two."""
+    that it takes no handler thread from the reconciles). The asset clock's safety net and the bookkeeping of
+    new and deleted assets ride along: one handler per event, not three."""
     watched = _watched(kwargs)
     event_type = (event or {}).get("type")
     telemetry.asset_event(watched, event_type, body)
     _aim_unless_set(watched, event_type, body)
+    uid = str(body.get("metadata", {}).get("uid") or "")
+    if event_type == "ADDED":  # Kopf runs event handlers before the creation handler of the same event
+        _JUST_ADDED.add(uid)
+    elif event_type == "DELETED":
+        _JUST_ADDED.discard(uid)
+        _DIFF_BASE.forget(uid)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-metrics")
