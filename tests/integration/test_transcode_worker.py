@@ -92,6 +92,19 @@ def _upload(minio: Any, path: Path) -> tuple[Any, str, str]:
     return s3, f"s3://kubemam-library/{key}", f"s3://kubemam-library/assets/{uuid.uuid4().hex}"
 
 
+def _top_level_boxes(path: Path) -> list[str]:
+    """The MP4's top-level box types, in order (ISO/IEC 14496-12 4.2: 32-bit size, type, 64-bit size if 1)."""
+    kinds = []
+    with path.open("rb") as f:
+        while header := f.read(8):
+            size, kind = int.from_bytes(header[:4], "big"), header[4:8].decode("latin-1")
+            if size == 1:
+                size = int.from_bytes(f.read(8), "big") - 8
+            kinds.append(kind)
+            f.seek(size - 8, 1)
+    return kinds
+
+
 def test_one_decode_makes_every_rendition_as_asked(minio: Any, master: tuple[Path, TechnicalMetadata],
                                                    tmp_path: Path) -> None:
     path, technical = master
@@ -110,7 +123,12 @@ def test_one_decode_makes_every_rendition_as_asked(minio: Any, master: tuple[Pat
         local = _download(s3, item["uri"], tmp_path / f"{item['name']}.mp4")
         assert sha256_file(local)[0] == item["sha256"]  # what status will say is what storage holds
         info = _ffprobe(local, "-show_streams", "-show_format")
+        # A whole programme is written fragmented: the muxer's memory does not grow with its length.
+        boxes = _top_level_boxes(local)
+        assert boxes.index("moov") < boxes.index("moof") and boxes.count("moof") >= (2 if item["kind"] == "video"
+                                                                                      else 1), boxes
         if item["kind"] == "audio":
+            assert abs(float(info["format"]["duration"]) - technical.duration_seconds) < 0.05  # type: ignore[operator]
             continue
         stream = next(s for s in info["streams"] if s["codec_type"] == "video")
         codec, width, height, profile = expected[item["name"]]
@@ -171,6 +189,8 @@ def test_chunked_encode_matches_single_pass(minio: Any, master: tuple[Path, Tech
     assert _frames(a) == _frames(b) == 250
     assert _ffprobe(a, "-show_format")["format"]["duration"] == _ffprobe(b, "-show_format")["format"]["duration"]
     assert _keyframes(a) == _keyframes(b)
+    assert "moof" in _top_level_boxes(a) and "moof" in _top_level_boxes(b)  # both fragmented (media/encode.py)
+    assert any(s.get("tags", {}).get("timecode") == "10:00:00:00" for s in _ffprobe(a, "-show_streams")["streams"])
     # No visible seam: every frame of the chunked encode is close to the single pass (SSIM per frame).
     ssim = subprocess.run(["ffmpeg", "-hide_banner", "-i", str(a), "-i", str(b), "-lavfi",
                            "[0:v][1:v]ssim=stats_file=-", "-f", "null", "-"], capture_output=True, text=True).stdout

@@ -178,12 +178,16 @@ def test_the_rights_index_keeps_what_the_rights_planner_reads_and_nothing_else()
     assert namespace == "media" and len(entry[2]) < 400  # no spec, no managedFields
     seen = _watched(asset_rights={"media": [entry]}).rights_assets("media")
     assert seen == [{"metadata": {"name": "ep1", "resourceVersion": "41", "labels": {"series": "coastal"},
-                                  "generation": 3},
+                                  "generation": 3, "finalizers": []},
                      "status": {"qc": {"verdict": "Passed"}, "packages": body["status"]["packages"],
                                 "distribution": body["status"]["distribution"]}}]
     going = {**body, "metadata": {**body["metadata"], "deletionTimestamp": "2027-01-01T00:00:00Z"}}
     [entry] = indexes.asset_rights_entry("media", "ep1", going).values()
     assert indexes.rights_asset(entry)["metadata"]["deletionTimestamp"] == "2027-01-01T00:00:00Z"
+    # Whether it holds the finalizer: the rights reconcile puts it on before publishing an asset without it.
+    held = {**body, "metadata": {**body["metadata"], "finalizers": ["kubemam.io/finalizer"]}}
+    [entry] = indexes.asset_rights_entry("media", "ep1", held).values()
+    assert indexes.rights_asset(entry)["metadata"]["finalizers"] == ["kubemam.io/finalizer"]
 
 
 class _Lister:

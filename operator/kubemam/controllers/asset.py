@@ -18,12 +18,13 @@ from pydantic import ValidationError
 from kubemam import metrics
 from kubemam.api.archive import ArchivePolicySpec
 from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus, QCApproval
-from kubemam.api.common import API_VERSION, FINALIZER, GROUP
+from kubemam.api.common import API_VERSION, GROUP
 from kubemam.api.kinds import MEDIA_ASSET
 from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.api.rights import RightsWindowSpec
 from kubemam.archive.ebucore import RightsSummary
 from kubemam.config import OperatorConfig
+from kubemam.controllers import finalizer
 from kubemam.controllers.indexes import JOB_RESULTS, JOB_TRANSITIONS, WAITING_REFERENCES, Watched, job_view
 from kubemam.controllers.keys import ensure_content_keys
 from kubemam.controllers.stepjobs import create_step_job
@@ -277,27 +278,13 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
 
 
 def _hold_by_finalizer(api: KubeApi, body: dict[str, Any]) -> str | None:
-    """The asset carries the finalizer, so deleting it waits for the delete handler (a takedown, a purge of
-    archived copies). Added here, not by Kopf: Kopf's own patch came before any handler ran (a round trip
-    through the watch before an asset's first Job), or, left to its patch after the handler, after the status
-    write had changed the resourceVersion that patch tests, so it failed and was made again (two writes per
-    new asset; controllers/main.py `_held`). An ingest needs no finalizer: it neither archives nor publishes.
-    A merge patch guarded by the resourceVersion read (a 409 reconciles again on the fresh object). Answers
-    the resourceVersion the status write is then guarded by."""
-    meta = body["metadata"]
-    finalizers = list(meta.get("finalizers") or [])
-    current: str | None = meta.get("resourceVersion")
-    if FINALIZER in finalizers:
-        return current
+    """controllers/finalizer.py `hold`; a 409 (the asset changed since it was read) reconciles again."""
     try:
-        version = api.add_finalizer(MEDIA_ASSET.plural, meta["namespace"], meta["name"], finalizers, FINALIZER,
-                                    current or "")
+        return finalizer.hold(api, body["metadata"])
     except ApiException as err:
         if err.status == 409:
             raise _StatusConflict from err
         raise
-    log.debug("added the finalizer to %s/%s", meta["namespace"], meta["name"])
-    return version
 
 
 SUPERSEDED_TTL_SECONDS = 600

@@ -63,7 +63,7 @@ def asset_rights_entry(namespace: str, name: str, body: Mapping[str, Any]) -> di
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     kept = {"labels": dict(meta.get("labels") or {}), "generation": meta.get("generation"),
-            "deletionTimestamp": meta.get("deletionTimestamp"),
+            "deletionTimestamp": meta.get("deletionTimestamp"), "finalizers": list(meta.get("finalizers") or []),
             "status": {k: status[k] for k in RIGHTS_STATUS_FIELDS if k in status}}
     return {namespace: (name, str(meta.get("resourceVersion") or ""), json.dumps(kept, separators=(",", ":")))}
 
@@ -72,7 +72,8 @@ def rights_asset(entry: tuple[str, str, str]) -> dict[str, Any]:
     """An asset_rights_entry value as an object body (metadata and the status fields kept)."""
     name, version, text = entry
     kept = json.loads(text)
-    meta = {"name": name, "resourceVersion": version, "labels": kept["labels"], "generation": kept["generation"]}
+    meta = {"name": name, "resourceVersion": version, "labels": kept["labels"], "generation": kept["generation"],
+            "finalizers": kept.get("finalizers") or []}
     if kept.get("deletionTimestamp"):
         meta["deletionTimestamp"] = kept["deletionTimestamp"]
     return {"metadata": meta, "status": kept["status"]}

@@ -346,7 +346,7 @@ async def asset_distribution_inputs(namespace: str | None, **_: Any) -> None:
 
 def _held(meta: Any, **_: Any) -> bool:
     """Deleting the asset waits for its delete handler once the asset carries the finalizer, which its
-    reconcile puts on before any Job but an ingest (controllers/asset.py `_hold_by_finalizer`). Left to
+    reconcile puts on before any Job but an ingest (controllers/finalizer.py). Left to
     Kopf, the finalizer came in a patch of its own before any handler ran, and no handler ran until that
     patch came back through the watch: behind a burst of new assets that round trip was a third of Kopf's
     patches and most of the wait for an asset's first Job."""

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
@@ -33,6 +33,7 @@ from kubemam.api.distribution import TARGETS_CONFIGMAP, TARGETS_KEY, Distributio
 from kubemam.api.kinds import MEDIA_ASSET, RIGHTS_WINDOW
 from kubemam.api.rights import RightsWindowSpec
 from kubemam.config import OperatorConfig
+from kubemam.controllers import finalizer
 from kubemam.controllers.clock import RETRY_FIRST_SECONDS, AimedClock, retry_delay
 from kubemam.controllers.stepjobs import create_step_job
 from kubemam.health import HEARTBEATS, Heartbeats
@@ -214,13 +215,17 @@ def _not_older(seen: str, written: str) -> bool:
 ASSETS = AssetSource()
 
 
-def gather(api: KubeApi, namespace: str) -> DistributionFacts:
+def gather(api: KubeApi, namespace: str) -> tuple[DistributionFacts, dict[str, dict[str, Any]]]:
+    """The planner's facts, and the metadata of the assets that do not hold the finalizer yet, by name."""
     windows = [_window(w) for w in api.list_objects(RIGHTS_WINDOW.plural, namespace)]
-    assets = [_asset(namespace, a) for a in ASSETS.assets(api, namespace)]
+    bodies = ASSETS.assets(api, namespace)
+    assets = [_asset(namespace, a) for a in bodies]
+    unheld = {a["metadata"]["name"]: {**a["metadata"], "namespace": namespace}
+              for a in bodies if not finalizer.holds(a["metadata"])}
     jobs = [_job(api, namespace, j)
             for j in api.list_jobs(namespace, {LABEL_MANAGED_BY: "kubemam", LABEL_STEP: DISTRIBUTE})]
     targets, problem = _targets(api, namespace)
-    return DistributionFacts(namespace, windows, assets, jobs, targets, problem)
+    return DistributionFacts(namespace, windows, assets, jobs, targets, problem), unheld
 
 
 def jobs_refused(namespace: str) -> bool:
@@ -240,14 +245,23 @@ def _observe(namespace: str, plan: DistributionPlan) -> None:
     DISTRIBUTION_QUARANTINED.labels(namespace=namespace).set(plan.quarantined)
 
 
-def _patch_asset(api: KubeApi, namespace: str, write: PatchAssetStatus) -> bool:
+def _patch_asset(api: KubeApi, namespace: str, write: PatchAssetStatus,
+                 unheld: Mapping[str, dict[str, Any]] | None = None) -> bool:
     """The asset's records (and conditions or Pending records only if the asset did not change since it
     was read: the asset controller writes its conditions too, and an asset may have begun to go). False:
     the guarded part lost that race (or the asset is gone) and waits for the next reconcile; the
-    records of finished Jobs (`fallback`) were written all the same."""
+    records of finished Jobs (`fallback`) were written all the same. An asset about to be published
+    (`required`) that does not hold the finalizer is given it first (`unheld`: its metadata as read), so
+    deleting it waits for its takedown."""
+    resource_version = write.resource_version
     try:
+        if write.required and unheld and write.asset in unheld:
+            resource_version = finalizer.hold(api, unheld[write.asset])
+            if resource_version is None:
+                ASSETS.distrust(namespace)  # gone, and the index may not know yet
+                return False
         version = api.patch_status_version(MEDIA_ASSET.plural, namespace, write.asset, write.patch,
-                                           write.resource_version)
+                                           resource_version)
         if version:
             ASSETS.wrote(namespace, write.asset, version)
         elif version is None and write.required:
@@ -311,7 +325,8 @@ def _runs(writes: list[Any]) -> list[list[Any]]:
     return runs
 
 
-def act(api: KubeApi, namespace: str, plan: DistributionPlan) -> bool:
+def act(api: KubeApi, namespace: str, plan: DistributionPlan,
+        unheld: Mapping[str, dict[str, Any]] | None = None) -> bool:
     """The metrics and the audit log, then the plan's writes in its order (consecutive asset records or Events
     WRITE_THREADS at a time). Counted first, so whoever reads a record (history, asset status) finds it
     counted; a reconcile that fails before the Job is marked applied counts it again. False when an asset's
@@ -323,7 +338,7 @@ def act(api: KubeApi, namespace: str, plan: DistributionPlan) -> bool:
             as pool:
         for run in _runs(plan.writes):
             if isinstance(run[0], PatchAssetStatus):
-                landed = _each(pool, lambda w: _patch_asset(api, namespace, w), run)
+                landed = _each(pool, lambda w: _patch_asset(api, namespace, w, unheld), run)
                 settled = settled and all(landed)
                 for write, ok in zip(run, landed, strict=True):
                     if not ok and write.required:
@@ -353,12 +368,12 @@ def reconcile_rights(api: KubeApi, config: OperatorConfig, namespace: str,
     soon when an asset's conditions lost a race with the asset controller)."""
     with _locks[namespace]:
         started = time.monotonic()
-        facts = gather(api, namespace)
+        facts, unheld = gather(api, namespace)
         gathered = time.monotonic()
         at = now()
         plan = plan_distribution(facts, config, at)
         planned = time.monotonic()
-        settled = act(api, namespace, plan)
+        settled = act(api, namespace, plan, unheld)
         acted = time.monotonic()
         if plan.job is not None or acted - started > SLOW_RECONCILE_SECONDS:
             # Where a takedown's seconds go before its Job exists (bench/takedown.py reads this line).

@@ -25,6 +25,7 @@ from kubemam import __version__
 from kubemam.api.asset import Checksum, Marker, QCResult, Timeline
 from kubemam.api.ladder import Thumbnails
 from kubemam.api.qc import QCPolicy
+from kubemam.media.encode import FRAGMENTED_MOVFLAGS
 from kubemam.media.probe import ProbeError, probe, technical_metadata
 from kubemam.media.progress import FfmpegProgress, progress_line
 from kubemam.media.qc import QCError, measurement_findings, run_qc, timeline_findings, verdict
@@ -54,7 +55,7 @@ def _ffmpeg(stream: Any, what: str) -> None:
 # holds every sample's entry in memory until it writes the moov, and +faststart then rewrites the whole file.
 # Measured on a 320x180 master: 101 MB peak at 10 minutes, 124 MB at 60 (fragmented: 98 and 103). Browsers play
 # and seek a fragmented MP4 as they do any other (tests/integration/test_preview_e2e.py seeks it in Chromium).
-PROXY_MOVFLAGS = "+frag_keyframe+empty_moov+default_base_moof"
+PROXY_MOVFLAGS = FRAGMENTED_MOVFLAGS
 
 
 def make_proxy(source: Path, out_dir: Path, duration: float | None, has_audio: bool) -> None:

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from kubemam import __version__
 from kubemam.api.ladder import AudioRendition, VideoRendition
 from kubemam.media.encode import (
+    FRAGMENTED_MOVFLAGS,
     AudioOutput,
     EncodePlan,
     LoudnessMeasurement,
@@ -348,7 +349,7 @@ def _stitch(s3: Any, inputs: dict[str, Any], job: Job, scratch: Path) -> Path:
     listing.write_text(concat_list(parts))
     joined = scratch / "out" / job.file_name
     joined.parent.mkdir(parents=True, exist_ok=True)
-    args: dict[str, Any] = {"c": "copy", "movflags": "+faststart"}
+    args: dict[str, Any] = {"c": "copy", "movflags": FRAGMENTED_MOVFLAGS}  # media/encode.py: memory bounded
     if inputs["master"].get("startTimecode"):
         args["timecode"] = inputs["master"]["startTimecode"]
     command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
