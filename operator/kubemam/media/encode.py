@@ -160,7 +160,9 @@ def loudness_measure_command(source: Path, rendition: AudioRendition) -> list[st
 # +faststart then rewrites the whole file. Measured: AAC of a sine, 55 MB peak at 10 minutes and 64 MB at 60
 # (fragmented: 55 and 55); a 320x180 stitch of 120 one-minute chunks 59 → 68 MB (fragmented 57 → 58). A chunk's
 # few seconds stay +faststart. The packager remuxes either kind; the timecode track is written in both.
-FRAGMENTED_MOVFLAGS = "+frag_keyframe+empty_moov+default_base_moof"
+# delay_moov: the moov waits for the first fragment so its edit list can hold the B-frame delay; without it
+# every timestamp is shifted by that delay (keyframes at 0.08, 2.08 … instead of 0, 2 …).
+FRAGMENTED_MOVFLAGS = "+frag_keyframe+empty_moov+default_base_moof+delay_moov"
 
 
 def fragmented_audio_args(segment_seconds: int) -> dict[str, Any]:
