@@ -21,8 +21,7 @@ def _job(name: str, owner_uid: str | None, **status: Any) -> dict[str, Any]:
 
 
 def _watched(**indices: Any) -> indexes.Watched:
-    base: dict[str, Any] = {"ladders": {}, "policies": {}, "windows": {}, "jobs": {}, "asset_refs": {},
-                            "asset_phases": {}}
+    base: dict[str, Any] = {"ladders": {}, "policies": {}, "windows": {}, "jobs": {}}
     return indexes.Watched(**{**base, **indices})
 
 
@@ -40,11 +39,20 @@ def test_a_job_no_asset_owns_is_counted_in_its_namespace_only() -> None:
     assert set(indexes.job_entry("media", _job("distribute-1", None))) == {"media"}
 
 
-def test_an_asset_is_indexed_under_the_ladder_and_the_policy_it_names() -> None:
-    body = {"spec": {"ladderRef": {"name": "ott"}, "archivePolicyRef": {"name": "321"}}}
-    assert indexes.asset_ref_entries("media", "clip", body) == {("media", "ladderRef", "ott"): "clip",
-                                                                ("media", "archivePolicyRef", "321"): "clip"}
-    assert indexes.asset_ref_entries("media", "bare", {"spec": {}}) == {}
+def test_an_asset_is_kept_with_the_ladder_and_the_policy_it_names_and_its_phase() -> None:
+    body = {"spec": {"ladderRef": {"name": "ott"}, "archivePolicyRef": {"name": "321"}},
+            "status": {"phase": "Ready"}}
+    [entry] = indexes.asset_entry("media", "clip", body).values()
+    assert entry.refs == (("ladderRef", "ott"), ("archivePolicyRef", "321")) and entry.phase == "Ready"
+    [bare] = indexes.asset_entry("media", "bare", {"spec": {}}).values()
+    assert bare.refs == () and bare.phase is None
+    watched = _watched(assets={"media": [entry, bare]})
+    assert watched.namespace_assets("media") == [{"metadata": {"name": "clip"}, "status": {"phase": "Ready"}},
+                                                 {"metadata": {"name": "bare"}, "status": {}}]
+
+
+def _asset_naming(name: str, ladder: str) -> indexes.AssetEntry:
+    return indexes.asset_entry("media", name, {"spec": {"ladderRef": {"name": ladder}}})["media"]
 
 
 def test_reads_come_from_the_indexes() -> None:
@@ -54,7 +62,8 @@ def test_reads_come_from_the_indexes() -> None:
     watched = _watched(ladders={("media", "ott"): [{"renditions": []}]},
                        windows={"media": [window]},
                        jobs={k: [v] for k, v in job.items()},
-                       asset_refs={("media", "ladderRef", "ott"): ["b", "a", "b"]})
+                       assets={"media": [_asset_naming(name, ref) for name, ref in (("b", "ott"), ("a", "ott"),
+                                                                                    ("c", "other"))]})
     assert watched.ladder("media", "ott") == {"renditions": []}
     assert watched.ladder("media", "other") is None
     assert watched.policy("media", "321") is None
@@ -63,6 +72,7 @@ def test_reads_come_from_the_indexes() -> None:
     assert [j["metadata"]["name"] for j in watched.owned_jobs("media", ASSET_UID)] == ["clip-ingest-1"]
     assert watched.owned_jobs("media", "another-uid") == []
     assert watched.assets_referencing("media", "ladderRef", "ott") == ["a", "b"]
+    assert watched.assets_referencing("media", "archivePolicyRef", "ott") == []
 
 
 def test_a_finished_jobs_result_is_read_once_and_an_absent_one_again() -> None:
@@ -174,19 +184,19 @@ def _rights_body(name: str, version: str, **status: Any) -> dict[str, Any]:
 def test_the_rights_index_keeps_what_the_rights_planner_reads_and_nothing_else() -> None:
     body = _rights_body("ep1", "41", distribution=[{"target": "svod-no", "state": "Published"}],
                   packages=[{"format": "dash", "manifestUri": "s3://lib/p/manifest.mpd"}])
-    [(namespace, entry)] = indexes.asset_rights_entry("media", "ep1", body).items()
-    assert namespace == "media" and len(entry[2]) < 400  # no spec, no managedFields
-    seen = _watched(asset_rights={"media": [entry]}).rights_assets("media")
+    [(namespace, entry)] = indexes.asset_entry("media", "ep1", body).items()
+    assert namespace == "media" and len(entry.rights) < 400  # no spec, no managedFields
+    seen = _watched(assets={"media": [entry]}).rights_assets("media")
     assert seen == [{"metadata": {"name": "ep1", "resourceVersion": "41", "labels": {"series": "coastal"},
                                   "generation": 3, "finalizers": []},
                      "status": {"qc": {"verdict": "Passed"}, "packages": body["status"]["packages"],
                                 "distribution": body["status"]["distribution"]}}]
     going = {**body, "metadata": {**body["metadata"], "deletionTimestamp": "2027-01-01T00:00:00Z"}}
-    [entry] = indexes.asset_rights_entry("media", "ep1", going).values()
+    [entry] = indexes.asset_entry("media", "ep1", going).values()
     assert indexes.rights_asset(entry)["metadata"]["deletionTimestamp"] == "2027-01-01T00:00:00Z"
     # Whether it holds the finalizer: the rights reconcile puts it on before publishing an asset without it.
     held = {**body, "metadata": {**body["metadata"], "finalizers": ["kubemam.io/finalizer"]}}
-    [entry] = indexes.asset_rights_entry("media", "ep1", held).values()
+    [entry] = indexes.asset_entry("media", "ep1", held).values()
     assert indexes.rights_asset(entry)["metadata"]["finalizers"] == ["kubemam.io/finalizer"]
 
 

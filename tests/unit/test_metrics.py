@@ -226,10 +226,10 @@ def test_the_sweep_counts_seen_namespaces_from_the_indexes_and_forgets_empty_one
     job = _job(step="fixity", state="Pending", finished=None, started=None)
     # What the index functions keep of each object, in Kopf's shape (key -> the values of every object).
     watched = indexes.Watched(
-        ladders={}, policies={}, asset_refs={},
+        ladders={}, policies={},
         windows={"unit-sweep-full": [indexes.window_entry("unit-sweep-full", "w", window)["unit-sweep-full"]]},
         jobs={"unit-sweep-full": list(indexes.job_entry("unit-sweep-full", job).values())},
-        asset_phases={"unit-sweep-full": [indexes.asset_phase_entry("unit-sweep-full", "a", asset)["unit-sweep-full"]]})
+        assets={"unit-sweep-full": [indexes.asset_entry("unit-sweep-full", "a", asset)["unit-sweep-full"]]})
     telemetry.sweep(watched, T0)
     assert REGISTRY.get_sample_value("kubemam_assets", {"namespace": "unit-sweep-full", "phase": "Ready"}) == 1
     assert REGISTRY.get_sample_value("kubemam_rights_windows_open", {"namespace": "unit-sweep-full"}) == 1
@@ -244,7 +244,7 @@ def test_an_asset_event_counts_qc_once_against_the_ladders_target() -> None:
     from kubemam.controllers.indexes import Watched
 
     watched = Watched(ladders={("unit-event", "loud"): [{"qc": {"targetLufs": -16}}]}, policies={}, windows={},
-                      jobs={}, asset_refs={}, asset_phases={})
+                      jobs={})
     status = _qc_status(lufs=-20.0, checked=datetime.now(UTC) + timedelta(seconds=1))
     body = {"metadata": {"name": "clip", "namespace": "unit-event"}, "spec": {"ladderRef": {"name": "loud"}},
             "status": status}

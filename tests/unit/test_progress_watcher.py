@@ -31,7 +31,7 @@ def _index(*jobs: dict[str, Any]) -> dict[Any, list[dict[str, Any]]]:
 
 
 def _watched(index: dict[Any, list[dict[str, Any]]]) -> indexes.Watched:
-    return indexes.Watched(ladders={}, policies={}, windows={}, jobs=index, asset_refs={}, asset_phases={})
+    return indexes.Watched(ladders={}, policies={}, windows={}, jobs=index)
 
 
 def test_each_asset_with_a_running_step_is_read_through_its_first_running_job() -> None:

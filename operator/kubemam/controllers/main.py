@@ -171,19 +171,9 @@ async def window_specs(namespace: str | None, name: str, body: Any, **_: Any) ->
     return indexes.window_entry(_ns(namespace), name, body)
 
 
-@kopf.index(*ASSETS, id="asset_refs")
-async def asset_refs(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
-    return indexes.asset_ref_entries(_ns(namespace), name, body)
-
-
-@kopf.index(*ASSETS, id="asset_rights")
-async def asset_rights(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
-    return indexes.asset_rights_entry(_ns(namespace), name, body)
-
-
-@kopf.index(*ASSETS, id="asset_phases")
-async def asset_phases(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
-    return indexes.asset_phase_entry(_ns(namespace), name, body)
+@kopf.index(*ASSETS, id="asset_entries")
+async def asset_entries(namespace: str | None, name: str, body: Any, **_: Any) -> dict[Any, Any]:
+    return indexes.asset_entry(_ns(namespace), name, body)
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="asset_jobs")
@@ -194,8 +184,7 @@ async def asset_jobs(namespace: str | None, body: Any, **_: Any) -> dict[Any, An
 def _watched(kwargs: dict[str, Any]) -> indexes.Watched:
     watched = indexes.Watched(ladders=kwargs["ladder_specs"], policies=kwargs["policy_specs"],
                               windows=kwargs["window_specs"], jobs=kwargs["asset_jobs"],
-                              asset_refs=kwargs["asset_refs"], asset_phases=kwargs["asset_phases"],
-                              asset_rights=kwargs["asset_rights"])
+                              assets=kwargs["asset_entries"])
     if rights.ASSETS.index is None:
         # A handler runs only once Kopf has filled every index: from now on the rights gather reads them.
         rights.ASSETS.use(watched.rights_assets)
@@ -305,7 +294,10 @@ def progress_stop(memo: Any, **_: Any) -> None:
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-mirror")
 async def job_changed(body: Any, namespace: str | None, type: str | None, **kwargs: Any) -> None:  # noqa: A002
     """Async, so that the many Job events that change nothing cost no trip through the handler threads; a
-    reconcile they call for runs on those threads."""
+    reconcile they call for runs on those threads. Each finished step Job is counted here too, once, with its
+    duration (in memory only): one handler per Job event, since Kopf's cost per handler call is most of an
+    event's."""
+    telemetry.job_event(body)
     if (body.get("metadata", {}).get("labels") or {}).get(LABEL_STEP) == rights.DISTRIBUTE:
         # Only an ending (or a deletion) changes what the rights planner does: while its Job runs it waits. A
         # Job's other events (its pod made, started, a ready count) would each cost a gather and a plan of the
@@ -491,12 +483,6 @@ async def asset_metrics(event: Any, body: Any, **kwargs: Any) -> None:
     elif event_type == "DELETED":
         _JUST_ADDED.discard(uid)
         _DIFF_BASE.forget(uid)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_SELECTOR, id="job-metrics")
-async def job_metrics(body: Any, **_: Any) -> None:
-    """Each finished step Job counted once, with its duration (in memory only: async, no handler thread)."""
-    telemetry.job_event(body)
 
 
 @kopf.on.startup(id="metrics-inventory-start")

@@ -146,7 +146,7 @@ def _job(api: KubeApi, namespace: str, body: dict[str, Any]) -> DistributeJob:
 
 class AssetSource:
     """The namespace's assets for the rights planner: from the operator's index (controllers/indexes.py
-    asset_rights_entry) once Kopf has filled it, else by a LIST. An index trails the API server by a watch
+    asset_entry) once Kopf has filled it, else by a LIST. An index trails the API server by a watch
     event: it is used only once it shows every status this process wrote there (read your own writes, by
     resourceVersion); otherwise the gather waits for it up to CATCH_UP_SECONDS, then LISTs."""
 
