@@ -93,3 +93,21 @@ def test_assets_diff_bases_stay_in_memory_and_other_kinds_go_to_annotations() ->
 
     storage.forget("u-1")
     assert storage.fetch(body=asset) is None and len(storage) == 0
+
+
+@pytest.mark.parametrize("status", [{}, {"packages": [{"format": "hls"}]}])
+def test_progress_clear_gives_kopfs_essence_and_copies_only_when_it_drops_something(status: dict[str, Any]) -> None:
+    from kubemam.controllers.diffbase import UnmarkedAnnotationsProgressStorage
+
+    stock = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    ours = UnmarkedAnnotationsProgressStorage(prefix=GROUP)
+    built = LeanAnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    essence = built.build(body=kopf.Body(_asset(**status)), extra_fields=WATCHED)
+    # The stock diff base keeps the prefix's progress annotations; the clear drops them (and copies).
+    essence["metadata"]["annotations"][f"{GROUP}/asset"] = '{"started": "2026-12-01T00:00:00Z"}'
+    assert ours.clear(essence=copy.deepcopy(essence)) == stock.clear(essence=copy.deepcopy(essence))
+    cleared = ours.clear(essence=essence)
+    assert f"{GROUP}/asset" not in cleared["metadata"]["annotations"]
+    assert f"{GROUP}/asset" in essence["metadata"]["annotations"], "the essence it was given was changed"
+    # Nothing of the prefix left: the same essence back, not a copy of it.
+    assert ours.clear(essence=cleared) is cleared and ours.clear(essence=cleared) == stock.clear(essence=cleared)

@@ -112,3 +112,12 @@ class UnmarkedAnnotationsProgressStorage(kopf.AnnotationsProgressStorage):
 
     def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
         return None
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        """Kopf deep-copies every essence here, twice an event, before it drops the prefix's annotations. Both
+        essences it passes are its own fresh copies (built from the body, or parsed from the stored base): one
+        with none of those annotations is returned as it is."""
+        annotations = (essence.get("metadata") or {}).get("annotations") or {}
+        if not any(key.startswith(f"{self.prefix}/") for key in annotations):
+            return essence
+        return super().clear(essence=essence)
