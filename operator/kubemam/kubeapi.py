@@ -118,22 +118,7 @@ class KubeApi:
         the list whole, so the API server refuses it with 409 if the object changed since). Answers the
         object's resourceVersion after the write (None: it is gone)."""
         body = {"metadata": {"finalizers": [*finalizers, finalizer], "resourceVersion": resource_version}}
-        try:
-            response = self.custom.api_client.call_api(
-                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}",
-                "PATCH",
-                body=body,
-                header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=self.timeout,
-            )
-        except ApiException as err:
-            if err.status != 404:
-                raise
-            return None
-        return str((_raw(response).get("metadata") or {}).get("resourceVersion") or "")
+        return self._merge_patch(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}", body)
 
     def patch_status(self, plural: str, namespace: str, name: str, status_patch: dict[str, Any],
                      resource_version: str | None = None) -> bool:
@@ -147,9 +132,14 @@ class KubeApi:
         body: dict[str, Any] = {"status": status_patch}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
+        return self._merge_patch(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status", body)
+
+    def _merge_patch(self, path: str, body: dict[str, Any]) -> str | None:
+        """A JSON merge patch of one of our objects (or its status): its resourceVersion after the write, None when
+        it is gone."""
         try:
             response = self.custom.api_client.call_api(
-                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
+                path,
                 "PATCH",
                 body=body,
                 header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
