@@ -152,8 +152,9 @@ def _reconcile_assets_for(reason: Any, kwargs: dict[str, Any], namespace: str, f
 
 # --- Indexes: what a reconcile reads, kept from the watches (controllers/indexes.py) ----------------
 # Kopf fills them before any other handler runs and passes them to every handler by these ids. They are
-# async: Kopf runs a sync handler on its thread pool, and every event of an asset waited for three index
-# updates behind the reconciles that hold those threads in API calls (1,000 assets created at once).
+# async: Kopf runs a sync handler on its thread pool, and every event of an asset waited for its index
+# updates behind the reconciles that hold those threads in API calls (1,000 assets created at once). An asset
+# has one index (asset_entries), not one per reader: Kopf's cost is per handler call (docs/architecture.md).
 
 
 @kopf.index(*LADDERS, id="ladder_specs")
