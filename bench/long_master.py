@@ -21,8 +21,12 @@ Each step's output is checked where it landed (the renditions, the package's man
 Goals (issue 18): every step ≤ 300 MiB (tree), and the long master's peak within ±10 % of the short one's.
 They are printed, not enforced, unless --strict. Wall times are noisy on a shared machine.
 
+--only package measures the package step alone on renditions made directly (cached): what the stitch writes —
+fragmented MP4, one GOP a segment, the ladder's two rungs and its stereo AAC — without the hour the 120-minute
+transcode takes; its input from plan_package as in the pipeline.
+
 Usage: .venv/bin/python bench/long_master.py [--minutes 10 120] [--smoke] [--chunk-seconds 300] [--strict]
-       [--until ingest|transcode|package|archive]
+       [--until ingest|transcode|package|archive] [--only package]
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ from typing import Any
 from proctree import descendants, memory
 
 from kubemam.api.archive import ArchivePolicySpec
-from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus
+from kubemam.api.asset import MediaAssetSpec, MediaAssetStatus, RenditionStatus
 from kubemam.api.ladder import TranscodeLadderSpec
 from kubemam.config import OperatorConfig
+from kubemam.media.encode import FRAGMENTED_MOVFLAGS
 from kubemam.plan.archive_facts import asset_prefix
 from kubemam.plan.archiving import ArchiveFacts, master_key, plan_archive
 from kubemam.plan.facts import AssetFacts
@@ -106,6 +111,60 @@ def master(minutes: int) -> Path:
                     "-timecode", "10:00:00:00", str(tmp)], check=True)
     tmp.rename(path)
     return path
+
+
+SEGMENT_SECONDS = 6
+GOP = 25 * SEGMENT_SECONDS  # one GOP a segment, as media/gop.py gives the ladder at 25 fps
+
+
+def renditions(minutes: int) -> dict[str, Path]:
+    """The ladder's renditions as the stitch writes them, made once and cached: name -> file."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    files = {name: CACHE / f"rendition-{name}-{minutes}m.mp4" for name in ("h264-180p", "h264-90p", "stereo")}
+    if all(path.exists() for path in files.values()):
+        return files
+    seconds = minutes * 60
+    tmp = {name: path.with_suffix(".tmp.mp4") for name, path in files.items()}
+    video = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "30", "-g", str(GOP), "-keyint_min", str(GOP),
+             "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-movflags", FRAGMENTED_MOVFLAGS]
+    print(f"making the {minutes} min renditions ...", flush=True)
+    subprocess.run(["nice", "-n", "10", "ffmpeg", "-v", "error", "-y",
+                    "-f", "lavfi", "-i", f"testsrc2=s=320x180:r=25:d={seconds}",
+                    "-f", "lavfi", "-i", f"sine=f=1000:sample_rate=48000:d={seconds},volume=0.3",
+                    "-map", "0:v", *video, str(tmp["h264-180p"]),
+                    "-map", "0:v", "-vf", "scale=160:90", *video, str(tmp["h264-90p"]),
+                    "-map", "1:a", "-ac", "2", "-c:a", "aac", "-b:a", "96k", "-movflags", FRAGMENTED_MOVFLAGS,
+                    "-frag_duration", str(SEGMENT_SECONDS * 1_000_000), str(tmp["stereo"])], check=True)
+    for name, path in tmp.items():
+        path.rename(files[name])
+    return files
+
+
+def package_only(minio: MinioServer, minutes: int, work: Path) -> Run:
+    """The package step alone, on renditions uploaded as a transcode would leave them."""
+    run = Run(minutes)
+    work.mkdir(parents=True, exist_ok=True)
+    s3 = minio.client()
+    name = f"pkg-{minutes}m-{uuid.uuid4().hex[:6]}"
+    root = f"s3://{BUCKET}/{NAMESPACE}/{name}"
+    done = []
+    for rung, path in renditions(minutes).items():
+        key = f"{NAMESPACE}/{name}/renditions/{rung}.mp4"
+        s3.upload_file(str(path), BUCKET, key)
+        run.master_mib += path.stat().st_size / MiB
+        done.append(RenditionStatus(name=rung, kind="audio" if rung == "stereo" else "video",
+                                    uri=f"s3://{BUCKET}/{key}", size_bytes=path.stat().st_size,
+                                    spec_hash=uuid.uuid4().hex[:16]))
+    spec = MediaAssetSpec.model_validate({"source": {"uri": f"s3://{BUCKET}/incoming/{name}.mov"},
+                                          "metadata": {"title": name}, "ladderRef": {"name": "long"}})
+    packaging = plan_package(name, str(uuid.uuid4()), spec, ladder(300), done, None, root, NAMESPACE)
+    assert packaging is not None
+    env = {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
+           "AWS_SECRET_ACCESS_KEY": minio.secret_key}
+    measured, packaged = run_worker("package", {**env, "KUBEMAM_STEP_INPUT": json.dumps(packaging.inputs)}, work)
+    run.steps["package"] = measured
+    _landed(s3, str(packaged.get("manifestUri")), None)
+    return run
 
 
 def _tree(root: int) -> dict[int, tuple[str, int, int]]:
@@ -283,7 +342,7 @@ def _landed(s3: Any, uri: str, size: int | None) -> None:
 
 def report(small: Run, large: Run) -> list[str]:
     """The table and the goals; returns the goals missed."""
-    print(f"\nmasters: {small.minutes} min ({small.master_mib:.0f} MiB) and {large.minutes} min "
+    print(f"\ninputs: {small.minutes} min ({small.master_mib:.0f} MiB) and {large.minutes} min "
           f"({large.master_mib:.0f} MiB); peak RSS in MiB as largest process / process tree")
     print(f"  {'step':<18} {f'{small.minutes} min':>13} {f'{large.minutes} min':>13} {'ratio (tree)':>12} "
           f"{'wall s':>15}")
@@ -321,6 +380,8 @@ def main() -> None:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--until", choices=STEPS, default="archive",
                         help="stop after this step (measure one step's growth without the hours the rest take)")
+    parser.add_argument("--only", choices=["package"],
+                        help="this step alone, on renditions made directly (no ingest or transcode before it)")
     args = parser.parse_args()
     minutes, chunk_seconds = ([1, 2], 30) if args.smoke else (sorted(args.minutes), args.chunk_seconds)
     with tempfile.TemporaryDirectory(prefix="kubemam-long-master-") as tmp:
@@ -328,6 +389,10 @@ def main() -> None:
         with MinioServer(buckets=[BUCKET, "kubemam-nearline"], workdir=work / "minio") as minio:
             runs = []
             for length in minutes:
+                if args.only == "package":
+                    print(f"{length} min renditions: package ...", flush=True)
+                    runs.append(package_only(minio, length, work / f"{length}m"))
+                    continue
                 print(f"{length} min master: ingest, transcode in {chunk_seconds} s chunks, package, archive ...",
                       flush=True)
                 runs.append(pipeline(minio, length, chunk_seconds, work / f"{length}m", args.until))

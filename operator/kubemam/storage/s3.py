@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -163,19 +163,35 @@ def commit(s3: Any, local_dir: Path, prefix: S3Uri, *, step: str, input_hash: st
 def _each(entries: Sequence[Any], fn: Callable[[Any], None]) -> None:
     """fn over the entries: small ones (segments) COMMIT_THREADS at a time, larger ones one after another (one
     big enough to go in parts is already parallel), so at most COMMIT_THREADS x PARALLEL_BELOW bytes are ever in
-    flight. The first error is raised once every call ended."""
+    flight. The first error is raised once every call started has ended; none starts after it."""
     small = [e for e in entries if e.size < PARALLEL_BELOW]
     large = [e for e in entries if e.size >= PARALLEL_BELOW]
     if len(small) > 1:
-        with ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit") as pool:
-            futures = [pool.submit(fn, e) for e in small]
-        for future in futures:
-            future.result()
+        _on_threads(small, fn)
     else:
         for entry in small:
             fn(entry)
     for entry in large:
         fn(entry)
+
+
+def _on_threads(entries: Sequence[Any], fn: Callable[[Any], None]) -> None:
+    """At most 2 x COMMIT_THREADS calls submitted at a time: a future (and its lock) per segment for a
+    programme's thousands would hold memory that grows with its length."""
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit") as pool:
+        pending: set[Future[None]] = set()
+        for entry in entries:
+            if len(pending) >= 2 * COMMIT_THREADS:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                failure = failure or next((e for f in done if (e := f.exception()) is not None), None)
+                if failure is not None:
+                    break
+            pending.add(pool.submit(fn, entry))
+        done, _ = wait(pending)
+    failure = failure or next((e for f in done if (e := f.exception()) is not None), None)
+    if failure is not None:
+        raise failure
 
 
 def delete_keys(s3: Any, bucket: str, keys: Sequence[str]) -> None:

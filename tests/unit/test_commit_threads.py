@@ -1,0 +1,73 @@
+"""The commit's thread fan-out (storage/s3.py _each): every entry once, a bounded number waiting, no new work
+after a failure, and the first failure raised."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from kubemam.storage import s3
+from kubemam.storage.s3 import COMMIT_THREADS, PARALLEL_BELOW, _each
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    size: int
+
+
+def test_every_entry_runs_once_small_ones_on_threads_large_ones_after() -> None:
+    entries = [Entry(f"seg-{n}", 100) for n in range(500)] + [Entry("whole.mp4", PARALLEL_BELOW)]
+    seen: list[str] = []
+    threads: set[str] = set()
+    lock = threading.Lock()
+
+    def record(entry: Entry) -> None:
+        with lock:
+            seen.append(entry.key)
+            threads.add(threading.current_thread().name)
+
+    _each(entries, record)
+    assert sorted(seen) == sorted(e.key for e in entries) and seen[-1] == "whole.mp4"
+    assert 1 < len(threads) <= COMMIT_THREADS + 1
+
+
+def test_submitted_calls_stay_bounded_whatever_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A programme's thousands of segments never sit in the pool's queue at once."""
+    submitted = []
+    original = s3.ThreadPoolExecutor.submit
+
+    def counting(self: s3.ThreadPoolExecutor, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        future = original(self, fn, *args, **kwargs)
+        submitted.append(future)
+        return future
+
+    monkeypatch.setattr(s3.ThreadPoolExecutor, "submit", counting)
+    most = [0]
+
+    def slow(entry: Entry) -> None:
+        most[0] = max(most[0], sum(not f.done() for f in submitted))
+        time.sleep(0.001)
+
+    _each([Entry(str(n), 1) for n in range(2000)], slow)
+    assert len(submitted) == 2000
+    assert most[0] <= 2 * COMMIT_THREADS
+
+
+def test_no_call_starts_after_a_failure_and_the_first_failure_is_raised() -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def upload(entry: Entry) -> None:
+        with lock:
+            started.append(int(entry.key))
+        if entry.key == "3":
+            raise RuntimeError("SlowDown on 3")
+        time.sleep(0.002)
+
+    with pytest.raises(RuntimeError, match="SlowDown on 3"):
+        _each([Entry(str(n), 1) for n in range(5000)], upload)
+    assert len(started) < 4 * COMMIT_THREADS  # not the other 4,996
