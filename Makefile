@@ -61,6 +61,7 @@ bench-smoke: binaries
 	$(BIN)/python bench/large.py --skip-commit
 	$(BIN)/python bench/scale.py --smoke
 	$(BIN)/python bench/packager.py --minutes 1 --packagers ours --schemes clear cenc --verify
+	$(BIN)/python bench/long_master.py --smoke --only package
 
 # The operator and worker images, tagged as the chart's defaults (ghcr.io/kubemam/{operator,worker}:<version>),
 # with no registry: installs docker.io when missing, starts dockerd when none answers, makes a local Debian
