@@ -23,7 +23,8 @@ They are printed, not enforced, unless --strict. Wall times are noisy on a share
 
 --only package measures the package step alone on renditions made directly (cached): what the stitch writes —
 fragmented MP4, one GOP a segment, the ladder's two rungs and its stereo AAC — without the hour the 120-minute
-transcode takes; its input from plan_package as in the pipeline.
+transcode takes; its input from plan_package as in the pipeline, but with no previews (so no sprite sheets:
+a few JPEGs, whatever the length). --until does not apply to it.
 
 Usage: .venv/bin/python bench/long_master.py [--minutes 10 120] [--smoke] [--chunk-seconds 300] [--strict]
        [--until ingest|transcode|package|archive] [--only package]

@@ -163,7 +163,7 @@ def commit(s3: Any, local_dir: Path, prefix: S3Uri, *, step: str, input_hash: st
 def _each(entries: Sequence[Any], fn: Callable[[Any], None]) -> None:
     """fn over the entries: small ones (segments) COMMIT_THREADS at a time, larger ones one after another (one
     big enough to go in parts is already parallel), so at most COMMIT_THREADS x PARALLEL_BELOW bytes are ever in
-    flight. The first error is raised once every call started has ended; none starts after it."""
+    flight. The first error is raised once every call started has ended; no queued one starts after it."""
     small = [e for e in entries if e.size < PARALLEL_BELOW]
     large = [e for e in entries if e.size >= PARALLEL_BELOW]
     if len(small) > 1:
@@ -177,21 +177,29 @@ def _each(entries: Sequence[Any], fn: Callable[[Any], None]) -> None:
 
 def _on_threads(entries: Sequence[Any], fn: Callable[[Any], None]) -> None:
     """At most 2 x COMMIT_THREADS calls submitted at a time: a future (and its lock) per segment for a
-    programme's thousands would hold memory that grows with its length."""
-    failure: BaseException | None = None
+    programme's thousands would hold memory that grows with its length. After a failure the queued calls are
+    cancelled; the failure of the earliest entry is raised once the running ones end."""
+    failed: dict[int, BaseException] = {}
     with ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit") as pool:
-        pending: set[Future[None]] = set()
-        for entry in entries:
+        pending: dict[Future[None], int] = {}
+
+        def settle(done: set[Future[None]]) -> None:
+            for future in done:
+                index = pending.pop(future)
+                if not future.cancelled() and (error := future.exception()) is not None:
+                    failed[index] = error
+
+        for index, entry in enumerate(entries):
             if len(pending) >= 2 * COMMIT_THREADS:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                failure = failure or next((e for f in done if (e := f.exception()) is not None), None)
-                if failure is not None:
+                settle(wait(pending, return_when=FIRST_COMPLETED).done)
+                if failed:
+                    for future in pending:
+                        future.cancel()
                     break
-            pending.add(pool.submit(fn, entry))
-        done, _ = wait(pending)
-    failure = failure or next((e for f in done if (e := f.exception()) is not None), None)
-    if failure is not None:
-        raise failure
+            pending[pool.submit(fn, entry)] = index
+        settle(wait(pending).done)
+    if failed:
+        raise failed[min(failed)]
 
 
 def delete_keys(s3: Any, bucket: str, keys: Sequence[str]) -> None:
