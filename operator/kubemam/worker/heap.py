@@ -1,12 +1,14 @@
-"""Freed large buffers go back to the kernel, so a worker's memory does not grow with the programme.
+"""One malloc arena for the worker's threads, so its memory does not grow with the programme.
 
-The workers move media in MiB-sized pieces on several threads (a download's 8 MiB reads, the commit's
-uploads, a copy's parts). glibc serves a request above its mmap threshold with its own mapping and unmaps it
-on free, but the first such free raises the threshold to that size: from then on the pieces come from the
-threads' arenas, whose freed space is kept, and fragments with every piece. The package step's Python grew
-89 → 109 MiB from a 10- to a 120-minute programme that way, and 87 → 95 MiB with the threshold pinned
-(bench/long_master.py --only package). Set in the worker's process, so ffmpeg and its other children keep
-glibc's default.
+The workers move media in MiB-sized pieces on several threads (two tracks downloading at once, the commit's
+eight uploads, a copy's parts). glibc gives each thread that allocates at the same time as another an arena of
+its own, and every arena keeps the space its pieces freed: with ten threads, ten sets of cached pieces, more
+of them the longer the programme runs. The package step's Python grew 90 → 107 MiB from a 10- to a 120-minute
+programme (bench/long_master.py --only package), and 90 → 96 MiB with one arena, where a piece one thread
+frees is the next piece another thread takes. Pinning the mmap threshold instead (each piece mapped and
+unmapped) held 87 → 95 MiB too, but costs ~0.45 s of CPU per GiB read in 8 MiB pieces (page faults and
+zeroing): minutes on a terabyte master. The GIL already lets one thread at a time allocate, so one arena's
+lock costs little. Set in the worker's process: ffmpeg and its other children keep glibc's defaults.
 """
 
 from __future__ import annotations
@@ -16,20 +18,18 @@ import logging
 
 log = logging.getLogger(__name__)
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter; setting it also turns its dynamic adjustment off
-MMAP_THRESHOLD = 256 * 1024  # glibc's dynamic threshold starts at 128 KiB; pieces at least this big are mapped
+M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
-def return_freed_buffers() -> bool:
-    """Pin glibc's mmap threshold (True when it took). Elsewhere (no glibc mallopt) nothing changes."""
+def share_one_arena() -> bool:
+    """Limit glibc to one arena for threads created from now on (True when it took); elsewhere nothing."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError, TypeError):  # no mallopt (macOS, musl), no CDLL(None) (Windows)
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
-        log.warning("the C library refused an mmap threshold of %d bytes; large buffers stay in the heap",
-                    MMAP_THRESHOLD)
+    if mallopt(M_ARENA_MAX, 1) != 1:
+        log.warning("the C library refused one malloc arena; threads keep arenas of their own")
         return False
     return True

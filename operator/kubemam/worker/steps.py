@@ -25,7 +25,7 @@ from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
 from kubemam.steps.base import input_problem
 from kubemam.steps.registry import STEPS, UnknownStep, step
 from kubemam.worker.contract import StepError, step_input, write_result
-from kubemam.worker.heap import return_freed_buffers
+from kubemam.worker.heap import share_one_arena
 
 RETRYABLE_FAILURE_EXIT_CODE = 1
 TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
@@ -55,7 +55,7 @@ def _missing_tool(err: FileNotFoundError) -> bool:
 def main(name: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _terminated)
-    return_freed_buffers()
+    share_one_arena()
     try:
         try:
             registered = step(name)
