@@ -163,7 +163,7 @@ def package_only(minio: MinioServer, minutes: int, work: Path) -> Run:
     env = {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
            "AWS_SECRET_ACCESS_KEY": minio.secret_key}
     measured, packaged = run_worker("package", {**env, "KUBEMAM_STEP_INPUT": json.dumps(packaging.inputs)}, work)
-    run.steps["package"] = measured
+    _record(run, "package", measured)
     _landed(s3, str(packaged.get("manifestUri")), None)
     return run
 
@@ -229,6 +229,13 @@ def run_worker(name: str, env: dict[str, str], work: Path) -> tuple[Measured, di
                     {command: hwm / MiB for command, hwm in by_command.items()}), result
 
 
+def _record(run: Run, key: str, measured: Measured) -> None:
+    """Keep a step's figures and print them at once: a long run's early steps are not lost if it is cut off."""
+    run.steps[key] = measured
+    print(f"  {run.minutes} min {key}: largest {measured.largest_mib:.0f} MiB, tree {measured.tree_mib:.0f} MiB, "
+          f"{measured.seconds:.1f} s", flush=True)
+
+
 @dataclass
 class Run:
     minutes: int
@@ -262,7 +269,7 @@ def pipeline(minio: MinioServer, minutes: int, chunk_seconds: int, work: Path, u
     # ingest: probe, checksum, QC, proxy, thumbnails
     request = ingest_request(facts, config)
     measured, reported = run_worker("ingest", {**env, "KUBEMAM_STEP_INPUT": json.dumps(request.inputs)}, work)
-    run.steps["ingest"] = measured
+    _record(run, "ingest", measured)
     if until == "ingest":
         return run
     parsed = step(INGEST).parse_result(reported)
@@ -285,10 +292,10 @@ def pipeline(minio: MinioServer, minutes: int, chunk_seconds: int, work: Path, u
         measured, _ = run_worker("transcode", {**env, "KUBEMAM_STEP_INPUT": chunk_inputs,
                                                "JOB_COMPLETION_INDEX": str(index)}, work)
         chunks.add(measured)
-    run.steps["transcode chunk"] = chunks
+    _record(run, "transcode chunk", chunks)
     stitch_inputs = transcode_inputs(source, technical, the_ladder, fit.targets, "stitch", f"{root}/chunks", plan)
     measured, stitched = run_worker("transcode", {**env, "KUBEMAM_STEP_INPUT": json.dumps(stitch_inputs)}, work)
-    run.steps["transcode stitch"] = measured
+    _record(run, "transcode stitch", measured)
     done = completed(fit.targets, None, [stitched])
     renditions = [done[t.name] for t in fit.targets if t.name in done]
     if len(renditions) != len(fit.targets):
@@ -302,7 +309,7 @@ def pipeline(minio: MinioServer, minutes: int, chunk_seconds: int, work: Path, u
     packaging = plan_package(name, uid, spec, the_ladder, renditions, status.previews, root, NAMESPACE)
     assert packaging is not None
     measured, packaged = run_worker("package", {**env, "KUBEMAM_STEP_INPUT": json.dumps(packaging.inputs)}, work)
-    run.steps["package"] = measured
+    _record(run, "package", measured)
     _landed(s3, str(packaged.get("manifestUri")), None)
     if until == "package":
         return run
@@ -324,7 +331,7 @@ def pipeline(minio: MinioServer, minutes: int, chunk_seconds: int, work: Path, u
         elif "value" in entry:
             archive_env[entry["name"]] = entry["value"]
     measured, _ = run_worker("archive", archive_env, work)
-    run.steps["archive"] = measured
+    _record(run, "archive", measured)
     archived = f"{asset_prefix(archive_facts.policy.locations[0], NAMESPACE, name)}/{master_key(source)}"
     _landed(s3, archived, path.stat().st_size)
     return run
