@@ -79,13 +79,18 @@ def test_the_earliest_entrys_failure_is_raised_after_the_running_calls_end() -> 
 def test_no_call_starts_after_a_failure_and_the_first_failure_is_raised() -> None:
     started: list[int] = []
     lock = threading.Lock()
+    three_started = threading.Event()
 
     def upload(entry: Entry) -> None:
         with lock:
             started.append(int(entry.key))
         if entry.key == "3":
+            three_started.set()
             raise RuntimeError("SlowDown on 3")
-        time.sleep(0.002)
+        # The others end well after 3 has failed, however loaded the machine: the failure is the first thing
+        # the fan-out sees finish, so the bound below is exact rather than a race.
+        three_started.wait()
+        time.sleep(0.05)
 
     with pytest.raises(RuntimeError, match="SlowDown on 3"):
         _each([Entry(str(n), 1) for n in range(5000)], upload)
