@@ -141,6 +141,12 @@ def renditions(minutes: int) -> dict[str, Path]:
     return files
 
 
+def _worker_env(minio: MinioServer) -> dict[str, str]:
+    """What every worker process gets: this MinIO, its credentials, the encryptor the package step runs."""
+    return {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
+            "AWS_SECRET_ACCESS_KEY": minio.secret_key, "KUBEMAM_ENCRYPT": str(resolve_tool("kubemam-encrypt"))}
+
+
 def package_only(minio: MinioServer, minutes: int, work: Path) -> Run:
     """The package step alone, on renditions uploaded as a transcode would leave them."""
     run = Run(minutes)
@@ -160,9 +166,8 @@ def package_only(minio: MinioServer, minutes: int, work: Path) -> Run:
                                           "metadata": {"title": name}, "ladderRef": {"name": "long"}})
     packaging = plan_package(name, str(uuid.uuid4()), spec, ladder(300), done, None, root, NAMESPACE)
     assert packaging is not None
-    env = {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
-           "AWS_SECRET_ACCESS_KEY": minio.secret_key}
-    measured, packaged = run_worker("package", {**env, "KUBEMAM_STEP_INPUT": json.dumps(packaging.inputs)}, work)
+    step_env = {**_worker_env(minio), "KUBEMAM_STEP_INPUT": json.dumps(packaging.inputs)}
+    measured, packaged = run_worker("package", step_env, work)
     _record(run, "package", measured)
     _landed(s3, str(packaged.get("manifestUri")), None)
     return run
@@ -255,8 +260,7 @@ def pipeline(minio: MinioServer, minutes: int, chunk_seconds: int, work: Path, u
     name = f"long-{minutes}m-{uuid.uuid4().hex[:6]}"
     source = f"s3://{BUCKET}/incoming/{name}.mov"
     s3.upload_file(str(path), BUCKET, f"incoming/{name}.mov")
-    env = {**os.environ, "AWS_ENDPOINT_URL": minio.endpoint, "AWS_ACCESS_KEY_ID": minio.access_key,
-           "AWS_SECRET_ACCESS_KEY": minio.secret_key, "KUBEMAM_ENCRYPT": str(resolve_tool("kubemam-encrypt"))}
+    env = _worker_env(minio)
     spec = MediaAssetSpec.model_validate({"source": {"uri": source}, "metadata": {"title": name},
                                           "timeline": {"frameRate": "25", "startTimecode": "10:00:00:00"},
                                           "ladderRef": {"name": "long"}, "archivePolicyRef": {"name": "long"}})
