@@ -1,9 +1,9 @@
 """Tier-move benchmark: `kubemam worker archive` moving a 1 GiB master, against plain boto3 in the same run.
 
 Two real MinIO servers (two sites). Measured, best of --runs each, interleaved:
-  same site   — the worker's place run library -> nearline (server-side CopyObject with a SHA-256 the
-                server computes and compares, x-amz-meta-sha256) vs boto3's managed `s3.copy` of the
-                same object (no verification);
+  same site   — the worker's place run library -> nearline (the copy at library written in parts by an
+                earlier archive run: the same parts copied server-side, the copy's ETag compared with the
+                source's, `s3-etag`) vs boto3's managed `s3.copy` of the same object (no verification);
   cross site  — the worker's place run library (site A) -> vault (site B), streamed in one pass: the
                 source hashed with SHA-256 as it is read, each part's CRC32 checked by site B, vs a
                 plain boto3 `upload_fileobj` of the `get_object` stream.
@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kubemam.storage.s3 import upload_file
+from kubemam.storage.transfer import Place, copy_verified
+from kubemam.storage.uri import S3Uri
 from kubemam_local.minio import MinioServer
 
 MiB = 1024 * 1024
@@ -47,6 +50,9 @@ def _source(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
+VERIFIED_BY: dict[str, set[str]] = {}  # tier -> how the worker said its copies were verified
+
+
 def _worker(a: MinioServer, b: MinioServer, inputs: dict[str, Any], workdir: Path, code: str | None = None
             ) -> float:
     path = {"PYTHONPATH": os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")]))} if code else {}
@@ -60,6 +66,8 @@ def _worker(a: MinioServer, b: MinioServer, inputs: dict[str, Any], workdir: Pat
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"worker failed: {done.stderr[-2000:]}")
+    result = json.loads((workdir / "termination-log").read_text())
+    VERIFIED_BY.setdefault(inputs["tier"], set()).update(c["verifiedBy"] for c in result.get("copies", []))
     return elapsed
 
 
@@ -76,10 +84,11 @@ def _move_inputs(b: MinioServer, sha: str, size: int, to: str, run: int) -> dict
             "vacate": [name for name in ("library", "nearline", "vault") if name != to]}
 
 
-def _seed(a: MinioServer, run: int) -> None:
-    """A verified copy at library (as an earlier archive run leaves it) for the worker to move (not timed)."""
-    a.client().copy_object(Bucket="library", Key=f"bench/{run}/master.mxf",
-                           CopySource={"Bucket": "library", "Key": SEED}, MetadataDirective="COPY")
+def _seed(a: MinioServer, run: int, sha: str, size: int) -> None:
+    """A verified copy at library, as an earlier archive run leaves it, for the worker to move (not timed)."""
+    place = Place("library", a.client(), "a")
+    copy_verified(place, S3Uri("library", SEED), place, S3Uri("library", f"bench/{run}/master.mxf"), sha256=sha,
+                  size=size, storage_class="STANDARD")
 
 
 def main() -> None:
@@ -98,34 +107,35 @@ def main() -> None:
         kinds = ["worker", "boto3"] + (["compare"] if args.compare else [])
         results: dict[str, list[float]] = {f"{k}-{site}": [] for k in kinds for site in ("same", "cross")}
         s3a, s3b = a.client(), b.client()
-        s3a.upload_file(str(source), "library", SEED, ExtraArgs={"Metadata": {"sha256": sha}})
+        upload_file(s3a, source, S3Uri("library", SEED), size)  # as ingest uploads a master
         run = 0
         for _ in range(args.runs):
             if args.compare:
                 run += 1
-                _seed(a, run)
+                _seed(a, run, sha, size)
                 results["compare-same"].append(_worker(a, b, _move_inputs(b, sha, size, "nearline", run), work,
                                                        args.compare))
                 run += 1
-                _seed(a, run)
+                _seed(a, run, sha, size)
                 results["compare-cross"].append(_worker(a, b, _move_inputs(b, sha, size, "vault", run), work,
                                                         args.compare))
             run += 1
-            _seed(a, run)
+            _seed(a, run, sha, size)
             results["worker-same"].append(_worker(a, b, _move_inputs(b, sha, size, "nearline", run), work))
             started = time.perf_counter()
             s3a.copy({"Bucket": "library", "Key": SEED}, "nearline", f"plain/{run}/master.mxf")
             results["boto3-same"].append(time.perf_counter() - started)
 
             run += 1
-            _seed(a, run)
+            _seed(a, run, sha, size)
             results["worker-cross"].append(_worker(a, b, _move_inputs(b, sha, size, "vault", run), work))
             started = time.perf_counter()
             s3b.upload_fileobj(s3a.get_object(Bucket="library", Key=SEED)["Body"], "vault", f"plain/{run}/master.mxf")
             results["boto3-cross"].append(time.perf_counter() - started)
         best = {k: min(v) for k, v in results.items()}
         mb = size / 1e6
-        print(f"tier move of {args.size_mib} MiB, best of {args.runs}:")
+        print(f"tier move of {args.size_mib} MiB, best of {args.runs}; verified by: "
+              f"same site {sorted(VERIFIED_BY['nearline'])}, cross site {sorted(VERIFIED_BY['vault'])}")
         for kind in ("same", "cross"):
             worker, plain = best[f"worker-{kind}"], best[f"boto3-{kind}"]
             print(f"  {kind:5} site: worker {worker:6.2f} s ({mb / worker:7.1f} MB/s)  boto3 {plain:6.2f} s "

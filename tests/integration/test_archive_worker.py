@@ -268,6 +268,48 @@ def test_large_objects_copy_server_side_in_parts_and_verify_by_reading_back(site
     assert _hash_at(site_a, "kubemam-nearline", "big/other.bin") is None
 
 
+def _upload_in_parts(s3: Any, bucket: str, key: str, data: bytes, part: int) -> str:
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    parts = [{"PartNumber": n, "ETag": s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=n,
+                                                      Body=data[first:first + part])["ETag"]}
+             for n, first in enumerate(range(0, len(data), part), start=1)]
+    return str(s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                            MultipartUpload={"Parts": parts})["ETag"])
+
+
+def test_a_source_written_in_parts_is_copied_part_for_part_and_verified_by_its_etag(site_a: MinioServer) -> None:
+    from kubemam.storage.transfer import SourceDamaged
+    from kubemam.storage.uri import S3Uri
+
+    s3 = make_client(site_a.endpoint, site_a.access_key, site_a.secret_key, hashes_reads=True)
+    gets: list[str] = []
+    s3.meta.events.register("before-call.s3.GetObject", lambda params, **_: gets.append(params["url_path"]))
+    data = os.urandom(12 * 1024 * 1024)
+    etag = _upload_in_parts(s3, "kubemam-library", "parts/master.mxf", data, 5 * 1024 * 1024)
+    place = Place("a", s3, "a")
+    master = S3Uri("kubemam-library", "parts/master.mxf")
+
+    # A master kubemam did not write: hashed once while its parts copy; a wrong record completes nothing.
+    with pytest.raises(SourceDamaged):
+        copy_verified(place, master, place, S3Uri("kubemam-nearline", "parts/wrong.mxf"), sha256="0" * 64,
+                      size=len(data), storage_class="STANDARD")
+    assert _hash_at(site_a, "kubemam-nearline", "parts/wrong.mxf") is None
+    assert not s3.list_multipart_uploads(Bucket="kubemam-nearline").get("Uploads")
+    assert copy_verified(place, master, place, S3Uri("kubemam-nearline", "parts/first.mxf"), sha256=_sha(data),
+                         size=len(data), storage_class="STANDARD") == "s3-etag"
+    first = s3.head_object(Bucket="kubemam-nearline", Key="parts/first.mxf")
+    assert (first["ETag"], first["Metadata"]["sha256"]) == (etag, _sha(data))
+    assert len(gets) == 2  # the source, read once by each of the two copies
+
+    # A copy kubemam verified (x-amz-meta-sha256) is moved without reading a byte of it here.
+    gets.clear()
+    assert copy_verified(place, S3Uri("kubemam-nearline", "parts/first.mxf"), place,
+                         S3Uri("plain-vault", "parts/second.mxf"), sha256=_sha(data), size=len(data),
+                         storage_class="STANDARD") == "s3-etag"
+    assert gets == []
+    assert _hash_at(site_a, "plain-vault", "parts/second.mxf") == _sha(data)
+
+
 def test_a_move_rereads_a_kept_copy_before_it_empties_the_last_other_one(
         site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
     """A copy at the target that rotted silently (its recorded sha256 metadata intact) is found by

@@ -288,7 +288,7 @@ class StorageCopy(KubeModel):
     site: str | None = None
     offsite: bool = False
     verified_at: datetime | None = None
-    verified_by: Literal["s3-checksum", "read-back", "recorded", "fixity"] | None = None
+    verified_by: Literal["s3-checksum", "s3-etag", "read-back", "recorded", "fixity"] | None = None
 
 
 class RestoreStatus(KubeModel):

@@ -1,11 +1,16 @@
 """Copies between S3 locations that count only once verified, and Object Lock retention.
 
-A copy is verified by the server's own SHA-256 where the server computes one (a single
-CopyObject or PutObject with a SHA-256 checksum), by a one-pass stream (the source's bytes hashed
-with SHA-256 as they are read, each part's CRC32 checked by the receiving server: every byte read
-is the recorded content and every byte stored is a byte read), else by reading the copy back and
-hashing it. A copy that does not verify is removed and the error raised: nothing downstream (a
-move's delete of its source) runs on an unverified copy. Part sizes come from storage/parts.py.
+Which checksum proves what:
+- `s3-etag` (same server, a source written in parts): the source's own parts are copied server-side, and
+  the copy's multipart ETag (the server's MD5 of every part it wrote) equals the source's, computed when the
+  source was written: the copy holds the source's bytes. That the source's bytes are the recorded sha256 is
+  kubemam's x-amz-meta-sha256 on it (set only on copies it verified); a source without it is hashed with
+  SHA-256 while its parts copy, and the copy is completed only if it matches.
+- `s3-checksum`: the server computed the SHA-256 (CopyObject, PutObject) or checked each part's CRC32 of
+  a one-pass stream whose SHA-256 this process computed (another server).
+- `read-back`: the copy was read and hashed (an ETag that is not an MD5, e.g. under SSE-KMS).
+A copy that does not verify is removed and the error raised: nothing downstream (a move's delete of its
+source) runs on an unverified copy. Part sizes come from storage/parts.py.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,14 +28,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from kubemam.storage.parts import SINGLE_COPY_LIMIT, PartPlan, plan_parts
+from kubemam.storage.parts import MIN_PART, SINGLE_COPY_LIMIT, PartPlan, plan_parts
 from kubemam.storage.uri import S3Uri
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 READ_CHUNK = 8 * MiB
-UPLOADS_IN_FLIGHT = 4
+COPIES_IN_FLIGHT = 8  # server-side part copies at once, under botocore's pool of 10 connections
 STREAM_BUFFER = 256 * MiB  # parts a streamed copy holds at once, in bytes (at least one part)
 STREAM_PART = 16 * MiB  # small parts keep the pipeline full and its tail short (the planner grows them)
 STREAM_UPLOADS = 8
@@ -83,8 +89,9 @@ def full_object_checksum(head_response: dict[str, Any]) -> str | None:
     return str(value)
 
 
-def read_chunks(s3: Any, uri: S3Uri) -> Iterator[bytes]:
-    body = s3.get_object(Bucket=uri.bucket, Key=uri.key)["Body"]
+def read_chunks(s3: Any, uri: S3Uri, if_match: str | None = None) -> Iterator[bytes]:
+    condition = {"IfMatch": if_match} if if_match else {}
+    body = s3.get_object(Bucket=uri.bucket, Key=uri.key, **condition)["Body"]
     try:
         while chunk := body.read(READ_CHUNK):
             yield chunk
@@ -92,12 +99,16 @@ def read_chunks(s3: Any, uri: S3Uri) -> Iterator[bytes]:
         body.close()
 
 
-def hash_object(s3: Any, uri: S3Uri) -> tuple[str, int] | None:
-    """(sha256 hex, size) of the object's bytes as stored, or None when it does not exist."""
+def hash_object(s3: Any, uri: S3Uri, if_match: str | None = None,
+                stop: threading.Event | None = None) -> tuple[str, int] | None:
+    """(sha256 hex, size) of the object's bytes as stored, or None when it does not exist. if_match: that
+    version only; stop: set by another thread to give up early (the result is then not the object's)."""
     digest = hashlib.sha256()
     size = 0
     try:
-        for chunk in read_chunks(s3, uri):
+        for chunk in read_chunks(s3, uri, if_match):
+            if stop is not None and stop.is_set():
+                break
             digest.update(chunk)
             size += len(chunk)
     except ClientError as err:
@@ -127,30 +138,88 @@ def copy_verified(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha
                   storage_class: str, multipart_copy_above: int = SINGLE_COPY_LIMIT) -> str:
     """Copy one object and verify the copy is sha256; returns how it was verified.
 
-    Same server: server-side CopyObject with a SHA-256 checksum the server computes (≤ 5 GiB),
-    else a parallel multipart copy verified by reading it back. Another server: streamed through
-    this process as a multipart upload with per-part SHA-256 checksums the server checks.
+    Same server, a source written in parts: the same parts copied server-side in parallel, and the copy's
+    ETag (the server's MD5 of every part it wrote) must equal the source's (`s3-etag`); a source kubemam did
+    not write verified (no matching x-amz-meta-sha256) is also hashed as the parts copy, and the copy is
+    completed only if it is sha256. Same server, one part: CopyObject with a SHA-256 the server computes
+    (≤ 5 GiB). Another server: streamed through this process (one pass, see _stream_copy).
     """
-    if src.same_server(dst):
-        if size <= multipart_copy_above:
-            # Tags are not copied: kubemam's legal-hold mark belongs to the version it was set on.
-            dst.s3.copy_object(Bucket=dst_uri.bucket, Key=dst_uri.key,
-                               CopySource={"Bucket": src_uri.bucket, "Key": src_uri.key},
-                               StorageClass=storage_class, MetadataDirective="REPLACE",
-                               Metadata={SHA256_METADATA: sha256}, ChecksumAlgorithm="SHA256",
-                               TaggingDirective="REPLACE")
-            stored = head(dst.s3, dst_uri, checksum=True) or {}
-            server_sum = full_object_checksum(stored)
-            if server_sum is not None:
-                if server_sum != b64_sha256(sha256):
-                    if src_uri != dst_uri:  # an in-place class change never deletes its only source
-                        _remove_bad_copy(dst.s3, dst_uri)
-                    raise SourceDamaged(f"{src.name}:{src_uri} does not hash to the recorded sha256")
-                return "s3-checksum"
-        else:
-            _multipart_copy(src, src_uri, dst, dst_uri, size, sha256, storage_class)
-        return _read_back(dst, dst_uri, sha256, size, remove=src_uri != dst_uri)
-    return _stream_copy(src, src_uri, dst, dst_uri, sha256=sha256, size=size, storage_class=storage_class)
+    if not src.same_server(dst):
+        return _stream_copy(src, src_uri, dst, dst_uri, sha256=sha256, size=size, storage_class=storage_class)
+    source = _source_parts(src.s3, src_uri, size)
+    create = {"StorageClass": storage_class, "Metadata": {SHA256_METADATA: sha256}}
+    if source is not None and source.plan is not None:
+        return _aligned_copy(src, src_uri, dst, dst_uri, source, sha256, size, create)
+    if size <= multipart_copy_above:
+        # Tags are not copied: kubemam's legal-hold mark belongs to the version it was set on.
+        dst.s3.copy_object(Bucket=dst_uri.bucket, Key=dst_uri.key,
+                           CopySource={"Bucket": src_uri.bucket, "Key": src_uri.key},
+                           MetadataDirective="REPLACE", ChecksumAlgorithm="SHA256", TaggingDirective="REPLACE",
+                           **create)
+        stored = head(dst.s3, dst_uri, checksum=True) or {}
+        server_sum = full_object_checksum(stored)
+        if server_sum is not None:
+            if server_sum != b64_sha256(sha256):
+                if src_uri != dst_uri:  # an in-place class change never deletes its only source
+                    _remove_bad_copy(dst.s3, dst_uri)
+                raise SourceDamaged(f"{src.name}:{src_uri} does not hash to the recorded sha256")
+            return "s3-checksum"
+    else:
+        _copy_parts(dst.s3, src_uri, dst_uri, plan_parts(size), create)
+    return _read_back(dst, dst_uri, sha256, size, remove=src_uri != dst_uri)
+
+
+@dataclass(frozen=True)
+class SourceParts:
+    """How the source was written: its ETag, its parts when they are equal (the last may be shorter), and
+    the sha256 kubemam verified it against when it wrote it (x-amz-meta-sha256), if it did."""
+
+    etag: str
+    plan: PartPlan | None
+    verified_sha256: str | None
+
+
+def _source_parts(s3: Any, uri: S3Uri, size: int) -> SourceParts | None:
+    """The source's part layout from one HEAD of its first part; None when it does not exist."""
+    try:
+        found = s3.head_object(Bucket=uri.bucket, Key=uri.key, PartNumber=1)
+    except ClientError as err:
+        if _code(err) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    count = int(found.get("PartsCount") or 1)
+    plan = PartPlan(size=size, part_size=int(found["ContentLength"]))
+    # A source whose parts are not all the size of the first (but the last) cannot be re-cut from one HEAD.
+    equal = count > 1 and plan.count == count and plan.part_size >= MIN_PART
+    return SourceParts(etag=str(found["ETag"]), plan=plan if equal else None,
+                       verified_sha256=(found.get("Metadata") or {}).get(SHA256_METADATA))
+
+
+def _aligned_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, source: SourceParts, sha256: str,
+                  size: int, create: dict[str, Any]) -> str:
+    """The source's own parts copied server-side: equal bytes give an equal multipart ETag. One pass over the
+    bytes (the server's); a source kubemam did not verify is also read once, hashed while the parts copy."""
+    assert source.plan is not None
+    stop = threading.Event()
+    with ThreadPoolExecutor(1, thread_name_prefix="source-hash") as reader:
+        hashing = None
+        if source.verified_sha256 != sha256:
+            hashing = reader.submit(hash_object, src.s3, src_uri, if_match=source.etag, stop=stop)
+
+        def source_is_recorded() -> None:
+            if hashing is not None and hashing.result() != (sha256, size):
+                raise SourceDamaged(f"{src.name}:{src_uri} does not hash to the recorded sha256")
+
+        try:
+            etag = _copy_parts(dst.s3, src_uri, dst_uri, source.plan, create, if_match=source.etag,
+                               before_complete=source_is_recorded)
+        finally:
+            stop.set()
+    if etag == source.etag:
+        return "s3-etag"
+    # Equal bytes in equal parts have equal ETags unless the ETag is not an MD5 (SSE-KMS, SSE-C): hash the copy.
+    log.info("%s:%s has ETag %s, its source %s; reading it back", dst.name, dst_uri, etag, source.etag)
+    return _read_back(dst, dst_uri, sha256, size, remove=src_uri != dst_uri)
 
 
 def _read_back(dst: Place, uri: S3Uri, sha256: str, size: int, remove: bool) -> str:
@@ -173,30 +242,35 @@ def copy_within(s3: Any, src_uri: S3Uri, dst_uri: S3Uri, size: int, single_limit
     _copy_parts(s3, src_uri, dst_uri, plan_parts(size), create)
 
 
-def _multipart_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, size: int, sha256: str,
-                    storage_class: str) -> None:
-    _copy_parts(dst.s3, src_uri, dst_uri, plan_parts(size),
-                {"StorageClass": storage_class, "Metadata": {SHA256_METADATA: sha256}})
-
-
-def _copy_parts(s3: Any, src_uri: S3Uri, dst_uri: S3Uri, plan: PartPlan, create: dict[str, Any]) -> None:
+def _copy_parts(s3: Any, src_uri: S3Uri, dst_uri: S3Uri, plan: PartPlan, create: dict[str, Any], *,
+                if_match: str | None = None, before_complete: Callable[[], None] | None = None) -> str:
+    """UploadPartCopy of every planned part, in parallel; returns the new object's ETag. if_match: every
+    part from that version of the source only. before_complete: a check that aborts the upload by raising."""
     upload_id = s3.create_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, **create)["UploadId"]
+    condition = {"CopySourceIfMatch": if_match} if if_match else {}
 
     def part(number: int, first: int, last: int) -> dict[str, Any]:
         result = s3.upload_part_copy(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id,
                                      PartNumber=number, CopySource={"Bucket": src_uri.bucket, "Key": src_uri.key},
-                                     CopySourceRange=f"bytes={first}-{last}")
+                                     CopySourceRange=f"bytes={first}-{last}", **condition)
         return {"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]}
 
     try:
-        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT) as pool:
+        with ThreadPoolExecutor(COPIES_IN_FLIGHT, thread_name_prefix="part-copy") as pool:
             futures = [pool.submit(part, n, a, b) for n, (a, b) in enumerate(plan.ranges(), start=1)]
-            parts = [f.result() for f in futures]
-        s3.complete_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id,
-                                     MultipartUpload={"Parts": parts})
+            try:
+                parts = [f.result() for f in futures]
+            finally:
+                for future in futures:
+                    future.cancel()
+        if before_complete is not None:
+            before_complete()
+        done = s3.complete_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id,
+                                            MultipartUpload={"Parts": parts})
     except BaseException:
         _abort(s3, dst_uri, upload_id)
         raise
+    return str(done.get("ETag", ""))
 
 
 def _abort(s3: Any, uri: S3Uri, upload_id: str) -> None:

@@ -71,7 +71,7 @@ def _site(location: LocationInput) -> Site:
         if not access or not secret:
             raise StepError(f"location {location.name}: its credentials Secret must hold AWS_ACCESS_KEY_ID and "
                             "AWS_SECRET_ACCESS_KEY")
-    client = make_client(endpoint, access, secret)
+    client = make_client(endpoint, access, secret, hashes_reads=True)  # every copy and fixity read is hashed
     server = f"{endpoint or 'aws'}|{location.credentials or 'default'}"
     return Site(location, transfer.Place(location.name, client, server), S3Uri.parse(location.uri), Holds(client),
                 endpoint or "aws")
@@ -320,7 +320,7 @@ def _empty(site: Site) -> tuple[list[str], list[str]]:
 
 def _weakest(methods: Any) -> str:
     values = set(methods)
-    return next((m for m in ("recorded", "read-back") if m in values), "s3-checksum")
+    return next((m for m in ("recorded", "s3-etag", "read-back") if m in values), "s3-checksum")
 
 
 def fixity(inputs: ArchiveInputs, sites: dict[str, Site], default: Site,
