@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubemam.steps.registry import STEPS
-from kubemam.views import OUTPUTS
 
 if TYPE_CHECKING:
     from kubemam.kubeapi import KubeApi
 
-
+OUTPUTS = ("table", "json", "yaml")  # what the read commands print; views.py renders each
 CHART_CRDS = Path("charts/kubemam/files/crds")  # the Helm chart ships the same files
 
 

@@ -31,8 +31,6 @@ from kubemam.status_view import (
 )
 from kubemam.timestamps import parse_time
 
-OUTPUTS = ("table", "json", "yaml")
-
 
 def rfc3339(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
@@ -231,5 +229,5 @@ def render_policy(body: Mapping[str, Any], assets: Sequence[Mapping[str, Any]], 
     return "\n".join(lines + _conditions(body, now)) + "\n"
 
 
-__all__ = ["OUTPUTS", "describe_document", "dump", "render_ladder", "render_policy", "render_window",
+__all__ = ["describe_document", "dump", "render_ladder", "render_policy", "render_window",
            "status_document", "stamp"]

@@ -84,6 +84,28 @@ def test_the_planners_emit_every_registered_step() -> None:
     assert {_step(job) for job in EMITTED.values()} == set(STEPS)
 
 
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_every_registered_step_names_models_and_an_entry_point_that_exist(name: str) -> None:
+    from pydantic import BaseModel
+
+    from kubemam.steps.base import StepResult
+
+    step = STEPS[name]
+    assert issubclass(step.input_model, BaseModel)
+    assert step.result_model is None or issubclass(step.result_model, StepResult)
+    assert callable(step.load_entry())
+
+
+def test_a_worker_imports_its_own_steps_models_only() -> None:
+    """A Job's start pays for what its worker imports: the archive worker (a tier move of a few seconds)
+    must not build the asset's schema or the other steps' models."""
+    code = ("import sys; from kubemam.worker.steps import STEPS; STEPS['archive'].input_model; "
+            "import kubemam.worker.archive; print(','.join(m for m in sys.modules if m.startswith('kubemam.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(",")
+    assert "kubemam.steps.archive" in loaded
+    assert not {"kubemam.api.asset", "kubemam.steps.ingest", "kubemam.steps.package"} & set(loaded), loaded
+
+
 @pytest.mark.parametrize("kind", sorted(EMITTED))
 def test_every_emitted_job_names_a_registered_step_whose_model_takes_its_input(kind: str) -> None:
     job = EMITTED[kind]

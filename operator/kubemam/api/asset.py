@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from kubemam.api.archive import ExtraCopies, LegalHoldStatus
+from kubemam.api.attempt import StepAttempt as StepAttempt
 from kubemam.api.common import (
     BCP47,
     DNS_LABEL,
@@ -344,16 +345,6 @@ class Progress(KubeModel):
     fps: float | None = Field(default=None, ge=0)
     eta_seconds: int | None = Field(default=None, ge=0)
     updated_at: datetime | None = None
-
-
-class StepAttempt(KubeModel):
-    """Why a step runs again with the same inputs; part of its input, so each attempt is a Job of its own."""
-
-    number: int = Field(ge=2, description="2 is the first re-run of these inputs")
-    retry: str | None = Field(default=None, max_length=253,
-                              description="The steps.kubemam.io/retry token that asked for a run after a failure")
-    recover: bool | None = Field(default=None, description="The previous run succeeded but its result was not "
-                                 "read: report the committed one")
 
 
 class StepJob(KubeModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ConfigDict, ValidationError
 
-from kubemam.api.asset import StepAttempt
+from kubemam.api.attempt import StepAttempt
 from kubemam.api.common import KubeModel
 
 ATTEMPT_FIELD = "attempt"

@@ -2,7 +2,9 @@
 and the pod defaults. The planners, the Job builder, `kubemam worker <step>`, the status view and the
 metrics read this table; nothing else spells a step's name.
 
-Pure: the entry point is a dotted name, so planning never imports ffmpeg, boto3 or a worker.
+Pure: the entry point is a dotted name, so planning never imports ffmpeg, boto3 or a worker; the models are
+dotted names too, imported on first use, so a worker imports its own step's models and not every other's
+(the asset's schema and the other steps' cost a third of a second of every Job's start).
 """
 
 from __future__ import annotations
@@ -10,17 +12,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from kubemam.steps.archive import ArchiveInputs
-from kubemam.steps.base import StepResult
-from kubemam.steps.distribute import DistributeInput, DistributeResult
-from kubemam.steps.ingest import IngestInput, IngestResult
-from kubemam.steps.migrate import MigrateInput, MigrateResult
-from kubemam.steps.package import PackageInput, PackageResult
-from kubemam.steps.transcode import TranscodeInput, TranscodeResult
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from kubemam.steps.base import StepResult
 
 INGEST = "ingest"
 TRANSCODE = "transcode"
@@ -86,12 +86,24 @@ class Step:
     name: str
     summary: str
     entry: str  # "module:function" returning the exit code; reads KUBEMAM_STEP_INPUT itself
-    input_model: type[BaseModel]  # the planner's input must validate against it, before the Job exists
-    result_model: type[StepResult] | None
+    input_name: str  # "module:Model": the planner's input must validate against it, before the Job exists
+    result_name: str | None  # "module:Model" of the worker's result
     resources: Resources
     deadline_seconds: int  # activeDeadlineSeconds: a step past it is stuck, not slow
     backoff_limit: int | None = None  # None: the operator's default
     scratch: Scratch = Scratch(per_byte=0, base=1 * GiB)  # copies stream between servers: nothing whole on disk
+
+    @cached_property
+    def input_model(self) -> type[BaseModel]:
+        model: type[BaseModel] = _load(self.input_name)
+        return model
+
+    @cached_property
+    def result_model(self) -> type[StepResult] | None:
+        if self.result_name is None:
+            return None
+        model: type[StepResult] = _load(self.result_name)
+        return model
 
     def validate_input(self, inputs: dict[str, Any]) -> Any:
         """The input as the model reads it; a ValidationError names the field."""
@@ -107,9 +119,13 @@ class Step:
             return None
 
     def load_entry(self) -> Callable[[], int]:
-        module, _, function = self.entry.partition(":")
-        entry: Callable[[], int] = getattr(importlib.import_module(module), function)
+        entry: Callable[[], int] = _load(self.entry)
         return entry
+
+
+def _load(dotted: str) -> Any:
+    module, _, name = dotted.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 # Archive Jobs ride out site outages: with the Job controller's pod backoff (10 s doubling to 6 min)
@@ -124,25 +140,32 @@ _ENCODES = Scratch(per_byte=1.5, base=4 * GiB)  # the master, plus the rendition
 _PACKAGES = Scratch(per_byte=3, base=2 * GiB)  # the renditions, their clear and encrypted segments
 _PRESERVES = Scratch(per_byte=4, base=2 * GiB)  # the master and its FFV1 copy (larger than ProRes), framemd5
 
+_STEP_MODELS = "kubemam.steps."  # + "module:Model"
 STEPS: dict[str, Step] = {step.name: step for step in (
     Step(INGEST, "fetch and verify the master, probe, QC, proxy and thumbnails", "kubemam.worker.ingest:run",
-         IngestInput, IngestResult, _MEDIA, 6 * HOUR, scratch=_FETCHES),
+         _STEP_MODELS + "ingest:IngestInput", _STEP_MODELS + "ingest:IngestResult", _MEDIA, 6 * HOUR,
+         scratch=_FETCHES),
     Step(TRANSCODE, "encode the ladder's missing renditions in one decode, or stitch encoded chunks",
-         "kubemam.worker.transcode:run", TranscodeInput, TranscodeResult, _ENCODE, 24 * HOUR, scratch=_ENCODES),
+         "kubemam.worker.transcode:run", _STEP_MODELS + "transcode:TranscodeInput",
+         _STEP_MODELS + "transcode:TranscodeResult", _ENCODE, 24 * HOUR, scratch=_ENCODES),
     Step(TRANSCODE_CHUNKS, "one index of an Indexed Job: encode one GOP-aligned chunk of every video rendition",
-         "kubemam.worker.transcode:run", TranscodeInput, None, _ENCODE, 6 * HOUR, scratch=_ENCODES),
+         "kubemam.worker.transcode:run", _STEP_MODELS + "transcode:TranscodeInput", None, _ENCODE, 6 * HOUR,
+         scratch=_ENCODES),
     Step(PACKAGE, "CMAF segments, DASH and HLS manifests, CENC encryption", "kubemam.worker.package:run",
-         PackageInput, PackageResult, _MEDIA, 6 * HOUR, scratch=_PACKAGES),
+         _STEP_MODELS + "package:PackageInput", _STEP_MODELS + "package:PackageResult", _MEDIA, 6 * HOUR,
+         scratch=_PACKAGES),
     Step(DISTRIBUTE, "publish to and take down from distribution origins", "kubemam.worker.distribute:run",
-         DistributeInput, DistributeResult, _SMALL, 1 * HOUR),
+         _STEP_MODELS + "distribute:DistributeInput", _STEP_MODELS + "distribute:DistributeResult", _SMALL,
+         1 * HOUR),
     Step(ARCHIVE, "verified copies at the tier's locations, then vacate the others", "kubemam.worker.archive:run",
-         ArchiveInputs, None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT),
+         _STEP_MODELS + "archive:ArchiveInputs", None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT),
     Step(FIXITY, "re-hash every archived copy and repair from an intact one", "kubemam.worker.archive:run",
-         ArchiveInputs, None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT),
+         _STEP_MODELS + "archive:ArchiveInputs", None, _MEDIA, 24 * HOUR, ARCHIVE_BACKOFF_LIMIT),
     Step(PURGE, "lift kubemam's legal holds and delete every version at every location", "kubemam.worker.archive:run",
-         ArchiveInputs, None, _SMALL, 1 * HOUR, ARCHIVE_BACKOFF_LIMIT),
+         _STEP_MODELS + "archive:ArchiveInputs", None, _SMALL, 1 * HOUR, ARCHIVE_BACKOFF_LIMIT),
     Step(MIGRATE, "an FFV1/Matroska preservation master, verified frame by frame", "kubemam.worker.migrate:run",
-         MigrateInput, MigrateResult, _ENCODE, 48 * HOUR, scratch=_PRESERVES),
+         _STEP_MODELS + "migrate:MigrateInput", _STEP_MODELS + "migrate:MigrateResult", _ENCODE, 48 * HOUR,
+         scratch=_PRESERVES),
 )}
 
 
