@@ -140,6 +140,9 @@ def main() -> None:
             worker, plain = best[f"worker-{kind}"], best[f"boto3-{kind}"]
             print(f"  {kind:5} site: worker {worker:6.2f} s ({mb / worker:7.1f} MB/s)  boto3 {plain:6.2f} s "
                   f"({mb / plain:7.1f} MB/s)  ratio worker/boto3 time = {worker / plain:.3f}")
+            pairs = " ".join(f"{w:.2f}/{p:.2f}" for w, p in zip(results[f"worker-{kind}"], results[f"boto3-{kind}"],
+                                                                 strict=True))
+            print(f"  {kind:5} site: every run, worker/boto3 s: {pairs}")
             if args.compare:
                 other = best[f"compare-{kind}"]
                 print(f"  {kind:5} site: --compare worker {other:6.2f} s  ratio compare/boto3 time = "

@@ -6,8 +6,9 @@ Which checksum proves what:
   source was written: the copy holds the source's bytes. That the source's bytes are the recorded sha256 is
   kubemam's x-amz-meta-sha256 on it (set only on copies it verified); a source without it is hashed with
   SHA-256 while its parts copy, and the copy is completed only if it matches.
-- `s3-checksum`: the server computed the SHA-256 (CopyObject, PutObject) or checked each part's CRC32 of
-  a one-pass stream whose SHA-256 this process computed (another server).
+- `s3-checksum`: the server computed the SHA-256 (CopyObject, PutObject) or checked each part's checksum
+  (CRC32, or over plain HTTP the signed body's SHA-256) of a one-pass stream whose SHA-256 this process
+  computed (another server).
 - `read-back`: the copy was read and hashed (an ETag that is not an MD5, e.g. under SSE-KMS).
 A copy that does not verify is removed and the error raised: nothing downstream (a move's delete of its
 source) runs on an unverified copy. Part sizes come from storage/parts.py.
@@ -135,17 +136,20 @@ def put_verified(dst: Place, uri: S3Uri, body: bytes, storage_class: str, conten
 
 
 def copy_verified(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha256: str, size: int,
-                  storage_class: str, multipart_copy_above: int = SINGLE_COPY_LIMIT) -> str:
+                  storage_class: str, multipart_copy_above: int = SINGLE_COPY_LIMIT,
+                  part_crc: bool | None = None) -> str:
     """Copy one object and verify the copy is sha256; returns how it was verified.
 
     Same server, a source written in parts: the same parts copied server-side in parallel, and the copy's
     ETag (the server's MD5 of every part it wrote) must equal the source's (`s3-etag`); a source kubemam did
     not write verified (no matching x-amz-meta-sha256) is also hashed as the parts copy, and the copy is
     completed only if it is sha256. Same server, one part: CopyObject with a SHA-256 the server computes
-    (≤ 5 GiB). Another server: streamed through this process (one pass, see _stream_copy).
+    (≤ 5 GiB). Another server: streamed through this process (one pass, see _stream_copy; part_crc: each part
+    with a CRC32, by default only over HTTPS).
     """
     if not src.same_server(dst):
-        return _stream_copy(src, src_uri, dst, dst_uri, sha256=sha256, size=size, storage_class=storage_class)
+        return _stream_copy(src, src_uri, dst, dst_uri, sha256=sha256, size=size, storage_class=storage_class,
+                            part_crc=part_crc)
     source = _source_parts(src.s3, src_uri, size)
     create = {"StorageClass": storage_class, "Metadata": {SHA256_METADATA: sha256}}
     if source is not None and source.plan is not None:
@@ -304,10 +308,11 @@ def _crc32(data: bytes) -> str:
 
 
 def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha256: str, size: int,
-                 storage_class: str) -> str:
+                 storage_class: str, part_crc: bool | None = None) -> str:
     """Read from one server, write to another, in one pass over the bytes: the reading thread hashes the
-    whole stream with SHA-256 (the source is what was recorded), each part carries a CRC32 the receiving
-    server checks (what it stored is what was read). A part in memory at a time per upload in flight,
+    whole stream with SHA-256 (the source is what was recorded), each part carries a checksum the receiving
+    server checks (what it stored is what was read): a CRC32, or over plain HTTP the SHA-256 SigV4 signs the
+    body with (part_crc: None decides by the endpoint's scheme). A part in memory at a time per upload in flight,
     within STREAM_BUFFER."""
     plan = plan_parts(size, preferred=STREAM_PART)
     if size <= plan.part_size:
@@ -318,8 +323,13 @@ def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha2
                           ChecksumSHA256=b64_sha256(sha256), Metadata={SHA256_METADATA: sha256})
         return "s3-checksum"
     in_flight = max(1, min(STREAM_UPLOADS, STREAM_BUFFER // plan.part_size))
+    # Over plain HTTP SigV4 signs every body: botocore sends each part's SHA-256 and the server refuses a part
+    # that differs, so a CRC32 on top would be a second checksum of every byte. Over HTTPS S3 bodies go
+    # unsigned, and each part carries a CRC32 the server checks.
+    crc = str(dst.s3.meta.endpoint_url).startswith("https") if part_crc is None else part_crc
     upload = dst.s3.create_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, StorageClass=storage_class,
-                                            ChecksumAlgorithm="CRC32", Metadata={SHA256_METADATA: sha256})
+                                            Metadata={SHA256_METADATA: sha256},
+                                            **({"ChecksumAlgorithm": "CRC32"} if crc else {}))
     upload_id = upload["UploadId"]
     whole = hashlib.sha256()
     copied = 0
@@ -327,6 +337,10 @@ def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha2
     def send(number: int, data: bytes) -> dict[str, Any]:
         # On the upload thread: zlib and hashlib release the GIL, so the CRC and the SHA-256 of the
         # reading thread run on two cores.
+        if not crc:
+            result = dst.s3.upload_part(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id,
+                                        PartNumber=number, Body=data)
+            return {"PartNumber": number, "ETag": result["ETag"]}
         checksum = _crc32(data)
         result = dst.s3.upload_part(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id, PartNumber=number,
                                     Body=data, ChecksumAlgorithm="CRC32", ChecksumCRC32=checksum)
@@ -357,6 +371,8 @@ def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha2
     except BaseException:
         _abort(dst.s3, dst_uri, upload_id)
         raise
+    if not crc:
+        return "s3-checksum"
     crcs = b"".join(base64.b64decode(p["ChecksumCRC32"]) for p in parts)
     composite = base64.b64encode(zlib.crc32(crcs).to_bytes(4, "big")).decode() + f"-{len(parts)}"
     if done.get("ChecksumCRC32") not in (None, composite):
