@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -37,3 +38,50 @@ def memory(pid: int) -> tuple[str, int, int] | None:
                 int(fields["VmHWM"].split()[0]) * 1024)
     except (OSError, KeyError, ValueError, IndexError):
         return None
+
+
+CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")  # cgroup v1's memory controller, where a pod's limit lives
+
+
+class MemoryGroup:
+    """A cgroup (v1) of its own for one measured process and everything it starts: what the group holds
+    resident is what a pod's memory limit sees — anonymous memory plus mapped files, each page counted once,
+    where a sum of VmRSS counts ffmpeg's shared libraries once per process running at that moment. Page cache
+    (the scratch files a step writes) is left out: the kernel reclaims it before a limit bites.
+
+    Usable as root on a cgroup v1 host (this machine, CI); `open` returns None elsewhere."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def open(cls, name: str) -> MemoryGroup | None:
+        path = CGROUP_MEMORY / name
+        try:
+            path.mkdir()
+            (path / "memory.stat").read_text()
+        except OSError:
+            return None
+        return cls(path)
+
+    def join(self) -> None:
+        """Move the calling process into the group (a Popen preexec_fn: the child joins before it execs)."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def resident(self) -> int:
+        """Bytes resident now: anonymous memory (and swap-backed) plus mapped files, charged to the group."""
+        stat = dict(line.split() for line in (self.path / "memory.stat").read_text().splitlines())
+        return int(stat["total_rss"]) + int(stat["total_mapped_file"])
+
+    @staticmethod
+    def drop_page_cache() -> None:
+        """Drop clean page cache, so the pages a step maps (ffmpeg's libraries) are charged to its group, as a
+        fresh pod's are to it, not to the group of the step that read them first."""
+        os.sync()
+        with contextlib.suppress(OSError):
+            Path("/proc/sys/vm/drop_caches").write_text("1")
+
+    def close(self) -> None:
+        """Remove the group once its processes are gone (its charges move to the parent)."""
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
