@@ -293,6 +293,9 @@ def test_a_source_written_in_parts_is_copied_part_for_part_and_verified_by_its_e
     with pytest.raises(SourceDamaged):
         copy_verified(place, master, place, S3Uri("kubemam-nearline", "parts/wrong.mxf"), sha256="0" * 64,
                       size=len(data), storage_class="STANDARD")
+    with pytest.raises(SourceDamaged, match="not the recorded"):
+        copy_verified(place, master, place, S3Uri("kubemam-nearline", "parts/wrong.mxf"), sha256=_sha(data),
+                      size=len(data) + 1, storage_class="STANDARD")
     assert _hash_at(site_a, "kubemam-nearline", "parts/wrong.mxf") is None
     assert not s3.list_multipart_uploads(Bucket="kubemam-nearline").get("Uploads")
     assert copy_verified(place, master, place, S3Uri("kubemam-nearline", "parts/first.mxf"), sha256=_sha(data),

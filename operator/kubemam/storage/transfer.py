@@ -150,7 +150,8 @@ def copy_verified(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha
     if not src.same_server(dst):
         return _stream_copy(src, src_uri, dst, dst_uri, sha256=sha256, size=size, storage_class=storage_class,
                             part_crc=part_crc)
-    source = _source_parts(src.s3, src_uri, size)
+    # Only an object over 5 MiB can have been written in parts; raises SourceDamaged on a size not the record's.
+    source = _source_parts(src.s3, src_uri, size) if size > MIN_PART else None
     create = {"StorageClass": storage_class, "Metadata": {SHA256_METADATA: sha256}}
     if source is not None and source.plan is not None:
         return _aligned_copy(src, src_uri, dst, dst_uri, source, sha256, size, create)
@@ -184,13 +185,17 @@ class SourceParts:
 
 
 def _source_parts(s3: Any, uri: S3Uri, size: int) -> SourceParts | None:
-    """The source's part layout from one HEAD of its first part; None when it does not exist."""
+    """The source's part layout from one HEAD of its first part; None when it does not exist. A source whose
+    size is not the recorded one is damaged: it cannot be the recorded content."""
     try:
         found = s3.head_object(Bucket=uri.bucket, Key=uri.key, PartNumber=1)
     except ClientError as err:
         if _code(err) in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
+    total = str(found.get("ContentRange") or "").rpartition("/")[2]  # "bytes 0-N/TOTAL"
+    if total.isdigit() and int(total) != size:
+        raise SourceDamaged(f"{uri} holds {total} bytes, not the recorded {size}")
     count = int(found.get("PartsCount") or 1)
     plan = PartPlan(size=size, part_size=int(found["ContentLength"]))
     # A source whose parts are not all the size of the first (but the last) cannot be re-cut from one HEAD.
