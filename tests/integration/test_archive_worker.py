@@ -311,6 +311,11 @@ def test_a_source_written_in_parts_is_copied_part_for_part_and_verified_by_its_e
                          storage_class="STANDARD") == "s3-etag"
     assert gets == []
     assert _hash_at(site_a, "plain-vault", "parts/second.mxf") == _sha(data)
+    # The same metadata on a source outside the archive (anyone can set it) is not taken on trust.
+    assert copy_verified(place, S3Uri("kubemam-nearline", "parts/first.mxf"), place,
+                         S3Uri("plain-vault", "parts/third.mxf"), sha256=_sha(data), size=len(data),
+                         storage_class="STANDARD", trust_source_metadata=False) == "s3-etag"
+    assert len(gets) == 1
 
 
 def test_a_move_rereads_a_kept_copy_before_it_empties_the_last_other_one(

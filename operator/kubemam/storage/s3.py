@@ -56,8 +56,7 @@ def make_client(endpoint: str | None = None, access_key: str | None = None, secr
         aws_secret_access_key=secret_key,
         region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"},
-                      response_checksum_validation="when_required" if hashes_reads else "when_supported",
-                      request_checksum_calculation="when_required" if hashes_reads else "when_supported"),
+                      response_checksum_validation="when_required" if hashes_reads else "when_supported"),
     )
 
 

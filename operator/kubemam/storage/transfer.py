@@ -6,9 +6,8 @@ Which checksum proves what:
   source was written: the copy holds the source's bytes. That the source's bytes are the recorded sha256 is
   kubemam's x-amz-meta-sha256 on it (set only on copies it verified); a source without it is hashed with
   SHA-256 while its parts copy, and the copy is completed only if it matches.
-- `s3-checksum`: the server computed the SHA-256 (CopyObject, PutObject) or checked each part's checksum
-  (CRC32, or over plain HTTP the signed body's SHA-256) of a one-pass stream whose SHA-256 this process
-  computed (another server).
+- `s3-checksum`: the server computed the SHA-256 (CopyObject, PutObject) or checked each part's CRC32 of
+  a one-pass stream whose SHA-256 this process computed (another server).
 - `read-back`: the copy was read and hashed (an ETag that is not an MD5, e.g. under SSE-KMS).
 A copy that does not verify is removed and the error raised: nothing downstream (a move's delete of its
 source) runs on an unverified copy. Part sizes come from storage/parts.py.
@@ -23,7 +22,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +39,7 @@ COPIES_IN_FLIGHT = 8  # server-side part copies at once, under botocore's pool o
 STREAM_BUFFER = 256 * MiB  # parts a streamed copy holds at once, in bytes (at least one part)
 STREAM_PART = 16 * MiB  # small parts keep the pipeline full and its tail short (the planner grows them)
 STREAM_UPLOADS = 8
+COLD = {"GLACIER", "DEEP_ARCHIVE"}  # classes read only after a thaw: no read-back, the server's SHA-256 instead
 SHA256_METADATA = "sha256"  # x-amz-meta-sha256: the hex digest this copy was verified against
 
 
@@ -137,23 +137,26 @@ def put_verified(dst: Place, uri: S3Uri, body: bytes, storage_class: str, conten
 
 def copy_verified(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha256: str, size: int,
                   storage_class: str, multipart_copy_above: int = SINGLE_COPY_LIMIT,
-                  part_crc: bool | None = None) -> str:
+                  trust_source_metadata: bool = True) -> str:
     """Copy one object and verify the copy is sha256; returns how it was verified.
 
     Same server, a source written in parts: the same parts copied server-side in parallel, and the copy's
     ETag (the server's MD5 of every part it wrote) must equal the source's (`s3-etag`); a source kubemam did
     not write verified (no matching x-amz-meta-sha256) is also hashed as the parts copy, and the copy is
     completed only if it is sha256. Same server, one part: CopyObject with a SHA-256 the server computes
-    (≤ 5 GiB). Another server: streamed through this process (one pass, see _stream_copy; part_crc: each part
-    with a CRC32, by default only over HTTPS).
+    (≤ 5 GiB), also for a cold class (a copy there cannot be read back without a thaw) and for a source under
+    SSE-KMS or SSE-C (its ETag is no MD5). Another server: streamed through this process (one pass, see
+    _stream_copy). trust_source_metadata: False for a source outside the archive (the user's master), whose
+    x-amz-meta-sha256 anyone could have set.
     """
     if not src.same_server(dst):
-        return _stream_copy(src, src_uri, dst, dst_uri, sha256=sha256, size=size, storage_class=storage_class,
-                            part_crc=part_crc)
+        return _stream_copy(src, src_uri, dst, dst_uri, sha256=sha256, size=size, storage_class=storage_class)
     # Only an object over 5 MiB can have been written in parts; raises SourceDamaged on a size not the record's.
-    source = _source_parts(src.s3, src_uri, size) if size > MIN_PART else None
+    source = _source_parts(src.s3, src_uri, size) if size > MIN_PART and storage_class not in COLD else None
     create = {"StorageClass": storage_class, "Metadata": {SHA256_METADATA: sha256}}
     if source is not None and source.plan is not None:
+        if not trust_source_metadata:
+            source = replace(source, verified_sha256=None)
         return _aligned_copy(src, src_uri, dst, dst_uri, source, sha256, size, create)
     if size <= multipart_copy_above:
         # Tags are not copied: kubemam's legal-hold mark belongs to the version it was set on.
@@ -192,14 +195,18 @@ def _source_parts(s3: Any, uri: S3Uri, size: int) -> SourceParts | None:
     except ClientError as err:
         if _code(err) in ("404", "NoSuchKey", "NotFound"):
             return None
+        if _code(err) in ("416", "InvalidPartNumber", "InvalidRange"):  # emptied: no first part
+            raise SourceDamaged(f"{uri} has no first part: it is not the recorded {size} bytes") from err
         raise
     total = str(found.get("ContentRange") or "").rpartition("/")[2]  # "bytes 0-N/TOTAL"
     if total.isdigit() and int(total) != size:
         raise SourceDamaged(f"{uri} holds {total} bytes, not the recorded {size}")
     count = int(found.get("PartsCount") or 1)
     plan = PartPlan(size=size, part_size=int(found["ContentLength"]))
-    # A source whose parts are not all the size of the first (but the last) cannot be re-cut from one HEAD.
-    equal = count > 1 and plan.count == count and plan.part_size >= MIN_PART
+    # A source whose parts are not all the size of the first (but the last) cannot be re-cut from one HEAD;
+    # under SSE-KMS or SSE-C an ETag is no MD5, and equal bytes would not show as equal ETags.
+    encrypted = found.get("ServerSideEncryption") == "aws:kms" or bool(found.get("SSECustomerAlgorithm"))
+    equal = count > 1 and plan.count == count and plan.part_size >= MIN_PART and not encrypted
     return SourceParts(etag=str(found["ETag"]), plan=plan if equal else None,
                        verified_sha256=(found.get("Metadata") or {}).get(SHA256_METADATA))
 
@@ -224,11 +231,19 @@ def _aligned_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, source
                                before_complete=source_is_recorded)
         finally:
             stop.set()
-    if etag == source.etag:
+    if etag.strip('"') == source.etag.strip('"'):
         return "s3-etag"
-    # Equal bytes in equal parts have equal ETags unless the ETag is not an MD5 (SSE-KMS, SSE-C): hash the copy.
+    # Equal bytes in equal parts have equal ETags unless the ETag is no MD5 (a bucket's default encryption): hash
+    # the copy. A read-back that cannot finish leaves no copy behind that a re-run would take as verified.
     log.info("%s:%s has ETag %s, its source %s; reading it back", dst.name, dst_uri, etag, source.etag)
-    return _read_back(dst, dst_uri, sha256, size, remove=src_uri != dst_uri)
+    try:
+        return _read_back(dst, dst_uri, sha256, size, remove=src_uri != dst_uri)
+    except CopyNotVerified:
+        raise
+    except BaseException:
+        if src_uri != dst_uri:
+            _remove_bad_copy(dst.s3, dst_uri)
+        raise
 
 
 def _read_back(dst: Place, uri: S3Uri, sha256: str, size: int, remove: bool) -> str:
@@ -313,11 +328,11 @@ def _crc32(data: bytes) -> str:
 
 
 def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha256: str, size: int,
-                 storage_class: str, part_crc: bool | None = None) -> str:
+                 storage_class: str) -> str:
     """Read from one server, write to another, in one pass over the bytes: the reading thread hashes the
-    whole stream with SHA-256 (the source is what was recorded), each part carries a checksum the receiving
-    server checks (what it stored is what was read): a CRC32, or over plain HTTP the SHA-256 SigV4 signs the
-    body with (part_crc: None decides by the endpoint's scheme). A part in memory at a time per upload in flight,
+    whole stream with SHA-256 (the source is what was recorded), each part carries a CRC32 the receiving
+    server checks (what it stored is what was read; an Object Lock bucket also insists on a checksum). A part
+    in memory at a time per upload in flight,
     within STREAM_BUFFER."""
     plan = plan_parts(size, preferred=STREAM_PART)
     if size <= plan.part_size:
@@ -328,13 +343,8 @@ def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha2
                           ChecksumSHA256=b64_sha256(sha256), Metadata={SHA256_METADATA: sha256})
         return "s3-checksum"
     in_flight = max(1, min(STREAM_UPLOADS, STREAM_BUFFER // plan.part_size))
-    # Over plain HTTP SigV4 signs every body: botocore sends each part's SHA-256 and the server refuses a part
-    # that differs, so a CRC32 on top would be a second checksum of every byte. Over HTTPS S3 bodies go
-    # unsigned, and each part carries a CRC32 the server checks.
-    crc = str(dst.s3.meta.endpoint_url).startswith("https") if part_crc is None else part_crc
     upload = dst.s3.create_multipart_upload(Bucket=dst_uri.bucket, Key=dst_uri.key, StorageClass=storage_class,
-                                            Metadata={SHA256_METADATA: sha256},
-                                            **({"ChecksumAlgorithm": "CRC32"} if crc else {}))
+                                            ChecksumAlgorithm="CRC32", Metadata={SHA256_METADATA: sha256})
     upload_id = upload["UploadId"]
     whole = hashlib.sha256()
     copied = 0
@@ -342,10 +352,6 @@ def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha2
     def send(number: int, data: bytes) -> dict[str, Any]:
         # On the upload thread: zlib and hashlib release the GIL, so the CRC and the SHA-256 of the
         # reading thread run on two cores.
-        if not crc:
-            result = dst.s3.upload_part(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id,
-                                        PartNumber=number, Body=data)
-            return {"PartNumber": number, "ETag": result["ETag"]}
         checksum = _crc32(data)
         result = dst.s3.upload_part(Bucket=dst_uri.bucket, Key=dst_uri.key, UploadId=upload_id, PartNumber=number,
                                     Body=data, ChecksumAlgorithm="CRC32", ChecksumCRC32=checksum)
@@ -376,8 +382,6 @@ def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha2
     except BaseException:
         _abort(dst.s3, dst_uri, upload_id)
         raise
-    if not crc:
-        return "s3-checksum"
     crcs = b"".join(base64.b64decode(p["ChecksumCRC32"]) for p in parts)
     composite = base64.b64encode(zlib.crc32(crcs).to_bytes(4, "big")).decode() + f"-{len(parts)}"
     if done.get("ChecksumCRC32") not in (None, composite):

@@ -170,8 +170,10 @@ def _put_object(obj: ObjectInput, source_sites: list[tuple[Site, S3Uri]], target
     problems = []
     for site, uri in source_sites:
         try:
+            # Only a copy at an archive location carries an x-amz-meta-sha256 kubemam wrote after verifying it.
             return _with_retry(target, partial(transfer.copy_verified, site.place, uri, target.place, dst,
-                                               sha256=obj.sha256, size=obj.size, storage_class=storage_class))
+                                               sha256=obj.sha256, size=obj.size, storage_class=storage_class,
+                                               trust_source_metadata=uri == site.key(obj.key)))
         except (transfer.SourceDamaged, transfer.CopyNotVerified) as err:
             problems.append(str(err))
             log.warning("%s; trying the next source", err)
