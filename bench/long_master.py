@@ -14,11 +14,10 @@ Per step (chunks: the largest of all indexes; wall time: their sum, run one afte
   largest  the largest single process of the step's tree (worker, ffmpeg, …): its VmHWM (a high-water
            mark, so sampling misses only what grows after the last sample) — not wait4's ru_maxrss, which
            at exec takes in the forking parent's size (this benchmark's)
-  tree     what the step's cgroup holds resident (proctree.MemoryGroup: the worker runs in a memory cgroup of
-           its own; anonymous memory plus mapped files, each page once — what a pod's memory limit sees, page
-           cache aside), sampled every 0.05 s (a peak between two samples is missed). Without cgroup v1 (not
-           root), the sum of VmRSS over the process tree, which counts ffmpeg's shared libraries once per
-           process running at that moment (ffprobe beside a remux: +20–40 MiB that no limit sees)
+  tree     the anonymous memory of the step's own memory cgroup (proctree.MemoryGroup: heaps and buffers of the
+           worker and every process it starts, what a pod's limit cannot take back; shared libraries left out),
+           sampled every 0.05 s (a peak between two samples is missed). Without cgroup v1 (not root), the sum
+           of VmRSS over the process tree, which counts ffmpeg's libraries once per process running then
 and, for the long master, each command's (python, ffmpeg, ffprobe, kubemam-encrypt) largest VmHWM seen.
 Each step's output is checked where it landed (the renditions, the package's manifest, the archived master).
 Goals (issue 18): every step ≤ 300 MiB (tree), and the long master's peak within ±10 % of the short one's.
@@ -210,9 +209,7 @@ def run_worker(name: str, env: dict[str, str], work: Path) -> tuple[Measured, di
     log = work / f"{name}.log"
     started = time.perf_counter()
     group = MemoryGroup.open(f"kubemam-bench-{uuid.uuid4().hex[:12]}")
-    TREE_MEASURES.add("its memory cgroup's resident bytes" if group else "the sum of VmRSS")
-    if group:
-        group.drop_page_cache()
+    TREE_MEASURES.add("its memory cgroup's anonymous bytes" if group else "the sum of VmRSS")
     with open(log, "a") as out:
         process = subprocess.Popen([sys.executable, "-m", "kubemam", "worker", name], env=env, stdout=out,
                                    stderr=subprocess.STDOUT, preexec_fn=group.join if group else None)
@@ -223,7 +220,7 @@ def run_worker(name: str, env: dict[str, str], work: Path) -> tuple[Measured, di
         def sample() -> None:
             while not done.wait(0.05):
                 tree = _tree(process.pid)
-                now = group.resident() if group else sum(rss for _, rss, _ in tree.values())
+                now = group.anonymous() if group else sum(rss for _, rss, _ in tree.values())
                 peak[0] = max(peak[0], now)
                 for command, _, hwm in tree.values():
                     by_command[command] = max(by_command.get(command, 0), hwm)
@@ -243,7 +240,7 @@ def run_worker(name: str, env: dict[str, str], work: Path) -> tuple[Measured, di
     # Not wait4's ru_maxrss: at exec Linux folds the forking parent's (this benchmark's) high-water mark into
     # the child's, so it reads this process's size whenever that is the larger. VmHWM is per exec'd image.
     largest = max(by_command.values(), default=0)
-    # The group's count stands alone: a process's VmHWM counts the libraries it maps, which the group holds once.
+    # The group's count stands alone: a process's VmHWM counts the libraries it maps, which it leaves out.
     return Measured(elapsed, largest / MiB, (peak[0] if group else max(peak[0], largest)) / MiB, 1,
                     {command: hwm / MiB for command, hwm in by_command.items()}), result
 

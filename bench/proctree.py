@@ -44,10 +44,11 @@ CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")  # cgroup v1's memory controller, 
 
 
 class MemoryGroup:
-    """A cgroup (v1) of its own for one measured process and everything it starts: what the group holds
-    resident is what a pod's memory limit sees — anonymous memory plus mapped files, each page counted once,
-    where a sum of VmRSS counts ffmpeg's shared libraries once per process running at that moment. Page cache
-    (the scratch files a step writes) is left out: the kernel reclaims it before a limit bites.
+    """A cgroup (v1) of its own for one measured process and everything it starts, read for its anonymous
+    memory: what a pod's memory limit cannot take back. Shared libraries and other file pages are left out —
+    clean ones the kernel reclaims before the limit kills, and a group is charged for them only when it touches
+    them first, so counting them measured what else ran on the machine (ffmpeg's libraries cost a step 0 or
+    ~50 MiB as another ffmpeg had them mapped or not). A sum of VmRSS counts them once per process.
 
     Usable as root on a cgroup v1 host (this machine, CI); `open` returns None elsewhere."""
 
@@ -68,18 +69,10 @@ class MemoryGroup:
         """Move the calling process into the group (a Popen preexec_fn: the child joins before it execs)."""
         (self.path / "cgroup.procs").write_text(str(os.getpid()))
 
-    def resident(self) -> int:
-        """Bytes resident now: anonymous memory (and swap-backed) plus mapped files, charged to the group."""
+    def anonymous(self) -> int:
+        """Bytes of anonymous memory (heaps, buffers, stacks) the group's processes hold now."""
         stat = dict(line.split() for line in (self.path / "memory.stat").read_text().splitlines())
-        return int(stat["total_rss"]) + int(stat["total_mapped_file"])
-
-    @staticmethod
-    def drop_page_cache() -> None:
-        """Drop clean page cache, so the pages a step maps (ffmpeg's libraries) are charged to its group, as a
-        fresh pod's are to it, not to the group of the step that read them first."""
-        os.sync()
-        with contextlib.suppress(OSError):
-            Path("/proc/sys/vm/drop_caches").write_text("1")
+        return int(stat["total_rss"]) + int(stat.get("total_swap", 0))
 
     def close(self) -> None:
         """Remove the group once its processes are gone (its charges move to the parent)."""
