@@ -332,8 +332,7 @@ def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha2
     """Read from one server, write to another, in one pass over the bytes: the reading thread hashes the
     whole stream with SHA-256 (the source is what was recorded), each part carries a CRC32 the receiving
     server checks (what it stored is what was read; an Object Lock bucket also insists on a checksum). A part
-    in memory at a time per upload in flight,
-    within STREAM_BUFFER."""
+    in memory at a time per upload in flight, within STREAM_BUFFER."""
     plan = plan_parts(size, preferred=STREAM_PART)
     if size <= plan.part_size:
         body = b"".join(read_chunks(src.s3, src_uri))

@@ -41,7 +41,6 @@ from kubemam.worker.contract import StepError, step_input, write_result
 
 log = logging.getLogger(__name__)
 LOCATION_MANIFEST = "archive.json"
-NEEDS_RESTORE = {"GLACIER", "DEEP_ARCHIVE"}
 MAX_LISTED = 8  # versions named in a result: the termination message keeps 4 KiB
 T = TypeVar("T")
 
@@ -150,7 +149,7 @@ def _source_for(obj: ObjectInput, sites: dict[str, Site], exclude: str, default:
 def _needs_restore(site: Site, uri: S3Uri) -> dict[str, Any] | None:
     """A cold copy (GLACIER, DEEP_ARCHIVE) must be restored before it can be read: ask once, report."""
     found = transfer.head(site.place.s3, uri) or {}
-    if found.get("StorageClass") not in NEEDS_RESTORE:
+    if found.get("StorageClass") not in transfer.COLD:
         return None
     restore = str(found.get("Restore") or "")
     if 'ongoing-request="false"' in restore:
@@ -293,7 +292,7 @@ def _reverify_targets(inputs: ArchiveInputs, sites: dict[str, Site], default: Si
                 continue
             uri = site.key(obj.key)
             found_head = _with_retry(site, partial(transfer.head, site.place.s3, uri, True)) or {}
-            if found_head.get("StorageClass") in NEEDS_RESTORE:
+            if found_head.get("StorageClass") in transfer.COLD:
                 server_sum = transfer.full_object_checksum(found_head)
                 if server_sum in (None, transfer.b64_sha256(obj.sha256)):
                     continue  # without a server checksum, the recorded one is all a cold copy offers
