@@ -3,8 +3,9 @@ archive, each step the real `kubemam worker <step>` process against a real MinIO
 step at two programme lengths, which must not grow with the length.
 
 Master (cached in ~/.cache/kubemam/bench-long-master): lavfi testsrc2 320x180 25 fps, x264 ultrafast with a
-1 s GOP (crf 30) and a 48 kHz stereo sine in AAC, in a .mov — the codec the ingest tests use, cheap to make
-and to decode on 2 cores. Ladder: 320x180 and 160x90 H.264 ultrafast, stereo AAC, 6 s segments, chunks of
+1 s GOP (crf 30) and a 48 kHz stereo sine in AAC, in a .mov with a timecode track — the codec the ingest tests
+use, cheap to decode on 2 cores; one minute encoded and repeated by stream copy to the length asked for.
+Ladder: 320x180 and 160x90 H.264 ultrafast, stereo AAC, 6 s segments, chunks of
 --chunk-seconds (the same at both lengths: a chunk's work must not depend on the programme's length), DASH +
 HLS in the clear. Every step's input comes from the planners, as the operator builds it: ingest_request,
 fit_ladder/chunking/transcode_inputs (as plan_transcode calls them), completed + plan_package, and
@@ -98,20 +99,31 @@ def policy() -> ArchivePolicySpec:
 
 
 def master(minutes: int) -> Path:
-    """The synthetic programme, made once and cached (a 2-hour one takes a few minutes on 2 cores)."""
+    """The synthetic programme, made once and cached: one minute encoded, then repeated by stream copy (the
+    concat demuxer) to the length asked for — a 2-hour master in seconds, not the minutes encoding it takes.
+    Its structure is a long master's (one moov indexing every sample, one GOP a second, a timecode track);
+    that the picture repeats each minute matters to no step's memory."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"master-{minutes}m.mov"
+    path = CACHE / f"programme-{minutes}m.mov"
     if path.exists():
         return path
-    seconds = minutes * 60
-    tmp = path.with_suffix(".tmp.mov")
+    unit = CACHE / "minute.mov"
+    if not unit.exists():
+        tmp = unit.with_suffix(".tmp.mov")
+        subprocess.run(["nice", "-n", "10", "ffmpeg", "-v", "error", "-y",
+                        "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=60",
+                        "-f", "lavfi", "-i", "sine=f=1000:sample_rate=48000:d=60,volume=0.3",
+                        "-map", "0:v", "-map", "1:a", "-ac", "2", "-c:v", "libx264", "-preset", "ultrafast",
+                        "-crf", "30", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-shortest",
+                        str(tmp)], check=True)
+        tmp.rename(unit)
     print(f"making {path.name} ...", flush=True)
-    subprocess.run(["nice", "-n", "10", "ffmpeg", "-v", "error", "-y",
-                    "-f", "lavfi", "-i", f"testsrc2=s=320x180:r=25:d={seconds}",
-                    "-f", "lavfi", "-i", f"sine=f=1000:sample_rate=48000:d={seconds},volume=0.3",
-                    "-map", "0:v", "-map", "1:a", "-ac", "2", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "30",
-                    "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-shortest",
-                    "-timecode", "10:00:00:00", str(tmp)], check=True)
+    listing = CACHE / f"programme-{minutes}m.txt"
+    listing.write_text(f"file '{unit}'\n" * minutes)
+    tmp = path.with_suffix(".tmp.mov")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+                    "-map", "0:v", "-map", "0:a", "-c", "copy", "-timecode", "10:00:00:00", str(tmp)], check=True)
+    listing.unlink()
     tmp.rename(path)
     return path
 

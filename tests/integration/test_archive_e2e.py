@@ -117,9 +117,13 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
         client.CoreV1Api(stack.api).create_namespaced_secret(NAMESPACE, {
             "metadata": {"name": "site-b-s3"},
             "stringData": {"AWS_ACCESS_KEY_ID": site_b.access_key, "AWS_SECRET_ACCESS_KEY": site_b.secret_key}})
-        master = make_sample(tmp_path / "ep7.mov", width=320, height=180, seconds=8)
+        # Lossless 720p: over 8 MiB, so boto3 uploads it in parts (8 MiB and the rest), as a real master
+        # arrives; the same-site copy then goes part for part and is verified by its multipart ETag.
+        master = make_sample(tmp_path / "ep7.mov", width=1280, height=720, seconds=8, crf=0)
+        assert master.stat().st_size > 8 * 1024 * 1024
         master_sha = _sha(master.read_bytes())
         a.upload_file(str(master), "kubemam-library", "incoming/ep7.mov")
+        assert a.head_object(Bucket="kubemam-library", Key="incoming/ep7.mov")["ETag"].endswith('-2"')
         stack.custom.create("archivepolicies", _policy(site_b))
         stack.custom.create("mediaassets", ASSET)
 
@@ -143,7 +147,11 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
                  timeout=180, what="the asset archived and Ready")
         storage = _storage(stack)
         assert storage["tier"] == "hot" and [c["location"] for c in storage["copies"]] == ["library", "vault"]
-        assert all(c["verifiedBy"] == "s3-checksum" for c in storage["copies"])
+        # Same site: the master's own parts copied server-side, the copy's ETag equal to the source's and the
+        # source's SHA-256 taken while its parts copied. Offsite: streamed, hashed, checked by site B.
+        assert {c["location"]: c["verifiedBy"] for c in storage["copies"]} == {"library": "s3-etag",
+                                                                               "vault": "s3-checksum"}
+        assert a.head_object(Bucket="kubemam-library", Key=PREFIX + "master.mov")["ETag"].endswith('-2"')
         assert _hash(a, "kubemam-library", PREFIX + "master.mov") == master_sha
         assert _hash(b, "kubemam-vault", PREFIX + "master.mov") == master_sha
         assert stack.custom.condition("mediaassets", "ep7", "Replicated")["status"] == "True"
@@ -163,6 +171,7 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
                  what="the move to the warm tier")
         storage = _storage(stack)
         assert [c["location"] for c in storage["copies"]] == ["nearline", "vault"]
+        assert storage["copies"][0]["verifiedBy"] == "s3-etag"  # library's parts, vouched by its recorded sha256
         # The place run deletes nothing; the vacate run after it empties library.
         wait_for(lambda: _keys(a, "kubemam-library") == [], timeout=60, what="library vacated after the move")
         assert a.head_object(Bucket="kubemam-nearline", Key=PREFIX + "master.mov")["StorageClass"] == \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 from kubemam.storage.s3 import make_client
 from kubemam.storage.transfer import Place, copy_verified
 from kubemam_local.minio import MinioServer
+from tests.faults.proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 SITE_B = "KUBEMAM_LOCATION_1"
@@ -338,6 +340,75 @@ def test_a_move_rereads_a_kept_copy_before_it_empties_the_last_other_one(
     assert code == 0, stderr
     assert result["vacated"] == ["library"] and _keys(site_a, "kubemam-library", f"archive/{asset}/") == []
     assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
+
+
+def test_a_kept_copy_whose_server_checksum_contradicts_its_label_is_copied_again(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    """A copy labelled with the record's sha256 but whose bytes the server hashed to something else is not
+    taken as verified on the next place run: it is replaced from the source, not reported as kept."""
+    asset = uuid.uuid4().hex[:8]
+    _, master = _master(site_a, 3 * 1024 * 1024)
+    both = _inputs(site_a, site_b, asset, [master], targets=[
+        {"location": "library", "storage_class": "STANDARD", "primary": True},
+        {"location": "vault", "storage_class": "STANDARD"}])
+    assert _run(site_a, site_b, tmp_path, both)[0] == 0
+    site_b.client().put_object(Bucket="kubemam-vault", Key=f"archive/{asset}/master.mxf",
+                               Body=os.urandom(master["size"]), Metadata={"sha256": master["sha256"]},
+                               ChecksumAlgorithm="SHA256")
+    code, result, stderr = _run(site_a, site_b, tmp_path, both)
+    assert code == 0, stderr
+    assert result["copiedBytes"] == {"vault": master["size"]}
+    assert {c["location"]: c["verifiedBy"] for c in result["copies"]} == {"library": "s3-checksum",
+                                                                          "vault": "s3-checksum"}
+    assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
+
+
+class CutOnce(FaultProxy):
+    """Passes bytes both ways and resets every connection once, after `after` bytes came back from the server:
+    a GET cut off mid-body, as a load balancer's restart does."""
+
+    def __init__(self, upstream_port: int, after: int) -> None:
+        super().__init__(upstream_port)
+        self.after, self.returned, self.cut = after, 0, False
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await FaultProxy._pipe(self, reader, writer)  # requests pass uncounted
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                self.returned += len(chunk)
+                if not self.cut and self.returned > self.after:
+                    self.cut = True
+                    self._reset_all()
+                    return
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+
+def test_a_source_read_cut_off_mid_body_is_read_again_not_failed(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    """A cross-site copy whose source GET is reset half-way (botocore: ResponseStreamingError) is retried
+    inside the run, from the start of a fresh upload, and ends with the whole verified copy."""
+    asset = uuid.uuid4().hex[:8]
+    _, master = _master(site_a, 24 * 1024 * 1024)
+    inputs = _inputs(site_a, site_b, asset, [master], targets=[{"location": "vault", "storage_class": "STANDARD",
+                                                                "primary": True}])
+    with CutOnce(site_a.port, after=8 * 1024 * 1024) as proxy:
+        env = {**_env(site_a, site_b, tmp_path, inputs), "AWS_ENDPOINT_URL": proxy.url}
+        done = subprocess.run([sys.executable, "-m", "kubemam", "worker", "archive"], env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert proxy.cut, "the proxy never cut a read: the test did not test anything"
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "termination-log").read_text())
+    assert result["copiedBytes"] == {"vault": master["size"]}
+    assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
+    uploads = site_b.client().list_multipart_uploads(Bucket="kubemam-vault", Prefix=f"archive/{asset}/")
+    assert uploads.get("Uploads", []) == []  # the cut attempt's upload was aborted, not left behind
 
 
 def _hold_at(server: MinioServer, bucket: str, key: str, version: str | None = None) -> tuple[str, bool]:

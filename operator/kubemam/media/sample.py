@@ -7,8 +7,9 @@ from pathlib import Path
 
 
 def sample_command(out: Path, width: int = 1920, height: int = 1080, seconds: int = 30,
-                   start_timecode: str = "10:00:00:00") -> list[str]:
-    """1 s of black, moving test picture, a 2 s freeze two thirds in, stereo tone with a loud passage."""
+                   start_timecode: str = "10:00:00:00", crf: int | None = None) -> list[str]:
+    """1 s of black, moving test picture, a 2 s freeze two thirds in, stereo tone with a loud passage.
+    crf: x264's quality (0 = lossless: a master of many MiB in a few seconds, for tests of large objects)."""
     if seconds < 8:
         raise ValueError("the sample needs at least 8 seconds for its black, freeze and loud passages")
     size = f"{width}x{height}"
@@ -24,8 +25,9 @@ def sample_command(out: Path, width: int = 1920, height: int = 1080, seconds: in
     audio = (f"sine=f=440:sample_rate=48000:d={seconds},"
              f"volume='if(between(t,{loud_from},{loud_to}),1.0,0.1)':eval=frame,pan=stereo|c0=c0|c1=c0")
     return ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", graph, "-f", "lavfi", "-i", audio,
-            "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "192k", "-shortest", "-timecode", start_timecode, str(out)]
+            "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "veryfast",
+            *(["-crf", str(crf)] if crf is not None else []), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "192k",
+            "-shortest", "-timecode", start_timecode, str(out)]
 
 
 def make_sample(out: Path, **kwargs: int | str) -> Path:

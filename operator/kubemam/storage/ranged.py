@@ -5,6 +5,9 @@ request becomes one ranged GetObject pinned to the version the caller checked (I
 replaced mid-read fails the read, never mixes two versions). No signed URL is handed to ffmpeg, so nothing that
 grants access to the bucket appears on a command line; the S3 client keeps its timeouts and retries. Bytes
 pulled from S3 are counted, so a step can say what it read.
+
+hide_sound: a QuickTime / MP4 master's sound tracks are served renamed `free` (media/isobmff.py), so a demuxer
+that only needs the picture does not index every audio sample of the programme.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from kubemam.media.isobmff import patch, tracks_to_hide
 from kubemam.storage.uri import S3Uri
 
 log = logging.getLogger(__name__)
@@ -48,8 +52,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 class RangedObject:
     """`with RangedObject(s3, uri, etag, size) as url:` — ffmpeg reads url; .bytes_read counts what S3 sent."""
 
-    def __init__(self, s3: Any, uri: S3Uri, etag: str, size: int, name: str = "master") -> None:
+    def __init__(self, s3: Any, uri: S3Uri, etag: str, size: int, name: str = "master",
+                 hide_sound: bool = False) -> None:
         self.s3, self.uri, self.etag, self.size, self.name = s3, uri, etag, size, name
+        self.hide_sound = hide_sound
+        self.hidden: list[int] = []  # offsets of the track types served as `free`
         self.bytes_read = 0
         self.refused: str | None = None  # why S3 refused a read (the object changed), for the caller's error
         self._lock = threading.Lock()
@@ -64,8 +71,45 @@ class RangedObject:
         with self._lock:
             self.bytes_read += n
 
+    def _box_reader(self) -> Any:
+        """(offset, length) -> bytes for the box walk, through 64 KiB blocks kept while it runs: box headers
+        sit close together, so a walk costs a handful of small GETs."""
+        blocks: dict[int, bytes] = {}
+
+        def block(number: int) -> bytes:
+            if number not in blocks:
+                first = number * BLOCK
+                body = self._window(first, min(self.size, first + BLOCK) - 1)
+                try:
+                    blocks[number] = body.read()
+                finally:
+                    body.close()
+                self._count(len(blocks[number]))
+            return blocks[number]
+
+        def read(offset: int, length: int) -> bytes:
+            end = min(offset + length, self.size)
+            if offset >= end:
+                return b""
+            data = b"".join(block(n) for n in range(offset // BLOCK, (end - 1) // BLOCK + 1))
+            start = offset - (offset // BLOCK) * BLOCK
+            return data[start:start + end - offset]
+
+        return read
+
+    def _find_sound(self) -> list[int]:
+        try:
+            return tracks_to_hide(self._box_reader(), self.size)
+        except (ClientError, BotoCoreError) as err:  # an optimisation only: ffmpeg's reads meet the same fault
+            log.warning("could not read %s's track list (%s); serving every track", self.uri, type(err).__name__)
+            return []
+
     def __enter__(self) -> str:
         owner = self
+        if self.hide_sound:
+            self.hidden = self._find_sound()
+            if self.hidden:
+                log.info("%s: %d sound track(s) hidden from the demuxer", self.uri, len(self.hidden))
 
         class Handler(BaseHTTPRequestHandler):
             def setup(self) -> None:
@@ -119,7 +163,7 @@ class RangedObject:
                         try:
                             while chunk := body.read(BLOCK):
                                 owner._count(len(chunk))
-                                self.wfile.write(chunk)
+                                self.wfile.write(patch(chunk, position, owner.hidden))
                                 position += len(chunk)
                         finally:
                             body.close()

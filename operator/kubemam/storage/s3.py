@@ -25,7 +25,9 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    IncompleteReadError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 
 from kubemam.storage.manifest import Manifest, entries_for, manifest_uri, missing_or_changed
@@ -60,7 +62,9 @@ def make_client(endpoint: str | None = None, access_key: str | None = None, secr
     )
 
 
-TRANSIENT_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
+# A body cut off mid-stream (reset, short read) is as transient as a refused connection: read it again.
+TRANSIENT_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError,
+                    ResponseStreamingError, IncompleteReadError)
 TRANSIENT_CODES = {"500", "502", "503", "504", "SlowDown", "ServiceUnavailable", "InternalError",
                    "XMinioServerNotInitialized"}
 

@@ -76,6 +76,13 @@ def _site(location: LocationInput) -> Site:
                 endpoint or "aws")
 
 
+def _changed_while_read(err: BaseException) -> bool:
+    """A conditional read (If-Match) refused: the source was overwritten mid-copy. Run again, the copy starts
+    over from the version there now and is checked against the record like any other."""
+    return isinstance(err, ClientError) and str(err.response.get("Error", {}).get("Code")) in (
+        "PreconditionFailed", "412")
+
+
 def _with_retry(site: Site, action: Callable[[], T]) -> T:
     """Run action; while the site is unreachable, wait for it and run it again (within the retry window)."""
     deadline = time.monotonic() + _retry_seconds()
@@ -83,8 +90,11 @@ def _with_retry(site: Site, action: Callable[[], T]) -> T:
         try:
             return action()
         except (ClientError, *TRANSIENT_ERRORS) as err:
-            if not is_transient(err) or time.monotonic() >= deadline:
+            if not (is_transient(err) or _changed_while_read(err)) or time.monotonic() >= deadline:
                 raise
+            if _changed_while_read(err):
+                log.warning("a source changed while %s copied it; copying again", site.location.name)
+                continue
             log.warning("location %s did not answer (%s); waiting for it", site.location.name, type(err).__name__)
             wait_until_reachable(site.place.s3, site.root.bucket, max(1.0, deadline - time.monotonic()))
 
@@ -106,11 +116,19 @@ def _refusal(site: Site, err: ClientError, doing: str) -> StepError | None:
 
 
 def _verified_copy(site: Site, obj: ObjectInput) -> dict[str, Any] | None:
-    """The copy's HEAD when it is one this worker verified (recorded sha256 and size match), else None."""
+    """The copy's HEAD when it is one this worker verified (recorded sha256 and size match) and the server's
+    own full-object SHA-256, where it keeps one, agrees; else None (the copy is made again)."""
     found = transfer.head(site.place.s3, site.key(obj.key), checksum=True)
     if found is None or int(found.get("ContentLength", -1)) != obj.size:
         return None
     if (found.get("Metadata") or {}).get(transfer.SHA256_METADATA) != obj.sha256:
+        return None
+    server_sum = transfer.full_object_checksum(found)
+    if server_sum is not None and server_sum != transfer.b64_sha256(obj.sha256):
+        # The label says one thing, the bytes another (written over with the metadata kept, or rotted):
+        # never kept as verified.
+        log.warning("%s at %s claims sha256 %s but the server's checksum differs; copying it again", obj.key,
+                    site.location.name, obj.sha256)
         return None
     return found
 

@@ -302,7 +302,8 @@ def run_chunk(s3: Any, inputs: dict[str, Any], jobs: list[Job], scratch: Path) -
     vouched = _vouched_master(s3, inputs["source"])
     if vouched is not None:
         where, etag, size = vouched
-        ranged = RangedObject(s3, where, etag, size)
+        # A chunk encodes only the picture: its demuxer need not index the programme's sound.
+        ranged = RangedObject(s3, where, etag, size, hide_sound=True)
         with ranged as url:
             # Input seeking over ranged reads; -t stops the demuxer a frame after the chunk's last.
             options = {"rw_timeout": RANGED_READ_TIMEOUT_US, "t": f"{(window.frames + 1.5) / rate:.6f}"}

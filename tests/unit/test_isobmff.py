@@ -1,0 +1,76 @@
+"""Hiding a master's sound tracks from a demuxer: which bytes change, and which files are left alone."""
+
+from __future__ import annotations
+
+import struct
+
+from kubemam.media.isobmff import patch, tracks_to_hide
+
+
+def box(kind: bytes, *content: bytes, large: bool = False) -> bytes:
+    body = b"".join(content)
+    if large:
+        return struct.pack(">I4sQ", 1, kind, 16 + len(body)) + body
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def trak(handler: bytes) -> bytes:
+    hdlr = box(b"hdlr", b"\0" * 8 + handler + b"\0" * 12)
+    return box(b"trak", box(b"tkhd", b"\0" * 84), box(b"mdia", box(b"mdhd", b"\0" * 24), hdlr),
+               box(b"stbl", b"\0" * 40))
+
+
+def movie(*traks: bytes, extra: bytes = b"", moov_last: bool = False) -> bytes:
+    ftyp, mdat = box(b"ftyp", b"qt  \0\0\0\0qt  "), box(b"mdat", b"\xaa" * 500, large=True)
+    moov = box(b"moov", box(b"mvhd", b"\0" * 100), *traks, extra)
+    return ftyp + (mdat + moov if moov_last else moov + mdat)
+
+
+def reader(data: bytes):  # type: ignore[no-untyped-def]
+    return lambda offset, length: data[offset:offset + length]
+
+
+def hidden(data: bytes) -> bytes:
+    return patch(data, 0, tracks_to_hide(reader(data), len(data)))
+
+
+def handlers(data: bytes) -> list[bytes]:
+    """The handler of every box still named trak, in order."""
+    found, at = [], 0
+    while (at := data.find(b"trak", at)) >= 0:
+        hdlr = data.find(b"hdlr", at)
+        found.append(data[hdlr + 12:hdlr + 16])
+        at += 4
+    return found
+
+
+def test_sound_tracks_are_renamed_free_in_place_wherever_the_index_sits() -> None:
+    for moov_last in (False, True):
+        data = movie(trak(b"vide"), trak(b"soun"), trak(b"tmcd"), trak(b"soun"), moov_last=moov_last)
+        out = hidden(data)
+        assert len(out) == len(data) and handlers(out) == [b"vide", b"tmcd"]
+        assert out.count(b"free") == 2
+        # Only the two four-byte type fields differ.
+        assert sum(a != b for a, b in zip(data, out, strict=True)) <= 8
+
+
+def test_a_range_that_starts_or_ends_inside_a_type_field_is_patched_byte_for_byte() -> None:
+    data = movie(trak(b"vide"), trak(b"soun"))
+    offsets = tracks_to_hide(reader(data), len(data))
+    whole = patch(data, 0, offsets)
+    at = offsets[0]
+    for first, last in ((at - 3, at + 2), (at + 2, at + 9), (at + 1, at + 3), (0, at + 1)):
+        assert patch(data[first:last], first, offsets) == whole[first:last]
+    assert patch(data[at + 4:], at + 4, offsets) == data[at + 4:]  # past it: untouched
+
+
+def test_files_it_does_not_understand_or_must_not_change_are_left_alone() -> None:
+    fragmented = movie(trak(b"vide"), trak(b"soun"), extra=box(b"mvex", box(b"trex", b"\0" * 24)))
+    sound_only = movie(trak(b"soun"))
+    mxf = bytes.fromhex("060e2b34020501010d01020101020400") + b"\0" * 400
+    truncated = movie(trak(b"vide"), trak(b"soun"))[:-300]  # the mdat claims more than the file holds
+    broken_moov = movie(trak(b"vide"), trak(b"soun")).replace(b"mdia", b"mdix")  # no handler to read
+    for data in (fragmented, sound_only, mxf, b"", b"\0\0\0\x01"):
+        assert tracks_to_hide(reader(data), len(data)) == []
+    assert tracks_to_hide(reader(truncated), len(truncated)) != []  # moov first: found before the mdat
+    assert tracks_to_hide(reader(broken_moov), len(broken_moov)) == []
