@@ -295,6 +295,8 @@ def test_a_32_track_master_reports_a_compact_result_that_holds_every_track(minio
     output = f"s3://kubemam-library/assets/{namespace}/{asset}-{uuid.uuid4().hex[:8]}/ingest"
     result, message = _run(minio, tmp_path, {"source": {"uri": f"s3://kubemam-library/{key}"}, "output": output})
     assert result.returncode == 0, result.stderr
+    # Probed with every track; the QC and preview passes (v:0, a:0) do not index the other 31.
+    assert "31 sound track(s) beyond the first hidden" in result.stderr
     assert len(message.read_bytes()) <= 4096
     reported = json.loads(message.read_text())
     assert reported["audioTracks"] == tracks and reported["resultUri"] == reported["manifest"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
-from kubemam.media.isobmff import patch, tracks_to_hide
+from kubemam.media.isobmff import hide_sound_tracks, patch, tracks_to_hide
 
 
 def box(kind: bytes, *content: bytes, large: bool = False) -> bytes:
@@ -74,3 +75,14 @@ def test_files_it_does_not_understand_or_must_not_change_are_left_alone() -> Non
         assert tracks_to_hide(reader(data), len(data)) == []
     assert tracks_to_hide(reader(truncated), len(truncated)) != []  # moov first: found before the mdat
     assert tracks_to_hide(reader(broken_moov), len(broken_moov)) == []
+
+
+def test_a_scratch_copy_keeps_its_first_sound_tracks_and_nothing_else_changes(tmp_path: Path) -> None:
+    data = movie(trak(b"vide"), trak(b"soun"), trak(b"tmcd"), trak(b"soun"), trak(b"soun"))
+    master = tmp_path / "master"
+    master.write_bytes(data)
+    assert hide_sound_tracks(master, keep=1) == 2
+    after = master.read_bytes()
+    assert len(after) == len(data) and handlers(after) == [b"vide", b"soun", b"tmcd"]
+    assert hide_sound_tracks(master, keep=1) == 0  # a second run finds only the kept one
+    assert master.read_bytes() == after

@@ -5,6 +5,8 @@ not: a chunk pod that encodes only the picture held the sound's index too — ab
 2-hour master (a sample or a PCM chunk every ~21 ms), and broadcast masters carry 8 or 16 audio tracks.
 Renaming a track's `trak` box to `free` (same size, so no offset in the file moves) makes the demuxer skip
 it. The box tree is walked through a reader of byte ranges: a few small reads, never the sample tables.
+Measured, `ffmpeg -i master -t 1 -map 0:v -map 0:a:0 -f null -`, a 60-minute 320x180 master with 16 mono PCM
+tracks: 133 MiB as it is, 65 MiB with all sound tracks but the first hidden.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 Reader = Callable[[int, int], bytes]  # (offset, length) -> the bytes there (fewer at the end of the file)
 
@@ -110,3 +113,18 @@ def patch(data: bytes, first: int, type_offsets: list[int]) -> bytes:
                 patched = patched if patched is not None else bytearray(data)
                 patched[at + i - first] = HIDDEN_NAME[i]
     return bytes(patched) if patched is not None else data
+
+
+def hide_sound_tracks(path: Path, keep: int) -> int:
+    """Hide every sound track of a local QuickTime / MP4 file after the first `keep`, in place; how many were
+    hidden. Only for a step's scratch copy, once it is hashed and probed: later passes read v:0 and a:0 only."""
+    with open(path, "r+b") as file:
+        def read(offset: int, length: int) -> bytes:
+            file.seek(offset)
+            return file.read(length)
+
+        offsets = tracks_to_hide(read, path.stat().st_size)[keep:]
+        for at in offsets:
+            file.seek(at)
+            file.write(HIDDEN_NAME)
+    return len(offsets)

@@ -26,6 +26,7 @@ from kubemam.api.asset import Checksum, Marker, QCResult, Timeline
 from kubemam.api.ladder import Thumbnails
 from kubemam.api.qc import QCPolicy
 from kubemam.media.encode import FRAGMENTED_MOVFLAGS
+from kubemam.media.isobmff import hide_sound_tracks
 from kubemam.media.probe import ProbeError, probe, technical_metadata
 from kubemam.media.progress import FfmpegProgress, progress_line
 from kubemam.media.qc import QCError, measurement_findings, run_qc, timeline_findings, verdict
@@ -116,6 +117,10 @@ def run() -> int:
         info = probe(master)
     except ProbeError as err:
         raise StepError(f"{source['uri']} is not a usable master: {err}") from err
+    # Every pass from here decodes v:0 and a:0 only: the other sound tracks are hidden from ffmpeg's demuxer,
+    # which would index every sample of each (tens of MiB a track on a 2-hour master).
+    if hidden := hide_sound_tracks(master, keep=1):
+        log.info("%d sound track(s) beyond the first hidden from the QC and preview passes", hidden)
     # The ETag of the version hashed: a transcode chunk reads ranges of that version alone (If-Match).
     technical = technical_metadata(info, fetched.sha256).model_copy(update={"etag": fetched.etag})
     start = None

@@ -41,6 +41,7 @@ from kubemam.media.encode import (
     encode_command,
     loudness_measure_command,
 )
+from kubemam.media.isobmff import hide_sound_tracks
 from kubemam.media.probe import probe
 from kubemam.media.progress import FfmpegProgress, progress_line, run_ffmpeg_with_progress
 from kubemam.storage.manifest import Manifest
@@ -185,6 +186,10 @@ def _fetch_master(s3: Any, source: dict[str, Any], scratch: Path) -> Path:
         if not fetched.complete:  # no declared length: it may be short, not changed
             raise TruncatedDownload(f"{message}; the server declared no length, so the download may be short")
         raise StepError(f"{message}; re-ingest it")
+    # Every encode here reads v:0 and a:0: the other sound tracks are hidden from ffmpeg's demuxer, which
+    # would index every sample of each.
+    if hidden := hide_sound_tracks(master, keep=1):
+        log.info("%d sound track(s) beyond the first hidden from the encode", hidden)
     return master
 
 
