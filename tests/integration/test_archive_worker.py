@@ -320,16 +320,23 @@ def test_a_source_written_in_parts_is_copied_part_for_part_and_verified_by_its_e
     assert len(gets) == 1
 
 
-def test_a_move_rereads_a_kept_copy_before_it_empties_the_last_other_one(
-        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
-    """A copy at the target that rotted silently (its recorded sha256 metadata intact) is found by
-    reading it back before the move deletes the only good copy, and replaced from it first."""
+def _placed_at_library_and_vault(site_a: MinioServer, site_b: MinioServer,
+                                 tmp_path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A 3 MiB master placed at library and vault: (asset, its object input, the place input)."""
     asset = uuid.uuid4().hex[:8]
     _, master = _master(site_a, 3 * 1024 * 1024)
     both = _inputs(site_a, site_b, asset, [master], targets=[
         {"location": "library", "storage_class": "STANDARD", "primary": True},
         {"location": "vault", "storage_class": "STANDARD"}])
     assert _run(site_a, site_b, tmp_path, both)[0] == 0
+    return asset, master, both
+
+
+def test_a_move_rereads_a_kept_copy_before_it_empties_the_last_other_one(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    """A copy at the target that rotted silently (its recorded sha256 metadata intact) is found by
+    reading it back before the move deletes the only good copy, and replaced from it first."""
+    asset, master, both = _placed_at_library_and_vault(site_a, site_b, tmp_path)
     site_b.client().put_object(Bucket="kubemam-vault", Key=f"archive/{asset}/master.mxf",
                                Body=os.urandom(master["size"]), Metadata={"sha256": master["sha256"]})
     move = {**both, "tier": "cold", "targets": [{"location": "vault", "storage_class": "STANDARD",
@@ -346,12 +353,7 @@ def test_a_kept_copy_whose_server_checksum_contradicts_its_label_is_copied_again
         site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
     """A copy labelled with the record's sha256 but whose bytes the server hashed to something else is not
     taken as verified on the next place run: it is replaced from the source, not reported as kept."""
-    asset = uuid.uuid4().hex[:8]
-    _, master = _master(site_a, 3 * 1024 * 1024)
-    both = _inputs(site_a, site_b, asset, [master], targets=[
-        {"location": "library", "storage_class": "STANDARD", "primary": True},
-        {"location": "vault", "storage_class": "STANDARD"}])
-    assert _run(site_a, site_b, tmp_path, both)[0] == 0
+    asset, master, both = _placed_at_library_and_vault(site_a, site_b, tmp_path)
     site_b.client().put_object(Bucket="kubemam-vault", Key=f"archive/{asset}/master.mxf",
                                Body=os.urandom(master["size"]), Metadata={"sha256": master["sha256"]},
                                ChecksumAlgorithm="SHA256")
@@ -398,7 +400,8 @@ def test_a_source_read_cut_off_mid_body_is_read_again_not_failed(
     _, master = _master(site_a, 24 * 1024 * 1024)
     inputs = _inputs(site_a, site_b, asset, [master], targets=[{"location": "vault", "storage_class": "STANDARD",
                                                                 "primary": True}])
-    with CutOnce(site_a.port, after=8 * 1024 * 1024) as proxy:
+    proxy = CutOnce(site_a.port, after=8 * 1024 * 1024)
+    with proxy:
         env = {**_env(site_a, site_b, tmp_path, inputs), "AWS_ENDPOINT_URL": proxy.url}
         done = subprocess.run([sys.executable, "-m", "kubemam", "worker", "archive"], env=env,
                               capture_output=True, text=True, timeout=600)
