@@ -119,7 +119,7 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
             "stringData": {"AWS_ACCESS_KEY_ID": site_b.access_key, "AWS_SECRET_ACCESS_KEY": site_b.secret_key}})
         # Lossless 720p: over 8 MiB, so boto3 uploads it in parts (8 MiB and the rest), as a real master
         # arrives; the same-site copy then goes part for part and is verified by its multipart ETag.
-        master = make_sample(tmp_path / "ep7.mov", width=1280, height=720, seconds=8, crf=0)
+        master = make_sample(tmp_path / "ep7.mov", width=1280, height=720, seconds=14, crf=0)
         assert master.stat().st_size > 8 * 1024 * 1024
         master_sha = _sha(master.read_bytes())
         a.upload_file(str(master), "kubemam-library", "incoming/ep7.mov")
