@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -509,3 +510,55 @@ def test_a_version_held_after_the_check_is_not_deleted(site_a: MinioServer, site
     assert result["foreignHolds"] and "master.mxf" in result["foreignHolds"][0]
     site_b.client().put_object_legal_hold(Bucket="kubemam-vault", Key=prefix + "master.mxf",
                                           LegalHold={"Status": "OFF"})
+
+
+class RewriteOnPartCopy(FaultProxy):
+    """Passes every request, but before the first server-side part copy reaches the server it writes the
+    source again (the same bytes in other parts, so a new ETag): the copy's If-Match condition fails (412)."""
+
+    def __init__(self, server: MinioServer, bucket: str, key: str, data: bytes) -> None:
+        super().__init__(server.port)
+        self.server, self.bucket, self.key, self.data = server, bucket, key, data
+        self.rewritten = False
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(65536):
+            if not self.rewritten and b"x-amz-copy-source-if-match" in chunk.lower():
+                self.rewritten = True
+                await asyncio.get_running_loop().run_in_executor(None, partial(
+                    _upload_in_parts, self.server.client(), self.bucket, self.key, self.data, 6 * 1024 * 1024))
+            writer.write(chunk)
+            await writer.drain()
+        writer.close()
+
+
+def test_a_source_written_again_while_its_parts_copy_is_copied_again_from_the_new_version(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    """A master written in parts is copied part for part on its own server with If-Match on every part; the
+    user writes it again mid-copy (same bytes, new parts): the copy starts over from the version there now and
+    ends verified, with no upload left behind."""
+    asset = uuid.uuid4().hex[:8]
+    data = os.urandom(12 * 1024 * 1024)
+    key = f"incoming/{uuid.uuid4().hex}.mxf"
+    first = _upload_in_parts(site_a.client(), "kubemam-library", key, data, 5 * 1024 * 1024)
+    master = {"key": "master.mxf", "sha256": _sha(data), "size": len(data), "source": f"s3://kubemam-library/{key}",
+              "lock": True}
+    inputs = _inputs(site_a, site_b, asset, [master], targets=[{"location": "library", "storage_class": "STANDARD",
+                                                                "primary": True}])
+    proxy = RewriteOnPartCopy(site_a, "kubemam-library", key, data)
+    with proxy:
+        env = {**_env(site_a, site_b, tmp_path, inputs), "AWS_ENDPOINT_URL": proxy.url}
+        done = subprocess.run([sys.executable, "-m", "kubemam", "worker", "archive"], env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert proxy.rewritten, "no part copy went through the proxy: the test did not test anything"
+    assert done.returncode == 0, done.stderr
+    assert "changed while library copied it" in done.stderr
+    now = site_a.client().head_object(Bucket="kubemam-library", Key=key)["ETag"]
+    assert now != first and now.endswith('-2"')  # the source really was written again, in 6 MiB parts
+    copy = site_a.client().head_object(Bucket="kubemam-library", Key=f"archive/{asset}/master.mxf")
+    assert copy["ETag"] == now  # copied part for part from the version there now
+    result = json.loads((tmp_path / "termination-log").read_text())
+    assert [c["verifiedBy"] for c in result["copies"]] == ["s3-etag"]
+    assert _hash_at(site_a, "kubemam-library", f"archive/{asset}/master.mxf") == master["sha256"]
+    assert not site_a.client().list_multipart_uploads(Bucket="kubemam-library",
+                                                      Prefix=f"archive/{asset}/").get("Uploads")

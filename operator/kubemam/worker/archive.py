@@ -83,20 +83,41 @@ def _changed_while_read(err: BaseException) -> bool:
         "PreconditionFailed", "412")
 
 
-def _with_retry(site: Site, action: Callable[[], T]) -> T:
-    """Run action; while the site is unreachable, wait for it and run it again (within the retry window)."""
-    deadline = time.monotonic() + _retry_seconds()
+MAX_ATTEMPTS = 8  # per action: a site that answers HEAD but fails every call still ends the run
+PROGRESS_SECONDS = 5.0  # an attempt that ran this long before failing made progress: the window starts over
+CHANGED_RETRIES = 3  # a source overwritten this many times in a row is being rewritten: the run fails, retried later
+
+
+def _with_retry(site: Site, action: Callable[[], T], reread_changed: bool = False,
+                sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> T:
+    """Run action; while the site is unreachable, wait for it and run it again.
+
+    The retry window (KUBEMAM_S3_RETRY_SECONDS) counts from the failure, not from the first attempt: a long
+    copy cut off an hour in is read again, not failed because the hour outlasted the window. With
+    reread_changed, a copy whose source was overwritten mid-read (412) starts over from the new version, a few
+    times with a pause; anywhere else a 412 is an error."""
+    deadline = clock() + _retry_seconds()
+    attempts = changed = 0
     while True:
+        began = clock()
         try:
             return action()
         except (ClientError, *TRANSIENT_ERRORS) as err:
-            if not (is_transient(err) or _changed_while_read(err)) or time.monotonic() >= deadline:
-                raise
-            if _changed_while_read(err):
+            attempts += 1
+            now = clock()
+            if now - began >= PROGRESS_SECONDS:
+                deadline = now + _retry_seconds()
+            if reread_changed and _changed_while_read(err):
+                changed += 1
+                if changed > CHANGED_RETRIES:
+                    raise
                 log.warning("a source changed while %s copied it; copying again", site.location.name)
+                sleep(float(changed))
                 continue
+            if not is_transient(err) or now >= deadline or attempts >= MAX_ATTEMPTS:
+                raise
             log.warning("location %s did not answer (%s); waiting for it", site.location.name, type(err).__name__)
-            wait_until_reachable(site.place.s3, site.root.bucket, max(1.0, deadline - time.monotonic()))
+            wait_until_reachable(site.place.s3, site.root.bucket, max(1.0, deadline - clock()))
 
 
 def _refusal(site: Site, err: ClientError, doing: str) -> StepError | None:
@@ -190,7 +211,8 @@ def _put_object(obj: ObjectInput, source_sites: list[tuple[Site, S3Uri]], target
             # Only a copy at an archive location carries an x-amz-meta-sha256 kubemam wrote after verifying it.
             return _with_retry(target, partial(transfer.copy_verified, site.place, uri, target.place, dst,
                                                sha256=obj.sha256, size=obj.size, storage_class=storage_class,
-                                               trust_source_metadata=uri == site.key(obj.key)))
+                                               trust_source_metadata=uri == site.key(obj.key)),
+                               reread_changed=True)
         except (transfer.SourceDamaged, transfer.CopyNotVerified) as err:
             problems.append(str(err))
             log.warning("%s; trying the next source", err)

@@ -177,7 +177,7 @@ def _audio_plan(master: Path, jobs: list[Job], out: Path) -> list[AudioOutput]:
     return plan
 
 
-def _fetch_master(s3: Any, source: dict[str, Any], scratch: Path) -> Path:
+def _fetch_master(s3: Any, source: dict[str, Any], scratch: Path, keep_sound: int = 1) -> Path:
     master = scratch / "master"
     fetched = fetch_checked(source["uri"], master, s3)
     if source.get("sha256") and fetched.sha256 != source["sha256"]:
@@ -186,10 +186,10 @@ def _fetch_master(s3: Any, source: dict[str, Any], scratch: Path) -> Path:
         if not fetched.complete:  # no declared length: it may be short, not changed
             raise TruncatedDownload(f"{message}; the server declared no length, so the download may be short")
         raise StepError(f"{message}; re-ingest it")
-    # Every encode here reads v:0 and a:0: the other sound tracks are hidden from ffmpeg's demuxer, which
-    # would index every sample of each.
-    if hidden := hide_sound_tracks(master, keep=1):
-        log.info("%d sound track(s) beyond the first hidden from the encode", hidden)
+    # Every encode here reads v:0 and a:0 (a chunk v:0 alone): the other sound tracks are hidden from
+    # ffmpeg's demuxer, which would index every sample of each.
+    if hidden := hide_sound_tracks(master, keep=keep_sound):
+        log.info("%d sound track(s) hidden from the encode, %d kept", hidden, keep_sound)
     return master
 
 
@@ -328,7 +328,9 @@ def run_chunk(s3: Any, inputs: dict[str, Any], jobs: list[Job], scratch: Path) -
         log.info("chunk %d read %d bytes of the %d-byte master (%.2fx its share)", index, ranged.bytes_read, size,
                  ranged.bytes_read / max(1.0, size * window.frames / int(inputs["master"]["frames"])))
     else:
-        master = _fetch_master(s3, inputs["source"], scratch)
+        # All the sound hidden, as from ranged reads: the input's start (where -ss counts from) is the
+        # picture's on both paths, so a chunk holds the same frames however it read the master.
+        master = _fetch_master(s3, inputs["source"], scratch, keep_sound=0)
         command = encode_command(master, _source_facts(inputs["master"]), EncodePlan(video=video),
                                  inputs["segmentDurationSeconds"], window)
         _run_ffmpeg(command, seconds, 0, 95)
