@@ -23,7 +23,9 @@ from kubemam.api.asset import Checksum
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError
 
-CHUNK = 8 * 1024 * 1024
+# Each read of a body or a file holds this much (http.client builds it once more while joining): 1 MiB
+# streams at the same speed as 8 MiB, and two downloads at once (package) no longer add 32 MiB to the peak.
+CHUNK = 1024 * 1024
 HTTP_TIMEOUT = 60.0  # per socket operation: a stalled server fails the attempt instead of hanging it
 
 
