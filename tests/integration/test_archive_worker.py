@@ -366,6 +366,15 @@ def test_a_kept_copy_whose_server_checksum_contradicts_its_label_is_copied_again
     assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
 
 
+def _run_site_a_through(proxy: FaultProxy, site_a: MinioServer, site_b: MinioServer, tmp_path: Path,
+                        inputs: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """The archive worker with every request to site A through the proxy."""
+    with proxy:
+        env = {**_env(site_a, site_b, tmp_path, inputs), "AWS_ENDPOINT_URL": proxy.url}
+        return subprocess.run([sys.executable, "-m", "kubemam", "worker", "archive"], env=env,
+                              capture_output=True, text=True, timeout=600)
+
+
 class CutOnce(FaultProxy):
     """Passes bytes both ways and resets every connection once, after `after` bytes came back from the server:
     a GET cut off mid-body, as a load balancer's restart does."""
@@ -402,10 +411,7 @@ def test_a_source_read_cut_off_mid_body_is_read_again_not_failed(
     inputs = _inputs(site_a, site_b, asset, [master], targets=[{"location": "vault", "storage_class": "STANDARD",
                                                                 "primary": True}])
     proxy = CutOnce(site_a.port, after=8 * 1024 * 1024)
-    with proxy:
-        env = {**_env(site_a, site_b, tmp_path, inputs), "AWS_ENDPOINT_URL": proxy.url}
-        done = subprocess.run([sys.executable, "-m", "kubemam", "worker", "archive"], env=env,
-                              capture_output=True, text=True, timeout=600)
+    done = _run_site_a_through(proxy, site_a, site_b, tmp_path, inputs)
     assert proxy.cut, "the proxy never cut a read: the test did not test anything"
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "termination-log").read_text())
@@ -546,10 +552,7 @@ def test_a_source_written_again_while_its_parts_copy_is_copied_again_from_the_ne
     inputs = _inputs(site_a, site_b, asset, [master], targets=[{"location": "library", "storage_class": "STANDARD",
                                                                 "primary": True}])
     proxy = RewriteOnPartCopy(site_a, "kubemam-library", key, data)
-    with proxy:
-        env = {**_env(site_a, site_b, tmp_path, inputs), "AWS_ENDPOINT_URL": proxy.url}
-        done = subprocess.run([sys.executable, "-m", "kubemam", "worker", "archive"], env=env,
-                              capture_output=True, text=True, timeout=600)
+    done = _run_site_a_through(proxy, site_a, site_b, tmp_path, inputs)
     assert proxy.rewritten, "no part copy went through the proxy: the test did not test anything"
     assert done.returncode == 0, done.stderr
     assert "changed while library copied it" in done.stderr
