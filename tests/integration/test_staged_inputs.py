@@ -208,11 +208,20 @@ def test_a_catalogue_feed_is_staged_beside_the_input_and_written_whole(stack: Lo
         list(pool.map(lambda name: published(name, "leaving", {"catalogue": "leaving"}), withdrawn))
 
     selector = "kubemam.io/step=distribute"
-    # The rights planner has seen every title to withdraw (it marks each Distributed) before the window goes:
-    # on a loaded machine its watch can trail the creates, and a takedown of the titles it knew so far would
-    # be a small batch of its own (not staged), the rest in a second one.
-    wait_for(lambda: all("Distributed" in _conditions(stack.custom, name) for name in withdrawn), timeout=300,
-             what="the rights planner to mark every title to withdraw Distributed")
+    # The rights planner must hold every title's published record before the window goes: on a loaded machine
+    # its watch trails the test's writes, and a takedown of the records it knew so far would be a small batch
+    # of its own (not staged), the rest in a second one. (Its Distributed condition is no sign: it is written
+    # from the create alone.) A label set after the record, counted by a window that selects it and licenses
+    # nothing here (a channel no target serves), shows the planner's view holds every record: an object's
+    # events arrive in order.
+    for name in withdrawn:
+        stack.custom.patch("mediaassets", name, {"metadata": {"labels": {"recorded": "yes"}}})
+    stack.custom.create("rightswindows", {
+        "apiVersion": "kubemam.io/v1alpha1", "kind": "RightsWindow", "metadata": {"name": "probe"},
+        "spec": {"assets": {"selector": {"matchLabels": {"recorded": "yes"}}}, "territories": world,
+                 "channels": ["avod"], "start": stamp, "end": end}})
+    wait_for(lambda: (stack.custom.get("rightswindows", "probe").get("status") or {}).get("matchedAssets")
+             == WITHDRAWN, timeout=300, what="the rights planner to see every title to withdraw")
     assert not _jobs(stack.api, NAMESPACE, selector)  # everything published is licensed: nothing to do
     stack.custom.delete("rightswindows", "leaving")
     try:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from botocore.exceptions import ClientError, ResponseStreamingError
+from botocore.exceptions import ClientError, ReadTimeoutError, ResponseStreamingError
 
 from kubemam.worker import archive
 
@@ -68,6 +68,16 @@ def test_quick_failures_end_at_the_window(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(ResponseStreamingError):
         archive._with_retry(SITE, action, clock=clock)
     assert len(calls) == 5  # none made progress; the fifth failed 20 s after the first began
+
+
+def test_slow_failures_that_moved_no_bytes_do_not_extend_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEMAM_S3_RETRY_SECONDS", "60")
+    clock = Clock()
+    timeout = ReadTimeoutError(endpoint_url="http://vault")
+    action, calls = _actions(clock, [(30.0, timeout)] * 6 + [(1.0, None)])
+    with pytest.raises(ReadTimeoutError):
+        archive._with_retry(SITE, action, clock=clock)
+    assert len(calls) == 2  # 30 s, then 60 s after the first began: the window has passed
 
 
 def test_a_site_that_answers_but_fails_every_call_ends_the_run(monkeypatch: pytest.MonkeyPatch) -> None:

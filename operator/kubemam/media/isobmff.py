@@ -117,7 +117,8 @@ def patch(data: bytes, first: int, type_offsets: list[int]) -> bytes:
 
 def hide_sound_tracks(path: Path, keep: int) -> int:
     """Hide every sound track of a local QuickTime / MP4 file after the first `keep`, in place; how many were
-    hidden. Only for a step's scratch copy, once it is hashed and probed: later passes read v:0 and a:0 only."""
+    hidden. Only for a step's scratch copy, once it is hashed and probed: later passes read v:0 and at most
+    `keep` sound tracks (a:0, or none for a chunk)."""
     with open(path, "r+b") as file:
         def read(offset: int, length: int) -> bytes:
             file.seek(offset)

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
 from pydantic import ValidationError
 
 from kubemam.steps.archive import FOREIGN_HOLD, ArchiveInputs, LocationInput, ObjectInput
@@ -84,18 +84,20 @@ def _changed_while_read(err: BaseException) -> bool:
 
 
 MAX_ATTEMPTS = 8  # per action: a site that answers HEAD but fails every call still ends the run
-PROGRESS_SECONDS = 5.0  # an attempt that ran this long before failing made progress: the window starts over
-CHANGED_RETRIES = 3  # a source overwritten this many times in a row is being rewritten: the run fails, retried later
+PROGRESS_SECONDS = 5.0  # a body cut off after streaming this long made progress: the window starts over
+CHANGED_RETRIES = 3  # a source overwritten this often during one action is being rewritten: the run fails
+CUT_MID_BODY = (ResponseStreamingError, IncompleteReadError)  # bytes were flowing when the connection broke
 
 
 def _with_retry(site: Site, action: Callable[[], T], reread_changed: bool = False,
                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> T:
     """Run action; while the site is unreachable, wait for it and run it again.
 
-    The retry window (KUBEMAM_S3_RETRY_SECONDS) counts from the failure, not from the first attempt: a long
-    copy cut off an hour in is read again, not failed because the hour outlasted the window. With
-    reread_changed, a copy whose source was overwritten mid-read (412) starts over from the new version, a few
-    times with a pause; anywhere else a 412 is an error."""
+    The retry window (KUBEMAM_S3_RETRY_SECONDS) counts from the first attempt and starts over when a body
+    that streamed for PROGRESS_SECONDS or more is cut off: a long copy cut an hour in is read again, not
+    failed because the hour outlasted the window; slow failures that moved no bytes (timeouts) do not extend
+    it. With reread_changed, a copy whose source was overwritten mid-read (412) starts over from the new
+    version, up to CHANGED_RETRIES times with a pause; anywhere else a 412 is an error."""
     deadline = clock() + _retry_seconds()
     attempts = changed = 0
     while True:
@@ -105,7 +107,7 @@ def _with_retry(site: Site, action: Callable[[], T], reread_changed: bool = Fals
         except (ClientError, *TRANSIENT_ERRORS) as err:
             attempts += 1
             now = clock()
-            if now - began >= PROGRESS_SECONDS:
+            if isinstance(err, CUT_MID_BODY) and now - began >= PROGRESS_SECONDS:
                 deadline = now + _retry_seconds()
             if reread_changed and _changed_while_read(err):
                 changed += 1
