@@ -1,5 +1,6 @@
-"""The archive worker's retry rule: the window counts from each failure, a long attempt that is cut off is
-run again, a site that fails every call ends the run, and a 412 is retried only where a copy asked for it."""
+"""The archive worker's retry rule: a body cut off after streaming for a while is read again whenever that
+happens, failures that moved no bytes end at the window, a site that fails every call ends the run, and a 412
+is retried only where a copy asked for it."""
 
 from __future__ import annotations
 
@@ -60,24 +61,20 @@ def test_a_copy_cut_off_after_the_window_has_passed_is_run_again(monkeypatch: py
     assert len(calls) == 3
 
 
-def test_quick_failures_end_at_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KUBEMAM_S3_RETRY_SECONDS", "20")
+@pytest.mark.parametrize(("window", "error", "seconds", "calls_made"), [
+    # None streamed long enough to count as progress; the fifth failed 20 s after the first began.
+    ("20", ResponseStreamingError(error="connection reset"), 4.0, 5),
+    # Timeouts moved no bytes, however long they took: 30 s, then 60 s after the first began.
+    ("60", ReadTimeoutError(endpoint_url="http://vault"), 30.0, 2),
+], ids=["quick cuts", "slow timeouts"])
+def test_failures_without_progress_end_at_the_window(monkeypatch: pytest.MonkeyPatch, window: str,
+                                                     error: Exception, seconds: float, calls_made: int) -> None:
+    monkeypatch.setenv("KUBEMAM_S3_RETRY_SECONDS", window)
     clock = Clock()
-    cut = ResponseStreamingError(error="connection reset")
-    action, calls = _actions(clock, [(4.0, cut)] * 6 + [(1.0, None)])
-    with pytest.raises(ResponseStreamingError):
+    action, calls = _actions(clock, [(seconds, error)] * 6 + [(1.0, None)])
+    with pytest.raises(type(error)):
         archive._with_retry(SITE, action, clock=clock)
-    assert len(calls) == 5  # none made progress; the fifth failed 20 s after the first began
-
-
-def test_slow_failures_that_moved_no_bytes_do_not_extend_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KUBEMAM_S3_RETRY_SECONDS", "60")
-    clock = Clock()
-    timeout = ReadTimeoutError(endpoint_url="http://vault")
-    action, calls = _actions(clock, [(30.0, timeout)] * 6 + [(1.0, None)])
-    with pytest.raises(ReadTimeoutError):
-        archive._with_retry(SITE, action, clock=clock)
-    assert len(calls) == 2  # 30 s, then 60 s after the first began: the window has passed
+    assert len(calls) == calls_made
 
 
 def test_a_site_that_answers_but_fails_every_call_ends_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
