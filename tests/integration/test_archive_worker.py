@@ -421,6 +421,53 @@ def test_a_source_read_cut_off_mid_body_is_read_again_not_failed(
     assert uploads.get("Uploads", []) == []  # the cut attempt's upload was aborted, not left behind
 
 
+class CutEveryBody(CutOnce):
+    """Answers HEAD and small replies, but resets every connection whose reply passes `after` bytes: a site
+    that looks healthy yet never delivers a whole object."""
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        returned = 0
+        try:
+            while chunk := await reader.read(65536):
+                returned += len(chunk)
+                if returned > self.after:
+                    self.cut = True
+                    self._reset_all()
+                    return
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+
+def test_a_source_that_never_delivers_the_whole_object_gives_way_to_the_next_source(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    """The first source (a verified copy at a location whose GETs are cut off every time) spends its retries;
+    the copy then comes from the next source (the original), not a failed run."""
+    asset = uuid.uuid4().hex[:8]
+    _, master = _master(site_a, 12 * 1024 * 1024)
+    site_a.client().put_object(Bucket="plain-vault", Key=f"archive/{asset}/master.mxf",
+                               Body=site_a.client().get_object(Bucket="kubemam-library",
+                                                               Key=master["source"].split("/", 3)[3])["Body"].read(),
+                               Metadata={"sha256": master["sha256"]})
+    inputs = _inputs(site_a, site_b, asset, [master], targets=[{"location": "vault", "storage_class": "STANDARD",
+                                                                "primary": True}])
+    with CutEveryBody(site_a.port, after=1024 * 1024) as proxy:
+        inputs["locations"].insert(0, {"name": "flaky", "uri": f"s3://plain-vault/archive/{asset}",
+                                       "endpoint": proxy.url, "object_lock": False})
+        done = subprocess.run([sys.executable, "-m", "kubemam", "worker", "archive"],
+                              env=_env(site_a, site_b, tmp_path, inputs, retry=5), capture_output=True, text=True,
+                              timeout=600)
+    assert proxy.cut, "the proxy never cut a read: the test did not test anything"
+    assert done.returncode == 0, done.stderr
+    assert "copying master.mxf from flaky to vault did not succeed" in done.stderr
+    result = json.loads((tmp_path / "termination-log").read_text())
+    assert result["copiedBytes"] == {"vault": master["size"]}
+    assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
+
+
 def _hold_at(server: MinioServer, bucket: str, key: str, version: str | None = None) -> tuple[str, bool]:
     """(legal hold status, tagged as kubemam's) of one version (the latest when version is None)."""
     s3 = server.client()

@@ -103,3 +103,28 @@ def test_a_changed_source_is_copied_again_a_few_times_with_a_pause_and_only_wher
     with pytest.raises(ClientError):  # a lock, a class change or the manifest: a 412 there is an error
         archive._with_retry(SITE, action, sleep=slept.append, clock=clock)
     assert len(calls) == 1
+
+
+class Asked(Bucket):
+    """A bucket that counts the worker's waits on it."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def head_bucket(self, Bucket: str) -> dict[str, Any]:  # noqa: N803 (boto3's parameter name)
+        self.asked += 1
+        return {}
+
+
+def _site(name: str, bucket: Asked) -> archive.Site:
+    return cast(archive.Site, SimpleNamespace(location=SimpleNamespace(name=name), place=SimpleNamespace(s3=bucket),
+                                              root=SimpleNamespace(bucket=f"kubemam-{name}")))
+
+
+def test_a_failed_copy_waits_for_its_source_site_as_well_as_its_target() -> None:
+    """Either end of a cross-site copy may be the one down: the retry waits until both answer."""
+    target, source = Asked(), Asked()
+    clock = Clock()
+    action, calls = _actions(clock, [(0.1, ReadTimeoutError(endpoint_url="http://vault")), (0.1, None)])
+    assert archive._with_retry(_site("vault", target), action, source=_site("library", source), clock=clock) == "copied"
+    assert (len(calls), target.asked, source.asked) == (2, 1, 1)

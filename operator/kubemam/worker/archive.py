@@ -89,9 +89,10 @@ CHANGED_RETRIES = 3  # a source overwritten this often during one action is bein
 CUT_MID_BODY = (ResponseStreamingError, IncompleteReadError)  # bytes were flowing when the connection broke
 
 
-def _with_retry(site: Site, action: Callable[[], T], reread_changed: bool = False,
+def _with_retry(site: Site, action: Callable[[], T], reread_changed: bool = False, source: Site | None = None,
                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> T:
-    """Run action; while the site is unreachable, wait for it and run it again.
+    """Run action; while the site (and the source site a copy reads from) is unreachable, wait for it and run
+    it again.
 
     The retry window (KUBEMAM_S3_RETRY_SECONDS) counts from the first attempt and starts over when a body
     that streamed for PROGRESS_SECONDS or more is cut off: a long copy cut an hour in is read again, not
@@ -118,8 +119,12 @@ def _with_retry(site: Site, action: Callable[[], T], reread_changed: bool = Fals
                 continue
             if not is_transient(err) or now >= deadline or attempts >= MAX_ATTEMPTS:
                 raise
-            log.warning("location %s did not answer (%s); waiting for it", site.location.name, type(err).__name__)
-            wait_until_reachable(site.place.s3, site.root.bucket, max(1.0, deadline - clock()))
+            # Either end of a copy may be the one that failed: wait until both answer, or the retries would
+            # follow each other without a pause while the source site is down.
+            for waited in [site] if source is None or source is site else [site, source]:
+                log.warning("location %s did not answer (%s); waiting for it", waited.location.name,
+                            type(err).__name__)
+                wait_until_reachable(waited.place.s3, waited.root.bucket, max(1.0, deadline - clock()))
 
 
 def _refusal(site: Site, err: ClientError, doing: str) -> StepError | None:
@@ -208,16 +213,26 @@ def _put_object(obj: ObjectInput, source_sites: list[tuple[Site, S3Uri]], target
     if obj.content is not None:
         return transfer.put_verified(target.place, dst, obj.content.encode(), storage_class, obj.content_type)
     problems = []
+    unreachable: BaseException | None = None
     for site, uri in source_sites:
         try:
             # Only a copy at an archive location carries an x-amz-meta-sha256 kubemam wrote after verifying it.
             return _with_retry(target, partial(transfer.copy_verified, site.place, uri, target.place, dst,
                                                sha256=obj.sha256, size=obj.size, storage_class=storage_class,
                                                trust_source_metadata=uri == site.key(obj.key)),
-                               reread_changed=True)
+                               reread_changed=True, source=site)
         except (transfer.SourceDamaged, transfer.CopyNotVerified) as err:
             problems.append(str(err))
             log.warning("%s; trying the next source", err)
+        except (ClientError, *TRANSIENT_ERRORS) as err:
+            if not (is_transient(err) or _changed_while_read(err)):
+                raise
+            # This source's retries are spent (down, or rewritten again and again): another source may copy.
+            unreachable = err
+            log.warning("copying %s from %s to %s did not succeed (%s); trying the next source", obj.key,
+                        site.location.name, target.location.name, type(err).__name__)
+    if unreachable is not None:
+        raise unreachable  # no source failed for good: a later run may copy it (the Job retries the pod)
     raise StepError(f"no intact copy of {obj.key} to copy to {target.location.name}"
                     + (f": {'; '.join(problems)}" if problems else ""))
 
