@@ -157,3 +157,32 @@ class FaultProxy:
                 await writer.drain()
         with contextlib.suppress(Exception):
             writer.close()
+
+
+class CutReplies(FaultProxy):
+    """Passes bytes both ways, but resets a connection once its reply passes `after` bytes (a GET cut off
+    mid-body, as a load balancer's restart does), at most `times` connections (None: every one). HEADs and
+    other small replies pass. `cuts` counts the connections cut."""
+
+    def __init__(self, upstream_port: int, after: int, times: int | None = None) -> None:
+        super().__init__(upstream_port)
+        self.after, self.times, self.cuts = after, times, 0
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        returned = 0
+        try:
+            while chunk := await reader.read(65536):
+                returned += len(chunk)
+                if returned > self.after and (self.times is None or self.cuts < self.times):
+                    self.cuts += 1
+                    self._reset_all()
+                    return
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await FaultProxy._pipe(self, reader, writer)  # requests pass uncounted

@@ -22,6 +22,7 @@ from kubemam.archive.ebucore import parse_sidecar
 from kubemam.media.sample import make_sample
 from kubemam.plan.archiving import FIXITY_ANNOTATION, LEGAL_HOLD_ANNOTATION, RESTORE_ANNOTATION
 from kubemam_local.minio import MinioServer
+from tests.faults.proxy import CutReplies
 from tests.helpers import LocalStack, local_stack, metric_value, wait_for
 
 pytestmark = [pytest.mark.integration,
@@ -259,3 +260,44 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
         for s3, bucket in ((a, "kubemam-library"), (a, "kubemam-nearline"), (b, "kubemam-vault")):
             versions = s3.list_object_versions(Bucket=bucket, Prefix=PREFIX)
             assert not versions.get("Versions") and not versions.get("DeleteMarkers"), bucket
+
+
+def test_an_archive_copy_cut_off_mid_read_is_read_again_through_the_operator(
+        control_plane: Any, tmp_path: Path, site_b: MinioServer) -> None:
+    """The library location is reached through a proxy that cuts off the first read of a large object
+    half-way (a load balancer's restart): the archive Job reads it again inside the run, the asset reaches
+    its two verified copies, and site B holds the master's bytes."""
+    with local_stack(control_plane, tmp_path, NAMESPACE) as stack, \
+            CutReplies(stack.s3.port, after=2 * 1024 * 1024, times=1) as proxy:
+        a, b = stack.store, site_b.client()
+        client.CoreV1Api(stack.api).create_namespaced_secret(NAMESPACE, {
+            "metadata": {"name": "site-b-s3"},
+            "stringData": {"AWS_ACCESS_KEY_ID": site_b.access_key, "AWS_SECRET_ACCESS_KEY": site_b.secret_key}})
+        master = make_sample(tmp_path / "ep7.mov", width=1280, height=720, seconds=8, crf=0)
+        assert master.stat().st_size > 4 * 1024 * 1024
+        master_sha = _sha(master.read_bytes())
+        a.upload_file(str(master), "kubemam-library", "incoming/ep7.mov")
+        policy = _policy(site_b)
+        library, _, vault = policy["spec"]["locations"]
+        policy["spec"]["locations"] = [{**library, "endpoint": proxy.url}, vault]
+        policy["spec"]["tiers"] = policy["spec"]["tiers"][:1]
+        stack.custom.create("archivepolicies", policy)
+        stack.custom.create("mediaassets", ASSET)
+
+        wait_for(lambda: (stack.custom.condition("mediaassets", "ep7", "Ready") or {}).get("status") == "True",
+                 timeout=180, what="the asset archived and Ready")
+        assert proxy.cuts == 1, "no read through the library location was cut: the test did not test anything"
+        storage = _storage(stack)
+        assert [c["location"] for c in storage["copies"]] == ["library", "vault"]
+        assert stack.custom.condition("mediaassets", "ep7", "Replicated")["status"] == "True"
+        assert _hash(a, "kubemam-library", PREFIX + "master.mov") == master_sha
+        assert _hash(b, "kubemam-vault", PREFIX + "master.mov") == master_sha
+        jobs = [client.BatchV1Api(stack.api).read_namespaced_job(j["name"], NAMESPACE)
+                for j in stack.custom.get("mediaassets", "ep7")["status"]["jobs"] if j["step"] == "archive"]
+        # Read again inside the run: one pod, which succeeded, not a failed pod retried by the Job controller.
+        assert [(job.status.succeeded, job.status.failed or 0) for job in jobs] == [(1, 0)]
+        core = client.CoreV1Api(stack.api)
+        pod = core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={jobs[0].metadata.name}").items[0]
+        logs = core.read_namespaced_pod_log(pod.metadata.name, NAMESPACE)  # what `kubectl logs` shows
+        assert "location library or vault did not answer (ResponseStreamingError); waiting for both" in logs, logs
+        assert "trying the next source" not in logs, logs  # read again, not given up for the original

@@ -20,7 +20,7 @@ import pytest
 from kubemam.storage.s3 import make_client
 from kubemam.storage.transfer import Place, copy_verified
 from kubemam_local.minio import MinioServer
-from tests.faults.proxy import FaultProxy
+from tests.faults.proxy import CutReplies, FaultProxy
 
 pytestmark = pytest.mark.integration
 SITE_B = "KUBEMAM_LOCATION_1"
@@ -375,33 +375,6 @@ def _run_site_a_through(proxy: FaultProxy, site_a: MinioServer, site_b: MinioSer
                               capture_output=True, text=True, timeout=600)
 
 
-class CutOnce(FaultProxy):
-    """Passes bytes both ways and resets every connection once, after `after` bytes came back from the server:
-    a GET cut off mid-body, as a load balancer's restart does."""
-
-    def __init__(self, upstream_port: int, after: int) -> None:
-        super().__init__(upstream_port)
-        self.after, self.returned, self.cut = after, 0, False
-
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await FaultProxy._pipe(self, reader, writer)  # requests pass uncounted
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while chunk := await reader.read(65536):
-                self.returned += len(chunk)
-                if not self.cut and self.returned > self.after:
-                    self.cut = True
-                    self._reset_all()
-                    return
-                writer.write(chunk)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-
 def test_a_source_read_cut_off_mid_body_is_read_again_not_failed(
         site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
     """A cross-site copy whose source GET is reset half-way (botocore: ResponseStreamingError) is retried
@@ -410,36 +383,15 @@ def test_a_source_read_cut_off_mid_body_is_read_again_not_failed(
     _, master = _master(site_a, 24 * 1024 * 1024)
     inputs = _inputs(site_a, site_b, asset, [master], targets=[{"location": "vault", "storage_class": "STANDARD",
                                                                 "primary": True}])
-    proxy = CutOnce(site_a.port, after=8 * 1024 * 1024)
+    proxy = CutReplies(site_a.port, after=8 * 1024 * 1024, times=1)
     done = _run_site_a_through(proxy, site_a, site_b, tmp_path, inputs)
-    assert proxy.cut, "the proxy never cut a read: the test did not test anything"
+    assert proxy.cuts, "the proxy never cut a read: the test did not test anything"
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "termination-log").read_text())
     assert result["copiedBytes"] == {"vault": master["size"]}
     assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
     uploads = site_b.client().list_multipart_uploads(Bucket="kubemam-vault", Prefix=f"archive/{asset}/")
     assert uploads.get("Uploads", []) == []  # the cut attempt's upload was aborted, not left behind
-
-
-class CutEveryBody(CutOnce):
-    """Answers HEAD and small replies, but resets every connection whose reply passes `after` bytes: a site
-    that looks healthy yet never delivers a whole object."""
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        returned = 0
-        try:
-            while chunk := await reader.read(65536):
-                returned += len(chunk)
-                if returned > self.after:
-                    self.cut = True
-                    self._reset_all()
-                    return
-                writer.write(chunk)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
 
 
 def test_a_source_that_never_delivers_the_whole_object_gives_way_to_the_next_source(
@@ -454,13 +406,13 @@ def test_a_source_that_never_delivers_the_whole_object_gives_way_to_the_next_sou
                                Metadata={"sha256": master["sha256"]})
     inputs = _inputs(site_a, site_b, asset, [master], targets=[{"location": "vault", "storage_class": "STANDARD",
                                                                 "primary": True}])
-    with CutEveryBody(site_a.port, after=1024 * 1024) as proxy:
+    with CutReplies(site_a.port, after=1024 * 1024) as proxy:
         inputs["locations"].insert(0, {"name": "flaky", "uri": f"s3://plain-vault/archive/{asset}",
                                        "endpoint": proxy.url, "object_lock": False})
         done = subprocess.run([sys.executable, "-m", "kubemam", "worker", "archive"],
                               env=_env(site_a, site_b, tmp_path, inputs, retry=5), capture_output=True, text=True,
                               timeout=600)
-    assert proxy.cut, "the proxy never cut a read: the test did not test anything"
+    assert proxy.cuts, "the proxy never cut a read: the test did not test anything"
     assert done.returncode == 0, done.stderr
     assert "copying master.mxf from flaky to vault did not succeed" in done.stderr
     result = json.loads((tmp_path / "termination-log").read_text())

@@ -121,10 +121,11 @@ def _with_retry(site: Site, action: Callable[[], T], reread_changed: bool = Fals
                 raise
             # Either end of a copy may be the one that failed: wait until both answer, or the retries would
             # follow each other without a pause while the source site is down.
-            for waited in [site] if source is None or source is site else [site, source]:
-                log.warning("location %s did not answer (%s); waiting for it", waited.location.name,
-                            type(err).__name__)
-                wait_until_reachable(waited.place.s3, waited.root.bucket, max(1.0, deadline - clock()))
+            ends = [site] if source is None or source is site else [source, site]
+            log.warning("location %s did not answer (%s); waiting for %s", " or ".join(e.location.name for e in ends),
+                        type(err).__name__, "it" if len(ends) == 1 else "both")
+            for end in ends:
+                wait_until_reachable(end.place.s3, end.root.bucket, max(1.0, deadline - clock()))
 
 
 def _refusal(site: Site, err: ClientError, doing: str) -> StepError | None:
