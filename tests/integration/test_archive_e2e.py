@@ -299,5 +299,5 @@ def test_an_archive_copy_cut_off_mid_read_is_read_again_through_the_operator(
         core = client.CoreV1Api(stack.api)
         pod = core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={jobs[0].metadata.name}").items[0]
         logs = core.read_namespaced_pod_log(pod.metadata.name, NAMESPACE)  # what `kubectl logs` shows
-        assert "location library or vault did not answer (ResponseStreamingError); waiting for both" in logs, logs
+        assert "location vault or library did not answer (ResponseStreamingError); waiting for both" in logs, logs
         assert "trying the next source" not in logs, logs  # read again, not given up for the original

@@ -9,8 +9,12 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from botocore.exceptions import ClientError, ReadTimeoutError, ResponseStreamingError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError, ResponseStreamingError
 
+from kubemam.steps.archive import LocationInput, ObjectInput
+from kubemam.storage import transfer
+from kubemam.storage.legalhold import Holds
+from kubemam.storage.uri import S3Uri
 from kubemam.worker import archive
 
 
@@ -105,26 +109,130 @@ def test_a_changed_source_is_copied_again_a_few_times_with_a_pause_and_only_wher
     assert len(calls) == 1
 
 
-class Asked(Bucket):
-    """A bucket that counts the worker's waits on it."""
+class Store:
+    """A fake S3 client standing for one site: its bucket answers HEAD (or fails as told), its objects answer
+    HEAD (or fail as told); it counts the worker's waits."""
 
-    def __init__(self) -> None:
-        self.asked = 0
+    def __init__(self, bucket_error: BaseException | None = None, object_error: BaseException | None = None) -> None:
+        self.bucket_error, self.object_error = bucket_error, object_error
+        self.bucket_heads = self.object_heads = 0
 
     def head_bucket(self, Bucket: str) -> dict[str, Any]:  # noqa: N803 (boto3's parameter name)
-        self.asked += 1
+        self.bucket_heads += 1
+        if self.bucket_error is not None:
+            raise self.bucket_error
+        return {}
+
+    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 (boto3's parameter names)
+        self.object_heads += 1
+        if self.object_error is not None:
+            raise self.object_error
         return {}
 
 
-def _site(name: str, bucket: Asked) -> archive.Site:
-    return cast(archive.Site, SimpleNamespace(location=SimpleNamespace(name=name), place=SimpleNamespace(s3=bucket),
-                                              root=SimpleNamespace(bucket=f"kubemam-{name}")))
+def _site(name: str, store: Store) -> archive.Site:
+    location = LocationInput(name=name, uri=f"s3://kubemam-{name}/archive/ep1")
+    return archive.Site(location, transfer.Place(name, store, name), S3Uri.parse(location.uri),
+                        cast(Holds, None), name)
 
 
-def test_a_failed_copy_waits_for_its_source_site_as_well_as_its_target() -> None:
-    """Either end of a cross-site copy may be the one down: the retry waits until both answer."""
-    target, source = Asked(), Asked()
-    clock = Clock()
-    action, calls = _actions(clock, [(0.1, ReadTimeoutError(endpoint_url="http://vault")), (0.1, None)])
-    assert archive._with_retry(_site("vault", target), action, source=_site("library", source), clock=clock) == "copied"
-    assert (len(calls), target.asked, source.asked) == (2, 1, 1)
+def _error(code: str, status: int, operation: str = "GetObject") -> ClientError:
+    return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+
+
+def test_a_failed_copy_waits_for_its_source_as_well_as_its_target() -> None:
+    """Either end of a cross-site copy may be the one down: the retry waits until both answer. The source is
+    asked about the object it holds, not a bucket: a 403 or 404 there is an answer (the original may sit in a
+    bucket its reader may not list), so the wait ends and the copy runs again."""
+    for source_error in (None, _error("403", 403, "HeadObject"), _error("404", 404, "HeadObject")):
+        target, source = Store(), Store(object_error=source_error)
+        clock = Clock()
+        action, calls = _actions(clock, [(0.1, ReadTimeoutError(endpoint_url="http://vault")), (0.1, None)])
+        origin = _site("library", source)
+        assert archive._with_retry(_site("vault", target), action, source=(origin, origin.key("master.mov")),
+                                   clock=clock) == "copied"
+        assert (len(calls), target.bucket_heads, source.object_heads, source.bucket_heads) == (2, 1, 1, 0)
+
+
+MASTER = ObjectInput(key="master.mov", sha256="0" * 64, size=10)
+CUT = ResponseStreamingError(error="connection reset")
+
+
+def _copies(monkeypatch: pytest.MonkeyPatch, outcomes: dict[str, list[BaseException | str]]) -> list[str]:
+    """transfer.copy_verified replaced: a copy from location L ends as outcomes[L] says, in turn (an
+    exception, or how it was verified); the locations copied from, in order, are returned."""
+    monkeypatch.setenv("KUBEMAM_S3_RETRY_SECONDS", "1")
+    tried: list[str] = []
+
+    def copy_verified(src: transfer.Place, *args: Any, **kwargs: Any) -> str:
+        tried.append(src.name)
+        outcome = outcomes[src.name][min(len(outcomes[src.name]) - 1, tried.count(src.name) - 1)]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+    monkeypatch.setattr(transfer, "copy_verified", copy_verified)
+    return tried
+
+
+def _sources(*sites: tuple[str, Store]) -> list[tuple[archive.Site, S3Uri]]:
+    return [(site, site.key(MASTER.key)) for site in (_site(name, store) for name, store in sites)]
+
+
+def test_a_source_whose_retries_are_spent_gives_way_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    tried = _copies(monkeypatch, {"nearline": [CUT], "library": ["s3-etag"]})
+    sources = _sources(("nearline", Store()), ("library", Store()))
+    assert archive._put_object(MASTER, sources, _site("vault", Store()), "STANDARD") == "s3-etag"
+    assert tried == ["nearline"] * archive.MAX_ATTEMPTS + ["library"]
+
+
+def test_a_source_rewritten_again_and_again_gives_way_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archive.time, "sleep", lambda seconds: None)
+    tried = _copies(monkeypatch, {"nearline": [_412()], "library": ["s3-etag"]})
+    sources = _sources(("nearline", Store()), ("library", Store()))
+    assert archive._put_object(MASTER, sources, _site("vault", Store()), "STANDARD") == "s3-etag"
+    assert tried == ["nearline"] * (archive.CHANGED_RETRIES + 1) + ["library"]
+
+
+def test_a_target_that_is_down_ends_the_copy_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target is the end that failed: no other source helps, and its window is not spent again."""
+    tried = _copies(monkeypatch, {"nearline": [CUT], "library": ["s3-etag"]})
+    down = Store(bucket_error=EndpointConnectionError(endpoint_url="http://vault"))
+    with pytest.raises(EndpointConnectionError):
+        archive._put_object(MASTER, _sources(("nearline", Store()), ("library", Store())), _site("vault", down),
+                            "STANDARD")
+    assert set(tried) == {"nearline"}
+
+
+@pytest.mark.parametrize(("outcomes", "raised"), [
+    # Every source failed for now: a later run may copy it, so the pod fails retryably.
+    ({"nearline": [CUT], "library": [CUT]}, ResponseStreamingError),
+    ({"nearline": [transfer.SourceDamaged("nearline:master.mov does not hash")], "library": [CUT]},
+     ResponseStreamingError),
+    # Every source is damaged: no retry brings an intact copy.
+    ({"nearline": [transfer.SourceDamaged("nearline:master.mov does not hash")],
+      "library": [transfer.CopyNotVerified("vault:master.mov read back as None")]}, archive.StepError),
+], ids=["all unreachable", "damaged and unreachable", "all damaged"])
+def test_what_a_copy_with_no_source_left_raises(monkeypatch: pytest.MonkeyPatch,
+                                                outcomes: dict[str, list[BaseException | str]],
+                                                raised: type[BaseException]) -> None:
+    _copies(monkeypatch, outcomes)
+    with pytest.raises(raised):
+        archive._put_object(MASTER, _sources(("nearline", Store()), ("library", Store())), _site("vault", Store()),
+                            "STANDARD")
+
+
+def test_a_refusal_is_put_on_the_end_that_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source gone or refused since it was listed gives way to the next source; a refusal while the source
+    still reads is the target's, and is raised for place() to name."""
+    gone = _error("NoSuchKey", 404)
+    tried = _copies(monkeypatch, {"nearline": [gone], "library": ["s3-etag"]})
+    sources = _sources(("nearline", Store(object_error=_error("404", 404, "HeadObject"))), ("library", Store()))
+    assert archive._put_object(MASTER, sources, _site("vault", Store()), "STANDARD") == "s3-etag"
+    assert tried == ["nearline", "library"]
+
+    refused = _error("AccessDenied", 403, "PutObject")
+    tried = _copies(monkeypatch, {"nearline": [refused], "library": ["s3-etag"]})
+    with pytest.raises(ClientError):
+        archive._put_object(MASTER, _sources(("nearline", Store()), ("library", Store())), _site("vault", Store()),
+                            "STANDARD")
+    assert tried == ["nearline"]

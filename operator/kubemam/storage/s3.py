@@ -87,11 +87,18 @@ def wait_until_reachable(s3: Any, bucket: str, seconds: float, sleep: Callable[[
     A brief outage is ridden out here; a longer one fails the step with an ordinary exit code so
     the Job controller retries the pod later. A missing bucket or a refused credential is not transient.
     """
+    wait_until_answers(lambda: s3.head_bucket(Bucket=bucket), seconds, sleep, clock)
+
+
+def wait_until_answers(probe: Callable[[], Any], seconds: float, sleep: Callable[[float], None] = time.sleep,
+                       clock: Callable[[], float] = time.monotonic) -> None:
+    """Call probe with exponential backoff (0.5 s doubling to 8 s) until it returns or seconds pass; a failure
+    that is not transient is raised at once."""
     deadline = clock() + seconds
     delay = 0.5
     while True:
         try:
-            s3.head_bucket(Bucket=bucket)
+            probe()
             return
         except (ClientError, *TRANSIENT_ERRORS) as err:
             if not is_transient(err) or clock() + delay > deadline:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from kubemam.storage.parts import MIN_PART, SINGLE_COPY_LIMIT, PartPlan, plan_parts
 from kubemam.storage.uri import S3Uri
@@ -122,7 +122,7 @@ def hash_object(s3: Any, uri: S3Uri, if_match: str | None = None,
 def _remove_bad_copy(s3: Any, uri: S3Uri) -> None:
     try:
         s3.delete_object(Bucket=uri.bucket, Key=uri.key)
-    except ClientError as err:  # a locked version stays; the next run overwrites it with a good one
+    except (ClientError, BotoCoreError) as err:  # a locked version or a site down: the next run overwrites it
         log.warning("could not remove the unverified copy %s: %s", uri, err)
 
 
@@ -234,20 +234,21 @@ def _aligned_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, source
     if etag.strip('"') == source.etag.strip('"'):
         return "s3-etag"
     # Equal bytes in equal parts have equal ETags unless the ETag is no MD5 (a bucket's default encryption): hash
-    # the copy. A read-back that cannot finish leaves no copy behind that a re-run would take as verified.
+    # the copy.
     log.info("%s:%s has ETag %s, its source %s; reading it back", dst.name, dst_uri, etag, source.etag)
-    try:
-        return _read_back(dst, dst_uri, sha256, size, remove=src_uri != dst_uri)
-    except CopyNotVerified:
-        raise
-    except BaseException:
-        if src_uri != dst_uri:
-            _remove_bad_copy(dst.s3, dst_uri)
-        raise
+    return _read_back(dst, dst_uri, sha256, size, remove=src_uri != dst_uri)
 
 
 def _read_back(dst: Place, uri: S3Uri, sha256: str, size: int, remove: bool) -> str:
-    found = hash_object(dst.s3, uri)
+    """Hash the copy as stored. It carries x-amz-meta-sha256 already, and a copy written in parts has no
+    checksum of the server's to contradict it: a read-back that cannot finish (a cut, a timeout) removes it too,
+    so a re-run never takes it as verified."""
+    try:
+        found = hash_object(dst.s3, uri)
+    except BaseException:
+        if remove:
+            _remove_bad_copy(dst.s3, uri)
+        raise
     if found != (sha256, size):
         if remove:
             _remove_bad_copy(dst.s3, uri)

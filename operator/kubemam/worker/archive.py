@@ -35,7 +35,14 @@ from pydantic import ValidationError
 from kubemam.steps.archive import FOREIGN_HOLD, ArchiveInputs, LocationInput, ObjectInput
 from kubemam.storage import transfer
 from kubemam.storage.legalhold import Holds
-from kubemam.storage.s3 import TRANSIENT_ERRORS, is_transient, list_entries, make_client, wait_until_reachable
+from kubemam.storage.s3 import (
+    TRANSIENT_ERRORS,
+    is_transient,
+    list_entries,
+    make_client,
+    wait_until_answers,
+    wait_until_reachable,
+)
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError, step_input, write_result
 
@@ -85,13 +92,14 @@ def _changed_while_read(err: BaseException) -> bool:
 
 MAX_ATTEMPTS = 8  # per action: a site that answers HEAD but fails every call still ends the run
 PROGRESS_SECONDS = 5.0  # a body cut off after streaming this long made progress: the window starts over
-CHANGED_RETRIES = 3  # a source overwritten this often during one action is being rewritten: the run fails
+CHANGED_RETRIES = 3  # a source overwritten this often during one copy is being rewritten: the next one is tried
 CUT_MID_BODY = (ResponseStreamingError, IncompleteReadError)  # bytes were flowing when the connection broke
 
 
-def _with_retry(site: Site, action: Callable[[], T], reread_changed: bool = False, source: Site | None = None,
-                sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> T:
-    """Run action; while the site (and the source site a copy reads from) is unreachable, wait for it and run
+def _with_retry(site: Site, action: Callable[[], T], reread_changed: bool = False,
+                source: tuple[Site, S3Uri] | None = None, sleep: Callable[[float], None] | None = None,
+                clock: Callable[[], float] = time.monotonic) -> T:
+    """Run action; while the site (and the source object a copy reads) does not answer, wait for it and run
     it again.
 
     The retry window (KUBEMAM_S3_RETRY_SECONDS) counts from the first attempt and starts over when a body
@@ -115,17 +123,50 @@ def _with_retry(site: Site, action: Callable[[], T], reread_changed: bool = Fals
                 if changed > CHANGED_RETRIES:
                     raise
                 log.warning("a source changed while %s copied it; copying again", site.location.name)
-                sleep(float(changed))
+                (sleep or time.sleep)(float(changed))
                 continue
             if not is_transient(err) or now >= deadline or attempts >= MAX_ATTEMPTS:
                 raise
             # Either end of a copy may be the one that failed: wait until both answer, or the retries would
-            # follow each other without a pause while the source site is down.
-            ends = [site] if source is None or source is site else [source, site]
-            log.warning("location %s did not answer (%s); waiting for %s", " or ".join(e.location.name for e in ends),
-                        type(err).__name__, "it" if len(ends) == 1 else "both")
-            for end in ends:
-                wait_until_reachable(end.place.s3, end.root.bucket, max(1.0, deadline - clock()))
+            # follow each other without a pause while the source's site is down.
+            names = [site.location.name] + ([source[0].location.name] if source is not None else [])
+            log.warning("location %s did not answer (%s); waiting for %s", " or ".join(dict.fromkeys(names)),
+                        type(err).__name__, "both" if len(set(names)) > 1 else "it")
+            wait_until_reachable(site.place.s3, site.root.bucket, max(1.0, deadline - clock()))
+            if source is not None:
+                wait_until_answers(partial(_source_answers, *source), max(1.0, deadline - clock()))
+
+
+def _source_answers(site: Site, uri: S3Uri) -> None:
+    """HEAD the object a copy reads (not a bucket: the original may be anywhere its reader may not list). Any
+    answer but a transient failure will do: the copy's next attempt says what a refusal means."""
+    try:
+        site.place.s3.head_object(Bucket=uri.bucket, Key=uri.key)
+    except ClientError as err:
+        if is_transient(err):
+            raise
+
+
+def _answers(site: Site) -> bool:
+    """Whether the site answers now (one HEAD of its bucket, no waiting)."""
+    try:
+        site.place.s3.head_bucket(Bucket=site.root.bucket)
+    except (ClientError, *TRANSIENT_ERRORS) as err:
+        return not is_transient(err)
+    return True
+
+
+def _unreadable(site: Site, uri: S3Uri) -> str | None:
+    """Why a source cannot be read (missing, refused), asked after a copy from it failed for good; None when
+    it can be read (the failure was the target's) or the answer cannot be had."""
+    try:
+        site.place.s3.head_object(Bucket=uri.bucket, Key=uri.key)
+    except ClientError as err:
+        if not is_transient(err):
+            return f"{site.location.name} cannot read {uri}: {err.response.get('Error', {}).get('Code')}"
+    except TRANSIENT_ERRORS:
+        pass
+    return None
 
 
 def _refusal(site: Site, err: ClientError, doing: str) -> StepError | None:
@@ -221,19 +262,26 @@ def _put_object(obj: ObjectInput, source_sites: list[tuple[Site, S3Uri]], target
             return _with_retry(target, partial(transfer.copy_verified, site.place, uri, target.place, dst,
                                                sha256=obj.sha256, size=obj.size, storage_class=storage_class,
                                                trust_source_metadata=uri == site.key(obj.key)),
-                               reread_changed=True, source=site)
+                               reread_changed=True, source=(site, uri))
         except (transfer.SourceDamaged, transfer.CopyNotVerified) as err:
             problems.append(str(err))
             log.warning("%s; trying the next source", err)
         except (ClientError, *TRANSIENT_ERRORS) as err:
+            if is_transient(err) and not _answers(target):
+                raise  # the target is the end that is down: no other source helps, and its window is spent
             if not (is_transient(err) or _changed_while_read(err)):
-                raise
+                if (problem := _unreadable(site, uri)) is None:
+                    raise  # the target refused (a class, a lock, a permission): place() names it
+                problems.append(problem)  # gone or refused at this source since it was listed
+                log.warning("%s; trying the next source", problem)
+                continue
             # This source's retries are spent (down, or rewritten again and again): another source may copy.
             unreachable = err
             log.warning("copying %s from %s to %s did not succeed (%s); trying the next source", obj.key,
                         site.location.name, target.location.name, type(err).__name__)
     if unreachable is not None:
-        raise unreachable  # no source failed for good: a later run may copy it (the Job retries the pod)
+        # No source copied and one could not be read for now: a later run may copy it (the Job retries the pod).
+        raise unreachable
     raise StepError(f"no intact copy of {obj.key} to copy to {target.location.name}"
                     + (f": {'; '.join(problems)}" if problems else ""))
 
