@@ -108,6 +108,17 @@ def _annotate(stack: LocalStack, key: str, value: str | None) -> None:
     stack.custom.patch("mediaassets", "ep7", {"metadata": {"annotations": {key: value}}})
 
 
+def _upload_master(stack: LocalStack, site_b: MinioServer, tmp_path: Path, seconds: int) -> tuple[Path, str]:
+    """Site B's credentials Secret in the namespace, and a lossless 720p master (many MiB in a few seconds)
+    uploaded where the asset names it; (its path, its sha256)."""
+    client.CoreV1Api(stack.api).create_namespaced_secret(NAMESPACE, {
+        "metadata": {"name": "site-b-s3"},
+        "stringData": {"AWS_ACCESS_KEY_ID": site_b.access_key, "AWS_SECRET_ACCESS_KEY": site_b.secret_key}})
+    master = make_sample(tmp_path / "ep7.mov", width=1280, height=720, seconds=seconds, crf=0)
+    stack.store.upload_file(str(master), "kubemam-library", "incoming/ep7.mov")
+    return master, _sha(master.read_bytes())
+
+
 def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp_path: Path,
                                                          site_b: MinioServer) -> None:
     # The safety net hourly: the move to the warm tier 45 s after ingest is the asset clock's doing.
@@ -115,15 +126,10 @@ def test_archive_copies_tiers_repairs_restores_and_holds(control_plane: Any, tmp
     with local_stack(control_plane, tmp_path, NAMESPACE, operator_env=env) as stack:
         a, b = stack.store, site_b.client()
         a.create_bucket(Bucket="kubemam-nearline")
-        client.CoreV1Api(stack.api).create_namespaced_secret(NAMESPACE, {
-            "metadata": {"name": "site-b-s3"},
-            "stringData": {"AWS_ACCESS_KEY_ID": site_b.access_key, "AWS_SECRET_ACCESS_KEY": site_b.secret_key}})
         # Lossless 720p: over 8 MiB, so boto3 uploads it in parts (8 MiB and the rest), as a real master
         # arrives; the same-site copy then goes part for part and is verified by its multipart ETag.
-        master = make_sample(tmp_path / "ep7.mov", width=1280, height=720, seconds=14, crf=0)
+        master, master_sha = _upload_master(stack, site_b, tmp_path, seconds=14)
         assert master.stat().st_size > 8 * 1024 * 1024
-        master_sha = _sha(master.read_bytes())
-        a.upload_file(str(master), "kubemam-library", "incoming/ep7.mov")
         assert a.head_object(Bucket="kubemam-library", Key="incoming/ep7.mov")["ETag"].endswith('-2"')
         stack.custom.create("archivepolicies", _policy(site_b))
         stack.custom.create("mediaassets", ASSET)
@@ -270,13 +276,8 @@ def test_an_archive_copy_cut_off_mid_read_is_read_again_through_the_operator(
     with local_stack(control_plane, tmp_path, NAMESPACE) as stack, \
             CutReplies(stack.s3.port, after=2 * 1024 * 1024, times=1) as proxy:
         a, b = stack.store, site_b.client()
-        client.CoreV1Api(stack.api).create_namespaced_secret(NAMESPACE, {
-            "metadata": {"name": "site-b-s3"},
-            "stringData": {"AWS_ACCESS_KEY_ID": site_b.access_key, "AWS_SECRET_ACCESS_KEY": site_b.secret_key}})
-        master = make_sample(tmp_path / "ep7.mov", width=1280, height=720, seconds=8, crf=0)
+        master, master_sha = _upload_master(stack, site_b, tmp_path, seconds=8)
         assert master.stat().st_size > 4 * 1024 * 1024
-        master_sha = _sha(master.read_bytes())
-        a.upload_file(str(master), "kubemam-library", "incoming/ep7.mov")
         policy = _policy(site_b)
         library, _, vault = policy["spec"]["locations"]
         policy["spec"]["locations"] = [{**library, "endpoint": proxy.url}, vault]

@@ -108,6 +108,12 @@ def test_a_changed_source_is_copied_again_a_few_times_with_a_pause_and_only_wher
         archive._with_retry(SITE, action, sleep=slept.append, clock=clock)
     assert len(calls) == 1
 
+    target_refused = _error("PreconditionFailed", 412, "CompleteMultipartUpload")
+    action, calls = _actions(clock, [(0.1, target_refused), (0.1, None)])
+    with pytest.raises(ClientError):  # a 412 from a call that reads no source says nothing of the source
+        archive._with_retry(SITE, action, reread_changed=True, sleep=slept.append, clock=clock)
+    assert len(calls) == 1
+
 
 class Store:
     """A fake S3 client standing for one site: its bucket answers HEAD (or fails as told), its objects answer
@@ -123,7 +129,7 @@ class Store:
             raise self.bucket_error
         return {}
 
-    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 (boto3's parameter names)
+    def head_object(self, Bucket: str, Key: str, **options: Any) -> dict[str, Any]:  # noqa: N803 (boto3's names)
         self.object_heads += 1
         if self.object_error is not None:
             raise self.object_error
@@ -236,3 +242,17 @@ def test_a_refusal_is_put_on_the_end_that_refused(monkeypatch: pytest.MonkeyPatc
         archive._put_object(MASTER, _sources(("nearline", Store()), ("library", Store())), _site("vault", Store()),
                             "STANDARD")
     assert tried == ["nearline"]
+
+
+def test_a_location_that_refuses_to_say_whether_it_holds_a_copy_is_passed_over() -> None:
+    """A 403 on a kept copy's HEAD (no s3:GetObject there) is not the target's refusal: the copy is read from
+    another location or the original."""
+    refusing, down = Store(object_error=_error("403", 403, "HeadObject")), Store(
+        object_error=EndpointConnectionError(endpoint_url="http://nearline"))
+    sites = {"vault": _site("vault", Store()), "nearline": _site("nearline", down),
+             "offsite": _site("offsite", refusing)}
+    master = ObjectInput(key="master.mov", sha256="0" * 64, size=10, source="s3://kubemam-library/incoming/ep1.mov")
+    default = _site("library", Store())
+    assert archive._source_for(master, sites, "vault", default) == [
+        (default, S3Uri.parse("s3://kubemam-library/incoming/ep1.mov"))]
+    assert (refusing.object_heads, down.object_heads) == (1, 1)

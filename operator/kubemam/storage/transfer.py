@@ -242,7 +242,8 @@ def _aligned_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, source
 def _read_back(dst: Place, uri: S3Uri, sha256: str, size: int, remove: bool) -> str:
     """Hash the copy as stored. It carries x-amz-meta-sha256 already, and a copy written in parts has no
     checksum of the server's to contradict it: a read-back that cannot finish (a cut, a timeout) removes it too,
-    so a re-run never takes it as verified."""
+    so a re-run does not take it as verified. Best effort: a target down for the delete as well, or a killed
+    pod, leaves it (a move still hashes every target copy before it empties anything)."""
     try:
         found = hash_object(dst.s3, uri)
     except BaseException:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
+from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, ResponseStreamingError
 from pydantic import ValidationError
 
 from kubemam.steps.archive import FOREIGN_HOLD, ArchiveInputs, LocationInput, ObjectInput
@@ -83,11 +83,14 @@ def _site(location: LocationInput) -> Site:
                 endpoint or "aws")
 
 
+CONDITIONAL_READS = ("UploadPartCopy", "GetObject")  # the only calls kubemam makes with If-Match on a source
+
+
 def _changed_while_read(err: BaseException) -> bool:
     """A conditional read (If-Match) refused: the source was overwritten mid-copy. Run again, the copy starts
     over from the version there now and is checked against the record like any other."""
-    return isinstance(err, ClientError) and str(err.response.get("Error", {}).get("Code")) in (
-        "PreconditionFailed", "412")
+    return isinstance(err, ClientError) and err.operation_name in CONDITIONAL_READS and str(
+        err.response.get("Error", {}).get("Code")) in ("PreconditionFailed", "412")
 
 
 MAX_ATTEMPTS = 8  # per action: a site that answers HEAD but fails every call still ends the run
@@ -151,8 +154,10 @@ def _answers(site: Site) -> bool:
     """Whether the site answers now (one HEAD of its bucket, no waiting)."""
     try:
         site.place.s3.head_bucket(Bucket=site.root.bucket)
-    except (ClientError, *TRANSIENT_ERRORS) as err:
+    except ClientError as err:
         return not is_transient(err)
+    except BotoCoreError:
+        return False
     return True
 
 
@@ -164,7 +169,7 @@ def _unreadable(site: Site, uri: S3Uri) -> str | None:
     except ClientError as err:
         if not is_transient(err):
             return f"{site.location.name} cannot read {uri}: {err.response.get('Error', {}).get('Code')}"
-    except TRANSIENT_ERRORS:
+    except BotoCoreError:
         pass
     return None
 
@@ -215,17 +220,17 @@ class Outcome:
 
 def _source_for(obj: ObjectInput, sites: dict[str, Site], exclude: str, default: Site) -> list[tuple[Site, S3Uri]]:
     """Where obj can be read: locations holding a verified copy first, then its original source.
-    A site that does not answer is passed over: another may hold the copy."""
+    A site that does not answer, or refuses to say (403: no s3:GetObject there, or on AWS a missing key without
+    s3:ListBucket), is passed over: another may hold the copy."""
     sources: list[tuple[Site, S3Uri]] = []
     for name, site in sites.items():
         if name == exclude:
             continue
         try:
             held = _verified_copy(site, obj) is not None
-        except (ClientError, *TRANSIENT_ERRORS) as err:
-            if not is_transient(err):
-                raise
-            log.warning("location %s does not answer; not reading %s from it", name, obj.key)
+        except (ClientError, BotoCoreError) as err:
+            code = err.response.get("Error", {}).get("Code") if isinstance(err, ClientError) else type(err).__name__
+            log.warning("location %s does not answer (%s); not reading %s from it", name, code, obj.key)
             continue
         if held:
             sources.append((site, site.key(obj.key)))
