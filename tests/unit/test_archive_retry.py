@@ -256,3 +256,41 @@ def test_a_location_that_refuses_to_say_whether_it_holds_a_copy_is_passed_over()
     assert archive._source_for(master, sites, "vault", default) == [
         (default, S3Uri.parse("s3://kubemam-library/incoming/ep1.mov"))]
     assert (refusing.object_heads, down.object_heads) == (1, 1)
+
+
+class Cold(Store):
+    """A site whose copy is in a cold class (restored or not); it records the thaws asked of it."""
+
+    def __init__(self, storage_class: str, restore: str | None = None) -> None:
+        super().__init__()
+        self.storage_class, self.restore, self.thaws = storage_class, restore, 0
+
+    def head_object(self, Bucket: str, Key: str, **options: Any) -> dict[str, Any]:  # noqa: N803 (boto3's names)
+        found = {"StorageClass": self.storage_class, "ContentLength": 10}
+        return {**found, "Restore": self.restore} if self.restore else found
+
+    def restore_object(self, Bucket: str, Key: str, RestoreRequest: dict[str, Any]) -> None:  # noqa: N803
+        self.thaws += 1
+
+
+def test_no_thaw_is_asked_while_another_copy_can_be_read() -> None:
+    """A cold copy listed before a readable one is passed over, not thawed (a thaw costs and takes hours)."""
+    glacier, vault = Cold("DEEP_ARCHIVE"), Store()
+    sources = _sources(("deep", glacier), ("vault", vault))
+    readable, restoring = archive._readable_or_thaw(sources)
+    assert ([site.location.name for site, _ in readable], restoring, glacier.thaws) == (["vault"], None, 0)
+
+    restored = Cold("GLACIER", restore='ongoing-request="false", expiry-date="Fri, 11 Dec 2026 00:00:00 GMT"')
+    readable, restoring = archive._readable_or_thaw(_sources(("cold", restored)))
+    assert [site.location.name for site, _ in readable] == ["cold"] and restoring is None
+
+
+def test_only_cold_copies_thaw_the_first_once() -> None:
+    first, second = Cold("DEEP_ARCHIVE"), Cold("GLACIER")
+    readable, restoring = archive._readable_or_thaw(_sources(("deep", first), ("cold", second)))
+    assert readable == [] and restoring == {"location": "deep", "storageClass": "DEEP_ARCHIVE",
+                                            "estimatedSeconds": 12 * 3600}
+    assert (first.thaws, second.thaws) == (1, 0)
+    thawing = Cold("GLACIER", restore='ongoing-request="true"')
+    readable, restoring = archive._readable_or_thaw(_sources(("cold", thawing)))
+    assert restoring is not None and restoring["estimatedSeconds"] == 5 * 3600 and thawing.thaws == 0

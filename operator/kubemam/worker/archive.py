@@ -239,19 +239,36 @@ def _source_for(obj: ObjectInput, sites: dict[str, Site], exclude: str, default:
     return sources
 
 
-def _needs_restore(site: Site, uri: S3Uri) -> dict[str, Any] | None:
-    """A cold copy (GLACIER, DEEP_ARCHIVE) must be restored before it can be read: ask once, report."""
-    found = transfer.head(site.place.s3, uri) or {}
-    if found.get("StorageClass") not in transfer.COLD:
+def _frozen(site: Site, uri: S3Uri) -> dict[str, Any] | None:
+    """The HEAD of a cold copy (GLACIER, DEEP_ARCHIVE) not restored yet, which cannot be read before a thaw;
+    None when it can be read now (or the HEAD fails: the copy attempt then says what that means)."""
+    try:
+        found = transfer.head(site.place.s3, uri) or {}
+    except (ClientError, BotoCoreError):
         return None
-    restore = str(found.get("Restore") or "")
-    if 'ongoing-request="false"' in restore:
-        return None  # restored and readable now
-    if 'ongoing-request="true"' not in restore:
+    if found.get("StorageClass") not in transfer.COLD or 'ongoing-request="false"' in str(found.get("Restore") or ""):
+        return None
+    return found
+
+
+def _restore(site: Site, uri: S3Uri, found: dict[str, Any]) -> dict[str, Any]:
+    """Ask once for a cold copy's thaw (a restore already under way is not asked again); what to report."""
+    if 'ongoing-request="true"' not in str(found.get("Restore") or ""):
         site.place.s3.restore_object(Bucket=uri.bucket, Key=uri.key,
                                      RestoreRequest={"Days": 7, "GlacierJobParameters": {"Tier": "Standard"}})
     hours = 12 if found.get("StorageClass") == "DEEP_ARCHIVE" else 5
     return {"location": site.location.name, "storageClass": found.get("StorageClass"), "estimatedSeconds": hours * 3600}
+
+
+def _readable_or_thaw(sources: list[tuple[Site, S3Uri]]) -> tuple[list[tuple[Site, S3Uri]], dict[str, Any] | None]:
+    """The sources that can be read now, in order; when there are none but cold copies, the thaw asked of the
+    first of them (what to report). A thaw costs and takes hours: none is asked while a copy can be read."""
+    frozen = [(source, _frozen(*source)) for source in sources]
+    readable = [source for source, found in frozen if found is None]
+    if readable or not frozen:
+        return readable, None
+    (site, uri), found = frozen[0]
+    return [], _restore(site, uri, found or {})
 
 
 def _put_object(obj: ObjectInput, source_sites: list[tuple[Site, S3Uri]], target: Site, storage_class: str) -> str:
@@ -336,12 +353,11 @@ def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Cal
                         transfer.set_storage_class, site.place, site.key(obj.key), obj.sha256, obj.size,
                         target.storage_class))
                 else:
-                    sources = _source_for(obj, sites, target.location, default)
-                    for source_site, uri in sources:
-                        if (pending := _needs_restore(source_site, uri)) is not None:
-                            outcome.restoring = pending
-                            return outcome
-                    verified_by[obj.key] = _put_object(obj, sources, site, target.storage_class)
+                    readable, outcome.restoring = _readable_or_thaw(_source_for(obj, sites, target.location,
+                                                                                default))
+                    if outcome.restoring is not None:
+                        return outcome
+                    verified_by[obj.key] = _put_object(obj, readable, site, target.storage_class)
                     outcome.copied_bytes[target.location] = outcome.copied_bytes.get(target.location, 0) + obj.size
                 outcome.held += _with_retry(site, partial(_lock, inputs, site, obj))
             except ClientError as err:
