@@ -294,3 +294,22 @@ def test_only_cold_copies_thaw_the_first_once() -> None:
     thawing = Cold("GLACIER", restore='ongoing-request="true"')
     readable, restoring = archive._readable_or_thaw(_sources(("cold", thawing)))
     assert restoring is not None and restoring["estimatedSeconds"] == 5 * 3600 and thawing.thaws == 0
+
+
+def test_an_original_gone_since_ingest_does_not_stand_in_for_the_cold_copy() -> None:
+    """The set is only in DEEP_ARCHIVE and the ingest original was deleted: the cold copy is thawed (a gone
+    original is dropped), and one whose HEAD failed is tried but asks the thaw all the same."""
+    deep = Cold("DEEP_ARCHIVE")
+    readable, restoring = archive._readable_or_thaw(_sources(("deep", deep),
+                                                             ("library", Store(object_error=_error("404", 404)))))
+    assert readable == [] and restoring is not None and restoring["location"] == "deep" and deep.thaws == 1
+
+    deep = Cold("DEEP_ARCHIVE")
+    readable, restoring = archive._readable_or_thaw(_sources(
+        ("deep", deep), ("library", Store(object_error=EndpointConnectionError(endpoint_url="http://library")))))
+    assert readable == [] and restoring is not None and deep.thaws == 1
+
+    readable, restoring = archive._readable_or_thaw(_sources(
+        ("nearline", Store(object_error=EndpointConnectionError(endpoint_url="http://nearline"))),
+        ("library", Store(object_error=_error("404", 404)))))
+    assert [site.location.name for site, _ in readable] == ["nearline"] and restoring is None

@@ -239,18 +239,6 @@ def _source_for(obj: ObjectInput, sites: dict[str, Site], exclude: str, default:
     return sources
 
 
-def _frozen(site: Site, uri: S3Uri) -> dict[str, Any] | None:
-    """The HEAD of a cold copy (GLACIER, DEEP_ARCHIVE) not restored yet, which cannot be read before a thaw;
-    None when it can be read now (or the HEAD fails: the copy attempt then says what that means)."""
-    try:
-        found = transfer.head(site.place.s3, uri) or {}
-    except (ClientError, BotoCoreError):
-        return None
-    if found.get("StorageClass") not in transfer.COLD or 'ongoing-request="false"' in str(found.get("Restore") or ""):
-        return None
-    return found
-
-
 def _restore(site: Site, uri: S3Uri, found: dict[str, Any]) -> dict[str, Any]:
     """Ask once for a cold copy's thaw (a restore already under way is not asked again); what to report."""
     if 'ongoing-request="true"' not in str(found.get("Restore") or ""):
@@ -261,14 +249,32 @@ def _restore(site: Site, uri: S3Uri, found: dict[str, Any]) -> dict[str, Any]:
 
 
 def _readable_or_thaw(sources: list[tuple[Site, S3Uri]]) -> tuple[list[tuple[Site, S3Uri]], dict[str, Any] | None]:
-    """The sources that can be read now, in order; when there are none but cold copies, the thaw asked of the
-    first of them (what to report). A thaw costs and takes hours: none is asked while a copy can be read."""
-    frozen = [(source, _frozen(*source)) for source in sources]
-    readable = [source for source, found in frozen if found is None]
-    if readable or not frozen:
-        return readable, None
-    (site, uri), found = frozen[0]
-    return [], _restore(site, uri, found or {})
+    """The sources to copy from, in order; when none can be read now but cold copies (GLACIER, DEEP_ARCHIVE,
+    not restored) hold it, the thaw asked of the first of them (what to report). A thaw costs and takes hours:
+    none is asked while a copy reads. A source that is gone (404: an original deleted since ingest) is dropped;
+    one whose HEAD fails is still tried, but does not stand in for a readable copy."""
+    to_copy: list[tuple[Site, S3Uri]] = []
+    cold: list[tuple[tuple[Site, S3Uri], dict[str, Any]]] = []
+    readable = False
+    for site, uri in sources:
+        try:
+            found = transfer.head(site.place.s3, uri)
+        except (ClientError, BotoCoreError):
+            to_copy.append((site, uri))  # the copy attempt says what the failure means
+            continue
+        if found is None:
+            log.warning("%s is gone from %s; not copied from there", uri, site.location.name)
+            continue
+        if found.get("StorageClass") in transfer.COLD and 'ongoing-request="false"' not in str(
+                found.get("Restore") or ""):
+            cold.append(((site, uri), found))
+            continue
+        readable = True
+        to_copy.append((site, uri))
+    if readable or not cold:
+        return to_copy, None
+    (site, uri), found = cold[0]
+    return [], _restore(site, uri, found)
 
 
 def _put_object(obj: ObjectInput, source_sites: list[tuple[Site, S3Uri]], target: Site, storage_class: str) -> str:
@@ -353,8 +359,9 @@ def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Cal
                         transfer.set_storage_class, site.place, site.key(obj.key), obj.sha256, obj.size,
                         target.storage_class))
                 else:
-                    readable, outcome.restoring = _readable_or_thaw(_source_for(obj, sites, target.location,
-                                                                                default))
+                    # Written from the input (the sidecar): no source is read, none thawed.
+                    readable, outcome.restoring = ([], None) if obj.content is not None else _readable_or_thaw(
+                        _source_for(obj, sites, target.location, default))
                     if outcome.restoring is not None:
                         return outcome
                     verified_by[obj.key] = _put_object(obj, readable, site, target.storage_class)
