@@ -4,6 +4,8 @@ is retried only where a copy asked for it."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, cast
@@ -313,3 +315,37 @@ def test_an_original_gone_since_ingest_does_not_stand_in_for_the_cold_copy() -> 
         ("nearline", Store(object_error=EndpointConnectionError(endpoint_url="http://nearline"))),
         ("library", Store(object_error=_error("404", 404)))))
     assert [site.location.name for site, _ in readable] == ["nearline"] and restoring is None
+
+
+class Readable(Store):
+    """A site that serves one object's bytes, or refuses the GET (the HEAD still answers: SSE-KMS without
+    kms:Decrypt); written objects land in `written`."""
+
+    def __init__(self, data: bytes = b"", get_error: BaseException | None = None) -> None:
+        super().__init__()
+        self.data, self.get_error, self.written = data, get_error, {}
+
+    def get_object(self, Bucket: str, Key: str, **options: Any) -> dict[str, Any]:  # noqa: N803 (boto3's names)
+        if self.get_error is not None:
+            raise self.get_error
+        return {"Body": io.BytesIO(self.data)}
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes, **options: Any) -> dict[str, Any]:  # noqa: N803
+        self.written[f"{Bucket}/{Key}"] = Body
+        return {}
+
+
+def test_a_source_that_refuses_its_bytes_gives_way_and_is_not_named_as_the_target() -> None:
+    """The GET of a kept copy is refused while its HEAD answers: the copy comes from the next source, through
+    the real copy code; with no other source the error names the source, not the target."""
+    data = b"master 10B"
+    master = ObjectInput(key="master.mov", sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    refusing = Readable(get_error=_error("AccessDenied", 403))
+    target = Readable()
+    sources = _sources(("offsite", refusing), ("library", Readable(data)))
+    assert archive._put_object(master, sources, _site("vault", target), "STANDARD") == "s3-checksum"
+    assert target.written == {"kubemam-vault/archive/ep1/master.mov": data}
+
+    with pytest.raises(archive.StepError, match="offsite:s3://kubemam-offsite/archive/ep1/master.mov cannot be "
+                                                "read: AccessDenied"):
+        archive._put_object(master, _sources(("offsite", refusing)), _site("vault", Readable()), "STANDARD")

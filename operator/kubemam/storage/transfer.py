@@ -51,6 +51,11 @@ class SourceDamaged(RuntimeError):
     """The source's bytes do not hash to what the archive recorded; try another source."""
 
 
+class SourceUnreadable(SourceDamaged):
+    """The source refuses its bytes (denied, gone, encrypted under a key the reader may not use, e.g. SSE-KMS
+    without kms:Decrypt, which HEAD does not need): try another source. Not the target's refusal."""
+
+
 @dataclass(frozen=True)
 class Place:
     """One S3 server as the worker sees it: a client, and a key naming server + credentials."""
@@ -325,6 +330,18 @@ def _read_parts(s3: Any, uri: S3Uri, part_size: int) -> Iterator[bytes]:
         body.close()
 
 
+def _from_source(src: Place, uri: S3Uri, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """A copy's source read on another server: its refusals (4xx but a 412, which says it changed mid-read) are
+    the source's, raised as SourceUnreadable."""
+    try:
+        yield from chunks
+    except ClientError as err:
+        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if 400 <= status < 500 and status != 412:
+            raise SourceUnreadable(f"{src.name}:{uri} cannot be read: {_code(err)}") from err
+        raise
+
+
 def _crc32(data: bytes) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
@@ -337,7 +354,7 @@ def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha2
     in memory at a time per upload in flight, within STREAM_BUFFER."""
     plan = plan_parts(size, preferred=STREAM_PART)
     if size <= plan.part_size:
-        body = b"".join(read_chunks(src.s3, src_uri))
+        body = b"".join(_from_source(src, src_uri, read_chunks(src.s3, src_uri)))
         if hashlib.sha256(body).hexdigest() != sha256 or len(body) != size:
             raise SourceDamaged(f"{src.name}:{src_uri} does not hash to the recorded sha256")
         dst.s3.put_object(Bucket=dst_uri.bucket, Key=dst_uri.key, Body=body, StorageClass=storage_class,
@@ -363,7 +380,8 @@ def _stream_copy(src: Place, src_uri: S3Uri, dst: Place, dst_uri: S3Uri, *, sha2
         hashed: list[Future[None]] = []
         # Three stages on their own threads: reading, the whole-stream SHA-256 (one thread: in order), uploads.
         with ThreadPoolExecutor(in_flight) as pool, ThreadPoolExecutor(1) as hasher:
-            for number, data in enumerate(_read_parts(src.s3, src_uri, plan.part_size), start=1):
+            for number, data in enumerate(_from_source(src, src_uri, _read_parts(src.s3, src_uri, plan.part_size)),
+                                          start=1):
                 futures.append(pool.submit(send, number, data))
                 hashed.append(hasher.submit(whole.update, data))
                 copied += len(data)
