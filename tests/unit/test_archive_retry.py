@@ -182,8 +182,8 @@ def _copies(monkeypatch: pytest.MonkeyPatch, outcomes: dict[str, list[BaseExcept
     return tried
 
 
-def _sources(*sites: tuple[str, Store]) -> list[tuple[archive.Site, S3Uri]]:
-    return [(site, site.key(MASTER.key)) for site in (_site(name, store) for name, store in sites)]
+def _sources(*sites: tuple[str, Store]) -> list[archive.Source]:
+    return [archive.Source(site, site.key(MASTER.key)) for site in (_site(name, store) for name, store in sites)]
 
 
 def test_a_source_whose_retries_are_spent_gives_way_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,7 +256,7 @@ def test_a_location_that_refuses_to_say_whether_it_holds_a_copy_is_passed_over()
     master = ObjectInput(key="master.mov", sha256="0" * 64, size=10, source="s3://kubemam-library/incoming/ep1.mov")
     default = _site("library", Store())
     assert archive._source_for(master, sites, "vault", default) == [
-        (default, S3Uri.parse("s3://kubemam-library/incoming/ep1.mov"))]
+        archive.Source(default, S3Uri.parse("s3://kubemam-library/incoming/ep1.mov"))]
     assert (refusing.object_heads, down.object_heads) == (1, 1)
 
 
@@ -280,11 +280,31 @@ def test_no_thaw_is_asked_while_another_copy_can_be_read() -> None:
     glacier, vault = Cold("DEEP_ARCHIVE"), Store()
     sources = _sources(("deep", glacier), ("vault", vault))
     readable, restoring = archive._readable_or_thaw(sources)
-    assert ([site.location.name for site, _ in readable], restoring, glacier.thaws) == (["vault"], None, 0)
+    assert ([site.location.name for site, _, _ in readable], restoring, glacier.thaws) == (["vault"], None, 0)
 
     restored = Cold("GLACIER", restore='ongoing-request="false", expiry-date="Fri, 11 Dec 2026 00:00:00 GMT"')
     readable, restoring = archive._readable_or_thaw(_sources(("cold", restored)))
-    assert [site.location.name for site, _ in readable] == ["cold"] and restoring is None
+    assert [site.location.name for site, _, _ in readable] == ["cold"] and restoring is None
+
+
+class Kept(Cold):
+    """A site holding a copy kubemam verified (its recorded sha256 and size), in the class given."""
+
+    def head_object(self, Bucket: str, Key: str, **options: Any) -> dict[str, Any]:  # noqa: N803 (boto3's names)
+        self.object_heads += 1
+        return {**super().head_object(Bucket, Key), "Metadata": {transfer.SHA256_METADATA: MASTER.sha256}}
+
+
+def test_a_kept_copy_is_asked_once_whether_it_can_be_read() -> None:
+    """The HEAD that finds a verified copy at a location also says whether it is cold: the thaw check does not
+    ask again (one HEAD per kept copy and target, not two; the original, found by no HEAD, is asked once)."""
+    deep, nearline, original = Kept("DEEP_ARCHIVE"), Kept("STANDARD"), Store()
+    sites = {"vault": _site("vault", Store()), "deep": _site("deep", deep), "nearline": _site("nearline", nearline)}
+    master = MASTER.model_copy(update={"source": "s3://kubemam-library/incoming/ep1.mov"})
+    readable, restoring = archive._readable_or_thaw(archive._source_for(master, sites, "vault",
+                                                                        _site("library", original)))
+    assert [site.location.name for site, _, _ in readable] == ["nearline", "library"] and restoring is None
+    assert (deep.object_heads, nearline.object_heads, original.object_heads, deep.thaws) == (1, 1, 1, 0)
 
 
 def test_only_cold_copies_thaw_the_first_once() -> None:
@@ -314,7 +334,7 @@ def test_an_original_gone_since_ingest_does_not_stand_in_for_the_cold_copy() -> 
     readable, restoring = archive._readable_or_thaw(_sources(
         ("nearline", Store(object_error=EndpointConnectionError(endpoint_url="http://nearline"))),
         ("library", Store(object_error=_error("404", 404)))))
-    assert [site.location.name for site, _ in readable] == ["nearline"] and restoring is None
+    assert [site.location.name for site, _, _ in readable] == ["nearline"] and restoring is None
 
 
 class Readable(Store):

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError, ResponseStreamingError
 from pydantic import ValidationError
@@ -140,14 +140,21 @@ def _with_retry(site: Site, action: Callable[[], T], reread_changed: bool = Fals
                 wait_until_answers(partial(_source_answers, *source), max(1.0, deadline - clock()))
 
 
-def _source_answers(site: Site, uri: S3Uri) -> None:
-    """HEAD the object a copy reads (not a bucket: the original may be anywhere its reader may not list). Any
-    answer but a transient failure will do: the copy's next attempt says what a refusal means."""
+def _source_head_error(site: Site, uri: S3Uri) -> ClientError | BotoCoreError | None:
+    """What a HEAD of the object a copy reads answered, when it failed (not a bucket: the original may sit
+    where its reader may not list)."""
     try:
         site.place.s3.head_object(Bucket=uri.bucket, Key=uri.key)
-    except ClientError as err:
-        if is_transient(err):
-            raise
+    except (ClientError, BotoCoreError) as err:
+        return err
+    return None
+
+
+def _source_answers(site: Site, uri: S3Uri) -> None:
+    """Raises while the source does not answer. Any answer but a transient failure will do (403 and 404 too):
+    the copy's next attempt says what a refusal means."""
+    if (err := _source_head_error(site, uri)) is not None and is_transient(err):
+        raise err
 
 
 def _answers(site: Site) -> bool:
@@ -164,13 +171,9 @@ def _answers(site: Site) -> bool:
 def _unreadable(site: Site, uri: S3Uri) -> str | None:
     """Why a source cannot be read (missing, refused), asked after a copy from it failed for good; None when
     it can be read (the failure was the target's) or the answer cannot be had."""
-    try:
-        site.place.s3.head_object(Bucket=uri.bucket, Key=uri.key)
-    except ClientError as err:
-        if not is_transient(err):
-            return f"{site.location.name} cannot read {uri}: {err.response.get('Error', {}).get('Code')}"
-    except BotoCoreError:
-        pass
+    err = _source_head_error(site, uri)
+    if isinstance(err, ClientError) and not is_transient(err):
+        return f"{site.location.name} cannot read {uri}: {err.response.get('Error', {}).get('Code')}"
     return None
 
 
@@ -218,24 +221,32 @@ class Outcome:
     restoring: dict[str, Any] | None = None
 
 
-def _source_for(obj: ObjectInput, sites: dict[str, Site], exclude: str, default: Site) -> list[tuple[Site, S3Uri]]:
+class Source(NamedTuple):
+    """Where a copy can be read, with the HEAD that found it there when one was made (a kept copy's), so the
+    thaw check does not HEAD it again."""
+    site: Site
+    uri: S3Uri
+    head: dict[str, Any] | None = None
+
+
+def _source_for(obj: ObjectInput, sites: dict[str, Site], exclude: str, default: Site) -> list[Source]:
     """Where obj can be read: locations holding a verified copy first, then its original source.
     A site that does not answer, or refuses to say (403: no s3:GetObject there, or on AWS a missing key without
     s3:ListBucket), is passed over: another may hold the copy."""
-    sources: list[tuple[Site, S3Uri]] = []
+    sources: list[Source] = []
     for name, site in sites.items():
         if name == exclude:
             continue
         try:
-            held = _verified_copy(site, obj) is not None
+            found = _verified_copy(site, obj)
         except (ClientError, BotoCoreError) as err:
             code = err.response.get("Error", {}).get("Code") if isinstance(err, ClientError) else type(err).__name__
             log.warning("location %s does not answer (%s); not reading %s from it", name, code, obj.key)
             continue
-        if held:
-            sources.append((site, site.key(obj.key)))
+        if found is not None:
+            sources.append(Source(site, site.key(obj.key), found))
     if obj.source and obj.source.startswith("s3://"):
-        sources.append((default, S3Uri.parse(obj.source)))
+        sources.append(Source(default, S3Uri.parse(obj.source)))
     return sources
 
 
@@ -248,43 +259,45 @@ def _restore(site: Site, uri: S3Uri, found: dict[str, Any]) -> dict[str, Any]:
     return {"location": site.location.name, "storageClass": found.get("StorageClass"), "estimatedSeconds": hours * 3600}
 
 
-def _readable_or_thaw(sources: list[tuple[Site, S3Uri]]) -> tuple[list[tuple[Site, S3Uri]], dict[str, Any] | None]:
+def _readable_or_thaw(sources: list[Source]) -> tuple[list[Source], dict[str, Any] | None]:
     """The sources to copy from, in order; when none can be read now but cold copies (GLACIER, DEEP_ARCHIVE,
     not restored) hold it, the thaw asked of the first of them (what to report). A thaw costs and takes hours:
     none is asked while a copy reads. A source that is gone (404: an original deleted since ingest) is dropped;
-    one whose HEAD fails is still tried, but does not stand in for a readable copy."""
-    to_copy: list[tuple[Site, S3Uri]] = []
-    cold: list[tuple[tuple[Site, S3Uri], dict[str, Any]]] = []
+    one whose HEAD fails is still tried, but does not stand in for a readable copy. A source found by a HEAD
+    already (a kept copy) is not asked again."""
+    to_copy: list[Source] = []
+    cold: list[tuple[Source, dict[str, Any]]] = []
     readable = False
-    for site, uri in sources:
+    for source in sources:
+        site, uri, known = source
         try:
-            found = transfer.head(site.place.s3, uri)
+            found = known if known is not None else transfer.head(site.place.s3, uri)
         except (ClientError, BotoCoreError):
-            to_copy.append((site, uri))  # the copy attempt says what the failure means
+            to_copy.append(source)  # the copy attempt says what the failure means
             continue
         if found is None:
             log.warning("%s is gone from %s; not copied from there", uri, site.location.name)
             continue
         if found.get("StorageClass") in transfer.COLD and 'ongoing-request="false"' not in str(
                 found.get("Restore") or ""):
-            cold.append(((site, uri), found))
+            cold.append((source, found))
             continue
         readable = True
-        to_copy.append((site, uri))
+        to_copy.append(source)
     if readable or not cold:
         return to_copy, None
-    (site, uri), found = cold[0]
+    (site, uri, _), found = cold[0]
     return [], _restore(site, uri, found)
 
 
-def _put_object(obj: ObjectInput, source_sites: list[tuple[Site, S3Uri]], target: Site, storage_class: str) -> str:
+def _put_object(obj: ObjectInput, source_sites: list[Source], target: Site, storage_class: str) -> str:
     """Make target hold a verified copy of obj from the first source that is intact."""
     dst = target.key(obj.key)
     if obj.content is not None:
         return transfer.put_verified(target.place, dst, obj.content.encode(), storage_class, obj.content_type)
     problems = []
     unreachable: BaseException | None = None
-    for site, uri in source_sites:
+    for site, uri, _ in source_sites:
         try:
             # Only a copy at an archive location carries an x-amz-meta-sha256 kubemam wrote after verifying it.
             return _with_retry(target, partial(transfer.copy_verified, site.place, uri, target.place, dst,
@@ -481,9 +494,9 @@ def fixity(inputs: ArchiveInputs, sites: dict[str, Site], default: Site,
     held: list[str] = []
     for location, obj in bad:
         site = sites[location]
-        sources = [(sites[name], sites[name].key(obj.key)) for name in good.get(obj.key, [])]
+        sources = [Source(sites[name], sites[name].key(obj.key)) for name in good.get(obj.key, [])]
         if obj.source and obj.source.startswith("s3://"):
-            sources.append((default, S3Uri.parse(obj.source)))
+            sources.append(Source(default, S3Uri.parse(obj.source)))
         target = next(t for t in inputs.targets if t.location == location)
         how = _put_object(obj, sources, site, target.storage_class)
         # The repaired version is held again where its key was (by kubemam, or by someone else).
