@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -121,6 +123,25 @@ def request_counts(api: client.ApiClient) -> Counter[tuple[str, str, str]]:
         counts[(labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))] += int(
             float(value))
     return counts
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def operator_gc_seconds() -> float | None:
+    """The operator's time in Python's garbage collector so far (its kubemam_operator_gc_seconds, every
+    generation), from its metrics port; None when it cannot be read."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{os.environ['KUBEMAM_METRICS_PORT']}/metrics",
+                                    timeout=10) as answer:
+            text = answer.read().decode()
+    except (OSError, KeyError):
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("kubemam_operator_gc_seconds_total{"))
 
 
 def operator_requests(counts: Counter[tuple[str, str, str]]) -> int:
@@ -232,7 +253,7 @@ def run(state: dict[str, Any], count: int, quiet_seconds: float, job_timeout: fl
                                            ("controller-manager", controllers), ("this client", client_process))
                if p is not None]
     others_start = {p.pid: p.cpu_seconds() for _, p in sharing}
-    cpu_start, requests_start = operator.cpu_seconds(), request_counts(api)
+    cpu_start, requests_start, gc_start = operator.cpu_seconds(), request_counts(api), operator_gc_seconds()
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(create, names))
@@ -255,6 +276,7 @@ def run(state: dict[str, Any], count: int, quiet_seconds: float, job_timeout: fl
     cluster_cpu = ", ".join(f"{label} {(p.cpu_seconds() - others_start[p.pid]) / burst_seconds:.2f} core"
                             for label, p in sharing)
     burst = request_counts(api) - requests_start
+    gc_end = operator_gc_seconds()
     p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
 
     # First a window of the same length while the operator works off what the burst left (the status writes
@@ -284,6 +306,9 @@ def run(state: dict[str, Any], count: int, quiet_seconds: float, job_timeout: fl
     print(f"asset -> Job: p50 {p50:.2f} s, p99 {p99:.2f} s, max {max(latencies):.2f} s; last Job after "
           f"{last_job:.1f} s; operator CPU until then {burst_cpu:.2f} core (1.0: one core, its GIL's ceiling)"
           + (f"; {cluster_cpu} on {os.cpu_count()} CPUs" if cluster_cpu else ""))
+    if gc_start is not None and gc_end is not None:
+        print(f"operator's CPU in Python's garbage collector until then: {gc_end - gc_start:.1f} s "
+              f"({(gc_end - gc_start) / max(1e-9, operator.cpu_seconds() - cpu_start):.0%} of its CPU)")
     print("API requests per asset until the last Job: " + ", ".join(
         f"{verb} {resource}{'/' + sub if sub else ''} {n / count:.2f}"
         for (verb, resource, sub), n in burst.most_common(8)))
@@ -341,6 +366,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.assets, args.quiet_seconds, args.job_timeout, args.strict = 20, 10.0, 180.0, False
+    # The operator (started by the local cluster with this environment) serves its metrics where this reads them.
+    os.environ["KUBEMAM_METRICS_PORT"] = str(free_port())
     with tempfile.TemporaryDirectory(prefix="kubemam-bench-") as tmp:
         state = cluster.up(Path(tmp))
         try:

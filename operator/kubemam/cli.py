@@ -49,7 +49,9 @@ def _run(args: argparse.Namespace) -> int:
 
     import kubemam.controllers.main  # noqa: F401 - registers the handlers
     from kubemam import metrics
+    from kubemam.controllers import collector
 
+    collector.pace()
     metrics.serve()
     # Kopf's own logging: text is its full format; json is one JSON object a line (python-json-logger), with
     # the object a message is about under "object" and a "severity", for log collectors.

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import TimeoutError as CallTimeout
 from urllib3.util.retry import Retry
 
+from kubemam import jsonpeek
 from kubemam.api.common import GROUP, VERSION
 
 _loaded = False
@@ -162,13 +163,13 @@ class KubeApi:
                                                  _request_timeout=self.timeout))
         return list(body.get("items") or [])
 
-    def create_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
-        """Create a Job; the Job as the API server made it (uid included), or None when it already exists
-        (the same inputs, so nothing to do) or when its namespace is being deleted (nothing will ever need it)."""
+    def create_job(self, job: dict[str, Any]) -> str | None:
+        """Create a Job; the uid the API server gave it, or None when it already exists (the same inputs, so
+        nothing to do) or when its namespace is being deleted (nothing will ever need it). The answer (the whole
+        Job, pod template and managedFields) is read for its uid alone (`jsonpeek`)."""
         try:
-            created: dict[str, Any] = _raw(self.batch.create_namespaced_job(
-                job["metadata"]["namespace"], job, _preload_content=False, _request_timeout=self.timeout))
-            return created
+            response = self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False,
+                                                        _request_timeout=self.timeout)
         except ApiException as err:
             if err.status == 409 or (err.status == 403 and "NamespaceTerminating" in str(err.body)):
                 return None
@@ -176,6 +177,7 @@ class KubeApi:
             if refused is not None:
                 raise refused from None
             raise
+        return str(jsonpeek.peek(response.data, ("metadata",), {"uid"})["uid"])
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:

@@ -232,12 +232,12 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
     made = []
     for job in plan.create_jobs:
         try:
-            created = create_step_job(api, job)
+            uid = create_step_job(api, job)
         except JobRefused as refused:  # no retry mends it: the asset says why, the asset clock asks again
             plan = plan_asset(dataclasses.replace(facts, job_refused=str(refused)), config, now)
             break
-        if created is not None:
-            made.append(created)
+        if uid is not None:
+            made.append((uid, job))
             log.info("created Job %s/%s", namespace, job["metadata"]["name"])
     # A Job made here is recorded as made before its first event can come (it often comes before the status
     # write below): the status records it as Pending, as that event shows it, so the event needs no reconcile
@@ -245,10 +245,10 @@ def _reconcile_once(api: KubeApi, config: OperatorConfig, watched: Watched, name
     # fails, the record goes: the Job's next event reconciles its asset.
     listed = {j.name for j in plan.status.jobs or []}
     made_uids = []
-    for created in made:
-        if created["metadata"].get("name") in listed:
-            made_uids.append(str(created["metadata"].get("uid") or ""))
-            JOB_TRANSITIONS.record(made_uids[-1], job_view(created))
+    for uid, job in made:
+        if job["metadata"]["name"] in listed:
+            made_uids.append(uid)
+            JOB_TRANSITIONS.record(uid, job_view(job))  # as its first event shows it: no status yet, Pending
     gate = plan.qc_gate
     written = plan.status.to_wire()
     try:

@@ -16,15 +16,15 @@ from kubemam.kubeapi import KubeApi
 from kubemam.plan import staging
 
 
-def create_step_job(api: KubeApi, job: dict[str, Any]) -> dict[str, Any] | None:
-    """Create the Job (and its staged ConfigMap first): the Job as made, or None when it existed already."""
+def create_step_job(api: KubeApi, job: dict[str, Any]) -> str | None:
+    """Create the Job (and its staged ConfigMap first): the new Job's uid, or None when it existed already."""
     config_map = staging.config_map(job)
     if config_map is not None:
         api.create_config_map(config_map)
     created = api.create_job(job)
     if config_map is not None:
         namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
-        uid = str(created["metadata"]["uid"]) if created is not None else api.job_uid(namespace, name)
+        uid = created if created is not None else api.job_uid(namespace, name)
         if uid is not None:
             api.set_config_map_owner(namespace, config_map["metadata"]["name"], staging.owner_reference(name, uid))
     return created
