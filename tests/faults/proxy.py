@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import socket
 import ssl
@@ -186,3 +187,45 @@ class CutReplies(FaultProxy):
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await FaultProxy._pipe(self, reader, writer)  # requests pass uncounted
+
+
+_ACCESS_DENIED_BODY = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>"
+                       b"<Message>Access Denied.</Message></Error>")
+ACCESS_DENIED = (b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                 b"Content-Length: " + str(len(_ACCESS_DENIED_BODY)).encode() + b"\r\n\r\n" + _ACCESS_DENIED_BODY)
+_CLIENT: contextvars.ContextVar[asyncio.StreamWriter] = contextvars.ContextVar("client")
+
+
+class DenyObjectGets(FaultProxy):
+    """An S3 endpoint (path-style) that refuses every GET of an object with 403 AccessDenied while HEADs,
+    listings and everything else pass: a store whose objects are encrypted with a key the reader may not use
+    (SSE-KMS without kms:Decrypt: the HEAD needs no key). Reads each request's head and Content-Length body
+    (no chunked uploads through it). `denied` counts the refusals."""
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(upstream_port)
+        self.denied = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _CLIENT.set(writer)  # the tasks _handle gathers copy this context: _forward answers the client
+        await super()._handle(reader, writer)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, target = head.split(b" ", 2)[:2]
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                body = await reader.readexactly(length) if length else b""
+                path = target.split(b"?", 1)[0].strip(b"/")
+                if method == b"GET" and b"/" in path:  # /bucket/key: an object, not a listing
+                    self.denied += 1
+                    client = _CLIENT.get()
+                    client.write(ACCESS_DENIED)
+                    await client.drain()
+                    client.close()
+                    writer.close()  # the upstream's side ends too, so the reply pipe stops
+                    return
+                writer.write(head + body)
+                await writer.drain()

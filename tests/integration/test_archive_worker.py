@@ -20,7 +20,7 @@ import pytest
 from kubemam.storage.s3 import make_client
 from kubemam.storage.transfer import Place, copy_verified
 from kubemam_local.minio import MinioServer
-from tests.faults.proxy import CutReplies, FaultProxy
+from tests.faults.proxy import CutReplies, DenyObjectGets, FaultProxy
 
 pytestmark = pytest.mark.integration
 SITE_B = "KUBEMAM_LOCATION_1"
@@ -418,6 +418,30 @@ def test_a_source_that_never_delivers_the_whole_object_gives_way_to_the_next_sou
     result = json.loads((tmp_path / "termination-log").read_text())
     assert result["copiedBytes"] == {"vault": master["size"]}
     assert _hash_at(site_b, "kubemam-vault", f"archive/{asset}/master.mxf") == master["sha256"]
+
+
+def test_a_fixity_check_at_a_location_that_refuses_reading_names_the_location_and_is_not_retried(
+        site_a: MinioServer, site_b: MinioServer, tmp_path: Path) -> None:
+    """A location whose objects answer HEAD but refuse GET (SSE-KMS without kms:Decrypt): the check cannot read
+    the copy. The run ends as a permanent failure naming the location and the refusal (before: a crash the Job
+    retried until its backoff limit), and nothing is written over the copy it could not read."""
+    asset = uuid.uuid4().hex[:8]
+    _, master = _master(site_a, 1024 * 1024)
+    key = f"archive/{asset}/master.mxf"
+    copy = site_a.client().get_object(Bucket="kubemam-library", Key=master["source"].split("/", 3)[3])["Body"].read()
+    site_a.client().put_object(Bucket="plain-vault", Key=key, Body=copy, Metadata={"sha256": master["sha256"]})
+    before = site_a.client().head_object(Bucket="plain-vault", Key=key)["ETag"]
+    check = _inputs(site_a, site_b, asset, [master], mode="fixity", run="request:1",
+                    targets=[{"location": "sealed", "storage_class": "STANDARD", "primary": True}])
+    with DenyObjectGets(site_a.port) as proxy:
+        check["locations"].insert(0, {"name": "sealed", "uri": f"s3://plain-vault/archive/{asset}",
+                                      "endpoint": proxy.url, "object_lock": False})
+        code, result, stderr = _run(site_a, site_b, tmp_path, check)
+    assert proxy.denied, "the proxy refused no read: the test did not test anything"
+    assert code == 2, stderr
+    assert "location sealed" in result["error"] and "refuses reading master.mxf: AccessDenied" in result["error"]
+    assert "retryable" not in result
+    assert site_a.client().head_object(Bucket="plain-vault", Key=key)["ETag"] == before
 
 
 def _hold_at(server: MinioServer, bucket: str, key: str, version: str | None = None) -> tuple[str, bool]:

@@ -23,7 +23,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -193,6 +194,20 @@ def _refusal(site: Site, err: ClientError, doing: str) -> StepError | None:
     return None
 
 
+@contextmanager
+def _named_refusal(site: Site, doing: str) -> Iterator[None]:
+    """A location's lasting refusal (missing bucket, denied access, unknown class) ends the step with an error
+    that names the location and what was asked of it; anything else is raised as it is (a transient one is
+    retried by the Job)."""
+    try:
+        yield
+    except ClientError as err:
+        refusal = _refusal(site, err, doing)
+        if refusal is not None:
+            raise refusal from err
+        raise
+
+
 def _verified_copy(site: Site, obj: ObjectInput) -> dict[str, Any] | None:
     """The copy's HEAD when it is one this worker verified (recorded sha256 and size match) and the server's
     own full-object SHA-256, where it keeps one, agrees; else None (the copy is made again)."""
@@ -360,7 +375,7 @@ def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Cal
         site = sites[target.location]
         verified_by: dict[str, str] = {}
         for obj in inputs.objects:
-            try:
+            with _named_refusal(site, f"writing {obj.key}"):
                 existing = _with_retry(site, partial(_verified_copy, site, obj))
                 if existing is not None and (existing.get("StorageClass") or "STANDARD") == target.storage_class:
                     # Verified when written; the server's own checksum confirms it where it keeps one.
@@ -380,11 +395,6 @@ def place(inputs: ArchiveInputs, sites: dict[str, Site], default: Site, now: Cal
                     verified_by[obj.key] = _put_object(obj, readable, site, target.storage_class)
                     outcome.copied_bytes[target.location] = outcome.copied_bytes.get(target.location, 0) + obj.size
                 outcome.held += _with_retry(site, partial(_lock, inputs, site, obj))
-            except ClientError as err:
-                refusal = _refusal(site, err, f"writing {obj.key}")
-                if refusal is not None:
-                    raise refusal from err
-                raise
         _with_retry(site, partial(_write_location_manifest, inputs, site, now(), verified_by))
         outcome.copies.append({"location": target.location, "uri": str(site.root),
                                "storageClass": target.storage_class, "verifiedAt": now().isoformat(),
@@ -438,17 +448,19 @@ def _reverify_targets(inputs: ArchiveInputs, sites: dict[str, Site], default: Si
             if obj.content is not None:
                 continue
             uri = site.key(obj.key)
-            found_head = _with_retry(site, partial(transfer.head, site.place.s3, uri, True)) or {}
-            if found_head.get("StorageClass") in transfer.COLD:
-                server_sum = transfer.full_object_checksum(found_head)
-                if server_sum in (None, transfer.b64_sha256(obj.sha256)):
-                    continue  # without a server checksum, the recorded one is all a cold copy offers
-            elif _with_retry(site, partial(transfer.hash_object, site.place.s3, uri)) == (obj.sha256, obj.size):
-                continue
+            with _named_refusal(site, f"reading {obj.key}"):
+                found_head = _with_retry(site, partial(transfer.head, site.place.s3, uri, True)) or {}
+                if found_head.get("StorageClass") in transfer.COLD:
+                    server_sum = transfer.full_object_checksum(found_head)
+                    if server_sum in (None, transfer.b64_sha256(obj.sha256)):
+                        continue  # without a server checksum, the recorded one is all a cold copy offers
+                elif _with_retry(site, partial(transfer.hash_object, site.place.s3, uri)) == (obj.sha256, obj.size):
+                    continue
             log.warning("%s at %s no longer matches its sha256; copying it again before the move", obj.key,
                         target.location)
-            _put_object(obj, _source_for(obj, sites, target.location, default), site, target.storage_class)
-            _with_retry(site, partial(_lock, inputs, site, obj))
+            with _named_refusal(site, f"writing {obj.key}"):
+                _put_object(obj, _source_for(obj, sites, target.location, default), site, target.storage_class)
+                _with_retry(site, partial(_lock, inputs, site, obj))
 
 
 def _holds_anything(site: Site) -> bool:
@@ -481,7 +493,8 @@ def fixity(inputs: ArchiveInputs, sites: dict[str, Site], default: Site,
     for target in inputs.targets:
         site = sites[target.location]
         for obj in inputs.objects:
-            found = _with_retry(site, partial(transfer.hash_object, site.place.s3, site.key(obj.key)))
+            with _named_refusal(site, f"reading {obj.key}"):
+                found = _with_retry(site, partial(transfer.hash_object, site.place.s3, site.key(obj.key)))
             ok = found == (obj.sha256, obj.size)
             checked_bytes += found[1] if found else 0
             checks.append({"location": target.location, "key": obj.key, "ok": ok,
@@ -498,9 +511,10 @@ def fixity(inputs: ArchiveInputs, sites: dict[str, Site], default: Site,
         if obj.source and obj.source.startswith("s3://"):
             sources.append(Source(default, S3Uri.parse(obj.source)))
         target = next(t for t in inputs.targets if t.location == location)
-        how = _put_object(obj, sources, site, target.storage_class)
-        # The repaired version is held again where its key was (by kubemam, or by someone else).
-        held += _with_retry(site, partial(_lock, inputs, site, obj))
+        with _named_refusal(site, f"writing {obj.key}"):
+            how = _put_object(obj, sources, site, target.storage_class)
+            # The repaired version is held again where its key was (by kubemam, or by someone else).
+            held += _with_retry(site, partial(_lock, inputs, site, obj))
         repaired.append({"location": location, "key": obj.key, "verifiedBy": how})
         log.warning("fixity: %s at %s did not match its sha256; repaired from an intact copy", obj.key, location)
     at = now().isoformat()
