@@ -272,11 +272,11 @@ def run(state: dict[str, Any], count: int, quiet_seconds: float, job_timeout: fl
         last_job = max(jobs.first_seen[name] for name in names) - started
     jobs.stopping.set()
     burst_seconds = time.monotonic() - started
-    burst_cpu = (operator.cpu_seconds() - cpu_start) / burst_seconds
+    burst_cpu_seconds, gc_end = operator.cpu_seconds() - cpu_start, operator_gc_seconds()
+    burst_cpu = burst_cpu_seconds / burst_seconds
     cluster_cpu = ", ".join(f"{label} {(p.cpu_seconds() - others_start[p.pid]) / burst_seconds:.2f} core"
                             for label, p in sharing)
     burst = request_counts(api) - requests_start
-    gc_end = operator_gc_seconds()
     p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
 
     # First a window of the same length while the operator works off what the burst left (the status writes
@@ -308,7 +308,7 @@ def run(state: dict[str, Any], count: int, quiet_seconds: float, job_timeout: fl
           + (f"; {cluster_cpu} on {os.cpu_count()} CPUs" if cluster_cpu else ""))
     if gc_start is not None and gc_end is not None:
         print(f"operator's CPU in Python's garbage collector until then: {gc_end - gc_start:.1f} s "
-              f"({(gc_end - gc_start) / max(1e-9, operator.cpu_seconds() - cpu_start):.0%} of its CPU)")
+              f"({(gc_end - gc_start) / max(1e-9, burst_cpu_seconds):.0%} of its CPU)")
     print("API requests per asset until the last Job: " + ", ".join(
         f"{verb} {resource}{'/' + sub if sub else ''} {n / count:.2f}"
         for (verb, resource, sub), n in burst.most_common(8)))

@@ -31,7 +31,9 @@ def _expect(text: str, at: int, char: str) -> int:
 
 def peek(text: str | bytes, path: tuple[str, ...], fields: set[str]) -> dict[str, Any]:
     """The `fields` of the object at `path` (keys from the top, each an object) in the JSON document `text`;
-    fields it does not hold are left out. Raises ValueError for text that is not such a document."""
+    fields it does not hold are left out. A key given twice counts at its first occurrence (json.loads keeps the
+    last; the API server writes each once). What follows the last field found is not read, so text broken
+    after it is not refused; text broken before it raises ValueError."""
     if isinstance(text, bytes):
         text = text.decode()
     found: dict[str, Any] = {}

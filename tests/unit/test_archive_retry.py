@@ -11,7 +11,13 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError, ResponseStreamingError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 
 from kubemam.steps.archive import LocationInput, ObjectInput
 from kubemam.storage import transfer
@@ -160,6 +166,16 @@ def test_a_failed_copy_waits_for_its_source_as_well_as_its_target() -> None:
         assert archive._with_retry(_site("vault", target), action, source=(origin, origin.key("master.mov")),
                                    clock=clock) == "copied"
         assert (len(calls), target.bucket_heads, source.object_heads, source.bucket_heads) == (2, 1, 1, 0)
+
+
+def test_a_source_head_that_fails_on_the_client_side_is_no_answer() -> None:
+    """Missing credentials or a broken request are not an answer from the source: the wait raises them, as a
+    transient failure past the window is raised."""
+    origin = _site("library", Store(object_error=NoCredentialsError()))
+    with pytest.raises(NoCredentialsError):
+        archive._source_answers(origin, origin.key("master.mov"))
+    gone = _site("library", Store(object_error=_error("404", 404, "HeadObject")))
+    archive._source_answers(gone, gone.key("master.mov"))  # an answer: the copy's next attempt says what it means
 
 
 MASTER = ObjectInput(key="master.mov", sha256="0" * 64, size=10)

@@ -1,4 +1,5 @@
-"""jsonpeek reads the fields asked for as json.loads would, wherever they sit, and stops early."""
+"""jsonpeek reads the fields asked for with the values json.loads gives them, wherever they sit (each key
+written once, as the API server writes them), and stops once it has them."""
 
 from __future__ import annotations
 

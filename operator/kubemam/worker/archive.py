@@ -154,8 +154,8 @@ def _source_head_error(site: Site, uri: S3Uri) -> ClientError | BotoCoreError | 
 def _source_answers(site: Site, uri: S3Uri) -> None:
     """Raises while the source does not answer. Any answer but a transient failure will do (403 and 404 too):
     the copy's next attempt says what a refusal means."""
-    if (err := _source_head_error(site, uri)) is not None and is_transient(err):
-        raise err
+    if (err := _source_head_error(site, uri)) is not None and (isinstance(err, BotoCoreError) or is_transient(err)):
+        raise err  # a client-side failure (no credentials, a broken request) is no answer either
 
 
 def _answers(site: Site) -> bool:
