@@ -79,10 +79,12 @@ class _Refused(Exception):
 class CpixKeyServer:
     """``with CpixKeyServer() as server: fetch_keys(server.url, ...)``."""
 
-    def __init__(self, *, token: str | None = None, mode: Mode = "ok", flaky_failures: int = 2) -> None:
+    def __init__(self, *, token: str | None = None, mode: Mode = "ok", flaky_failures: int = 2,
+                 flaky_status: int = 503) -> None:
         self.token = token
         self.mode: Mode = mode
         self.flaky_failures = flaky_failures
+        self.flaky_status = flaky_status  # what "flaky" answers before it recovers
         self.requests: list[ReceivedRequest] = []
         self._keys: dict[tuple[str, uuid.UUID], bytes] = {}
         self._lock = threading.Lock()
@@ -153,7 +155,7 @@ class CpixKeyServer:
             if mode == "flaky":
                 if self.flaky_failures > 0:
                     self.flaky_failures -= 1
-                    return 503, {"Content-Type": "text/plain"}, b"temporarily unavailable, try again"
+                    return self.flaky_status, {"Content-Type": "text/plain"}, b"temporarily unavailable, try again"
                 mode = "ok"
         text = {"Content-Type": "text/plain"}
         lowered = {name.lower(): value for name, value in headers.items()}

@@ -590,11 +590,13 @@ def test_a_failing_purge_webhook_fails_the_action_with_the_objects_gone_and_the_
         minio: Any, s3: Any, tmp_path: Path, webhook: PurgeServer) -> None:
     ns = f"wh-{uuid.uuid4().hex[:6]}"
     keys = _fill_origin(s3, ns, "ep2")
-    action = _action("takedown", ns, "ep2", webhook=webhook.url)
+    # A token in the webhook's query (the CDN's purge API key) reaches no error, log line or usage record.
+    action = _action("takedown", ns, "ep2", webhook=webhook.url + "?token=s3cr3t-purge")
     webhook.status = 500
     inputs = _inputs(ns, [action])
     result, lines, stderr = _run(minio, tmp_path, inputs, expect=2)
     assert result["failed"] == [[0, 0]] and "HTTP 500" in result["errors"][0]
+    assert "s3cr3t-purge" not in json.dumps([result, lines, _get(s3, inputs["usage"])]) + stderr
     assert _listing(s3, action["origin"]) == {}
     assert len(webhook.requests) == 3 and webhook.requests[0]["body"]["paths"] == keys
     assert lines[0]["verified"] is False and "HTTP 500" in lines[0]["error"]

@@ -241,8 +241,10 @@ def test_a_truncated_http_master_is_a_transient_failure_then_ingested_whole(
         minio: Any, sample: Path, tmp_path: Path, http_master: tuple[str, type[_Master]]) -> None:
     """A server that closes the connection early (a clean EOF before Content-Length): never a partial master;
     exit 1 (retried), not the permanent exit 2 — even with a declared checksum, which a short body cannot
-    match. Served whole, the same input ingests."""
+    match. Served whole, the same input ingests. The URI is presigned: its signature and credential reach
+    neither the error (the asset's condition) nor the pod's log."""
     uri, server = http_master
+    uri += "?X-Amz-Credential=AKIASECRETCRED%2F20261203&X-Amz-Signature=5ec12e7deadbeef"
     s3 = make_client(minio.endpoint, minio.access_key, minio.secret_key)
     sha = hashlib.sha256(sample.read_bytes()).hexdigest()
     output = f"s3://kubemam-library/assets/{uuid.uuid4().hex}/ingest"
@@ -252,6 +254,8 @@ def test_a_truncated_http_master_is_a_transient_failure_then_ingested_whole(
         assert result.returncode == 1, result.stderr
         error = json.loads(message.read_text())
         assert error["retryable"] is True and f"ended after {server.cut} of {len(server.body)} bytes" in error["error"]
+        assert "/master.mov" in error["error"]
+        assert _secrets_in(error["error"] + result.stderr + result.stdout) == set()
         assert list(list_objects(s3, S3Uri.parse(output))) == []  # nothing committed from a partial master
     assert server.served == [server.cut, server.cut]
 
@@ -259,8 +263,15 @@ def test_a_truncated_http_master_is_a_transient_failure_then_ingested_whole(
     result, message = _run(minio, tmp_path, {"source": {"uri": uri, "checksum": {"algorithm": "sha256", "value": sha}},
                                              "output": output})
     assert result.returncode == 0, result.stderr
+    assert "fetched http://127.0.0.1" in result.stderr
+    assert _secrets_in(result.stderr + result.stdout) == set()
     reported = json.loads(message.read_text())
     assert reported["technical"]["sha256"] == sha and reported["technical"]["sizeBytes"] == len(server.body)
+
+
+def _secrets_in(text: str) -> set[str]:
+    """The presigned URI's secrets that text shows."""
+    return {secret for secret in ("5ec12e7deadbeef", "AKIASECRETCRED") if secret in text}
 
 
 def test_a_whole_download_with_the_wrong_checksum_is_still_permanent(

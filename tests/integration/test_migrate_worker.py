@@ -7,9 +7,11 @@ are tested first without ffmpeg or MinIO.
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import shutil
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,36 @@ def test_a_master_that_does_not_match_its_checksum_commits_nothing(minio: Any, m
     assert result.returncode == 2
     assert "the input expects 0000" in json.loads(message.read_text())["error"]
     assert list(list_objects(s3, S3Uri.parse(output))) == []
+
+
+@pytest.mark.integration
+def test_a_short_download_with_no_declared_length_is_fetched_again_not_failed_for_good(minio: Any,
+                                                                                       tmp_path: Path) -> None:
+    """An HTTP server that declares no length and closes early: the bytes cannot match the ingested sha256,
+    but nothing says they are the whole master, so the run is retried (exit 1), never failed for good."""
+    class Short(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # the body ends when the connection closes: no length, no chunking
+
+        def do_GET(self) -> None:  # noqa: N802 - the http.server naming
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"\0" * 4096)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        output = f"s3://kubemam-library/assets/{uuid.uuid4().hex}/migrate"
+        inputs = {"source": f"http://127.0.0.1:{server.server_address[1]}/master.mpg", "sha256": "0" * 64,
+                  "output": output, "target": "ffv1-mkv"}
+        result, message = _run(minio, tmp_path, inputs)
+    finally:
+        server.shutdown()
+    assert result.returncode == 1, result.stderr
+    error = json.loads(message.read_text())
+    assert error["retryable"] is True and "the download may be short" in error["error"]
 
 
 @pytest.mark.integration

@@ -229,6 +229,16 @@ def test_flaky_server_recovers(server: CpixKeyServer) -> None:
     assert {k.kid: k.key for k in got.keys} == server.keys_for("asset-ep1")
 
 
+@pytest.mark.parametrize("status", [408, 425, 429, 503])
+def test_a_timeout_too_early_or_throttled_answer_is_asked_again(server: CpixKeyServer, status: int) -> None:
+    """408 (the server timed the request out) and 425 (too early) pass like 429 and 5xx: the package step does
+    not fail for good on a key server that was busy for a moment."""
+    server.mode, server.flaky_failures, server.flaky_status = "flaky", 1, status
+    sleeps = Sleeps()
+    got = fetch_keys(server.url, _request(), token=None, attempts=3, sleep=sleeps)
+    assert server.request_count == 2 and len(sleeps) == 1 and len(got.keys) == 3
+
+
 def test_malformed_answer_is_not_retried(server: CpixKeyServer) -> None:
     server.mode = "malformed"
     sleeps = Sleeps()

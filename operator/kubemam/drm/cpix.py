@@ -37,6 +37,7 @@ from typing import IO, Literal, NamedTuple
 from kubemam.api.ladder import DrmSystem
 from kubemam.drm.errors import KeyProviderError
 from kubemam.drm.keys import KEY_BYTES, ContentKey, KeyTier
+from kubemam.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -418,20 +419,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def redact_url(url: str) -> str:
-    """The URL without credentials, query or fragment: safe for logs, messages and status conditions."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port is not None else host
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def _excerpt(data: bytes) -> str:
     text = " ".join(data.decode("utf-8", errors="replace").split())
     return text if len(text) <= MAX_EXCERPT else text[:MAX_EXCERPT]
@@ -470,7 +457,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, where:
         finally:
             exc.close()
         status = exc.code
-        transient = status >= 500 or status == 429
+        transient = status >= 500 or status in (408, 425, 429)  # a timeout, too early, throttled: ask again
         log.warning("CPIX key request to %s for KIDs %s: HTTP %d", where, kids, status)
         hint = " (redirects are not followed)" if 300 <= status < 400 else ""
         raise _Failure(f"the key provider at {where} answered HTTP {status}{hint}: {excerpt or '(no body)'}",

@@ -61,6 +61,7 @@ from pydantic import ValidationError
 
 from kubemam.api.rights import Channel
 from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
+from kubemam.redact import redact_url
 from kubemam.steps.distribute import (
     DistributeFailure,
     DistributeInput,
@@ -479,7 +480,7 @@ def purge(url: str, payload: Mapping[str, Any], attempts: int = WEBHOOK_ATTEMPTS
             last = str(getattr(err, "reason", err))
         if attempt + 1 < attempts:
             sleep(0.5 * 2**attempt)
-    raise RuntimeError(f"purge webhook {url} failed {attempts} times (last: {last})")
+    raise RuntimeError(f"purge webhook {redact_url(url)} failed {attempts} times (last: {last})")
 
 
 class _Takedowns:

@@ -32,6 +32,7 @@ from kubemam.media.progress import FfmpegProgress, progress_line
 from kubemam.media.qc import QCError, measurement_findings, run_qc, timeline_findings, verdict
 from kubemam.media.thumbnails import make_thumbnails, sheet_name
 from kubemam.media.timecode import Timecode, TimecodeError
+from kubemam.redact import redact_url
 from kubemam.steps.ingest import compact_result
 from kubemam.storage.s3 import commit, make_client, read_committed, wait_until_reachable
 from kubemam.storage.uri import S3Uri
@@ -111,12 +112,12 @@ def run() -> int:
         return 0
 
     out_dir, master, fetched = fetch_master(source["uri"], s3, checksum)
-    log.info("fetched %s: %d bytes, sha256 %s", source["uri"], fetched.size, fetched.sha256)
+    log.info("fetched %s: %d bytes, sha256 %s", redact_url(source["uri"]), fetched.size, fetched.sha256)
 
     try:
         info = probe(master)
     except ProbeError as err:
-        raise StepError(f"{source['uri']} is not a usable master: {err}") from err
+        raise StepError(f"{redact_url(source['uri'])} is not a usable master: {err}") from err
     # Every pass from here decodes v:0 and a:0 only: the other sound tracks are hidden from ffmpeg's demuxer,
     # which would index every sample of each (tens of MiB a track on a 2-hour master).
     if hidden := hide_sound_tracks(master, keep=1):
@@ -140,7 +141,7 @@ def run() -> int:
     try:
         measurements = run_qc(master, bool(technical.audio), policy, report)
     except QCError as err:
-        raise StepError(f"{source['uri']} cannot be decoded: {err}") from err
+        raise StepError(f"{redact_url(source['uri'])} cannot be decoded: {err}") from err
     video = technical.video
     findings = measurement_findings(measurements, policy, technical.duration_seconds)
     findings += timeline_findings(markers, timeline, start, video.frame_rate if video else None,

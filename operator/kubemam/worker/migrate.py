@@ -22,11 +22,12 @@ from kubemam import __version__
 from kubemam.media.preserve import PreservationError, encode_ffv1, verify_lossless
 from kubemam.media.probe import ProbeError, probe
 from kubemam.media.progress import FfmpegProgress, progress_line
+from kubemam.redact import redact_url
 from kubemam.storage.manifest import sha256_file
 from kubemam.storage.s3 import commit, make_client, read_committed, wait_until_reachable
 from kubemam.storage.uri import S3Uri, S3UriError
 from kubemam.worker.contract import StepError, digest, step_input, write_result
-from kubemam.worker.source import fetch_master
+from kubemam.worker.source import TruncatedDownload, fetch_master
 
 log = logging.getLogger("kubemam.worker.migrate")
 
@@ -79,12 +80,15 @@ def run() -> int:
     out_dir, master, fetched = fetch_master(source, s3)
     sha256 = fetched.sha256
     if expected is not None and sha256 != expected:
-        raise StepError(f"source sha256 is {sha256}, the input expects {expected}")
-    log.info("fetched %s: %d bytes, sha256 %s", source, master.stat().st_size, sha256)
+        message = f"source {redact_url(source)} has sha256 {sha256}, the input expects {expected}"
+        if not fetched.complete:  # no declared length: it may be short, not changed
+            raise TruncatedDownload(f"{message}; the server declared no length, so the download may be short")
+        raise StepError(message)
+    log.info("fetched %s: %d bytes, sha256 %s", redact_url(source), master.stat().st_size, sha256)
     try:
         info = probe(master)
     except ProbeError as err:
-        raise StepError(f"{source} is not a usable master: {err}") from err
+        raise StepError(f"{redact_url(source)} is not a usable master: {err}") from err
     duration = float((info.get("format") or {}).get("duration") or 0) or None
 
     preserved = out_dir / MASTER_KEY
@@ -95,7 +99,7 @@ def run() -> int:
         frames = verify_lossless(master, preserved, out_dir / SOURCE_HASHES_KEY, out_dir / MASTER_HASHES_KEY, info)
     except PreservationError as err:
         shutil.rmtree(out_dir, ignore_errors=True)
-        raise StepError(f"the FFV1 copy of {source} is not lossless, nothing was committed: {err}") from err
+        raise StepError(f"the FFV1 copy of {redact_url(source)} is not lossless, nothing was committed: {err}") from err
     log.info("verified lossless: %s", ", ".join(f"{label} {count}" for label, count in frames.items()))
     print(progress_line("migrate", 90), flush=True)
 

@@ -55,6 +55,7 @@ from kubemam.packaging.layout import (
     SubtitleTrack,
     ThumbnailTrack,
 )
+from kubemam.redact import redact_url
 from kubemam.storage.s3 import commit, make_client, read_committed, wait_until_reachable
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError, digest, step_input, work_dir, write_result
@@ -164,7 +165,8 @@ def _subtitle(spec: dict[str, Any], s3: Any, out: Path, scratch: Path, duration:
                .global_args("-hide_banner", "-nostdin", "-loglevel", "error").overwrite_output().compile())
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise StepError(f"caption {spec['uri']} is not readable {spec.get('format')}: {result.stderr.strip()[-300:]}")
+        raise StepError(f"caption {redact_url(spec['uri'])} is not readable {spec.get('format')}: "
+                        f"{result.stderr.strip()[-300:]}")
     (folder / MEDIA_PLAYLIST).write_text(subtitle_playlist(track))
     return track
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kubemam.api.asset import Checksum
+from kubemam.redact import redact_url
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.contract import StepError
 
@@ -51,7 +52,7 @@ def _http_chunks(uri: str) -> tuple[Iterator[bytes], int | None]:
         response = urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT)  # noqa: S310 - the caller checked the scheme
     except urllib.error.HTTPError as err:
         if 400 <= err.code < 500 and err.code not in (408, 425, 429):
-            raise StepError(f"source {uri} answered HTTP {err.code} {err.reason}") from err
+            raise StepError(f"source {redact_url(uri)} answered HTTP {err.code} {err.reason}") from err
         raise  # 5xx, throttling: transient
     declared = response.headers.get("Content-Length")
     if "chunked" in (response.headers.get("Transfer-Encoding") or "").lower():
@@ -82,7 +83,7 @@ def fetch_checked(uri: str, target: Path, s3: Any, md5: bool = False) -> Fetched
         try:
             response = s3.get_object(Bucket=source.bucket, Key=source.key)
         except s3.exceptions.NoSuchKey as err:
-            raise StepError(f"source {uri} does not exist") from err
+            raise StepError(f"source {redact_url(uri)} does not exist") from err
         body = response["Body"]
         chunks: Iterator[bytes] = iter(lambda: body.read(CHUNK), b"")
         length = response.get("ContentLength")
@@ -94,7 +95,7 @@ def fetch_checked(uri: str, target: Path, s3: Any, md5: bool = False) -> Fetched
         chunks, expected = _http_chunks(uri)
         etag = None
     else:
-        raise StepError(f"unsupported source scheme in {uri}")
+        raise StepError(f"unsupported source scheme in {redact_url(uri)}")
     size = 0
     with open(target, "wb") as out:
         for chunk in chunks:
@@ -105,7 +106,7 @@ def fetch_checked(uri: str, target: Path, s3: Any, md5: bool = False) -> Fetched
             size += len(chunk)
     if expected is not None and expected >= 0 and size != expected:
         target.unlink(missing_ok=True)
-        raise TruncatedDownload(f"source {uri} ended after {size} of {expected} bytes; it is fetched again")
+        raise TruncatedDownload(f"source {redact_url(uri)} ended after {size} of {expected} bytes; it is fetched again")
     return Fetched(sha.hexdigest(), size, complete=expected is not None,
                    md5=md5_digest.hexdigest() if md5_digest is not None else None, etag=etag)
 

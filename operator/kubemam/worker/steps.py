@@ -22,6 +22,7 @@ from types import FrameType
 from pydantic import ValidationError
 
 from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
+from kubemam.redact import RedactingFilter, redact_text
 from kubemam.steps.base import input_problem
 from kubemam.steps.registry import STEPS, UnknownStep, step
 from kubemam.worker.contract import StepError, step_input, write_result
@@ -43,7 +44,7 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
 
 def _report(error: str, retryable: bool) -> None:
     with contextlib.suppress(OSError, ValueError):
-        write_result({"error": error[:MAX_ERROR], **({"retryable": True} if retryable else {})})
+        write_result({"error": redact_text(error)[:MAX_ERROR], **({"retryable": True} if retryable else {})})
 
 
 def _missing_tool(err: FileNotFoundError) -> bool:
@@ -54,6 +55,8 @@ def _missing_tool(err: FileNotFoundError) -> bool:
 
 def main(name: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # a presigned source's signature never reaches the pod's log
+        handler.addFilter(RedactingFilter())
     signal.signal(signal.SIGTERM, _terminated)
     share_one_arena()
     try:
@@ -71,7 +74,7 @@ def main(name: str) -> int:
         _report(f"{name} was stopped (SIGTERM: the pod was deleted or evicted); it runs again", retryable=True)
         return TERMINATED_EXIT_CODE
     except StepError as err:
-        print(f"{name}: {err}", file=sys.stderr)
+        print(redact_text(f"{name}: {err}"), file=sys.stderr)
         _report(f"{name}: {err}", retryable=False)
         return PERMANENT_FAILURE_EXIT_CODE
     except Exception as err:  # noqa: BLE001 - a crash is reported in words, then retried by the Job controller
@@ -81,7 +84,7 @@ def main(name: str) -> int:
             print(message, file=sys.stderr)
             _report(message, retryable=False)
             return PERMANENT_FAILURE_EXIT_CODE
-        traceback.print_exc()
+        print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
         _report(f"{name} failed (the Job retries it): {type(err).__name__}: {err}", retryable=True)
         return RETRYABLE_FAILURE_EXIT_CODE
 

@@ -44,6 +44,7 @@ from kubemam.media.encode import (
 from kubemam.media.isobmff import hide_sound_tracks
 from kubemam.media.probe import probe
 from kubemam.media.progress import FfmpegProgress, progress_line, run_ffmpeg_with_progress
+from kubemam.redact import redact_url
 from kubemam.storage.manifest import Manifest
 from kubemam.storage.ranged import RangedObject
 from kubemam.storage.s3 import (
@@ -181,7 +182,7 @@ def _fetch_master(s3: Any, source: dict[str, Any], scratch: Path, keep_sound: in
     master = scratch / "master"
     fetched = fetch_checked(source["uri"], master, s3)
     if source.get("sha256") and fetched.sha256 != source["sha256"]:
-        message = (f"the master at {source['uri']} changed since ingest (sha256 {fetched.sha256}, ingested "
+        message = (f"the master at {redact_url(source['uri'])} changed since ingest (sha256 {fetched.sha256}, ingested "
                    f"{source['sha256']})")
         if not fetched.complete:  # no declared length: it may be short, not changed
             raise TruncatedDownload(f"{message}; the server declared no length, so the download may be short")
