@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -43,6 +44,7 @@ from kubemam.storage.s3 import make_client, read_committed
 from kubemam.storage.transfer import SHA256_METADATA, full_object_checksum, head
 from kubemam.storage.uri import S3Uri
 from kubemam.worker.source import fetch_checked
+from tests.faults.proxy import CutReplies
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
@@ -282,3 +284,27 @@ def test_ranged_reads_stay_pinned_to_the_version_ingest_hashed_when_it_is_overwr
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 412  # never the new version's bytes
     assert ranged.refused is not None and ranged.refused.endswith("PreconditionFailed"), ranged.refused
+
+
+def test_a_ranged_read_cut_off_mid_body_is_recorded_so_the_chunk_is_not_kept(minio: Any) -> None:
+    """S3 cuts a window's body off (a load balancer's reset: botocore's ResponseStreamingError, not a
+    ClientError). The reader sees its read end early, and the object records the failure: ffmpeg may take a
+    short read for the end of its input and exit 0, and the chunk worker then keeps nothing (it runs again)."""
+    s3 = make_client(minio.endpoint, minio.access_key, minio.secret_key)
+    key = f"incoming/{uuid.uuid4().hex}.bin"
+    data = os.urandom(4 * MiB)
+    etag = s3.put_object(Bucket="kubemam-library", Key=key, Body=data)["ETag"]
+    with CutReplies(urlparse(minio.endpoint).port or 80, after=600 * 1024) as cut:
+        through = make_client(cut.url, minio.access_key, minio.secret_key)
+        ranged = RangedObject(through, S3Uri("kubemam-library", key), etag, len(data))
+        with ranged as url:
+            request = urllib.request.Request(url, headers={"Range": f"bytes=0-{3 * MiB - 1}"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                got = b""
+                with contextlib.suppress(http.client.IncompleteRead):
+                    while chunk := response.read(65536):
+                        got += chunk
+    assert cut.cuts, "the proxy cut no reply: the test did not test anything"
+    assert len(got) < 3 * MiB and got == data[:len(got)]  # short, never wrong bytes
+    assert ranged.refused is not None and ranged.refused.endswith(("ResponseStreamingError", "IncompleteReadError",
+                                                                   "ReadTimeoutError")), ranged.refused

@@ -32,6 +32,13 @@ MAX_WINDOW = 4 * 1024 * 1024  # what a request ffmpeg abandons can cost beyond w
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
+def _failure(err: ClientError | BotoCoreError) -> str:
+    """S3's error code, or the kind of failure that brought no answer (a timeout, a cut-off body)."""
+    if isinstance(err, ClientError):
+        return str(err.response.get("Error", {}).get("Code", ""))
+    return type(err).__name__
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(first, last) byte of a single-range header, inclusive; the whole object without one; None if unsatisfiable."""
     if not header:
@@ -58,7 +65,10 @@ class RangedObject:
         self.hide_sound = hide_sound
         self.hidden: list[int] = []  # offsets of the track types served as `free`
         self.bytes_read = 0
-        self.refused: str | None = None  # why S3 refused a read (the object changed), for the caller's error
+        # Why a read from S3 failed (refused: the object changed; or cut off, timed out): the first failure, for
+        # the caller's error. ffmpeg may take a read cut short for the end of its input and exit 0, so a caller
+        # never keeps what ffmpeg made while this is set.
+        self.refused: str | None = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -151,8 +161,8 @@ class RangedObject:
                 window = FIRST_WINDOW
                 try:
                     body = owner._window(first, min(last, first + window - 1))
-                except ClientError as err:
-                    code = str(err.response.get("Error", {}).get("Code", ""))
+                except (ClientError, BotoCoreError) as err:
+                    code = _failure(err)
                     owner.refused = owner.refused or f"{owner.uri}: {code}"
                     self.send_error(412 if code in ("PreconditionFailed", "412") else 502)
                     return
@@ -175,8 +185,8 @@ class RangedObject:
                         body = owner._window(position, min(last, position + window - 1))
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # ffmpeg seeked or has what it needs
-                except ClientError as err:  # mid-body: the connection is cut, ffmpeg's read fails
-                    owner.refused = owner.refused or f"{owner.uri}: {err.response.get('Error', {}).get('Code')}"
+                except (ClientError, BotoCoreError) as err:  # mid-body: the connection is cut, ffmpeg's read fails
+                    owner.refused = owner.refused or f"{owner.uri}: {_failure(err)}"
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

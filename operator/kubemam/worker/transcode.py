@@ -326,6 +326,11 @@ def run_chunk(s3: Any, inputs: dict[str, Any], jobs: list[Job], scratch: Path) -
                     raise RuntimeError(f"S3 refused a ranged read of the master for chunk {index} "
                                        f"({ranged.refused})") from None
                 raise
+            if ranged.refused:
+                # ffmpeg took a read cut short for the end of its input: the chunk may lack frames. Nothing is
+                # committed; the Job runs the chunk again.
+                raise RuntimeError(f"a ranged read of the master for chunk {index} failed ({ranged.refused}); "
+                                   "the chunk is encoded again")
         log.info("chunk %d read %d bytes of the %d-byte master (%.2fx its share)", index, ranged.bytes_read, size,
                  ranged.bytes_read / max(1.0, size * window.frames / int(inputs["master"]["frames"])))
     else:
