@@ -444,3 +444,33 @@ def test_holds_someone_else_set_are_recorded_and_reported_once() -> None:
     assert [(e[0], e[1]) for e in first.events] == [("Warning", "ForeignLegalHold")]
     again = plan_archive(_settled(_with(facts, jobs=[done]), first), CONFIG, NOW)
     assert again.events == [] and again.storage.legal_hold == first.storage.legal_hold
+
+
+def test_a_migrate_job_that_failed_for_a_passing_reason_runs_again_after_a_backoff() -> None:
+    """An outage longer than the migrate Job's backoff limit fails the Job retryably: the next attempt (a new
+    Job name, the same work) is planned after the backoff, and the asset is woken for it; a permanent failure
+    (StepError) waits for the retry annotation, which starts the next attempt at once."""
+    policy = _policy(migration={"enabled": True}, formatsAtRisk=["mpeg2video"])
+    facts, _ = _archived(policy)
+    [first] = _step(plan_archive(facts, CONFIG, NOW), "migrate")
+    failed_at = NOW + timedelta(minutes=5)
+    outage = JobObservation(first["metadata"]["name"], "migrate", "h", "Failed", "S3 did not answer",
+                            finished_at=failed_at, retryable=True)
+    waiting = plan_archive(_with(facts, jobs=[outage]), CONFIG, failed_at)
+    assert _step(waiting, "migrate") == [] and _cond(waiting, "Migrated") == ("Unknown", "RetryScheduled")
+    due = failed_at + timedelta(seconds=CONFIG.step_retry_seconds)
+    assert waiting.wake is not None and waiting.wake <= due
+    recorded = [j for j in waiting.jobs if j.step == "migrate"]
+    later = plan_archive(_with(facts, jobs=[outage], finished=recorded), CONFIG, due)
+    [second] = _step(later, "migrate")
+    assert second["metadata"]["name"] != first["metadata"]["name"]
+    assert _inputs(second)["attempt"]["number"] == 2
+    assert {k: v for k, v in _inputs(second).items() if k != "attempt"} == _inputs(first)  # the same work
+
+    refused = JobObservation(first["metadata"]["name"], "migrate", "h", "Failed", "not lossless",
+                             finished_at=failed_at)
+    stuck = plan_archive(_with(facts, jobs=[refused]), CONFIG, NOW + timedelta(days=1))
+    assert _step(stuck, "migrate") == [] and _cond(stuck, "Migrated") == ("False", "MigrationFailed")
+    asked = plan_archive(_with(facts, jobs=[refused], annotations={"steps.kubemam.io/retry": "1"}), CONFIG,
+                         NOW + timedelta(days=1))
+    assert [_inputs(j)["attempt"]["retry"] for j in _step(asked, "migrate")] == ["1"]

@@ -161,7 +161,7 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
         out.verdicts.append(out.failed)
         out.storage = storage
         return out
-    preservation = plan_migration(facts, storage, config, out)
+    preservation = plan_migration(facts, storage, config, out, now)
 
     restore = _restore(facts, storage, now)
     restoring = restore is not None and restore.state == "Restoring"
@@ -280,7 +280,8 @@ def plan_archive(facts: ArchiveFacts, config: OperatorConfig, now: datetime) -> 
         "restore": restore, "fixity": fixity, "preservation_master": preservation,
         "legal_hold": hold, "extra_copies": extra,
     })
-    out.wake = archive_wake(facts, out.storage, RESTORE_POLL if polling else None, now)
+    wakes = (out.wake, archive_wake(facts, out.storage, RESTORE_POLL if polling else None, now))
+    out.wake = min((w for w in wakes if w is not None), default=None)  # out.wake: a migrate attempt's due time
     return out
 
 

@@ -3,17 +3,20 @@ migration enabled a Job that writes an FFV1/Matroska preservation master verifie
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from kubemam.api.asset import PreservationMaster, StorageStatus
 from kubemam.config import OperatorConfig
 from kubemam.media.preserve import at_risk
-from kubemam.plan.archive_facts import ArchiveFacts, ArchiveOutcome, archive_request, find_job, start_job
+from kubemam.plan.archive_facts import ArchiveFacts, ArchiveOutcome, archive_request
 from kubemam.plan.conditions import Verdict
+from kubemam.plan.stepjob import Retries, run_step
 from kubemam.steps.migrate import MigrateInput, MigrateResult
 from kubemam.steps.registry import MIGRATE, step
 
 
 def plan_migration(facts: ArchiveFacts, storage: StorageStatus, config: OperatorConfig,
-                   out: ArchiveOutcome) -> PreservationMaster | None:
+                   out: ArchiveOutcome, now: datetime) -> PreservationMaster | None:
     """Masters in a format the policy watches get MigrationRecommended, and a preservation master when asked."""
     technical = facts.status.technical
     formats = facts.policy.formats_at_risk or []
@@ -36,13 +39,24 @@ def plan_migration(facts: ArchiveFacts, storage: StorageStatus, config: Operator
     inputs = MigrateInput(source=facts.spec.source.uri, sha256=technical.sha256, output=f"{facts_root(facts, config)}"
                           "/preservation", target=migration.target)
     request = archive_request(facts, MIGRATE, inputs.to_wire(), scratch_bytes=technical.size_bytes)
-    observed = find_job(facts, request.name)
-    start_job(out, request, observed, True, config)
+    # Attempts (plan/stepjob.py): a transient failure (an outage past the Job's backoff limit) is followed by
+    # the next attempt after a backoff, without end; a permanent one (StepError) waits for the retry annotation.
+    run = run_step(request, facts.jobs, facts.finished, config, retries=Retries.of(config, now, facts.annotations))
+    if run.create is not None:
+        out.create_jobs.append(run.create)
+    if run.refused is None:
+        out.jobs.append(run.record)
+    elif out.failed is None:  # the input cannot be staged: no Job, a condition naming why
+        out.failed = Verdict("Archived", "False", "InputTooLarge", run.failure())
+    observed = run.observed
     if observed is not None and observed.state == "Succeeded":
         result = step(MIGRATE).parse_result(observed.result)
         if isinstance(result, MigrateResult) and result.preservation_master is not None:
             return result.preservation_master
-    if observed is not None and observed.state == "Failed":
+    if run.waiting:
+        out.verdicts.append(run.retry_verdict("Migrated"))
+        out.wake = run.due  # plan_archive keeps the earliest of this and its own instants
+    elif observed is not None and observed.state == "Failed":
         out.verdicts.append(Verdict("Migrated", "False", "MigrationFailed",
                                     f"Job {observed.name} failed: {observed.message or 'see its log'}"))
     return storage.preservation_master

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 from kubemam.api.asset import PreservationMaster
-from kubemam.steps.base import StepInput, StepResult
+from kubemam.steps.base import AttemptedInput, StepResult
 
 
-class MigrateInput(StepInput):
+class MigrateInput(AttemptedInput):
     source: str
     sha256: str | None = None
     target: Literal["ffv1-mkv"] = "ffv1-mkv"
