@@ -11,8 +11,13 @@ import logging
 import re
 import urllib.parse
 
-# scheme://[userinfo@]host[:port][/path][?query][#fragment], ended by whitespace or a quote/bracket around it.
-_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>()\[\]{}]+")
+# scheme://[userinfo@]host[:port][/path][?query][#fragment]. The host may be an IPv6 literal in brackets; the
+# path, query and fragment run to whitespace or a double quote (RFC 3986 lets ( ) ' ! * stand unencoded in
+# them), so a secret is never cut in two. What the text put after the URL is given back (_TRAILING).
+_URL = re.compile(r"""\b[a-zA-Z][a-zA-Z0-9+.-]*://"""
+                  r"""(?:[^\s/?#@"<>]*@)?(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#"'<>()\[\]{}]*)"""
+                  r"""[^\s?#"<>]*(?:\?[^\s#"]*)?(?:#[^\s"]*)?""")
+_TRAILING = ".,:;!?)]}>'"
 
 
 def redact_url(url: str) -> str:
@@ -31,7 +36,7 @@ def redact_url(url: str) -> str:
 
 def _redact_match(match: re.Match[str]) -> str:
     url = match.group(0)
-    stripped = url.rstrip(".,:;!?")  # the sentence's punctuation after it, not the URL's
+    stripped = url.rstrip(_TRAILING)  # the sentence's punctuation or bracket after it, not the URL's
     trail = url[len(stripped):]
     parts = urllib.parse.urlsplit(stripped)
     if not (parts.query or parts.fragment or "@" in parts.netloc):
@@ -48,7 +53,10 @@ class RedactingFilter(logging.Filter):
     """Redacts the URLs of every record a handler emits (the message with its arguments, and a traceback)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad log call: the handler reports it ("--- Logging error ---")
+            return True
         redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, None

@@ -29,6 +29,7 @@ BLOCK = 64 * 1024
 SEND_BUFFER = 256 * 1024
 FIRST_WINDOW = 256 * 1024  # the first GetObject of a request; each next one doubles, up to MAX_WINDOW
 MAX_WINDOW = 4 * 1024 * 1024  # what a request ffmpeg abandons can cost beyond what it read
+RESUMES = 3  # a body S3 cuts off is asked for again from where it stopped, this many times a request
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -168,6 +169,7 @@ class RangedObject:
                     return
                 self._start(span)
                 position = first
+                resumed = 0
                 try:
                     while True:
                         try:
@@ -175,6 +177,15 @@ class RangedObject:
                                 owner._count(len(chunk))
                                 self.wfile.write(patch(chunk, position, owner.hidden))
                                 position += len(chunk)
+                        except BotoCoreError as err:
+                            # S3 cut the body off (it resets a GET left idle while ffmpeg is slow to read, and
+                            # botocore retries no body): the rest is asked for again from where it stopped, of
+                            # the same version, a few times before ffmpeg's read is failed.
+                            resumed += 1
+                            if resumed > RESUMES:
+                                raise
+                            log.warning("ranged read of %s cut off at byte %d (%s); asking again from there",
+                                        owner.uri, position, type(err).__name__)
                         finally:
                             body.close()
                         if position > last:

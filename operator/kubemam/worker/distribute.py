@@ -41,6 +41,7 @@ pod; the re-run converges.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -61,7 +62,7 @@ from pydantic import ValidationError
 
 from kubemam.api.rights import Channel
 from kubemam.plan.jobs import PERMANENT_FAILURE_EXIT_CODE
-from kubemam.redact import redact_url
+from kubemam.redact import redact_text, redact_url
 from kubemam.steps.distribute import (
     DistributeFailure,
     DistributeInput,
@@ -467,20 +468,25 @@ def purge(url: str, payload: Mapping[str, Any], attempts: int = WEBHOOK_ATTEMPTS
           sleep: Callable[[float], None] = time.sleep) -> None:
     """POST the removed paths to the purge webhook; any 2xx answer is success."""
     body = json.dumps(payload).encode()
-    last = ""
+    last, tries = "", 0
     for attempt in range(attempts):
-        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        tries += 1
         try:
+            request = urllib.request.Request(url, data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=timeout) as answer:
                 answer.read()
             return
         except urllib.error.HTTPError as err:
             last = f"HTTP {err.code}"
         except (urllib.error.URLError, OSError) as err:
-            last = str(getattr(err, "reason", err))
+            last = redact_text(str(getattr(err, "reason", err)))
+        except (ValueError, http.client.InvalidURL) as err:  # its text quotes the URL, token and all
+            last = f"not a URL urllib can call ({type(err).__name__})"
+            break
         if attempt + 1 < attempts:
             sleep(0.5 * 2**attempt)
-    raise RuntimeError(f"purge webhook {redact_url(url)} failed {attempts} times (last: {last})")
+    raise RuntimeError(f"purge webhook {redact_url(url)} failed {tries} times (last: {last})")
 
 
 class _Takedowns:

@@ -11,6 +11,7 @@ so a mismatch there is retried as well.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import shutil
 import urllib.error
 import urllib.request
@@ -50,6 +51,9 @@ def _http_chunks(uri: str) -> tuple[Iterator[bytes], int | None]:
     """The body in chunks and its expected length (VERIFIED, or None when nothing can tell a short body)."""
     try:
         response = urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT)  # noqa: S310 - the caller checked the scheme
+    except (ValueError, http.client.InvalidURL) as err:  # its text quotes the URL, signature and all
+        raise StepError(f"source {redact_url(uri)} is not a URL that can be fetched ({type(err).__name__}: "
+                        "a space or control character?)") from None
     except urllib.error.HTTPError as err:
         if 400 <= err.code < 500 and err.code not in (408, 425, 429):
             raise StepError(f"source {redact_url(uri)} answered HTTP {err.code} {err.reason}") from err
