@@ -183,8 +183,10 @@ def test_a_broken_target_is_quarantined_while_the_good_one_keeps_publishing_and_
                         and c["status"] == "False" and c, 30, "ep1's Distributed=False")
     assert quarantined["reason"] == "Quarantined" and "svod-bad" in quarantined["message"], quarantined
     assert f"bucket {bad} does not exist" in quarantined["message"], quarantined
-    on_window = _condition(stack, ns, "rightswindows", "first", "Distributed")
-    assert on_window and on_window["status"] == "False" and "ep1 on svod-bad: takedown" in on_window["message"]
+    # The window's condition is written after the assets' in the same reconcile (or the next): waited for too.
+    on_window = _wait(stack, lambda: (c := _condition(stack, ns, "rightswindows", "first", "Distributed"))
+                      and c["status"] == "False" and c, 30, "the window's Distributed=False")
+    assert "ep1 on svod-bad: takedown" in on_window["message"], on_window
     record = _record(stack, ns, "ep1", "svod-bad")
     assert record and record["state"] == "Published" and record["quarantine"]["action"] == "takedown", record
     assert _record(stack, ns, "ep1", "svod-good")["state"] == "TakenDown"  # type: ignore[index]
