@@ -123,7 +123,11 @@ def start_job(out: ArchiveOutcome, request: StepJobRequest, observed: JobObserva
               config: OperatorConfig) -> None:
     """The step pattern (plan/stepjob.py): create when missing and allowed, record in status.jobs."""
     job, refused = build_or_refuse(request, config) if observed is None and start else (None, None)
-    run = StepRun(request, observed, job, refused=refused)
+    record_run(out, StepRun(request, observed, job, refused=refused))
+
+
+def record_run(out: ArchiveOutcome, run: StepRun) -> None:
+    """A planned run into the outcome: its Job to create, its status.jobs record, or why its input is refused."""
     if run.create is not None:
         out.create_jobs.append(run.create)
     if run.refused is None:

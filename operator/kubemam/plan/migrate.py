@@ -8,7 +8,7 @@ from datetime import datetime
 from kubemam.api.asset import PreservationMaster, StorageStatus
 from kubemam.config import OperatorConfig
 from kubemam.media.preserve import at_risk
-from kubemam.plan.archive_facts import ArchiveFacts, ArchiveOutcome, archive_request
+from kubemam.plan.archive_facts import ArchiveFacts, ArchiveOutcome, archive_request, record_run
 from kubemam.plan.conditions import Verdict
 from kubemam.plan.stepjob import Retries, run_step
 from kubemam.steps.migrate import MigrateInput, MigrateResult
@@ -42,12 +42,7 @@ def plan_migration(facts: ArchiveFacts, storage: StorageStatus, config: Operator
     # Attempts (plan/stepjob.py): a transient failure (an outage past the Job's backoff limit) is followed by
     # the next attempt after a backoff, without end; a permanent one (StepError) waits for the retry annotation.
     run = run_step(request, facts.jobs, facts.finished, config, retries=Retries.of(config, now, facts.annotations))
-    if run.create is not None:
-        out.create_jobs.append(run.create)
-    if run.refused is None:
-        out.jobs.append(run.record)
-    elif out.failed is None:  # the input cannot be staged: no Job, a condition naming why
-        out.failed = Verdict("Archived", "False", "InputTooLarge", run.failure())
+    record_run(out, run)
     observed = run.observed
     if observed is not None and observed.state == "Succeeded":
         result = step(MIGRATE).parse_result(observed.result)
