@@ -5,7 +5,16 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from kubemam.media.isobmff import hide_sound_tracks, patch, tracks_to_hide
+from kubemam.media.isobmff import (
+    HIDDEN_NAME,
+    TRACK_NAME,
+    hide_sound_tracks,
+    patch,
+    rename,
+    sound_alone,
+    tracks_to_hide,
+)
+from kubemam.media.soundpass import lead_options
 
 
 def box(kind: bytes, *content: bytes, large: bool = False) -> bytes:
@@ -86,3 +95,29 @@ def test_a_scratch_copy_keeps_its_first_sound_tracks_and_nothing_else_changes(tm
     assert len(after) == len(data) and handlers(after) == [b"vide", b"soun", b"tmcd"]
     assert hide_sound_tracks(master, keep=1) == 0  # a second run finds only the kept one
     assert master.read_bytes() == after
+
+
+def test_a_sound_pass_hides_every_other_track_and_showing_them_again_restores_the_file(tmp_path: Path) -> None:
+    data = movie(trak(b"vide"), trak(b"soun"), trak(b"tmcd"), trak(b"soun"))
+    offsets = sound_alone(reader(data), len(data))
+    assert handlers(patch(data, 0, offsets)) == [b"soun", b"soun"]
+    path = tmp_path / "master.mov"
+    path.write_bytes(data)
+    rename(path, offsets, HIDDEN_NAME)
+    assert handlers(path.read_bytes()) == [b"soun", b"soun"] and len(path.read_bytes()) == len(data)
+    rename(path, offsets, TRACK_NAME)
+    assert path.read_bytes() == data
+
+
+def test_a_sound_pass_leaves_alone_what_has_no_sound_or_is_not_an_unfragmented_box_tree() -> None:
+    fragmented = movie(trak(b"vide"), trak(b"soun"), extra=box(b"mvex", box(b"trex", b"\0" * 24)))
+    picture_only = movie(trak(b"vide"), trak(b"tmcd"))
+    mxf = bytes.fromhex("060e2b34020501010d01020101020400") + b"\0" * 400
+    for data in (fragmented, picture_only, mxf, b""):
+        assert sound_alone(reader(data), len(data)) == []
+
+
+def test_sound_decoded_alone_is_placed_against_the_picture_s_first_frame() -> None:
+    assert lead_options(0.0, 0.458) == {"itsoffset": "0.458000"}  # later sound: delayed as much
+    assert lead_options(0.48, 0.0) == {"ss": "0.480000"}  # earlier sound: cut where the picture begins
+    assert lead_options(0.021016, 0.021016) == {} == lead_options(1.0, 1.0000004)  # under ffmpeg's microsecond

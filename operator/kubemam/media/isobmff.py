@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ Reader = Callable[[int, int], bytes]  # (offset, length) -> the bytes there (few
 
 TOP_LEVEL = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"meta", b"PICT", b"styp"}
 HIDDEN_NAME = b"free"
+TRACK_NAME = b"trak"
 
 
 class NotIsoBmff(ValueError):
@@ -80,22 +82,7 @@ def tracks_to_hide(read: Reader, size: int, handlers: frozenset[bytes] = frozens
     """Where to write `free` over the type of every track with one of these handlers: the byte offsets of those
     `trak` type fields. Empty when the file is not a QuickTime / ISO BMFF one, is fragmented (its fragments would
     still name the hidden track), or has no video track left to read."""
-    try:
-        moov = None
-        for box in children(read, 0, size):  # the first box says whether this is a box tree at all (MXF is not)
-            if box.kind not in TOP_LEVEL:
-                return []
-            if box.kind == b"moov":
-                moov = box
-                break
-        if moov is None:
-            return []
-        inside = list(children(read, moov.body, moov.end))
-        if any(box.kind == b"mvex" for box in inside):
-            return []
-        traks = [(box, _handler(read, box)) for box in inside if box.kind == b"trak"]
-    except NotIsoBmff:
-        return []
+    traks = _tracks(read, size)
     if not any(handler == b"vide" for _, handler in traks):
         return []
     return [box.offset + 4 for box, handler in traks if handler in handlers]
@@ -115,17 +102,58 @@ def patch(data: bytes, first: int, type_offsets: list[int]) -> bytes:
     return bytes(patched) if patched is not None else data
 
 
+def sound_alone(read: Reader, size: int) -> list[int]:
+    """The type offsets of every track but the sound ones (picture, timecode, others), for a pass that decodes
+    only the sound: empty when the file is not a QuickTime / ISO BMFF one, is fragmented, or has no sound."""
+    traks = _tracks(read, size)
+    if not any(handler == b"soun" for _, handler in traks):
+        return []
+    return [box.offset + 4 for box, handler in traks if handler != b"soun"]
+
+
+def _tracks(read: Reader, size: int) -> list[tuple[Box, bytes | None]]:
+    """The moov's visible tracks and their handlers; empty for anything but an unfragmented box tree."""
+    try:
+        moov = None
+        for box in children(read, 0, size):  # the first box says whether this is a box tree at all (MXF is not)
+            if box.kind not in TOP_LEVEL:
+                return []
+            if box.kind == b"moov":
+                moov = box
+                break
+        if moov is None:
+            return []
+        inside = list(children(read, moov.body, moov.end))
+        if any(box.kind == b"mvex" for box in inside):
+            return []
+        return [(box, _handler(read, box)) for box in inside if box.kind == b"trak"]
+    except NotIsoBmff:
+        return []
+
+
+def rename(path: Path, type_offsets: list[int], name: bytes) -> None:
+    """Write a box type (HIDDEN_NAME to hide a track, TRACK_NAME to show it again) at each offset, in place."""
+    with open(path, "r+b") as file:
+        for at in type_offsets:
+            file.seek(at)
+            file.write(name)
+
+
+@contextmanager
+def file_reader(path: Path) -> Iterator[Reader]:
+    """A Reader over a local file, open for the with-block."""
+    with open(path, "rb") as file:
+        def read(offset: int, length: int) -> bytes:
+            file.seek(offset)
+            return file.read(length)
+        yield read
+
+
 def hide_sound_tracks(path: Path, keep: int) -> int:
     """Hide every sound track of a local QuickTime / MP4 file after the first `keep`, in place; how many were
     hidden. Only for a step's scratch copy, once it is hashed and probed: later passes read v:0 and at most
     `keep` sound tracks (a:0, or none for a chunk)."""
-    with open(path, "r+b") as file:
-        def read(offset: int, length: int) -> bytes:
-            file.seek(offset)
-            return file.read(length)
-
+    with file_reader(path) as read:
         offsets = tracks_to_hide(read, path.stat().st_size)[keep:]
-        for at in offsets:
-            file.seek(at)
-            file.write(HIDDEN_NAME)
+    rename(path, offsets, HIDDEN_NAME)
     return len(offsets)
