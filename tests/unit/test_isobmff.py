@@ -14,7 +14,7 @@ from kubemam.media.isobmff import (
     sound_alone,
     tracks_to_hide,
 )
-from kubemam.media.soundpass import lead_options
+from kubemam.media.trackpass import Starts, lead_options, timeline_options
 
 
 def box(kind: bytes, *content: bytes, large: bool = False) -> bytes:
@@ -117,7 +117,17 @@ def test_a_sound_pass_leaves_alone_what_has_no_sound_or_is_not_an_unfragmented_b
         assert sound_alone(reader(data), len(data)) == []
 
 
-def test_sound_decoded_alone_is_placed_against_the_picture_s_first_frame() -> None:
-    assert lead_options(0.0, 0.458) == {"itsoffset": "0.458000"}  # later sound: delayed as much
-    assert lead_options(0.48, 0.0) == {"ss": "0.480000"}  # earlier sound: cut where the picture begins
-    assert lead_options(0.021016, 0.021016) == {} == lead_options(1.0, 1.0000004)  # under ffmpeg's microsecond
+def test_a_track_passed_over_alone_keeps_its_place() -> None:
+    later_sound, earlier_sound = Starts(0.0, 0.458, picture_view=0.0), Starts(0.48, 0.0, picture_view=0.48)
+    # The stitch's audio: the picture's first frame at 0 — later sound delayed as much, earlier sound cut there.
+    assert lead_options(later_sound) == {"itsoffset": "0.458000"}
+    assert lead_options(earlier_sound) == {"ss": "0.480000"}
+    assert lead_options(Starts(0.021016, 0.021016, 0.0)) == {} == lead_options(Starts(1.0, 1.0000004, 1.0))
+    # The ingest's passes: where a pass over both tracks starts them (from the earlier start).
+    assert timeline_options(later_sound, "sound") == {"itsoffset": "0.458000"}
+    assert timeline_options(later_sound, "picture") == {}
+    assert timeline_options(earlier_sound, "picture") == {"itsoffset": "0.480000"}
+    assert timeline_options(earlier_sound, "sound") == {}
+    # A timecode track at 0 is counted by a picture pass as by one over both: nothing to move.
+    assert timeline_options(Starts(0.48, 0.0, picture_view=0.0), "picture") == {}
+    assert timeline_options(Starts(0.5, 0.5, picture_view=0.0), "sound") == {"itsoffset": "0.500000"}

@@ -1,4 +1,5 @@
-"""Technical QC in one decode: black frames, freezes, EBU R128 loudness and decode errors.
+"""Technical QC in one decode (or one a track, media/trackpass.py): black frames, freezes, EBU R128 loudness and
+decode errors.
 
 `qc_command()` builds the ffmpeg call (ffmpeg-python), `parse_qc_log()` reads its log (pure), and
 `verdict()` judges measurements against a QCPolicy: issues with SMPTE timecodes and a verdict.
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import ffmpeg
@@ -19,6 +22,7 @@ from kubemam.api.asset import Loudness, Marker, QCIssue, QCResult, Timeline
 from kubemam.api.qc import QCCheck, QCPolicy
 from kubemam.media.progress import FfmpegProgress, run_ffmpeg_with_progress
 from kubemam.media.timecode import Timecode, TimecodeError, seconds_to_timecode
+from kubemam.media.trackpass import Kind, Starts, alone, timeline_options
 
 _BLACK = re.compile(r"black_start:\s*([\d.]+)\s+black_end:\s*([\d.]+)")
 _FREEZE_START = re.compile(r"freeze_start:\s*([\d.]+)")
@@ -60,12 +64,17 @@ class QCMeasurements:
     loudness: list[LoudnessPoint] = field(default_factory=list)  # momentary and short-term, one point a second
 
 
-def qc_command(source: Path, has_audio: bool, policy: QCPolicy) -> list[str]:
-    stream = ffmpeg.input(str(source))
-    video = (stream["v:0"]
-             .filter("blackdetect", d=policy.black_min_seconds, pix_th=policy.black_pixel_threshold)
-             .filter("freezedetect", n=f"{policy.freeze_noise_db}dB", d=policy.freeze_min_seconds))
-    outputs = [video] + ([stream["a:0"].filter("ebur128", peak="true")] if has_audio else [])
+def qc_command(source: Path, has_audio: bool, policy: QCPolicy, only: Kind | None = None,
+               input_options: dict[str, str] | None = None) -> list[str]:
+    """The QC decode: picture and sound in one pass, or (only) one of them, the other hidden (media/trackpass.py)."""
+    stream = ffmpeg.input(str(source), **(input_options or {}))
+    outputs = []
+    if only != "sound":
+        outputs.append(stream["v:0"]
+                       .filter("blackdetect", d=policy.black_min_seconds, pix_th=policy.black_pixel_threshold)
+                       .filter("freezedetect", n=f"{policy.freeze_noise_db}dB", d=policy.freeze_min_seconds))
+    if has_audio and only != "picture":
+        outputs.append(stream["a:0"].filter("ebur128", peak="true"))
     command: list[str] = (ffmpeg.output(*outputs, "-", f="null")
                           .global_args("-hide_banner", "-nostats", "-loglevel", "level+info")
                           .compile())
@@ -209,13 +218,22 @@ def verdict(findings: list[Finding], measured: QCMeasurements, policy: QCPolicy,
 
 
 def run_qc(source: Path, has_audio: bool, policy: QCPolicy,
-           report: Callable[[FfmpegProgress], None] | None = None) -> QCMeasurements:
-    """The QC decode; ffmpeg's -progress stream (stdout) goes to report as it runs."""
+           report: Callable[[Kind | None, FfmpegProgress], None] | None = None,
+           starts: Starts | None = None) -> QCMeasurements:
+    """The QC decode; ffmpeg's -progress stream (stdout) goes to report as it runs, with the track the pass decodes
+    (None: both). With the tracks' starts (media/trackpass.py), the picture and the sound are decoded in two passes,
+    each alone and on the timeline one pass over both would give them, so neither holds the other's index."""
     reader = QCLogReader()
-    returncode, tail = run_ffmpeg_with_progress(qc_command(source, has_audio, policy), report, stats_period="0.5",
-                                                stderr_line=reader.feed)
-    if returncode != 0:
-        raise QCError(f"ffmpeg QC pass failed: {tail.strip()[-500:]}")
+    passes: list[Kind | None] = ["picture", "sound"] if starts is not None and has_audio else [None]
+    for only in passes:
+        options = timeline_options(starts, only) if starts is not None and only is not None else {}
+        with alone(source, only) if only is not None else nullcontext(False):
+            returncode, tail = run_ffmpeg_with_progress(
+                qc_command(source, has_audio, policy, only, options),
+                partial(report, only) if report is not None else None,
+                stats_period="0.5", stderr_line=reader.feed)
+        if returncode != 0:
+            raise QCError(f"ffmpeg QC pass failed: {tail.strip()[-500:]}")
     return reader.measurements()
 
 

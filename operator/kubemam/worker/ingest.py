@@ -32,6 +32,7 @@ from kubemam.media.progress import FfmpegProgress, progress_line
 from kubemam.media.qc import QCError, measurement_findings, run_qc, timeline_findings, verdict
 from kubemam.media.thumbnails import make_thumbnails, sheet_name
 from kubemam.media.timecode import Timecode, TimecodeError
+from kubemam.media.trackpass import Kind, Starts, TrackPassError, alone, timeline_options, track_starts
 from kubemam.redact import redact_url
 from kubemam.steps.ingest import compact_result
 from kubemam.storage.s3 import commit, make_client, read_committed, wait_until_reachable
@@ -60,14 +61,38 @@ def _ffmpeg(stream: Any, what: str) -> None:
 PROXY_MOVFLAGS = FRAGMENTED_MOVFLAGS
 
 
-def make_proxy(source: Path, out_dir: Path, duration: float | None, has_audio: bool) -> None:
-    """A 360p H.264 browse proxy and a poster frame from 10% into the programme."""
-    master = ffmpeg.input(str(source))
-    streams = [master["v:0"].filter("scale", -2, 360)] + ([master["a:0"]] if has_audio else [])
-    _ffmpeg(ffmpeg.output(*streams, str(out_dir / "proxy.mp4"), vcodec="libx264", preset="veryfast", crf=28,
-                          pix_fmt="yuv420p", acodec="aac", audio_bitrate="96k", movflags=PROXY_MOVFLAGS), "proxy")
-    poster = ffmpeg.input(str(source), ss=f"{(duration or 0) * 0.1:.3f}")["v:0"].filter("scale", -2, 360)
-    _ffmpeg(poster.output(str(out_dir / "poster.jpg"), vframes=1), "poster")
+def make_proxy(source: Path, out_dir: Path, duration: float | None, has_audio: bool,
+               starts: Starts | None = None) -> None:
+    """A 360p H.264 browse proxy and a poster frame from 10% into the programme. With the tracks' starts, picture
+    and sound are encoded in a pass each, alone (media/trackpass.py), and joined by stream copy with the
+    timestamps those passes gave them: the same timeline as one pass over both."""
+    proxy = out_dir / "proxy.mp4"
+    picture_args = {"vcodec": "libx264", "preset": "veryfast", "crf": 28, "pix_fmt": "yuv420p"}
+    sound_args = {"acodec": "aac", "audio_bitrate": "96k"}
+    if starts is None or not has_audio:
+        master = ffmpeg.input(str(source))
+        streams = [master["v:0"].filter("scale", -2, 360)] + ([master["a:0"]] if has_audio else [])
+        _ffmpeg(ffmpeg.output(*streams, str(proxy), **picture_args, **(sound_args if has_audio else {}),
+                              movflags=PROXY_MOVFLAGS), "proxy")
+    else:
+        scratch = source.parent
+        picture, sound = scratch / "proxy-picture.mp4", scratch / "proxy-sound.mp4"
+        with alone(source, "picture"):
+            master = ffmpeg.input(str(source), **timeline_options(starts, "picture"))
+            _ffmpeg(master["v:0"].filter("scale", -2, 360).output(str(picture), **picture_args,
+                                                                  movflags=PROXY_MOVFLAGS), "proxy picture")
+        with alone(source, "sound"):
+            master = ffmpeg.input(str(source), **timeline_options(starts, "sound"))
+            # Cut by duration: every sound packet is a keyframe, so frag_keyframe alone would cut at each.
+            _ffmpeg(master["a:0"].output(str(sound), **sound_args, movflags=PROXY_MOVFLAGS, frag_duration=2_000_000),
+                    "proxy sound")
+        _ffmpeg(ffmpeg.output(ffmpeg.input(str(picture))["v:0"], ffmpeg.input(str(sound))["a:0"], str(proxy),
+                              c="copy", movflags=PROXY_MOVFLAGS).global_args("-copyts"), "proxy join")
+        picture.unlink()
+        sound.unlink()
+    with alone(source, "picture"):
+        poster = ffmpeg.input(str(source), ss=f"{(duration or 0) * 0.1:.3f}")["v:0"].filter("scale", -2, 360)
+        _ffmpeg(poster.output(str(out_dir / "poster.jpg"), vframes=1), "poster")
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -132,14 +157,21 @@ def run() -> int:
         start = None  # a master's timecode tag that does not fit the declared rate is reported, not fatal
     duration = technical.duration_seconds or 0.0
 
-    def report(update: FfmpegProgress) -> None:
-        # The QC decode is most of the work: it spans 0-80 %; proxy and previews the rest.
+    def report(only: Kind | None, update: FfmpegProgress) -> None:
+        # The QC decode is most of the work: it spans 0-80 % (the picture's pass 0-70, the sound's 70-80, when
+        # they are decoded apart); proxy and previews the rest.
+        low, high = {None: (0, 80), "picture": (0, 70), "sound": (70, 80)}[only]
         share = min(1.0, update.out_seconds / duration) if duration else 0.0
         eta = int((duration - update.out_seconds) / update.speed) if update.speed and duration else None
-        print(progress_line("ingest", int(share * 80), update.fps, eta), flush=True)
+        print(progress_line("ingest", low + int(share * (high - low)), update.fps, eta), flush=True)
 
     try:
-        measurements = run_qc(master, bool(technical.audio), policy, report)
+        # Where each track starts, so every pass below can decode its own track alone (media/trackpass.py).
+        starts = track_starts(master) if technical.audio else None
+    except TrackPassError as err:
+        raise RuntimeError(f"reading where the master's tracks start: {err}") from err
+    try:
+        measurements = run_qc(master, bool(technical.audio), policy, report, starts)
     except QCError as err:
         raise StepError(f"{redact_url(source['uri'])} cannot be decoded: {err}") from err
     video = technical.video
@@ -150,12 +182,13 @@ def run() -> int:
     qc = qc.model_copy(update={"issue_count": len(findings), "report_uri": str(prefix.join("qc.json")),
                                "loudness_uri": str(prefix.join("loudness.json")) if measurements.loudness else None})
     log.info("QC verdict %s with %d issue(s)", qc.verdict, len(qc.issues or []))
-    make_proxy(master, out_dir, technical.duration_seconds, bool(technical.audio))
+    make_proxy(master, out_dir, technical.duration_seconds, bool(technical.audio), starts)
     print(progress_line("ingest", 90), flush=True)
     thumbnails = sheets = 0
     if video is not None and video.width and video.height:
-        thumbnails, sheets = make_thumbnails(master, out_dir, duration, video.width, video.height,
-                                             thumbnail_settings)
+        with alone(master, "picture"):  # tiles count from the picture's first frame, whatever is hidden
+            thumbnails, sheets = make_thumbnails(master, out_dir, duration, video.width, video.height,
+                                                 thumbnail_settings)
     (out_dir / "probe.json").write_text(json.dumps(info, indent=2, sort_keys=True))
     (out_dir / "qc.json").write_text(json.dumps(qc.to_wire(), indent=2, sort_keys=True))
     if measurements.loudness:  # the series a preview plots against the target (a 2-hour master: 7,200 points)

@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -44,7 +45,7 @@ from kubemam.media.encode import (
 from kubemam.media.isobmff import hide_sound_tracks
 from kubemam.media.probe import probe
 from kubemam.media.progress import FfmpegProgress, progress_line, run_ffmpeg_with_progress
-from kubemam.media.soundpass import SoundPassError, leave_sound_alone
+from kubemam.media.trackpass import TrackPassError, alone, lead_options, track_starts
 from kubemam.redact import redact_url
 from kubemam.storage.manifest import Manifest
 from kubemam.storage.ranged import RangedObject
@@ -389,17 +390,19 @@ def run_stitch(s3: Any, inputs: dict[str, Any], jobs: list[Job], scratch: Path) 
     if audio:
         master = _fetch_master(s3, inputs["source"], scratch)
         try:
-            # The sound passes need not index the picture (media/soundpass.py); the options keep the sound
-            # where the chunks put the picture.
-            placed = leave_sound_alone(master)
-        except SoundPassError as err:
+            starts = track_starts(master)
+        except TrackPassError as err:
             raise RuntimeError(f"reading where the master's tracks start: {err}") from err
         out = scratch / "out"
         out.mkdir(parents=True, exist_ok=True)
-        plan = EncodePlan(audio=_audio_plan(master, audio, out))
-        _run_ffmpeg(encode_command(master, _source_facts(inputs["master"]), plan, inputs["segmentDurationSeconds"],
-                                   input_options=placed),
-                    float(inputs["master"]["durationSeconds"]), 50, 95)
+        # The sound passes need not index the picture (media/trackpass.py); the options keep the sound where the
+        # chunks put the picture.
+        with alone(master, "sound") if starts is not None else nullcontext(False):
+            plan = EncodePlan(audio=_audio_plan(master, audio, out))
+            _run_ffmpeg(encode_command(master, _source_facts(inputs["master"]), plan,
+                                       inputs["segmentDurationSeconds"],
+                                       input_options=lead_options(starts) if starts is not None else None),
+                        float(inputs["master"]["durationSeconds"]), 50, 95)
         for job in audio:
             results.append(_commit_rendition(s3, job, out / job.file_name, scratch))
     # Every rendition is committed: the chunks have served their purpose.
