@@ -87,6 +87,8 @@ def test_qc_and_proxy_decoded_a_track_at_a_time_match_one_pass_over_both(base: P
     make_proxy(master, one, 10.0, True)
     make_proxy(master, two, 10.0, True, starts)
     a, b = one / "proxy.mp4", two / "proxy.mp4"
+    kinds = [[s["codec_type"] for s in _probe(p, "-show_streams")["streams"]] for p in (a, b)]
+    assert kinds[0] == kinds[1] == ["video", "audio"]  # no timecode track from the picture pass
     assert _frames(b) == _frames(a)
     assert abs(_start(b, "v:0") - _start(a, "v:0")) < 0.001
     assert abs(_start(b, "a:0") - _start(a, "a:0")) < 0.025  # one AAC frame

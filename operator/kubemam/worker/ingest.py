@@ -87,7 +87,8 @@ def make_proxy(source: Path, out_dir: Path, duration: float | None, has_audio: b
             _ffmpeg(master["a:0"].output(str(sound), **sound_args, movflags=PROXY_MOVFLAGS, frag_duration=2_000_000),
                     "proxy sound")
         _ffmpeg(ffmpeg.output(ffmpeg.input(str(picture))["v:0"], ffmpeg.input(str(sound))["a:0"], str(proxy),
-                              c="copy", movflags=PROXY_MOVFLAGS).global_args("-copyts"), "proxy join")
+                              c="copy", movflags=PROXY_MOVFLAGS, write_tmcd=0).global_args("-copyts"),
+                "proxy join")  # write_tmcd: one pass over both writes no timecode track either
         picture.unlink()
         sound.unlink()
     with alone(source, "picture"):
