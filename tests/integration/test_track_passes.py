@@ -29,9 +29,12 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _shifted(base: Path, late: str, target: Path) -> Path:
-    """The sample with its sound (or its picture) starting 0.48 s after the other track."""
-    inputs = (["-i", str(base), "-itsoffset", "0.48", "-i", str(base)] if late == "sound"
-              else ["-itsoffset", "0.48", "-i", str(base), "-i", str(base)])
+    """The sample with its sound (or its picture) starting 0.48 s after the other track, or both late against
+    the timecode track (at 0): the picture by 1.2 s, the sound by 0.5 s. ffmpeg counts a timecode track only
+    from less than a second before the earliest picture or sound, so a pass over the picture alone ignores it
+    and one over both counts from it."""
+    picture, sound = {"sound": ("0", "0.48"), "picture": ("0.48", "0"), "both": ("1.2", "0.5")}[late]
+    inputs = ["-itsoffset", picture, "-i", str(base), "-itsoffset", sound, "-i", str(base)]
     subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-map", "0:v", "-map", "1:a", "-c", "copy",
                     "-timecode", "10:00:00:00", str(target)], check=True)
     return target
@@ -62,14 +65,15 @@ def _loud_onset(path: Path) -> float:
     return _start(path, "a:0") + next(i for i, level in enumerate(samples) if level > ceiling // 2) / 48000
 
 
-@pytest.mark.parametrize("late", ["sound", "picture", "neither"])
+@pytest.mark.parametrize("late", ["sound", "picture", "both", "neither"])
 def test_qc_and_proxy_decoded_a_track_at_a_time_match_one_pass_over_both(base: Path, tmp_path: Path,
                                                                           late: str) -> None:
     master = base if late == "neither" else _shifted(base, late, tmp_path / "master.mov")
     before = sha256_file(master)[0]
     starts = track_starts(master)
     assert starts is not None
-    expected = {"sound": (0.0, 0.458), "picture": (0.48, 0.0), "neither": (0.0, 0.0)}[late]  # 0.48 less priming
+    expected = {"sound": (0.0, 0.458), "picture": (0.48, 0.0), "both": (1.2, 0.478),  # the sound less priming
+                "neither": (0.0, 0.0)}[late]
     assert abs(starts.picture - expected[0]) < 0.03 and abs(starts.sound - expected[1]) < 0.03, starts
 
     policy = QCPolicy()

@@ -14,7 +14,7 @@ from kubemam.media.isobmff import (
     sound_alone,
     tracks_to_hide,
 )
-from kubemam.media.trackpass import Starts, lead_options, timeline_options
+from kubemam.media.trackpass import Starts, lead_options, origin, timeline_options
 
 
 def box(kind: bytes, *content: bytes, large: bool = False) -> bytes:
@@ -129,5 +129,11 @@ def test_a_track_passed_over_alone_keeps_its_place() -> None:
     assert timeline_options(earlier_sound, "picture") == {"itsoffset": "0.480000"}
     assert timeline_options(earlier_sound, "sound") == {}
     # A timecode track at 0 is counted by a picture pass as by one over both: nothing to move.
-    assert timeline_options(Starts(0.48, 0.0, picture_view=0.0), "picture") == {}
-    assert timeline_options(Starts(0.5, 0.5, picture_view=0.0), "sound") == {"itsoffset": "0.500000"}
+    assert timeline_options(Starts(0.48, 0.0, picture_view=0.48, text=0.0), "picture") == {}
+    assert timeline_options(Starts(0.5, 0.5, picture_view=0.5, text=0.0), "sound") == {"itsoffset": "0.500000"}
+    # ffmpeg counts a data track only from less than a second before the picture and sound: a picture pass
+    # (picture at 1.2) ignores the timecode track at 0 that a pass over both (sound at 0.478) counts from.
+    late_picture = Starts(1.2, 0.478, picture_view=1.2, text=0.0)
+    assert timeline_options(late_picture, "picture") == {"itsoffset": "1.200000"}
+    assert timeline_options(late_picture, "sound") == {"itsoffset": "0.478000"}
+    assert origin(5.0, 3.0) == 5.0 and origin(None, 3.0) == 3.0 and origin(5.0, None) == 5.0

@@ -144,12 +144,14 @@ def audio_filters(output: AudioOutput) -> list[tuple[str, dict[str, Any]]]:
     return filters
 
 
-def loudness_measure_command(source: Path, rendition: AudioRendition) -> list[str]:
-    """First loudnorm pass over the first audio track: prints the measurement as JSON on stderr."""
+def loudness_measure_command(source: Path, rendition: AudioRendition,
+                             input_options: dict[str, str] | None = None) -> list[str]:
+    """First loudnorm pass over the first audio track: prints the measurement as JSON on stderr. input_options:
+    the encode's, so the sound measured is the sound encoded (media/trackpass.py lead_options)."""
     loudness = rendition.loudness
     assert loudness is not None
-    stream = ffmpeg.input(str(source))["a:0"].filter("loudnorm", I=loudness.target_lufs, TP=loudness.true_peak_dbtp,
-                                                      LRA=20, print_format="json")
+    stream = ffmpeg.input(str(source), **(input_options or {}))["a:0"].filter(
+        "loudnorm", I=loudness.target_lufs, TP=loudness.true_peak_dbtp, LRA=20, print_format="json")
     command: list[str] = (ffmpeg.output(stream, "-", f="null")
                           .global_args("-hide_banner", "-nostats").compile())
     return command

@@ -17,6 +17,7 @@ picture (lead_options).
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Literal
 
 from kubemam.media.isobmff import HIDDEN_NAME, TRACK_NAME, file_reader, rename, sound_alone, tracks_to_hide
+
+log = logging.getLogger("kubemam.media.trackpass")
 
 PROBE_TIMEOUT_SECONDS = 300  # an ffprobe of a local file; minutes would mean a stuck process
 
@@ -35,22 +38,36 @@ class TrackPassError(RuntimeError):
     """ffprobe could not read a track's start: a pass would not know where its track sits."""
 
 
+TEXT_LEAD_LIMIT = 1.0  # libavformat (update_stream_timings): a data or subtitle start counts if < 1 s earlier
+
+
+def origin(media: float | None, text: float | None) -> float | None:
+    """Where ffmpeg counts an input from, given the earliest picture or sound start and the earliest data or
+    subtitle start (a timecode track is data): the media's, unless the text starts less than a second before
+    it (or there is no media)."""
+    if text is not None and (media is None or media - TEXT_LEAD_LIMIT < text < media):
+        return text
+    return media
+
+
 @dataclass(frozen=True)
 class Starts:
-    """Where tracks start, in seconds on the master's own timeline: the picture (v:0), the sound (a:0), and the
-    earliest of everything a picture pass sees (the picture and the timecode track, which ffmpeg counts too)."""
+    """Where tracks start, in seconds on the master's own timeline: the picture (v:0), the sound (a:0), and what a
+    picture pass sees besides the sound hidden from it: the earliest picture start (picture_view) and the earliest
+    data or subtitle start (text: the timecode track, which ffmpeg may count too; None without one)."""
     picture: float
     sound: float
     picture_view: float
+    text: float | None = None
 
     @property
     def first(self) -> float:
         """Where one pass over both counts from."""
-        return min(self.picture_view, self.sound)
+        return origin(min(self.picture_view, self.sound), self.text) or 0.0
 
     def view(self, kind: Kind) -> float:
         """Where a pass over `kind` alone counts from."""
-        return self.picture_view if kind == "picture" else self.sound
+        return (origin(self.picture_view, self.text) or 0.0) if kind == "picture" else self.sound
 
 
 def timeline_options(starts: Starts, kind: Kind) -> dict[str, str]:
@@ -91,19 +108,29 @@ def alone(master: Path, kind: Kind) -> Iterator[bool]:
         rename(master, offsets, TRACK_NAME)
 
 
-def _probe_starts(path: Path, selector: str) -> tuple[float | None, float | None]:
-    """(the stream's start, the file's earliest start) as ffprobe gives them; None for a missing stream or N/A."""
+def _probe_streams(path: Path) -> list[tuple[str, float | None]] | None:
+    """(codec type, start) of every stream ffprobe sees; None when it cannot read them (the passes then read the
+    master whole: the same bytes would fail the same way on every retry)."""
     try:
-        result = subprocess.run(["ffprobe", "-v", "error", "-select_streams", selector, "-show_entries",
-                                 "stream=start_time:format=start_time", "-of", "json", str(path)],
-                                capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS)
+        result = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,start_time", "-of",
+                                 "json", str(path)], capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired as err:
-        raise TrackPassError(f"ffprobe of {selector}'s start ran past {PROBE_TIMEOUT_SECONDS} s") from err
+        raise TrackPassError(f"ffprobe of the tracks' starts ran past {PROBE_TIMEOUT_SECONDS} s") from err
     if result.returncode != 0:
-        raise TrackPassError(f"ffprobe of {selector}'s start failed: {result.stderr.strip()[-300:]}")
-    info = json.loads(result.stdout or "{}")
-    streams = info.get("streams") or [{}]
-    return _seconds(streams[0].get("start_time")), _seconds((info.get("format") or {}).get("start_time"))
+        log.warning("ffprobe could not read the tracks' starts; passes read the master whole: %s",
+                    result.stderr.strip()[-300:])
+        return None
+    try:
+        streams = json.loads(result.stdout or "{}").get("streams") or []
+        return [(str(s.get("codec_type")), _seconds(s.get("start_time"))) for s in streams]
+    except (ValueError, AttributeError) as err:
+        log.warning("ffprobe's answer about the tracks' starts is not JSON; passes read the master whole: %s", err)
+        return None
+
+
+def _earliest(streams: list[tuple[str, float | None]], kinds: set[str]) -> float | None:
+    starts = [start for kind, start in streams if kind in kinds and start is not None]
+    return min(starts) if starts else None
 
 
 def _seconds(value: object) -> float | None:
@@ -119,11 +146,15 @@ def track_starts(master: Path) -> Starts | None:
     their demuxers do not index ahead), no picture or no sound, or a start ffprobe cannot give: passes then read
     the master whole."""
     with alone(master, "picture") as hidden:
-        picture, picture_view = _probe_starts(master, "v:0") if hidden else (None, None)
-    if picture is None or picture_view is None:
-        return None
+        seen = _probe_streams(master) if hidden else None
     with alone(master, "sound") as hidden:
-        sound = _probe_starts(master, "a:0")[0] if hidden else None
-    if sound is None:
+        heard = _probe_streams(master) if hidden else None
+    if seen is None or heard is None:
         return None
-    return Starts(picture=picture, sound=sound, picture_view=picture_view)
+    pictures = [start for kind, start in seen if kind == "video"]
+    picture_view = _earliest(seen, {"video", "audio"})
+    sound = _earliest(heard, {"audio"})
+    if not pictures or pictures[0] is None or picture_view is None or sound is None:
+        return None
+    return Starts(picture=pictures[0], sound=sound, picture_view=picture_view,
+                  text=_earliest(seen, {"data", "subtitle"}))

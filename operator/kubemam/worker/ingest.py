@@ -75,22 +75,24 @@ def make_proxy(source: Path, out_dir: Path, duration: float | None, has_audio: b
         _ffmpeg(ffmpeg.output(*streams, str(proxy), **picture_args, **(sound_args if has_audio else {}),
                               movflags=PROXY_MOVFLAGS), "proxy")
     else:
-        scratch = source.parent
+        scratch = source.parent  # not out_dir: everything there is committed
         picture, sound = scratch / "proxy-picture.mp4", scratch / "proxy-sound.mp4"
-        with alone(source, "picture"):
-            master = ffmpeg.input(str(source), **timeline_options(starts, "picture"))
-            _ffmpeg(master["v:0"].filter("scale", -2, 360).output(str(picture), **picture_args,
-                                                                  movflags=PROXY_MOVFLAGS), "proxy picture")
-        with alone(source, "sound"):
-            master = ffmpeg.input(str(source), **timeline_options(starts, "sound"))
-            # Cut by duration: every sound packet is a keyframe, so frag_keyframe alone would cut at each.
-            _ffmpeg(master["a:0"].output(str(sound), **sound_args, movflags=PROXY_MOVFLAGS, frag_duration=2_000_000),
-                    "proxy sound")
-        _ffmpeg(ffmpeg.output(ffmpeg.input(str(picture))["v:0"], ffmpeg.input(str(sound))["a:0"], str(proxy),
-                              c="copy", movflags=PROXY_MOVFLAGS, write_tmcd=0).global_args("-copyts"),
-                "proxy join")  # write_tmcd: one pass over both writes no timecode track either
-        picture.unlink()
-        sound.unlink()
+        try:
+            with alone(source, "picture"):
+                master = ffmpeg.input(str(source), **timeline_options(starts, "picture"))
+                _ffmpeg(master["v:0"].filter("scale", -2, 360).output(str(picture), **picture_args,
+                                                                      movflags=PROXY_MOVFLAGS), "proxy picture")
+            with alone(source, "sound"):
+                master = ffmpeg.input(str(source), **timeline_options(starts, "sound"))
+                # Cut by duration: frag_keyframe cuts only a picture track, so sound alone would be one fragment.
+                _ffmpeg(master["a:0"].output(str(sound), **sound_args, movflags=PROXY_MOVFLAGS,
+                                             frag_duration=2_000_000), "proxy sound")
+            _ffmpeg(ffmpeg.output(ffmpeg.input(str(picture))["v:0"], ffmpeg.input(str(sound))["a:0"], str(proxy),
+                                  c="copy", movflags=PROXY_MOVFLAGS, write_tmcd=0).global_args("-copyts"),
+                    "proxy join")  # write_tmcd: one pass over both writes no timecode track either
+        finally:
+            picture.unlink(missing_ok=True)
+            sound.unlink(missing_ok=True)
     with alone(source, "picture"):
         poster = ffmpeg.input(str(source), ss=f"{(duration or 0) * 0.1:.3f}")["v:0"].filter("scale", -2, 360)
         _ffmpeg(poster.output(str(out_dir / "poster.jpg"), vframes=1), "poster")
@@ -187,7 +189,7 @@ def run() -> int:
     print(progress_line("ingest", 90), flush=True)
     thumbnails = sheets = 0
     if video is not None and video.width and video.height:
-        with alone(master, "picture"):  # tiles count from the picture's first frame, whatever is hidden
+        with alone(master, "picture"):  # tiles are taken from the first frame on, whatever is hidden
             thumbnails, sheets = make_thumbnails(master, out_dir, duration, video.width, video.height,
                                                  thumbnail_settings)
     (out_dir / "probe.json").write_text(json.dumps(info, indent=2, sort_keys=True))

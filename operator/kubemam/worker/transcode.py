@@ -118,8 +118,10 @@ def _reported(manifest: Manifest, job: Job) -> dict[str, Any]:
             "manifestUri": str(job.output.join("manifest.json"))}
 
 
-def _measure_loudness(master: Path, rendition: AudioRendition) -> LoudnessMeasurement:
-    result = subprocess.run(loudness_measure_command(master, rendition), capture_output=True, text=True)
+def _measure_loudness(master: Path, rendition: AudioRendition, input_options: dict[str, str] | None = None
+                      ) -> LoudnessMeasurement:
+    result = subprocess.run(loudness_measure_command(master, rendition, input_options), capture_output=True,
+                            text=True)
     text = result.stderr
     if result.returncode != 0 or "{" not in text:
         raise StepError(f"loudness measurement of the master failed: {text.strip()[-300:]}")
@@ -171,11 +173,14 @@ def _commit_rendition(s3: Any, job: Job, local: Path, scratch: Path) -> dict[str
     return _reported(manifest, job)
 
 
-def _audio_plan(master: Path, jobs: list[Job], out: Path) -> list[AudioOutput]:
+def _audio_plan(master: Path, jobs: list[Job], out: Path, input_options: dict[str, str] | None = None
+                ) -> list[AudioOutput]:
+    """The audio renditions, each with its loudness measured over the sound it will encode (input_options: the
+    same as the encode's)."""
     plan = []
     for job in jobs:
         assert job.audio is not None
-        measured = _measure_loudness(master, job.audio) if job.audio.loudness else None
+        measured = _measure_loudness(master, job.audio, input_options) if job.audio.loudness else None
         plan.append(AudioOutput(job.audio, out / job.file_name, measured))
     return plan
 
@@ -397,11 +402,13 @@ def run_stitch(s3: Any, inputs: dict[str, Any], jobs: list[Job], scratch: Path) 
         out.mkdir(parents=True, exist_ok=True)
         # The sound passes need not index the picture (media/trackpass.py); the options keep the sound where the
         # chunks put the picture.
+        # (A master whose tracks cannot be passed over alone — MXF, Matroska — is still placed from its earliest
+        # track's start, not the picture's.)
+        placed = lead_options(starts) if starts is not None else None
         with alone(master, "sound") if starts is not None else nullcontext(False):
-            plan = EncodePlan(audio=_audio_plan(master, audio, out))
+            plan = EncodePlan(audio=_audio_plan(master, audio, out, placed))
             _run_ffmpeg(encode_command(master, _source_facts(inputs["master"]), plan,
-                                       inputs["segmentDurationSeconds"],
-                                       input_options=lead_options(starts) if starts is not None else None),
+                                       inputs["segmentDurationSeconds"], input_options=placed),
                         float(inputs["master"]["durationSeconds"]), 50, 95)
         for job in audio:
             results.append(_commit_rendition(s3, job, out / job.file_name, scratch))
