@@ -21,7 +21,7 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _float(value: Any) -> float | None:
+def as_float(value: Any) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -50,7 +50,7 @@ def technical_metadata(info: dict[str, Any], sha256: str | None = None) -> Techn
     audio = [s for s in streams if s.get("codec_type") == "audio"]
     return TechnicalMetadata(
         container=fmt.get("format_name"),
-        duration_seconds=_float(fmt.get("duration")),
+        duration_seconds=as_float(fmt.get("duration")),
         size_bytes=_int(fmt.get("size")),
         sha256=sha256,
         bit_rate=_int(fmt.get("bit_rate")),

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from kubemam.media.isobmff import HIDDEN_NAME, TRACK_NAME, file_reader, rename, sound_alone, tracks_to_hide
+from kubemam.media.probe import as_float
 
 log = logging.getLogger("kubemam.media.trackpass")
 
@@ -35,7 +36,7 @@ Kind = Literal["picture", "sound"]
 
 
 class TrackPassError(RuntimeError):
-    """ffprobe could not read a track's start: a pass would not know where its track sits."""
+    """ffprobe did not answer in time about the tracks' starts: a RuntimeError, so the step's Job tries again."""
 
 
 TEXT_LEAD_LIMIT = 1.0  # libavformat (update_stream_timings): a data or subtitle start counts if < 1 s earlier
@@ -115,14 +116,15 @@ def _probe_streams(path: Path) -> list[tuple[str, float | None]] | None:
         result = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,start_time", "-of",
                                  "json", str(path)], capture_output=True, text=True, timeout=PROBE_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired as err:
-        raise TrackPassError(f"ffprobe of the tracks' starts ran past {PROBE_TIMEOUT_SECONDS} s") from err
+        raise TrackPassError(f"reading where the master's tracks start: ffprobe ran past "
+                             f"{PROBE_TIMEOUT_SECONDS} s") from err
     if result.returncode != 0:
         log.warning("ffprobe could not read the tracks' starts; passes read the master whole: %s",
                     result.stderr.strip()[-300:])
         return None
     try:
         streams = json.loads(result.stdout or "{}").get("streams") or []
-        return [(str(s.get("codec_type")), _seconds(s.get("start_time"))) for s in streams]
+        return [(str(s.get("codec_type")), as_float(s.get("start_time"))) for s in streams]
     except (ValueError, AttributeError) as err:
         log.warning("ffprobe's answer about the tracks' starts is not JSON; passes read the master whole: %s", err)
         return None
@@ -131,13 +133,6 @@ def _probe_streams(path: Path) -> list[tuple[str, float | None]] | None:
 def _earliest(streams: list[tuple[str, float | None]], kinds: set[str]) -> float | None:
     starts = [start for kind, start in streams if kind in kinds and start is not None]
     return min(starts) if starts else None
-
-
-def _seconds(value: object) -> float | None:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
 
 
 def track_starts(master: Path) -> Starts | None:

@@ -32,7 +32,7 @@ from kubemam.media.progress import FfmpegProgress, progress_line
 from kubemam.media.qc import QCError, measurement_findings, run_qc, timeline_findings, verdict
 from kubemam.media.thumbnails import make_thumbnails, sheet_name
 from kubemam.media.timecode import Timecode, TimecodeError
-from kubemam.media.trackpass import Kind, Starts, TrackPassError, alone, timeline_options, track_starts
+from kubemam.media.trackpass import Kind, Starts, alone, timeline_options, track_starts
 from kubemam.redact import redact_url
 from kubemam.steps.ingest import compact_result
 from kubemam.storage.s3 import commit, make_client, read_committed, wait_until_reachable
@@ -168,11 +168,8 @@ def run() -> int:
         eta = int((duration - update.out_seconds) / update.speed) if update.speed and duration else None
         print(progress_line("ingest", low + int(share * (high - low)), update.fps, eta), flush=True)
 
-    try:
-        # Where each track starts, so every pass below can decode its own track alone (media/trackpass.py).
-        starts = track_starts(master) if technical.audio else None
-    except TrackPassError as err:
-        raise RuntimeError(f"reading where the master's tracks start: {err}") from err
+    # Where each track starts, so every pass below can decode its own track alone (media/trackpass.py).
+    starts = track_starts(master) if technical.audio else None
     try:
         measurements = run_qc(master, bool(technical.audio), policy, report, starts)
     except QCError as err:

@@ -45,7 +45,7 @@ from kubemam.media.encode import (
 from kubemam.media.isobmff import hide_sound_tracks
 from kubemam.media.probe import probe
 from kubemam.media.progress import FfmpegProgress, progress_line, run_ffmpeg_with_progress
-from kubemam.media.trackpass import TrackPassError, alone, lead_options, track_starts
+from kubemam.media.trackpass import alone, lead_options, track_starts
 from kubemam.redact import redact_url
 from kubemam.storage.manifest import Manifest
 from kubemam.storage.ranged import RangedObject
@@ -394,10 +394,7 @@ def run_stitch(s3: Any, inputs: dict[str, Any], jobs: list[Job], scratch: Path) 
         log.info("stitched and committed %s", job.name)
     if audio:
         master = _fetch_master(s3, inputs["source"], scratch)
-        try:
-            starts = track_starts(master)
-        except TrackPassError as err:
-            raise RuntimeError(f"reading where the master's tracks start: {err}") from err
+        starts = track_starts(master)
         out = scratch / "out"
         out.mkdir(parents=True, exist_ok=True)
         # The sound passes need not index the picture (media/trackpass.py); the options keep the sound where the
