@@ -4,11 +4,9 @@ master must be left as it was."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +16,7 @@ from kubemam.media.sample import make_sample
 from kubemam.media.trackpass import alone, track_starts
 from kubemam.storage.manifest import sha256_file
 from kubemam.worker.ingest import make_proxy
+from tests.media_checks import ffprobe_json, loud_onset, stream_start, tracks_moved, video_frames
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
@@ -34,35 +33,7 @@ def _shifted(base: Path, late: str, target: Path) -> Path:
     from less than a second before the earliest picture or sound, so a pass over the picture alone ignores it
     and one over both counts from it."""
     picture, sound = {"sound": ("0", "0.48"), "picture": ("0.48", "0"), "both": ("1.2", "0.5")}[late]
-    inputs = ["-itsoffset", picture, "-i", str(base), "-itsoffset", sound, "-i", str(base)]
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-map", "0:v", "-map", "1:a", "-c", "copy",
-                    "-timecode", "10:00:00:00", str(target)], check=True)
-    return target
-
-
-def _probe(path: Path, *args: str) -> dict[str, Any]:
-    out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", *args, str(path)], check=True,
-                         capture_output=True, text=True).stdout
-    return dict(json.loads(out))
-
-
-def _start(path: Path, selector: str) -> float:
-    return float(_probe(path, "-select_streams", selector, "-show_entries", "stream=start_time")
-                 ["streams"][0]["start_time"])
-
-
-def _frames(path: Path) -> int:
-    return int(_probe(path, "-count_frames", "-select_streams", "v:0", "-show_entries",
-                      "stream=nb_read_frames")["streams"][0]["nb_read_frames"])
-
-
-def _loud_onset(path: Path) -> float:
-    """When the sample's loud passage (20 dB over the rest) begins, on the file's own timeline."""
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", "48000",
-                          "-f", "s16le", "-"], check=True, capture_output=True).stdout
-    samples = [abs(int.from_bytes(raw[i:i + 2], "little", signed=True)) for i in range(0, len(raw), 2)]
-    ceiling = max(samples)
-    return _start(path, "a:0") + next(i for i, level in enumerate(samples) if level > ceiling // 2) / 48000
+    return tracks_moved(base, picture, sound, target)
 
 
 @pytest.mark.parametrize("late", ["sound", "picture", "both", "neither"])
@@ -91,13 +62,13 @@ def test_qc_and_proxy_decoded_a_track_at_a_time_match_one_pass_over_both(base: P
     make_proxy(master, one, 10.0, True)
     make_proxy(master, two, 10.0, True, starts)
     a, b = one / "proxy.mp4", two / "proxy.mp4"
-    kinds = [[s["codec_type"] for s in _probe(p, "-show_streams")["streams"]] for p in (a, b)]
+    kinds = [[s["codec_type"] for s in ffprobe_json(p, "-show_streams")["streams"]] for p in (a, b)]
     assert kinds[0] == kinds[1] == ["video", "audio"]  # no timecode track from the picture pass
-    assert _frames(b) == _frames(a)
-    assert abs(_start(b, "v:0") - _start(a, "v:0")) < 0.001
-    assert abs(_start(b, "a:0") - _start(a, "a:0")) < 0.025  # one AAC frame
+    assert video_frames(b) == video_frames(a)
+    assert abs(stream_start(b, "v:0") - stream_start(a, "v:0")) < 0.001
+    assert abs(stream_start(b, "a:0") - stream_start(a, "a:0")) < 0.025  # one AAC frame
     # The sound against the picture, as the viewer sees it: the loud passage lands on the same frame.
-    lead_a, lead_b = _loud_onset(a) - _start(a, "v:0"), _loud_onset(b) - _start(b, "v:0")
+    lead_a, lead_b = loud_onset(a) - stream_start(a, "v:0"), loud_onset(b) - stream_start(b, "v:0")
     assert abs(lead_b - lead_a) < 0.025, (lead_a, lead_b)
     assert (two / "poster.jpg").stat().st_size > 0
     assert sorted(p.name for p in two.iterdir()) == ["poster.jpg", "proxy.mp4"]  # the passes' files are gone

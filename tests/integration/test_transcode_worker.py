@@ -22,6 +22,7 @@ from kubemam.plan.transcode import chunking, fit_ladder, master_facts, transcode
 from kubemam.storage.manifest import sha256_file
 from kubemam.storage.s3 import list_objects, make_client
 from kubemam.storage.uri import S3Uri
+from tests.media_checks import loud_onset, stream_start, tracks_moved
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")]
@@ -198,34 +199,15 @@ def test_chunked_encode_matches_single_pass(minio: Any, master: tuple[Path, Tech
     assert worst > 0.97, worst
 
 
-def _start(path: Path, selector: str) -> float:
-    return float(_ffprobe(path, "-select_streams", selector, "-show_entries", "stream=start_time")
-                 ["streams"][0]["start_time"])
-
-
-def _loud_onset(path: Path) -> float:
-    """When the sample's loud passage begins in an audio file, on its own timeline: the first sample at over half
-    the track's peak (the passage is 20 dB over the rest), after the track's start."""
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", "48000",
-                          "-f", "s16le", "-"], check=True, capture_output=True).stdout
-    samples = [abs(int.from_bytes(raw[i:i + 2], "little", signed=True)) for i in range(0, len(raw), 2)]
-    ceiling = max(samples)
-    first = next(i for i, level in enumerate(samples) if level > ceiling // 2)
-    return _start(path, "a:0") + first / 48000
-
-
 @pytest.mark.parametrize("late", ["sound", "picture"])
 def test_the_stitch_keeps_the_sound_where_the_picture_is_when_their_starts_differ(
         minio: Any, master: tuple[Path, TechnicalMetadata], tmp_path: Path, late: str) -> None:
-    """The stitch decodes the sound with the picture hidden (media/soundpass.py), so it must place it itself: its
+    """The stitch decodes the sound with the picture hidden (media/trackpass.py), so it must place it itself: its
     loud passage lands as far from the picture's first frame as in the master. Sound starting before the picture
     was kept whole before, and ran that much late against the chunks, which start at the picture's first frame."""
     base, _ = master
     shifted = tmp_path / f"late-{late}.mov"
-    inputs = (["-i", str(base), "-itsoffset", "0.48", "-i", str(base)] if late == "sound"
-              else ["-itsoffset", "0.48", "-i", str(base), "-i", str(base)])
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-map", "0:v", "-map", "1:a", "-c", "copy",
-                    "-timecode", "10:00:00:00", str(shifted)], check=True)
+    tracks_moved(base, *(("0", "0.48") if late == "sound" else ("0.48", "0")), shifted)
     technical = technical_metadata(probe(shifted), sha256_file(shifted)[0])
     s3, source, root = _upload(minio, shifted)
     ladder = TranscodeLadderSpec.model_validate({**LADDER.model_dump(by_alias=True, exclude_none=True),
@@ -242,7 +224,7 @@ def test_the_stitch_keeps_the_sound_where_the_picture_is_when_their_starts_diffe
                                           plan))["renditions"]}
     # The master's own sound against its own picture is what the stitch must keep. (A single pass keeps it by
     # repeating the first frame until the sound's start: ffmpeg's constant frame rate for MP4.)
-    expected = _loud_onset(shifted) - _start(shifted, "v:0")
+    expected = loud_onset(shifted) - stream_start(shifted, "v:0")
     assert abs(expected - (4 + (0.48 if late == "sound" else -0.48))) < 0.05, expected  # the passage is 4 s in
-    stitched_lead = _loud_onset(stitched["stereo"]) - _start(stitched["h264-540p"], "v:0")
+    stitched_lead = loud_onset(stitched["stereo"]) - stream_start(stitched["h264-540p"], "v:0")
     assert abs(stitched_lead - expected) < 0.03, (stitched_lead, expected)
